@@ -1,0 +1,5 @@
+"""``python -m ferdata``."""
+
+from ferdata.cli import main
+
+main()

@@ -1,0 +1,322 @@
+"""Dataset directories: the unit every ferdata command reads and writes.
+
+A dataset directory is ``DatasetDict.save_to_disk`` output plus two files:
+
+* ``ferdata.json``: the recipe, the steps that made it (parameters, kept and rejected counts,
+  seconds), the seed, the label names, class weights and the package versions;
+* ``rejects.parquet``: the rejects ledger, one row per removed item with ``id, origin, step,
+  reason, details`` (``details`` is a JSON string). The ledger is cumulative: a command copies its
+  input's ledger and appends its own rows.
+
+``datasets.load_from_disk(DIR)`` opens it directly; :func:`open_dataset` does the same with clear
+errors. Directories are written to a temporary sibling and renamed into place, so a killed
+command never leaves a half-written output, and an input directory is never modified.
+
+The core schema is ``image`` (``Image()``), ``label`` (``ClassLabel``), ``id`` (sha256 of the
+decoded pixels, see :func:`ferdata.images.pixel_id`), ``source`` and ``origin``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import os
+import platform
+import shutil
+import tempfile
+import uuid
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ferdata.errors import InputNotFound, NotADatasetDir, OutputExists, UsageError
+
+if TYPE_CHECKING:
+    import datasets
+
+MANIFEST_FILE = "ferdata.json"
+REJECTS_FILE = "rejects.parquet"
+REJECT_COLUMNS = ("id", "origin", "step", "reason", "details")
+CORE_COLUMNS = ("image", "label", "id", "source", "origin")
+#: Internal columns a step sets to mark a row for the rejects ledger (see :func:`partition_rejects`).
+REJECT_REASON = "_reject_reason"
+REJECT_DETAILS = "_reject_details"
+#: Split names, in the order in which they are evaluation splits (most protected first).
+EVAL_SPLITS = ("test", "validation")
+_VERSIONED = ("ferdata", "datasets", "huggingface_hub", "numpy", "pillow", "tensorflow", "keras", "mtcnn",
+              "opencv-contrib-python-headless", "imagehash", "icrawler")
+
+
+def core_features(label_names: Sequence[str]) -> datasets.Features:
+    """Features of the core schema for the given class names."""
+    import datasets
+
+    return datasets.Features(
+        {
+            "image": datasets.Image(),
+            "label": datasets.ClassLabel(names=list(label_names)),
+            "id": datasets.Value("string"),
+            "source": datasets.Value("string"),
+            "origin": datasets.Value("string"),
+        }
+    )
+
+
+def make_reject(id: str, origin: str, step: str, reason: str, details: Any = "") -> dict[str, str]:
+    """One rejects-ledger row; ``details`` (a dict or string) is stored as JSON text."""
+    text = details if isinstance(details, str) else json.dumps(details, default=_json_default, sort_keys=True)
+    return {"id": id or "", "origin": origin or "", "step": step, "reason": reason, "details": text}
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
+def _check_dataset_dir(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise InputNotFound(f"dataset directory not found: {path}")
+    if not path.is_dir():
+        raise NotADatasetDir(f"{path} is a file, not a dataset directory")
+    if not (path / "dataset_dict.json").exists():
+        hint = " (a single Dataset, not a DatasetDict)" if (path / "dataset_info.json").exists() else ""
+        raise NotADatasetDir(f"{path} is not a dataset directory{hint}: no dataset_dict.json in it")
+    return path
+
+
+def open_dataset(path: str | Path) -> datasets.DatasetDict:
+    """Open a ferdata dataset directory as a ``datasets.DatasetDict``.
+
+    Args:
+        path: a directory written by a ferdata command (or any ``DatasetDict.save_to_disk`` dir).
+
+    Returns:
+        The dataset, splits as keys; images decode to PIL images.
+
+    Raises:
+        InputNotFound: when the path does not exist.
+        NotADatasetDir: when it is not a saved DatasetDict.
+
+    Example:
+        >>> dd = open_dataset("fer2013")          # doctest: +SKIP
+        >>> dd["train"].features["label"].names   # doctest: +SKIP
+        ['angry', 'disgust', 'fear', 'happy', 'neutral', 'sad', 'surprise']
+    """
+    import datasets
+
+    path = _check_dataset_dir(path)
+    return datasets.load_from_disk(str(path))
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """Return ``ferdata.json`` of a dataset directory (a fresh manifest when it has none)."""
+    file = Path(path) / MANIFEST_FILE
+    if not file.exists():
+        return new_manifest()
+    with file.open(encoding="utf-8") as f:
+        return json.load(f)
+
+
+def read_rejects(path: str | Path) -> list[dict[str, str]]:
+    """Return the rejects ledger of a dataset directory as a list of rows."""
+    file = Path(path) / REJECTS_FILE
+    if not file.exists():
+        return []
+    import pyarrow.parquet as pq
+
+    return pq.read_table(file).to_pylist()
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of Python and of the packages a dataset's content depends on."""
+    versions = {"python": platform.python_version()}
+    for name in _VERSIONED:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[name] = metadata.version(name)
+    return versions
+
+
+def new_manifest(*, seed: int | None = None, recipe: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A fresh ``ferdata.json`` content."""
+    return {
+        "format": "ferdata-dataset/1",
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "recipe": recipe,
+        "seed": seed,
+        "steps": [],
+        "versions": package_versions(),
+    }
+
+
+def label_names(dd: datasets.DatasetDict | datasets.Dataset) -> list[str]:
+    """Class names of a dataset's ``label`` column.
+
+    Raises:
+        UsageError: when there is no ClassLabel ``label`` column.
+    """
+    import datasets
+
+    ds = next(iter(dd.values())) if isinstance(dd, datasets.DatasetDict) else dd
+    feature = ds.features.get("label")
+    if not isinstance(feature, datasets.ClassLabel):
+        raise UsageError(f"dataset has no ClassLabel 'label' column; columns: {', '.join(ds.column_names)}")
+    return list(feature.names)
+
+
+def class_counts(ds: datasets.Dataset) -> dict[str, int]:
+    """Rows per class name, in label order (classes with no row included, as 0)."""
+    names = label_names(ds)
+    counts = Counter(ds["label"]) if len(ds) else Counter()
+    return {name: int(counts.get(i, 0)) for i, name in enumerate(names)}
+
+
+def split_counts(dd: datasets.DatasetDict) -> dict[str, int]:
+    """Rows per split."""
+    return {name: len(ds) for name, ds in dd.items()}
+
+
+def partition_rejects(dd: datasets.DatasetDict, step: str) -> tuple[datasets.DatasetDict, list[dict[str, str]]]:
+    """Move rows whose ``_reject_reason`` is set to a ledger list and drop the internal columns.
+
+    A batched step marks a bad row by setting ``_reject_reason`` (and optionally
+    ``_reject_details``, a JSON string) instead of dropping it; this turns the marks into ledger rows
+    and returns the clean dataset.
+    """
+    import datasets
+
+    rejects: list[dict[str, str]] = []
+    kept = {}
+    for split, ds in dd.items():
+        if REJECT_REASON not in ds.column_names:
+            kept[split] = ds
+            continue
+        reasons = ds[REJECT_REASON]
+        bad = [i for i, r in enumerate(reasons) if r]
+        if bad:
+            details = ds.select(bad)[REJECT_DETAILS] if REJECT_DETAILS in ds.column_names else [""] * len(bad)
+            meta = ds.select_columns(["id", "origin"]).select(bad)
+            for row, reason, detail in zip(meta, (reasons[i] for i in bad), details, strict=True):
+                rejects.append(make_reject(row["id"], row["origin"], step, reason, detail or ""))
+            good = sorted(set(range(len(ds))) - set(bad))
+            ds = ds.select(good)
+        drop = [c for c in (REJECT_REASON, REJECT_DETAILS) if c in ds.column_names]
+        kept[split] = ds.remove_columns(drop)
+    return datasets.DatasetDict(kept), rejects
+
+
+@contextlib.contextmanager
+def no_input_caching() -> Iterator[None]:
+    """Keep ``datasets`` from writing cache files next to an input's Arrow files.
+
+    ``Dataset.map`` on a dataset loaded from disk writes ``cache-*.arrow`` into that directory;
+    ferdata never modifies its inputs, so transforms run with caching off (results go to a
+    temporary directory) while this context is active.
+    """
+    import datasets
+
+    was_enabled = datasets.is_caching_enabled()
+    datasets.disable_caching()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            datasets.enable_caching()
+
+
+def prepare_output(out: str | Path, *, overwrite: bool, inputs: Sequence[str | Path] = ()) -> Path:
+    """Check that ``out`` may be written: not an input, and absent unless ``overwrite``.
+
+    Raises:
+        OutputExists: when it exists and ``overwrite`` is False.
+        UsageError: when it is (or contains) one of the inputs.
+    """
+    out = Path(out)
+    resolved = out.resolve()
+    for inp in inputs:
+        inp_resolved = Path(inp).resolve()
+        if resolved == inp_resolved or inp_resolved.is_relative_to(resolved):
+            raise UsageError(f"--out {out} would overwrite the input {inp}; choose another output directory")
+    if out.exists() and not overwrite:
+        raise OutputExists(f"output {out} already exists; pass --overwrite to replace it")
+    return out
+
+
+def write_rejects(rows: Sequence[dict[str, str]], file: str | Path) -> None:
+    """Write ledger rows to a parquet file with the ledger schema."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({c: pa.array([r.get(c, "") for r in rows], type=pa.string()) for c in REJECT_COLUMNS})
+    pq.write_table(table, str(file))
+
+
+def save_dataset(
+    dd: datasets.DatasetDict,
+    out: str | Path,
+    *,
+    manifest: dict[str, Any],
+    rejects: Sequence[dict[str, str]] = (),
+    overwrite: bool = False,
+    num_proc: int | None = None,
+) -> Path:
+    """Write a dataset directory atomically: temp sibling, then rename into place.
+
+    Args:
+        dd: the dataset to write.
+        out: the output directory.
+        manifest: ``ferdata.json`` content (label names and split counts are filled in here).
+        rejects: the full rejects ledger to write (input ledger plus new rows).
+        overwrite: replace an existing ``out``.
+        num_proc: processes for ``save_to_disk``.
+
+    Returns:
+        The output path.
+    """
+    import datasets
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise OutputExists(f"output {out} already exists; pass --overwrite to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        if not isinstance(dd, datasets.DatasetDict):
+            raise TypeError(f"save_dataset expects a DatasetDict, got {type(dd).__name__}")
+        dd.save_to_disk(str(tmp), num_proc=num_proc if num_proc and num_proc > 1 else None)
+        manifest = dict(manifest)
+        if len(dd):
+            with contextlib.suppress(UsageError):
+                manifest["label_names"] = label_names(dd)
+        manifest["splits"] = split_counts(dd)
+        manifest.setdefault("versions", package_versions())
+        with (tmp / MANIFEST_FILE).open("w", encoding="utf-8") as f:
+            json.dump(manifest, f, indent=2, default=_json_default)
+        write_rejects(rejects, tmp / REJECTS_FILE)
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+@contextlib.contextmanager
+def work_dir(prefix: str = "ferdata-") -> Iterator[Path]:
+    """A temporary working directory removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,235 @@
+"""The step registry and the machinery to run one step from one dataset directory to another.
+
+A step is a plain function ``fn(data, config, ctx) -> StepOutput`` registered by name with a
+config dataclass::
+
+    @dataclass
+    class BalanceConfig:
+        strategy: str = "undersample"
+        def __post_init__(self): ...   # validate, raise UsageError naming the value
+
+    @register_step("balance", BalanceConfig)
+    def balance_step(data, config, ctx): ...
+
+``data`` is the input ``DatasetDict`` (``None`` for *source* steps such as importers and the
+crawler, which create a dataset). Per-row work runs as ``Dataset.map(batched=True,
+num_proc=ctx.num_proc)`` over a function of a batch; bad rows are marked with
+``_reject_reason`` and moved to the ledger by :func:`ferdata.dataset.partition_rejects`, or put
+in ``StepOutput.rejects`` directly. The same steps serve the single commands
+(``ferdata balance``) and recipes (``ferdata build``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ferdata.errors import RecipeError, UsageError
+
+if TYPE_CHECKING:
+    import datasets
+
+#: Modules whose import registers steps. Each must import nothing heavy at module level.
+STEP_MODULES = (
+    "ferdata.sources.fer2013",
+    "ferdata.labels_step",
+)
+
+
+@dataclass
+class StepContext:
+    """Run-wide settings every step receives."""
+
+    num_proc: int = 1
+    seed: int = 0
+    limit: int | None = None
+    work_dir: Path | None = None
+    #: Directory of the dataset being built (recipes), so steps can find files beside it.
+    out_dir: Path | None = None
+
+    def scratch(self) -> Path:
+        """A scratch directory that lives as long as the run (for Arrow caches of new datasets)."""
+        if self.work_dir is None:
+            import atexit
+            import shutil
+            import tempfile
+
+            self.work_dir = Path(tempfile.mkdtemp(prefix="ferdata-"))
+            atexit.register(shutil.rmtree, self.work_dir, True)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        return self.work_dir
+
+
+@dataclass
+class StepOutput:
+    """What a step returns: the new dataset, ledger rows, and facts for ``ferdata.json``."""
+
+    data: datasets.DatasetDict
+    rejects: list[dict[str, str]] = field(default_factory=list)
+    #: Per-step facts recorded in the step's manifest entry (counts, model names, ...).
+    info: dict[str, Any] = field(default_factory=dict)
+    #: Top-level manifest keys to set (e.g. ``class_weights``).
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+
+StepFn = Callable[[Any, Any, StepContext], StepOutput]
+
+
+@dataclass(frozen=True)
+class Step:
+    """A registered step."""
+
+    name: str
+    fn: StepFn
+    config_cls: type
+    source: bool
+    summary: str
+
+    def param_names(self) -> list[str]:
+        """Names of the step's parameters."""
+        return [f.name for f in dataclasses.fields(self.config_cls)]
+
+    def make_config(self, params: dict[str, Any] | None = None) -> Any:
+        """Build the step's config from ``params``; ``None`` values keep the defaults.
+
+        Raises:
+            RecipeError: for an unknown parameter (listing the valid ones).
+            UsageError: for a bad value (from the config's own checks).
+        """
+        params = {k: v for k, v in (params or {}).items() if v is not None}
+        valid = self.param_names()
+        unknown = sorted(set(params) - set(valid))
+        if unknown:
+            raise RecipeError(
+                f"step {self.name!r} has no parameter {', '.join(map(repr, unknown))}; "
+                f"valid parameters: {', '.join(valid) or '(none)'}"
+            )
+        try:
+            return self.config_cls(**params)
+        except TypeError as e:
+            raise UsageError(f"step {self.name!r}: {e}") from e
+
+
+_REGISTRY: dict[str, Step] = {}
+_loaded = False
+
+
+def register_step(name: str, config: type, *, source: bool = False) -> Callable[[StepFn], StepFn]:
+    """Register ``fn`` as the step ``name`` with the config dataclass ``config``.
+
+    Example:
+        >>> @dataclass
+        ... class NoopConfig:
+        ...     pass
+        >>> @register_step("noop-demo", NoopConfig)
+        ... def noop(data, config, ctx):
+        ...     return StepOutput(data)
+    """
+    if not dataclasses.is_dataclass(config):
+        raise TypeError(f"config of step {name!r} must be a dataclass, got {config!r}")
+
+    def decorator(fn: StepFn) -> StepFn:
+        summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
+        _REGISTRY[name] = Step(name, fn, config, source, summary)
+        return fn
+
+    return decorator
+
+
+def load_steps() -> dict[str, Step]:
+    """Import the step modules (once) and return the registry."""
+    global _loaded
+    if not _loaded:
+        for module in STEP_MODULES:
+            importlib.import_module(module)
+        _loaded = True
+    return _REGISTRY
+
+
+def get_step(name: str) -> Step:
+    """Return the registered step ``name``.
+
+    Raises:
+        RecipeError: for an unknown name, listing the valid ones.
+    """
+    steps = load_steps()
+    if name not in steps:
+        raise RecipeError(f"unknown step {name!r}; valid steps: {', '.join(sorted(steps))}")
+    return steps[name]
+
+
+def total_rows(data: datasets.DatasetDict | None) -> int:
+    """Rows over all splits (0 for None)."""
+    return sum(len(ds) for ds in data.values()) if data is not None else 0
+
+
+def run_step(step: Step, data: datasets.DatasetDict | None, config: Any, ctx: StepContext) -> tuple[StepOutput, dict[str, Any]]:
+    """Run one step and return its output and its ``ferdata.json`` entry."""
+    from ferdata.dataset import no_input_caching
+
+    if step.source and data is not None:
+        raise RecipeError(f"step {step.name!r} creates a dataset and must come first in a recipe")
+    if not step.source and data is None:
+        raise RecipeError(f"step {step.name!r} needs an input dataset; a recipe must start with an import step")
+    start = time.perf_counter()
+    with no_input_caching():
+        out = step.fn(data, config, ctx)
+    seconds = time.perf_counter() - start
+    entry = {
+        "step": step.name,
+        "params": dataclasses.asdict(config),
+        "input_rows": total_rows(data),
+        "kept": total_rows(out.data),
+        "rejected": len(out.rejects),
+        "rejected_by_reason": dict(Counter(r["reason"] for r in out.rejects)),
+        "seconds": round(seconds, 3),
+    }
+    if out.info:
+        entry["info"] = out.info
+    return out, entry
+
+
+def apply_step(
+    name: str,
+    params: dict[str, Any],
+    *,
+    inputs: Sequence[str | Path] = (),
+    out: str | Path,
+    ctx: StepContext | None = None,
+    overwrite: bool = False,
+) -> tuple[Path, dict[str, Any]]:
+    """Run one registered step from a dataset directory (or none, for sources) into ``out``.
+
+    The manifest and rejects ledger of the input are carried over and the step appended.
+
+    Returns:
+        The output path and the step's manifest entry.
+
+    Example:
+        >>> apply_step("balance", {"strategy": "undersample"}, inputs=["fer"], out="fer-bal")  # doctest: +SKIP
+    """
+    from ferdata.dataset import new_manifest, open_dataset, prepare_output, read_manifest, read_rejects, save_dataset
+
+    ctx = ctx or StepContext()
+    step = get_step(name)
+    config = step.make_config(params)
+    out = prepare_output(out, overwrite=overwrite, inputs=inputs)
+    if step.source:
+        data, manifest, rejects = None, new_manifest(seed=ctx.seed), []
+    else:
+        data = open_dataset(inputs[0])
+        manifest, rejects = read_manifest(inputs[0]), read_rejects(inputs[0])
+    result, entry = run_step(step, data, config, ctx)
+    manifest["steps"] = [*manifest.get("steps", []), entry]
+    manifest.update(result.manifest)
+    if manifest.get("seed") is None:
+        manifest["seed"] = ctx.seed
+    save_dataset(result.data, out, manifest=manifest, rejects=[*rejects, *result.rejects], overwrite=overwrite,
+                 num_proc=ctx.num_proc)
+    return out, entry
