@@ -38,7 +38,14 @@ if TYPE_CHECKING:
 #: Modules whose import registers steps. Each must import nothing heavy at module level.
 STEP_MODULES = (
     "ferdata.sources.fer2013",
+    "ferdata.sources.folder",
+    "ferdata.sources.affectnet",
+    "ferdata.sources.hf",
     "ferdata.labels_step",
+    "ferdata.faces",
+    "ferdata.quality",
+    "ferdata.balance",
+    "ferdata.split",
 )
 
 
