@@ -160,13 +160,272 @@ def import_fer2013_cmd(csv: Path, out: Path, classes: str, **opts: Any) -> None:
     run_step_command("import_fer2013", {"csv": str(csv), "classes": int(classes)}, inputs=[], out=out, **opts)
 
 
+@import_group.command("folder")
+@click.argument("src", type=existing("SRC", file_okay=False))
+@out_option
+@click.option("--label-map", type=existing("label map", dir_okay=False), default=None,
+              help="YAML mapping folder names to classes (default: the synonyms in manifests/labels.yaml).")
+@click.option("--name", default=None, help="Dataset name recorded in the source column (folder:NAME).")
+@click.option("--classes", type=click.Choice(["8", "7", "6", "3"]), default="7", show_default=True,
+              help="Class grouping (paper 003).")
+@common_options
+def import_folder_cmd(src: Path, out: Path, label_map: Path | None, name: str | None, classes: str, **opts: Any) -> None:
+    """Import class-per-folder images: SRC/<class>/* or SRC/<split>/<class>/*.
+
+    Folder names map to classes through synonyms (anger -> angry, happiness -> happy ...); an
+    unknown folder name is an error unless --label-map is given. Unusable files go to the ledger.
+
+    Example:
+
+        ferdata import folder fer2013-images/ --out fer2013 --num-proc 2
+    """
+    run_step_command("import_folder", {"src": str(src), "label_map": str(label_map) if label_map else None,
+                                       "name": name, "classes": int(classes)}, inputs=[], out=out, **opts)
+
+
+@import_group.command("affectnet")
+@click.argument("src", type=existing("SRC", file_okay=False))
+@out_option
+@click.option("--classes", type=click.Choice(["8", "7", "6", "3"]), default="8", show_default=True,
+              help="8 keeps contempt; 7 drops it (paper 000).")
+@common_options
+def import_affectnet_cmd(src: Path, out: Path, classes: str, **opts: Any) -> None:
+    """Import AffectNet: images/ + annotations/<id>_exp.npy (or train_set/ and val_set/ of them).
+
+    Example:
+
+        ferdata import affectnet AffectNet/ --out affectnet --classes 7
+    """
+    run_step_command("import_affectnet", {"src": str(src), "classes": int(classes)}, inputs=[], out=out, **opts)
+
+
+@import_group.command("hf")
+@click.argument("src", type=existing("SRC", file_okay=False))
+@out_option
+@click.option("--image-column", default="image", show_default=True)
+@click.option("--label-column", default="label", show_default=True)
+@click.option("--codes", default=None, help="Label map for integer labels without names (fer2013, affectnet, rafdb ...).")
+@click.option("--classes", type=click.Choice(["8", "7", "6", "3"]), default="7", show_default=True)
+@common_options
+def import_hf_cmd(src: Path, out: Path, image_column: str, label_column: str, codes: str | None, classes: str,
+                  **opts: Any) -> None:
+    """Import a Hugging Face dataset saved on disk (save_to_disk) or an exported Hub folder.
+
+    Example:
+
+        ferdata import hf my-saved-dataset/ --out mine --codes rafdb
+    """
+    run_step_command("import_hf", {"src": str(src), "image_column": image_column, "label_column": label_column,
+                                   "codes": codes, "classes": int(classes)}, inputs=[], out=out, **opts)
+
+
 # ---------------------------------------------------------------- dataset building (foundation)
+
+@cli.command("balance")
+@click.argument("src", type=existing("IN", file_okay=False))
+@out_option
+@click.option("--strategy", type=click.Choice(["undersample", "oversample", "target"]), default="undersample",
+              show_default=True, help="undersample to the smallest class, oversample to the largest, or sample "
+              "to a per-class target.")
+@click.option("--per-class", type=click.IntRange(min=1), default=None, help="Rows per class (required by target).")
+@click.option("--splits", default=None, help="Comma-separated splits to balance (default: train, else all).")
+@click.option("--supplement", type=existing("supplement", file_okay=False), default=None,
+              help="Dataset directory to take extra rows from (paper 004: disgust from another set).")
+@click.option("--supplement-classes", default=None, help="Comma-separated classes to supplement (default: all).")
+@common_options
+def balance_cmd(src: Path, out: Path, strategy: str, per_class: int | None, splits: str | None,
+                supplement: Path | None, supplement_classes: str | None, **opts: Any) -> None:
+    """Rebalance classes and store class weights (simple, conservative, inverse) in ferdata.json.
+
+    Example:
+
+        ferdata balance btfer-raw --out btfer --strategy target --per-class 300 --seed 0
+    """
+    run_step_command("balance", {"strategy": strategy, "per_class": per_class, "splits": splits,
+                                 "supplement": str(supplement) if supplement else None,
+                                 "supplement_classes": supplement_classes}, inputs=[src], out=out, **opts)
+
+
+@cli.command("split")
+@click.argument("src", type=existing("IN", file_okay=False))
+@out_option
+@click.option("--ratios", default="0.8,0.1,0.1", show_default=True, help="Comma-separated shares summing to 1.")
+@click.option("--names", default=None, help="Split names, one per ratio (default train,validation[,test]).")
+@click.option("--resplit", is_flag=True, help="Pool every split and split anew (default: keep existing splits).")
+@click.option("--group-column", default="group", show_default=True, help="Rows sharing this value stay together.")
+@common_options
+def split_cmd(src: Path, out: Path, ratios: str, names: str | None, resplit: bool, group_column: str,
+              **opts: Any) -> None:
+    """Stratified, seeded, group-aware split (duplicate clusters never cross splits).
+
+    Example:
+
+        ferdata split nhfi --out nhfi-split --ratios 0.8,0.2
+    """
+    run_step_command("split", {"ratios": ratios, "names": names, "resplit": resplit, "group_column": group_column},
+                     inputs=[src], out=out, **opts)
+
+
+@cli.command("build", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("recipe")
+@out_option
+@common_options
+@click.pass_context
+def build_cmd(ctx: click.Context, recipe: str, out: Path, num_proc: int, seed: int, limit: int | None,
+              overwrite: bool) -> None:
+    """Run a recipe (pipelines/NAME.yaml or a path); recipe variables are options: --source X.
+
+    A killed build run again with the same command resumes after its last finished step.
+    Packaged recipes live in pipelines/ (an unknown name lists them).
+
+    Example:
+
+        ferdata build fer2013-improved --source fer2013.csv --out fer2013-224
+    """
+    from ferdata.pipeline import build, load_recipe
+
+    variables = parse_variables(ctx.args)
+    plan = load_recipe(recipe, variables)
+    manifest = build(plan, out, ctx=context(num_proc, seed, limit), overwrite=overwrite)
+    total = sum(e["seconds"] for e in manifest["steps"]) or 1.0
+    for entry in manifest["steps"]:
+        print_summary(entry, out)
+    shares = ", ".join(f"{e['step']} {100 * e['seconds'] / total:.0f}%" for e in manifest["steps"])
+    click.echo(f"built {plan.name}: {sum(manifest['splits'].values())} rows {manifest['splits']} in "
+               f"{manifest.get('build_seconds', total):.1f}s (time per step: {shares}) -> {out}")
+
+
+def parse_variables(args: list[str]) -> dict[str, str]:
+    """``--name value`` / ``--name=value`` pairs after the recipe name."""
+    variables: dict[str, str] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or len(arg) < 3:
+            raise click.UsageError(f"unexpected argument {arg!r}; recipe variables are given as --name value")
+        if "=" in arg:
+            key, value = arg[2:].split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(args):
+                raise click.UsageError(f"option {arg} needs a value")
+            key, value = arg[2:], args[i + 1]
+            i += 2
+        variables[key.replace("-", "_")] = _yaml_scalar(value)
+    return variables
+
+
+def _yaml_scalar(value: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
+
+
+@cli.command("export")
+@click.argument("src", type=existing("DIR", file_okay=False))
+@out_option
+@click.option("--format", "fmt", type=click.Choice(["hub", "imagefolder"]), default="hub", show_default=True)
+@click.option("--license", "license_", default="other", show_default=True, help="License written to the card.")
+@click.option("--overwrite", is_flag=True, help="Replace the output directory if it exists.")
+def export_cmd(src: Path, out: Path, fmt: str, license_: str, overwrite: bool) -> None:
+    """Write the Hub layout (parquet + dataset card) or class folders (--format imagefolder).
+
+    `datasets.load_dataset(OUT)` loads the Hub layout back to the same rows.
+
+    Example:
+
+        ferdata export fer2013 --out fer2013-hub
+    """
+    from ferdata.hub import export
+
+    options = {"license": license_} if fmt == "hub" else {}
+    path = export(src, out, format=fmt, overwrite=overwrite, **options)
+    click.echo(f"exported {src} as {fmt} -> {path}")
+
+
+@cli.command("push")
+@click.argument("src", type=existing("DIR", file_okay=False))
+@click.argument("repo_id")
+@click.option("--private", is_flag=True, help="Create the repository as private.")
+@click.option("--token", default=None, help="Hub token (default: the HF_TOKEN environment variable). Never printed.")
+@click.option("--license", "license_", default="other", show_default=True, help="License written to the card.")
+def push_cmd(src: Path, repo_id: str, private: bool, token: str | None, license_: str) -> None:
+    """Upload a dataset directory to the Hugging Face Hub with a dataset card.
+
+    Example:
+
+        HF_TOKEN=hf_... ferdata push fer2013-224 me/fer2013-224 --private
+    """
+    from ferdata.hub import push
+
+    url = push(src, repo_id, token=token, private=private, license=license_)
+    click.echo(f"pushed {src} to {repo_id}: {url}")
 
 # ---------------------------------------------------------------- faces and quality: crop, filter
 
 # ---------------------------------------------------------------- duplicates: dedupe
 
 # ---------------------------------------------------------------- super-resolution: train-espcn, upscale
+
+def _int_pair(value: str) -> tuple[int, int]:
+    try:
+        a, b = (int(v) for v in value.split(","))
+    except ValueError as e:
+        raise click.BadParameter(f"expected two integers like 64,32, got {value!r}") from e
+    return a, b
+
+
+@cli.command("train-espcn")
+@click.argument("hr_dir", type=existing("HR_DIR", file_okay=False))
+@out_option
+@click.option("--scale", type=click.Choice(["2", "3", "4"]), default="4", show_default=True, help="Upscale factor.")
+@click.option("--epochs", type=click.IntRange(min=1), default=40, show_default=True)
+@click.option("--steps-per-epoch", type=click.IntRange(min=1), default=250, show_default=True)
+@click.option("--patch", type=click.IntRange(min=4), default=24, show_default=True, help="LR patch side.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--lr", "learning_rate", type=float, default=2e-3, show_default=True, help="Initial learning rate (cosine decay).")
+@click.option("--filters", default="64,32", show_default=True, help="Filters of the first two convolutions.")
+@click.option("--activation", type=click.Choice(["relu", "tanh"]), default="relu", show_default=True)
+@click.option("--no-skip", is_flag=True, help="Plain 5-3-3 ESPCN, without the linear skip convolution.")
+@click.option("--degradations", default="area,bicubic,blur_jpeg", show_default=True,
+              help="LR-making methods mixed in training: area, bicubic, blur_jpeg.")
+@click.option("--patience", type=click.IntRange(min=1), default=8, show_default=True, help="Early-stopping patience (epochs).")
+@common_options
+def train_espcn_cmd(hr_dir: Path, out: Path, scale: str, filters: str, degradations: str, no_skip: bool,
+                    num_proc: int, limit: int | None, overwrite: bool, **opts: Any) -> None:
+    """Train an ESPCN super-resolution model on a folder of high-resolution gray faces.
+
+    Writes MODEL_DIR/model.keras, MODEL_DIR/espcn_xS.pb (for cv2.dnn_superres), metrics.json and
+    model_card.md with the held-out PSNR table (10 % of HR_DIR by file-name hash, never trained on).
+
+    Example:
+
+        ferdata train-espcn ../shared/data/faces-hr-144 --scale 4 --out espcn-x4
+    """
+    import shlex
+
+    from ferdata.sr.train import EspcnTrainConfig, train_espcn
+
+    config = EspcnTrainConfig(scale=int(scale), filters=_int_pair(filters), skip=not no_skip, limit=limit,
+                              degradations=tuple(d.strip() for d in degradations.split(",") if d.strip()),
+                              extra={"command": "ferdata " + shlex.join(sys.argv[1:])
+                                     if Path(sys.argv[0]).name == "ferdata" else ""}, **opts)
+    metrics = train_espcn(hr_dir, out=out, config=config, overwrite=overwrite, verbose=not progress_off())
+    for method, row in metrics["heldout"].items():
+        click.echo(f"held-out x{scale}, LR by {method}: bicubic {row['bicubic']:.2f} dB, ESPCN {row['espcn']:.2f} dB "
+                   f"({row['gain']:+.2f})")
+    click.echo(f"train-espcn: {metrics['epochs_run']} epochs in {metrics['train_seconds']:.0f}s -> {out}")
+
+
+def progress_off() -> bool:
+    """True when -q turned progress bars off."""
+    from ferdata.progress import progress_bars_disabled
+
+    return progress_bars_disabled()
+
 
 # ---------------------------------------------------------------- training: train, evaluate, export-tflite
 

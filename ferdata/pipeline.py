@@ -1,0 +1,221 @@
+"""Recipes: named, ordered lists of steps in ``pipelines/NAME.yaml``, run by ``ferdata build``.
+
+A recipe::
+
+    name: fer2013-improved
+    description: paper 004's improved FER2013
+    variables:            # set on the command line: ferdata build NAME --source X
+      source: null        # null = required
+      size: 224
+    steps:
+      - step: import_fer2013
+        csv: "{source}"
+      - step: upscale
+        size: "{size}"
+    export: hub           # optional: also write the Hub layout (parquet + card) to OUT/hub
+
+Values ``"{var}"`` are replaced by the variable (keeping its type); ``"x-{var}"`` is string
+formatting. The whole recipe is validated before any work: unknown steps, parameters or
+variables, and missing required variables, are errors that list the valid names.
+
+Resumable and atomic: every finished step is checkpointed as a dataset directory under
+``.OUT.build/`` (a sibling of ``OUT``) with ``state.json`` recording the recipe's fingerprint.
+Running the same command again (same recipe and variables) continues after the last finished
+step, so no row is lost or duplicated; the finished dataset is renamed into ``OUT``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ferdata.errors import RecipeError, UsageError
+from ferdata.resources import load_yaml, resource_dir
+from ferdata.steps import Step, StepContext, get_step, run_step
+
+logger = logging.getLogger(__name__)
+_VAR = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_RECIPE_KEYS = {"name", "description", "variables", "steps", "export"}
+
+
+@dataclass
+class Recipe:
+    """A validated recipe: steps with their configs."""
+
+    name: str
+    description: str
+    variables: dict[str, Any]
+    steps: list[tuple[Step, Any]]
+    export: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def fingerprint(self) -> str:
+        """Hash of the recipe content and variables (what a checkpoint must match to be reused)."""
+        text = json.dumps({"raw": self.raw, "variables": self.variables}, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def recipe_names() -> list[str]:
+    """Names of the recipes that ship with ferdata."""
+    return sorted(p.stem for p in resource_dir("pipelines").glob("*.yaml"))
+
+
+def recipe_path(name_or_path: str | Path) -> Path:
+    """Resolve a recipe name (``btfer``) or a path to a YAML file.
+
+    Raises:
+        UsageError: when it is neither, listing the packaged recipes.
+    """
+    path = Path(name_or_path)
+    if path.suffix in {".yaml", ".yml"}:
+        if not path.exists():
+            raise UsageError(f"recipe file not found: {path}")
+        return path
+    packaged = resource_dir("pipelines") / f"{name_or_path}.yaml"
+    if packaged.exists():
+        return packaged
+    raise UsageError(f"unknown recipe {str(name_or_path)!r}; packaged recipes: {', '.join(recipe_names())} "
+                     "(or give a path to a .yaml file)")
+
+
+def _substitute(value: Any, variables: dict[str, Any]) -> Any:
+    if isinstance(value, str):
+        whole = _VAR.fullmatch(value)
+        if whole:
+            return variables[whole.group(1)]
+        return _VAR.sub(lambda m: str(variables[m.group(1)]), value)
+    if isinstance(value, list):
+        return [_substitute(v, variables) for v in value]
+    if isinstance(value, dict):
+        return {k: _substitute(v, variables) for k, v in value.items()}
+    return value
+
+
+def _used_variables(value: Any) -> set[str]:
+    if isinstance(value, str):
+        return set(_VAR.findall(value))
+    if isinstance(value, list):
+        return set().union(*(_used_variables(v) for v in value)) if value else set()
+    if isinstance(value, dict):
+        return set().union(*(_used_variables(v) for v in value.values())) if value else set()
+    return set()
+
+
+def load_recipe(name_or_path: str | Path, variables: dict[str, Any] | None = None) -> Recipe:
+    """Load and validate a recipe, applying ``variables`` (None values keep the defaults).
+
+    Raises:
+        RecipeError: for an unknown step, parameter or variable, or a missing required variable.
+
+    Example:
+        >>> recipe = load_recipe("fer2013-improved", {"source": "fer2013.csv"})   # doctest: +SKIP
+    """
+    path = recipe_path(name_or_path)
+    raw = load_yaml(path)
+    if not isinstance(raw, dict) or not isinstance(raw.get("steps"), list) or not raw["steps"]:
+        raise RecipeError(f"{path}: a recipe is a mapping with a non-empty 'steps' list")
+    unknown_keys = sorted(set(raw) - _RECIPE_KEYS)
+    if unknown_keys:
+        raise RecipeError(f"{path}: unknown keys {unknown_keys}; allowed: {', '.join(sorted(_RECIPE_KEYS))}")
+    declared = dict(raw.get("variables") or {})
+    given = {k.replace("-", "_"): v for k, v in (variables or {}).items() if v is not None}
+    unknown_vars = sorted(set(given) - set(declared))
+    if unknown_vars:
+        raise RecipeError(f"recipe {path.stem!r} has no variable {', '.join(unknown_vars)}; "
+                          f"its variables: {', '.join(sorted(declared)) or '(none)'}")
+    values = {**declared, **given}
+    missing = sorted(k for k, v in values.items() if v is None)
+    if missing:
+        raise RecipeError(f"recipe {path.stem!r} needs {', '.join('--' + m.replace('_', '-') for m in missing)}")
+    steps = []
+    for i, item in enumerate(raw["steps"], 1):
+        if not isinstance(item, dict) or "step" not in item:
+            raise RecipeError(f"{path}: step {i} must be a mapping with a 'step' key")
+        params = {k: v for k, v in item.items() if k != "step"}
+        undeclared = sorted(_used_variables(params) - set(values))
+        if undeclared:
+            raise RecipeError(f"{path}: step {i} uses undeclared variables {undeclared}")
+        step = get_step(str(item["step"]))
+        steps.append((step, step.make_config(_substitute(params, values))))
+    if not steps[0][0].source:
+        raise RecipeError(f"{path}: the first step must create the dataset (an import or crawl step), "
+                          f"got {steps[0][0].name!r}")
+    export = raw.get("export")
+    if export not in (None, "hub", "imagefolder"):
+        raise RecipeError(f"{path}: export must be hub or imagefolder, got {export!r}")
+    return Recipe(str(raw.get("name") or path.stem), str(raw.get("description") or ""), values, steps, export, raw)
+
+
+def _state_dir(out: Path) -> Path:
+    return out.parent / f".{out.name}.build"
+
+
+def build(recipe: Recipe, out: str | Path, *, ctx: StepContext | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """Run a recipe into ``out``, resuming from the last finished step of an interrupted run.
+
+    Returns:
+        The final ``ferdata.json`` manifest (with per-step counts and timings).
+    """
+    from ferdata.dataset import new_manifest, open_dataset, prepare_output, read_manifest, read_rejects, save_dataset
+
+    ctx = ctx or StepContext()
+    out = prepare_output(Path(out), overwrite=overwrite)
+    state_dir = _state_dir(out)
+    state_file = state_dir / "state.json"
+    fingerprint = recipe.fingerprint()
+    done: list[str] = []
+    if state_file.exists():
+        state = json.loads(state_file.read_text())
+        if state.get("fingerprint") == fingerprint:
+            done = [d for d in state.get("done", []) if (state_dir / d).exists()]
+            if done:
+                logger.warning("resuming %s after step %d (%s)", recipe.name, len(done), done[-1])
+        else:
+            logger.warning("recipe or variables changed since the interrupted build; starting over")
+            shutil.rmtree(state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    ctx.out_dir = out
+    if ctx.work_dir is None:
+        ctx.work_dir = state_dir / "scratch"
+    recipe_info = {"name": recipe.name, "description": recipe.description, "variables": recipe.variables}
+    if done:
+        last = state_dir / done[-1]
+        data, manifest, rejects = open_dataset(last), read_manifest(last), read_rejects(last)
+    else:
+        data, manifest, rejects = None, new_manifest(seed=ctx.seed, recipe=recipe_info), []
+    start = time.perf_counter()
+    for i, (step, config) in enumerate(recipe.steps):
+        if i < len(done):
+            continue
+        print_progress = f"[{i + 1}/{len(recipe.steps)}] {step.name}"
+        logger.info(print_progress)
+        result, entry = run_step(step, data, config, ctx)
+        manifest["steps"] = [*manifest.get("steps", []), entry]
+        manifest.update(result.manifest)
+        rejects = [*rejects, *result.rejects]
+        name = f"step-{i:02d}-{step.name}"
+        save_dataset(result.data, state_dir / name, manifest=manifest, rejects=rejects, num_proc=ctx.num_proc)
+        done.append(name)
+        state_file.write_text(json.dumps({"fingerprint": fingerprint, "done": done}))
+        data = open_dataset(state_dir / name)  # continue from the checkpoint, as a resumed run would
+    final = state_dir / done[-1]
+    manifest = read_manifest(final)
+    manifest["build_seconds"] = round(time.perf_counter() - start, 3)
+    (final / "ferdata.json").write_text(json.dumps(manifest, indent=2))
+    if recipe.export:
+        from ferdata.hub import export
+
+        export(final, final / recipe.export, format=recipe.export)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(final, out)
+    shutil.rmtree(state_dir, ignore_errors=True)
+    return manifest

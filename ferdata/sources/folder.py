@@ -1,0 +1,108 @@
+"""Import class-per-folder datasets (NHFI, FER2013 image folders, RAF-DB ...).
+
+Layouts: ``SRC/<class>/<image>`` (everything goes to ``train``) or ``SRC/<split>/<class>/<image>``
+when every top-level folder is a split name (train/training, val/valid/validation/PublicTest,
+test/testing/PrivateTest). Folder names map to classes through the synonyms of
+``manifests/labels.yaml`` (anger -> angry, happiness -> happy, ...) or a user ``--label-map`` YAML;
+an unknown folder name is an error listing the known names, before any work.
+
+Every file is read and decoded (any format PIL reads); an unusable file (zero bytes, not an image,
+truncated, too many pixels) goes to the rejects ledger with its path. CMYK, 16-bit, palette and RGBA
+images are converted (see :mod:`ferdata.images`); PNG/JPEG files that need no conversion are stored
+byte for byte.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ferdata.errors import UsageError
+from ferdata.labels import GROUPINGS, LabelMaps, load_label_mapping
+from ferdata.sources import SPLIT_NAMES, check_input, file_row, reject_row, rows_to_dataset
+from ferdata.steps import StepContext, StepOutput, register_step
+
+
+@dataclass
+class FolderConfig:
+    """Options of the class-folder importer."""
+
+    src: str = ""
+    #: YAML file mapping folder names to canonical classes (default: the synonyms of labels.yaml)
+    label_map: str | None = None
+    #: dataset name recorded in ``source`` as ``folder:NAME`` (default: the folder's name)
+    name: str | None = None
+    classes: int = 7
+
+    def __post_init__(self) -> None:
+        if not self.src:
+            raise UsageError("import_folder needs src: a directory of class folders")
+        if self.classes not in GROUPINGS:
+            raise UsageError(f"classes must be one of {', '.join(map(str, GROUPINGS))}, got {self.classes}")
+
+
+def scan_folders(src: Path, mapping: dict[str, str] | None) -> list[tuple[str, str, str]]:
+    """Return ``(path, class_name, split)`` for every file, in sorted order.
+
+    Raises:
+        UsageError: for a folder name that maps to no class, or no class folders at all.
+    """
+    maps = LabelMaps.load()
+    top = sorted(p for p in src.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not top:
+        raise UsageError(f"{src} has no class folders (expected SRC/<class>/<image> or SRC/<split>/<class>/<image>)")
+    if all(p.name.lower() in SPLIT_NAMES for p in top):
+        roots = [(SPLIT_NAMES[p.name.lower()], p) for p in top]
+    else:
+        roots = [("train", src)]
+    files = []
+    for split, root in roots:
+        for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            name = maps.canonical_name(class_dir.name, mapping=mapping)
+            if name is None:
+                known = sorted(mapping) if mapping else sorted(maps.synonyms)
+                raise UsageError(f"unknown class folder {class_dir.name!r} in {root}; known names: {', '.join(known)} "
+                                 "(or pass --label-map FILE.yaml)")
+            for file in sorted(class_dir.rglob("*")):
+                if file.is_file() and not file.name.startswith("."):
+                    files.append((str(file), name, split))
+    return files
+
+
+def generate_rows(files: list[tuple[str, str, str]], src: str, names: tuple[str, ...], source: str) -> Iterator[dict[str, Any]]:
+    """Yield one row per file (a reject row for an unusable one)."""
+    for path, class_name, split in files:
+        origin = str(Path(path).relative_to(src))
+        try:
+            data = Path(path).read_bytes()
+        except OSError as e:
+            yield reject_row("unreadable", str(e), origin=origin, source=source, split=split)
+            continue
+        yield file_row(data, names.index(class_name), origin=origin, source=source, split=split)
+
+
+@register_step("import_folder", FolderConfig, source=True)
+def import_folder(data: None, config: FolderConfig, ctx: StepContext) -> StepOutput:
+    """Import a class-per-folder dataset (SRC/<class>/* or SRC/<split>/<class>/*)."""
+    from ferdata.labels_step import apply_grouping
+
+    src = check_input(config.src, kind="source folder", is_dir=True)
+    mapping = load_label_mapping(config.label_map) if config.label_map else None
+    files = scan_folders(src, mapping)
+    if not files:
+        raise UsageError(f"no files found in the class folders of {src}")
+    if ctx.limit is not None:
+        files = files[: ctx.limit]
+    names = LabelMaps.load().names_for({name for _, name, _ in files})
+    source = f"folder:{config.name or src.resolve().name}"
+    # datasets shards list-valued gen_kwargs (files) over the processes; names is a tuple so it is not sharded
+    gen_kwargs = {"files": files, "src": str(src), "names": tuple(names), "source": source}
+    dd, rejects = rows_to_dataset(generate_rows, gen_kwargs, names, cache_dir=ctx.scratch(),
+                                  num_proc=max(1, min(ctx.num_proc, len(files))), step="import_folder")
+    if config.classes != 7:
+        dd, more = apply_grouping(dd, config.classes, step="import_folder")
+        rejects += more
+    return StepOutput(dd, rejects, info={"source": str(src), "files": len(files)})
+

@@ -1,0 +1,123 @@
+"""Import a Hugging Face dataset saved on disk (``save_to_disk``) or exported Hub layout.
+
+The image column is decoded and validated like any image; the label column may be a ``ClassLabel``
+or strings (names mapped through the synonyms of ``manifests/labels.yaml``) or integer codes of a
+named source map (``--codes fer2013|affectnet|rafdb|alphabetical``). A single ``Dataset`` becomes
+the ``train`` split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ferdata.errors import UsageError
+from ferdata.labels import GROUPINGS, LabelMaps
+from ferdata.sources import check_input, pixels_row, reject_row
+from ferdata.steps import StepContext, StepOutput, register_step
+
+if TYPE_CHECKING:
+    import datasets
+
+
+@dataclass
+class HfConfig:
+    """Options of the saved-Hugging-Face-dataset importer."""
+
+    src: str = ""
+    image_column: str = "image"
+    label_column: str = "label"
+    #: name of a numeric label map for integer labels without class names
+    codes: str | None = None
+    name: str | None = None
+    classes: int = 7
+
+    def __post_init__(self) -> None:
+        if not self.src:
+            raise UsageError("import_hf needs src: a directory written by save_to_disk or ferdata export")
+        if self.classes not in GROUPINGS:
+            raise UsageError(f"classes must be one of {', '.join(map(str, GROUPINGS))}, got {self.classes}")
+
+
+def _load(src: str) -> datasets.DatasetDict:
+    import datasets
+
+    from ferdata.dataset import _check_dataset_dir
+
+    path = check_input(src, kind="dataset directory", is_dir=True)
+    if (path / "dataset_info.json").exists() and not (path / "dataset_dict.json").exists():
+        return datasets.DatasetDict({"train": datasets.load_from_disk(str(path))})
+    if (path / "dataset_dict.json").exists():
+        return datasets.load_from_disk(str(_check_dataset_dir(path)))
+    return datasets.load_dataset(str(path))  # Hub layout (parquet + README) exported by ferdata or others
+
+
+def _label_names(ds: datasets.Dataset, config: HfConfig) -> list[str]:
+    """Canonical name of each raw label value, indexed by the raw value (or by name for strings)."""
+    import datasets
+
+    feature = ds.features[config.label_column]
+    maps = LabelMaps.load()
+    if isinstance(feature, datasets.ClassLabel):
+        raw = list(feature.names)
+    elif config.codes:
+        return [maps.code_to_name(config.codes, c) for c in sorted(maps.sources.get(config.codes, {}))]
+    else:
+        raise UsageError(f"label column {config.label_column!r} has no class names ({feature}); pass --codes with one of: "
+                         f"{', '.join(maps.source_names())}")
+    names = []
+    for name in raw:
+        canonical = maps.canonical_name(name)
+        if canonical is None:
+            raise UsageError(f"unknown class name {name!r}; known names: {', '.join(sorted(maps.synonyms))}")
+        names.append(canonical)
+    return names
+
+
+@register_step("import_hf", HfConfig, source=True)
+def import_hf(data: None, config: HfConfig, ctx: StepContext) -> StepOutput:
+    """Import a Hugging Face dataset saved on disk into the core schema."""
+    import datasets
+
+    from ferdata.dataset import partition_rejects
+    from ferdata.images import ImageRejected, to_array
+    from ferdata.labels_step import apply_grouping
+    from ferdata.sources import SPLIT_COLUMN, row_features
+
+    raw = _load(config.src)
+    first = next(iter(raw.values()))
+    for column in (config.image_column, config.label_column):
+        if column not in first.column_names:
+            raise UsageError(f"column {column!r} not found; columns: {', '.join(first.column_names)}")
+    value_names = _label_names(first, config)
+    names = LabelMaps.load().names_for(set(value_names))
+    source = f"hf:{config.name or check_input(config.src).resolve().name}"
+
+    def convert(batch: dict[str, list[Any]], indices: list[int], split: str) -> dict[str, list[Any]]:
+        rows = []
+        for image, label, index in zip(batch[config.image_column], batch[config.label_column], indices, strict=True):
+            origin = f"{split}[{index}]"
+            try:
+                if image is None:
+                    raise ImageRejected("no_image", "empty image cell")
+                pixels = to_array(image)
+            except ImageRejected as e:
+                rows.append(reject_row(e.reason, e.details, origin=origin, source=source, split=split))
+                continue
+            rows.append(pixels_row(pixels, names.index(value_names[label]), origin=origin, source=source, split=split))
+        return {k: [r[k] for r in rows] for k in row_features(names)}
+
+    parts = {}
+    for split, ds in raw.items():
+        if ctx.limit is not None:
+            ds = ds.select(range(min(ctx.limit, len(ds))))
+        ds = ds.cast_column(config.image_column, datasets.Image(decode=False))
+        parts[split] = ds.map(convert, batched=True, with_indices=True, fn_kwargs={"split": split},
+                              remove_columns=ds.column_names, features=row_features(names),
+                              num_proc=ctx.num_proc if ctx.num_proc > 1 else None, desc=f"import {split}"
+                              ).remove_columns([SPLIT_COLUMN])
+    dd, rejects = partition_rejects(datasets.DatasetDict(parts), "import_hf")
+    if config.classes != 7:
+        dd, more = apply_grouping(dd, config.classes, step="import_hf")
+        rejects += more
+    return StepOutput(dd, rejects, info={"source": config.src})

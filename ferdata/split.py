@@ -1,0 +1,154 @@
+"""Stratified, seeded, group-aware splitting.
+
+``ferdata split IN --out DIR --ratios 0.8,0.1,0.1`` makes ``train``, ``validation`` and ``test``
+(two ratios: ``train`` and ``validation``; ``--names`` to choose others, e.g. ``--ratios 1
+--names test`` puts everything in a test split as BTFER does).
+
+* Stratified: each class is divided in the given ratios (largest-remainder rounding).
+* Group-aware: rows sharing a value of the ``group`` column (a duplicate cluster from ``dedupe``,
+  a person, a video) always land in the same split. Groups are assigned greedily, largest first,
+  to the split whose per-class quota is furthest from full.
+* Existing splits are kept: target splits already present are left alone and the missing ones are
+  carved out of ``train`` (or the only split), with the ratios renormalised. ``--resplit`` pools
+  every row and splits anew.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ferdata.errors import UsageError
+from ferdata.steps import StepContext, StepOutput, register_step
+
+if TYPE_CHECKING:
+    import datasets
+
+DEFAULT_NAMES = {1: ["train"], 2: ["train", "validation"], 3: ["train", "validation", "test"]}
+
+
+@dataclass
+class SplitConfig:
+    """Options of the ``split`` step."""
+
+    ratios: list[float] | str = "0.8,0.1,0.1"
+    names: list[str] | str | None = None
+    resplit: bool = False
+    group_column: str = "group"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.ratios, str):
+            try:
+                self.ratios = [float(r) for r in self.ratios.split(",") if r.strip()]
+            except ValueError as e:
+                raise UsageError(f"--ratios {self.ratios!r} must be comma-separated numbers, e.g. 0.8,0.1,0.1") from e
+        elif isinstance(self.ratios, (int, float)):
+            self.ratios = [float(self.ratios)]
+        if not self.ratios or any(r <= 0 for r in self.ratios) or abs(sum(self.ratios) - 1) > 1e-6:
+            raise UsageError(f"--ratios {','.join(map(str, self.ratios))} must be positive and sum to 1")
+        if isinstance(self.names, str):
+            self.names = [n.strip() for n in self.names.split(",") if n.strip()]
+        if self.names is None:
+            if len(self.ratios) not in DEFAULT_NAMES:
+                raise UsageError(f"{len(self.ratios)} ratios need --names (one split name per ratio)")
+            self.names = DEFAULT_NAMES[len(self.ratios)]
+        if len(self.names) != len(self.ratios) or len(set(self.names)) != len(self.names):
+            raise UsageError(f"--names {','.join(self.names)} must give one distinct name per ratio "
+                             f"({len(self.ratios)} ratios)")
+
+
+def _quotas(n: int, ratios: Sequence[float]) -> list[int]:
+    """Split ``n`` items in ``ratios`` with largest-remainder rounding."""
+    raw = np.asarray(ratios) * n
+    quotas = np.floor(raw).astype(int)
+    for i in np.argsort(-(raw - quotas), kind="stable")[: n - quotas.sum()]:
+        quotas[i] += 1
+    return quotas.tolist()
+
+
+def assign(labels: Sequence[int], ratios: Sequence[float], *, groups: Sequence[Any] | None = None,
+           seed: int = 0) -> np.ndarray:
+    """Assign each row to a split index, stratified by label and keeping groups together.
+
+    Args:
+        labels: class of each row.
+        ratios: share of each split (sums to 1).
+        groups: group value of each row (None = the row is its own group).
+        seed: random seed.
+
+    Returns:
+        The split index of every row.
+
+    Example:
+        >>> np.bincount(assign([0] * 8 + [1] * 8, [0.75, 0.25])).tolist()
+        [12, 4]
+    """
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels)
+    out = np.full(len(labels), -1, dtype=np.int64)
+    members: dict[Any, list[int]] = defaultdict(list)
+    for i in range(len(labels)):
+        g = groups[i] if groups is not None else None
+        members[("row", i) if g is None or g == "" else ("group", g)].append(i)
+    if all(len(m) == 1 for m in members.values()):  # exact stratification
+        for label in np.unique(labels):
+            rows = rng.permutation(np.flatnonzero(labels == label))
+            start = 0
+            for s, q in enumerate(_quotas(len(rows), ratios)):
+                out[rows[start:start + q]] = s
+                start += q
+        return out
+    classes = np.unique(labels)
+    target = np.array([[r * np.sum(labels == c) for c in classes] for r in ratios])
+    current = np.zeros_like(target)
+    keys = list(members)
+    order = rng.permutation(len(keys))
+    order = sorted(order, key=lambda k: -len(members[keys[k]]))
+    col = {c: j for j, c in enumerate(classes)}
+    for k in order:
+        rows = members[keys[k]]
+        counts = np.zeros(len(classes))
+        for i in rows:
+            counts[col[labels[i]]] += 1
+        deficit = ((target - current) * counts).sum(axis=1) / max(1, len(rows))
+        s = int(np.argmax(deficit))
+        current[s] += counts
+        out[rows] = s
+    return out
+
+
+@register_step("split", SplitConfig)
+def split_step(data: datasets.DatasetDict, config: SplitConfig, ctx: StepContext) -> StepOutput:
+    """Stratified, seeded, group-aware train/validation/test split."""
+    import datasets
+
+    names: list[str] = list(config.names or [])
+    ratios: list[float] = list(config.ratios)  # type: ignore[arg-type]
+    if config.resplit:
+        pool = datasets.concatenate_datasets(list(data.values()))
+        kept: dict[str, datasets.Dataset] = {}
+    elif all(n in data for n in names):
+        return StepOutput(data, info={"kept_existing": list(data), "note": "all target splits exist; pass --resplit"})
+    else:
+        source = "train" if "train" in data else (next(iter(data)) if len(data) == 1 else None)
+        if source is None:
+            raise UsageError(f"no 'train' split to carve from among {', '.join(data)}; pass --resplit")
+        kept = {k: v for k, v in data.items() if k != source}
+        wanted = [(n, r) for n, r in zip(names, ratios, strict=True) if n not in kept]
+        total = sum(r for _, r in wanted)
+        names, ratios = [n for n, _ in wanted], [r / total for _, r in wanted]
+        pool = data[source]
+    groups = pool[config.group_column] if config.group_column in pool.column_names else None
+    where = assign(pool["label"], ratios, groups=groups, seed=ctx.seed)
+    result = dict(kept)
+    for s, name in enumerate(names):
+        result[name] = pool.select(np.flatnonzero(where == s).tolist())
+    order = {"train": 0, "validation": 1, "test": 2}
+    dd = datasets.DatasetDict({k: result[k] for k in sorted(result, key=lambda k: (order.get(k, 3), k))})
+    info = {"ratios": dict(zip(names, ratios, strict=True)), "group_aware": groups is not None,
+            "kept_existing": sorted(kept)}
+    return StepOutput(dd, info=info)
