@@ -32,9 +32,10 @@ class FerdataGroup(click.Group):
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.exceptions.Exit as e:
             sys.exit(e.exit_code)
-        except click.exceptions.Abort:
-            click.echo("Error: aborted", err=True)
-            sys.exit(1)
+        except (click.exceptions.Abort, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+            click.echo("Error: interrupted; run the same command again to resume (ferdata build resumes "
+                       "after its last finished step)", err=True)
+            sys.exit(130)
         except click.UsageError as e:
             click.echo(f"Error: {e.format_message()}", err=True)
             sys.exit(2)
@@ -45,9 +46,6 @@ class FerdataGroup(click.Group):
             _debug_traceback()
             click.echo(f"Error: {e}", err=True)
             sys.exit(e.exit_code)
-        except KeyboardInterrupt:
-            click.echo("Error: interrupted; run the same command again to resume where supported", err=True)
-            sys.exit(130)
         except Exception as e:  # a bug or an environment failure: one line, traceback on request
             _debug_traceback()
             click.echo(f"Error: {type(e).__name__}: {e} (set FERDATA_VERBOSITY=debug for the traceback)", err=True)
@@ -365,6 +363,168 @@ def push_cmd(src: Path, repo_id: str, private: bool, token: str | None, license_
     click.echo(f"pushed {src} to {repo_id}: {url}")
 
 # ---------------------------------------------------------------- faces and quality: crop, filter
+
+
+def _face_options(fn: F) -> F:
+    """Detector options shared by crop, align and normalize."""
+    fn = click.option("--detect-max-side", type=click.IntRange(min=0), default=960, show_default=True,
+                      help="Detect on a copy whose longest side is at most this (0: full resolution).")(fn)
+    fn = click.option("--pad", type=click.Choice(["black", "edge"]), default="black", show_default=True,
+                      help="Fill where the frame leaves the image.")(fn)
+    fn = click.option("--min-face-size", type=click.IntRange(min=0), default=20, show_default=True,
+                      help="Smallest face box side kept, in source pixels.")(fn)
+    return fn
+
+
+def _clahe_options(fn: F) -> F:
+    fn = click.option("--tile-size", type=int, default=8, show_default=True, help="CLAHE tiles per side.")(fn)
+    fn = click.option("--clip-limit", type=float, default=2.0, show_default=True, help="CLAHE clip limit.")(fn)
+    return fn
+
+
+def _echo_face_rate(entry: dict[str, Any]) -> None:
+    info = entry.get("info", {})
+    if "no_face_rate" in info:
+        click.echo(f"no usable face in {info['no_face']} of {info['input_rows']} images "
+                   f"({100 * info['no_face_rate']:.1f}%)")
+
+
+@cli.command("crop")
+@click.argument("input_dir", metavar="IN", type=existing(file_okay=False))
+@out_option
+@click.option("--size", type=int, default=256, show_default=True, help="Output side in pixels.")
+@click.option("--margin", type=int, default=20, show_default=True,
+              help="Output pixels of context around the face box (BTFER framing).")
+@click.option("--faces", type=click.Choice(["largest", "all"]), default="largest", show_default=True,
+              help="Keep the largest face, or one row per face (face_index).")
+@click.option("--min-confidence", type=float, default=0.95, show_default=True, help="MTCNN confidence needed.")
+@_face_options
+@click.option("--align", is_flag=True, help="Rotate so the eye line is horizontal (paper 003).")
+@click.option("--normalize", is_flag=True,
+              help="Crop around the eyes: 1.7x inter-eye distance each side, 1.3x above, 3.2x below (paper 003).")
+@click.option("--clahe", is_flag=True, help="Apply CLAHE to the crops.")
+@_clahe_options
+@common_options
+def crop_cmd(input_dir: Path, out: Path, num_proc: int, seed: int, limit: int | None, overwrite: bool,
+             **params: Any) -> None:
+    """Detect faces with MTCNN and crop them (BTFER framing: square, --margin px of context).
+
+    Images without a usable face go to the rejects ledger (no_face, low_confidence,
+    face_too_small). Skip this on tight face crops such as FER2013's 48x48 images: MTCNN needs
+    context, and the command reports its no-face rate.
+
+    Example:
+
+        ferdata crop web-photos --out web-faces --size 256 --margin 20 --faces all
+    """
+    entry = run_step_command("crop", params, inputs=[input_dir], out=out, num_proc=num_proc, seed=seed,
+                             limit=limit, overwrite=overwrite)
+    _echo_face_rate(entry)
+
+
+@cli.command("align")
+@click.argument("input_dir", metavar="IN", type=existing(file_okay=False))
+@out_option
+@click.option("--min-confidence", type=float, default=0.9, show_default=True, help="MTCNN confidence needed.")
+@_face_options
+@common_options
+def align_cmd(input_dir: Path, out: Path, num_proc: int, seed: int, limit: int | None, overwrite: bool,
+              **params: Any) -> None:
+    """Rotate each image about the eye midpoint so the eye line is horizontal (paper 003).
+
+    Example:
+
+        ferdata align faces --out faces-aligned
+    """
+    entry = run_step_command("align", params, inputs=[input_dir], out=out, num_proc=num_proc, seed=seed,
+                             limit=limit, overwrite=overwrite)
+    _echo_face_rate(entry)
+
+
+@cli.command("normalize")
+@click.argument("input_dir", metavar="IN", type=existing(file_okay=False))
+@out_option
+@click.option("--size", type=int, default=256, show_default=True, help="Output height in pixels.")
+@click.option("--align/--no-align", default=True, show_default=True, help="Rotate the eye line horizontal too.")
+@click.option("--min-confidence", type=float, default=0.9, show_default=True, help="MTCNN confidence needed.")
+@_face_options
+@common_options
+def normalize_cmd(input_dir: Path, out: Path, num_proc: int, seed: int, limit: int | None, overwrite: bool,
+                  **params: Any) -> None:
+    """Crop around the eyes: 1.7x inter-eye distance each side, 1.3x above, 3.2x below (paper 003).
+
+    Example:
+
+        ferdata normalize faces --out faces-norm --size 256
+    """
+    entry = run_step_command("normalize", params, inputs=[input_dir], out=out, num_proc=num_proc, seed=seed,
+                             limit=limit, overwrite=overwrite)
+    _echo_face_rate(entry)
+
+
+@cli.command("clahe")
+@click.argument("input_dir", metavar="IN", type=existing(file_okay=False))
+@out_option
+@_clahe_options
+@common_options
+def clahe_cmd(input_dir: Path, out: Path, num_proc: int, seed: int, limit: int | None, overwrite: bool,
+              **params: Any) -> None:
+    """Contrast-limited adaptive histogram equalisation of every image (paper 003).
+
+    Example:
+
+        ferdata clahe fer2013 --out fer2013-clahe --clip-limit 2.0 --tile-size 8
+    """
+    run_step_command("clahe", params, inputs=[input_dir], out=out, num_proc=num_proc, seed=seed, limit=limit,
+                     overwrite=overwrite)
+
+
+@cli.command("filter")
+@click.argument("input_dir", metavar="IN", type=existing(file_okay=False))
+@out_option
+@click.option("--drop", default=None, metavar="CHECKS",
+              help="Comma list of checks whose flagged rows go to the rejects ledger, or 'all': "
+                   "dark, light, blurry, low_information, too_small, odd_aspect.")
+@click.option("--dark-threshold", type=float, default=None, help="Flag when 99th pct brightness/255 is below [0.2].")
+@click.option("--light-threshold", type=float, default=None, help="Flag when 5th pct brightness/255 is above [0.7].")
+@click.option("--blurry-threshold", type=float, default=None, help="Flag when the sharpness score is below [0.2].")
+@click.option("--low-information-threshold", type=float, default=None,
+              help="Flag when the histogram entropy (bits) is below [4.5].")
+@click.option("--min-side", type=int, default=None, help="Flag when the shorter side is below [48] px.")
+@click.option("--max-aspect", type=float, default=None, help="Flag when longer/shorter side is above [1.5].")
+@common_options
+def filter_cmd(input_dir: Path, out: Path, num_proc: int, seed: int, limit: int | None, overwrite: bool,
+               **params: Any) -> None:
+    """Score image quality (<check>_score, is_<check> columns); drop the checks named in --drop.
+
+    Example:
+
+        ferdata filter fer2013 --out fer2013-clean --drop low_information,dark,light
+    """
+    entry = run_step_command("quality", params, inputs=[input_dir], out=out, num_proc=num_proc, seed=seed,
+                             limit=limit, overwrite=overwrite)
+    flagged = entry.get("info", {}).get("flagged", {})
+    if flagged:
+        click.echo("flagged: " + ", ".join(f"{k} {v}" for k, v in flagged.items()))
+
+
+@cli.command("drop-flagged")
+@click.argument("input_dir", metavar="IN", type=existing(file_okay=False))
+@out_option
+@click.option("--checks", required=True, metavar="CHECKS",
+              help="Comma list of checks (is_<check> columns, e.g. dark,blurry,duplicate) or 'all'.")
+@common_options
+def drop_flagged_cmd(input_dir: Path, out: Path, num_proc: int, seed: int, limit: int | None, overwrite: bool,
+                     checks: str) -> None:
+    """Move rows flagged by the named checks to the rejects ledger, with their scores.
+
+    Example:
+
+        ferdata drop-flagged fer2013-scored --out fer2013-clean --checks dark,low_information
+    """
+    run_step_command("drop_flagged", {"checks": checks}, inputs=[input_dir], out=out, num_proc=num_proc, seed=seed,
+                     limit=limit, overwrite=overwrite)
+
 
 # ---------------------------------------------------------------- duplicates: dedupe
 

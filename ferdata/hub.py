@@ -79,15 +79,6 @@ def dataset_card(path: str | Path, *, pretty_name: str | None = None, license: s
     first = next(iter(dd.values()))
     total = sum(len(ds) for ds in dd.values())
     pretty = pretty_name or (manifest.get("recipe") or {}).get("name") or path.name
-    features = []
-    for name, feature in first.features.items():
-        item = feature.to_dict() if hasattr(feature, "to_dict") else {}
-        if name == "label":
-            features.append({"name": name, "dtype": {"class_label": {"names": {str(i): n for i, n in enumerate(names)}}}})
-        elif name == "image":
-            features.append({"name": name, "dtype": "image"})
-        elif item.get("_type") == "Value":
-            features.append({"name": name, "dtype": item.get("dtype", "string")})
     meta = {
         "license": license,
         "task_categories": ["image-classification"],
@@ -96,7 +87,8 @@ def dataset_card(path: str | Path, *, pretty_name: str | None = None, license: s
         "pretty_name": pretty,
         "configs": [{"config_name": "default",
                      "data_files": [{"split": s, "path": f"data/{s}-*.parquet"} for s in dd]}],
-        "dataset_info": {"features": features,
+        # the same YAML form push_to_hub writes (private helper of datasets, stable since 2.x)
+        "dataset_info": {"features": first.features._to_yaml_list(),
                          "splits": [{"name": s, "num_examples": len(ds)} for s, ds in dd.items()]},
     }
     sources = Counter()
@@ -116,7 +108,7 @@ def dataset_card(path: str | Path, *, pretty_name: str | None = None, license: s
     else:
         weights_text = "Not computed (run `ferdata balance` to store them)."
     recipe = manifest.get("recipe")
-    template = string.Template(manifest_path("dataset-card").read_text(encoding="utf-8"))
+    template = string.Template(manifest_path("dataset-card", suffix=".md").read_text(encoding="utf-8"))
     body = template.safe_substitute(
         pretty_name=pretty,
         description=description or f"A facial-expression-recognition dataset of {total} images in "

@@ -46,13 +46,13 @@ def load_yaml(path: str | Path) -> Any:
         raise ManifestError(f"{path} is not valid YAML: {e}") from e
 
 
-def manifest_path(name_or_path: str | Path) -> Path:
-    """Resolve a manifest given as a path or as the name of a packaged one (``labels``)."""
+def manifest_path(name_or_path: str | Path, *, suffix: str = ".yaml") -> Path:
+    """Resolve a manifest given as a path or as the name of a packaged one (``labels``, ``dataset-card``)."""
     path = Path(name_or_path)
-    if path.suffix in {".yaml", ".yml"} and path.exists():
+    if path.suffix in {".yaml", ".yml", ".md"} and path.exists():
         return path
-    packaged = resource_dir("manifests") / f"{name_or_path}.yaml"
+    packaged = resource_dir("manifests") / f"{name_or_path}{suffix}"
     if packaged.exists():
         return packaged
-    names = sorted(p.stem for p in resource_dir("manifests").glob("*.yaml"))
+    names = sorted(p.stem for p in resource_dir("manifests").glob(f"*{suffix}"))
     raise ManifestError(f"manifest {str(name_or_path)!r} is neither a YAML file nor one of: {', '.join(names)}")

@@ -1,0 +1,198 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+
+from ferdata import steps
+from ferdata.balance import all_class_weights
+from ferdata.dataset import class_counts, open_dataset, read_manifest, read_rejects
+from ferdata.errors import RecipeError
+from ferdata.pipeline import build, load_recipe
+from ferdata.split import assign
+from tests.conftest import CRAFTED, write_fer_csv
+
+RECIPE = CRAFTED / "tiny-recipe.yaml"
+
+
+def test_balance_undersample_and_weights(fer_dir: Path, tmp_path: Path, run_cli) -> None:
+    code, out, err = run_cli("balance", fer_dir, "--out", tmp_path / "b", "--strategy", "undersample",
+                             "--per-class", "2", "-q")
+    assert code == 0, err
+    dd = open_dataset(tmp_path / "b")
+    assert set(class_counts(dd["train"]).values()) == {2}
+    assert len(dd["test"]) == 7  # only train is balanced by default
+    rejects = read_rejects(tmp_path / "b")
+    assert len(rejects) == 14 and {r["reason"] for r in rejects} == {"undersampled"}
+    weights = read_manifest(tmp_path / "b")["class_weights"]["train"]
+    assert weights["simple"]["happy"] == 1.0 and weights["inverse"]["happy"] == pytest.approx(1 / 7, abs=1e-3)
+    assert (fer_dir / "dataset_dict.json").exists() and not list(fer_dir.rglob("cache-*"))  # input untouched
+
+
+def test_oversample_marks_repeats_and_spares_test(tmp_path: Path, run_cli) -> None:
+    csv = write_fer_csv(tmp_path / "f.csv", 2, usages=("Training", "PrivateTest"))
+    run_cli("import", "fer2013", csv, "--out", tmp_path / "i", "-q")
+    code, _, err = run_cli("balance", tmp_path / "i", "--out", tmp_path / "o", "--strategy", "oversample",
+                           "--per-class", "3", "--splits", "train,test")
+    assert code == 2 and "test" in err
+    code, _, err = run_cli("balance", tmp_path / "i", "--out", tmp_path / "o", "--strategy", "oversample",
+                           "--per-class", "3", "-q")
+    assert code == 0, err
+    dd = open_dataset(tmp_path / "o")
+    assert len(dd["train"]) == 21 and sum(dd["train"]["augmented"]) == 14
+    assert len(dd["test"]) == 7 and not any(dd["test"]["augmented"])
+
+
+def test_target_shortfall_and_supplement(fer_dir: Path, tmp_path: Path, run_cli) -> None:
+    code, out, err = run_cli("balance", fer_dir, "--out", tmp_path / "t", "--strategy", "target", "--per-class", "5",
+                             "-q")
+    assert code == 0, err
+    info = read_manifest(tmp_path / "t")["steps"][-1]["info"]
+    assert info["shortfall"]["train"]["happy"] == 1
+    code, out, err = run_cli("balance", fer_dir, "--out", tmp_path / "s", "--strategy", "target", "--per-class", "5",
+                             "--supplement", fer_dir, "--supplement-classes", "disgust", "-q")
+    assert code == 0, err
+    dd = open_dataset(tmp_path / "s")
+    assert class_counts(dd["train"])["disgust"] == 5 and class_counts(dd["train"])["happy"] == 4
+
+
+def test_split_stratified_and_group_aware(tmp_path: Path) -> None:
+    labels = np.repeat(np.arange(4), 50)
+    where = assign(labels, [0.8, 0.1, 0.1], seed=1)
+    for c in range(4):
+        assert np.bincount(where[labels == c], minlength=3).tolist() == [40, 5, 5]
+    groups = [f"g{i // 5}" for i in range(200)]  # groups of 5 rows
+    where = assign(labels, [0.8, 0.2], groups=groups, seed=1)
+    for g in set(groups):
+        assert len({where[i] for i in range(200) if groups[i] == g}) == 1
+    assert abs(np.mean(where == 1) - 0.2) < 0.06
+    assert (assign(labels, [0.5, 0.5], seed=3) == assign(labels, [0.5, 0.5], seed=3)).all()
+
+
+def test_split_cli_keeps_existing_and_resplits(fer_dir: Path, tmp_path: Path, run_cli) -> None:
+    code, out, err = run_cli("split", fer_dir, "--out", tmp_path / "same", "-q")
+    assert code == 0, err
+    assert {k: len(v) for k, v in open_dataset(tmp_path / "same").items()} == {"train": 28, "validation": 7, "test": 7}
+    code, _, err = run_cli("split", fer_dir, "--out", tmp_path / "re", "--ratios", "0.5,0.5", "--resplit", "-q")
+    assert code == 0, err
+    assert {k: len(v) for k, v in open_dataset(tmp_path / "re").items()} == {"train": 21, "validation": 21}
+    code, _, err = run_cli("split", fer_dir, "--out", tmp_path / "x", "--ratios", "0.5,0.6")
+    assert code == 2 and "sum to 1" in err
+
+
+def test_export_round_trip_and_imagefolder(fer_dir: Path, tmp_path: Path, run_cli) -> None:
+    code, _, err = run_cli("export", fer_dir, "--out", tmp_path / "hub", "--license", "cc-by-4.0")
+    assert code == 0, err
+    card = (tmp_path / "hub" / "README.md").read_text()
+    assert "license: cc-by-4.0" in card and "image-classification" in card and "n<1K" in card
+    assert "import_fer2013" in card
+    loaded = datasets.load_dataset(str(tmp_path / "hub"))
+    original = open_dataset(fer_dir)
+    for split in original:
+        assert loaded[split]["id"] == original[split]["id"]
+        assert loaded[split].features["label"].names == original[split].features["label"].names
+        assert loaded[split]["label"] == original[split]["label"]
+    code, _, err = run_cli("export", fer_dir, "--out", tmp_path / "folders", "--format", "imagefolder")
+    assert code == 0, err
+    assert len(list((tmp_path / "folders" / "train" / "happy").glob("*.png"))) == 4
+
+
+def test_push_with_injected_client_never_leaks_token(fer_dir: Path, tmp_path: Path, run_cli, caplog) -> None:
+    from ferdata.hub import push
+
+    calls = []
+
+    class FakeApi:
+        def create_repo(self, **kw):
+            calls.append(("create", kw))
+
+        def upload_folder(self, **kw):
+            files = sorted(p.relative_to(kw["folder_path"]).as_posix() for p in Path(kw["folder_path"]).rglob("*")
+                           if p.is_file())
+            calls.append(("upload", kw, files))
+            return "http://127.0.0.1/commit/1"
+
+    assert push(fer_dir, "me/fer", token="hf_secret", private=True, api=FakeApi()) == "http://127.0.0.1/commit/1"
+    assert calls[0][1]["private"] is True and calls[0][1]["repo_type"] == "dataset"
+    assert "README.md" in calls[1][2] and "data/train-00000-of-00001.parquet" in calls[1][2]
+
+    class Refusing(FakeApi):
+        def upload_folder(self, **kw):
+            raise RuntimeError("401 for token hf_secret")
+
+    with pytest.raises(Exception) as info:
+        push(fer_dir, "me/fer", token="hf_secret", api=Refusing())
+    assert "hf_secret" not in str(info.value) and "***" in str(info.value)
+    code, _, err = run_cli("push", fer_dir, "me/fer")
+    assert code == 2 and "HF_TOKEN" in err
+    code, _, err = run_cli("push", fer_dir, "not-a-repo-id", "--token", "hf_secret")
+    assert code == 2 and "hf_secret" not in err
+
+
+def test_build_recipe_resumes_after_kill(tmp_path: Path, fer_csv: Path, run_cli, monkeypatch) -> None:
+    code, out, err = run_cli("build", RECIPE, "--source", fer_csv, "--out", tmp_path / "full", "-q")
+    assert code == 0, err
+    assert "built tiny" in out and "time per step" in out
+    full = open_dataset(tmp_path / "full")
+    assert (tmp_path / "full" / "hub" / "README.md").exists()
+    manifest = read_manifest(tmp_path / "full")
+    assert [s["step"] for s in manifest["steps"]] == ["import_fer2013", "balance", "split"]
+    assert manifest["recipe"]["variables"]["per_class"] == 3
+
+    split_step = steps.get_step("split")
+    calls = {"import": 0}
+    real_import = steps.get_step("import_fer2013")
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+
+    def counting(*a, **k):
+        calls["import"] += 1
+        return real_import.fn(*a, **k)
+
+    monkeypatch.setitem(steps._REGISTRY, "split", steps.Step("split", killed, split_step.config_cls, False, ""))
+    code, _, err = run_cli("build", RECIPE, "--source", fer_csv, "--out", tmp_path / "again", "-q")
+    assert code == 130 and not (tmp_path / "again").exists()
+    monkeypatch.setitem(steps._REGISTRY, "split", split_step)
+    monkeypatch.setitem(steps._REGISTRY, "import_fer2013",
+                        steps.Step("import_fer2013", counting, real_import.config_cls, True, ""))
+    code, _, err = run_cli("build", RECIPE, "--source", fer_csv, "--out", tmp_path / "again", "-q")
+    assert code == 0, err
+    assert calls["import"] == 0  # resumed after the finished steps
+    again = open_dataset(tmp_path / "again")
+    for split in full:
+        assert sorted(again[split]["id"]) == sorted(full[split]["id"])
+    assert len(read_rejects(tmp_path / "again")) == len(read_rejects(tmp_path / "full"))
+    assert not list(tmp_path.glob(".again*"))
+
+
+def test_recipe_validation_before_work(tmp_path: Path, fer_csv: Path, run_cli) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("steps:\n  - step: import_fer2013\n    csv: x.csv\n  - step: sharpen\n")
+    code, _, err = run_cli("build", bad, "--out", tmp_path / "o")
+    assert code == 2 and "'sharpen'" in err and "balance" in err
+    bad.write_text("steps:\n  - step: import_fer2013\n    csv: x.csv\n  - step: balance\n    strategy: sometimes\n")
+    code, _, err = run_cli("build", bad, "--out", tmp_path / "o")
+    assert code == 2 and "sometimes" in err and "undersample" in err
+    bad.write_text("steps:\n  - step: import_fer2013\n    csv: x.csv\n    colour: red\n")
+    code, _, err = run_cli("build", bad, "--out", tmp_path / "o")
+    assert code == 2 and "colour" in err and "image_size" in err
+    code, _, err = run_cli("build", RECIPE, "--out", tmp_path / "o")
+    assert code == 2 and "--source" in err
+    code, _, err = run_cli("build", RECIPE, "--out", tmp_path / "o", "--source", fer_csv, "--colour", "red")
+    assert code == 2 and "colour" in err and "per_class" in err
+    code, _, err = run_cli("build", "no-such-recipe", "--out", tmp_path / "o")
+    assert code == 2 and "packaged recipes" in err
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(RecipeError):
+        load_recipe(RECIPE, {"source": None})
+
+
+def test_class_weights_in_manifest_shape(fer_dir: Path) -> None:
+    weights = all_class_weights(open_dataset(fer_dir))
+    assert set(weights) == {"train", "validation", "test"}
+    assert set(weights["train"]) == {"simple", "conservative", "inverse"}
+    json.dumps(weights)
