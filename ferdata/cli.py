@@ -593,6 +593,58 @@ def progress_off() -> bool:
 
 # ---------------------------------------------------------------- refinement: refine
 
+@cli.command("refine")
+@click.argument("dataset_dir", metavar="DIR", type=existing("DIR", file_okay=False))
+@out_option
+@click.option("--model", default="fer-cnn", show_default=True,
+              help="CNN trained from scratch every round: shallow-cnn, fer-cnn, efficientnet-b0, tiny-cnn.")
+@click.option("--rounds", type=int, default=5, show_default=True, help="Maximum number of trainings.")
+@click.option("--epochs", type=int, default=40, show_default=True, help="Epochs per training (best val-acc epoch kept).")
+@click.option("--precision-target", type=float, default=0.90, show_default=True,
+              help="Stop when every class's precision on the current set reaches this, in (0, 1].")
+@click.option("--offdiag-max", type=int, default=9, show_default=True,
+              help="... or when every off-diagonal count of the confusion matrix is at most this.")
+@click.option("--mode", type=click.Choice(["relabel", "prune", "flag"]), default="relabel", show_default=True,
+              help="relabel (paper 000), prune (disagreeing rows to the ledger) or flag (annotate only).")
+@click.option("--cv", type=int, default=None, help="K: out-of-sample K-fold predictions each round (default: in-sample).")
+@click.option("--include-validation", is_flag=True, help="Also refine the validation split.")
+@click.option("--include-test", is_flag=True, help="Also refine the test split (its scores become optimistic).")
+@click.option("--batch-size", type=int, default=64, show_default=True, help="Training batch size.")
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam's initial learning rate.")
+@click.option("--patience", type=int, default=10, show_default=True, help="Early-stopping patience in epochs (0: off).")
+@click.option("--augment", type=click.Choice(["none", "paper001", "paper002"]), default="none", show_default=True,
+              help="Augmentation preset while training.")
+@click.option("--image-size", type=int, default=None, help="Side of the model input (default: the images' size).")
+@click.option("--no-compare", is_flag=True, help="Skip the final original-vs-refined training comparison.")
+@common_options
+def refine_cmd(dataset_dir: Path, out: Path, num_proc: int, seed: int, limit: int | None, overwrite: bool,
+               no_compare: bool, **options: Any) -> None:
+    """Refine labels with paper 000's loop: train, keep the diagonal, repeat; relabel with the last model.
+
+    Writes RUN (--out): rounds.csv, distribution.csv, comparison.csv, summary.md, a confusion
+    matrix and learning curves per round, and RUN/dataset (the refined dataset directory). The
+    test split (and validation, unless --include-validation) is never relabelled unless
+    --include-test. Run the same command again to resume a killed run after its last round.
+
+    Example:
+
+        ferdata refine fer2013 --out fer2013-refine --mode relabel
+    """
+    from ferdata.errors import UsageError
+    from ferdata.refine import RefineConfig, refine
+
+    if limit is not None:
+        raise UsageError("refine does not take --limit; make a smaller dataset first (e.g. with ferdata balance)")
+    config = RefineConfig(seed=seed, compare=not no_compare, **options)
+    result = refine(dataset_dir, out, config, overwrite=overwrite,
+                    on_round=lambda r: click.echo(f"round {r['round']}: {r['total']} images, val accuracy "
+                                                  f"{r['val_accuracy']:.4f}, kept {r['kept']}"
+                                                  f"{', stop: ' + r['stop'] if r['stop'] else ''}", err=True))
+    for row in result.comparison:
+        click.echo(f"{row['dataset']}: held-out accuracy {row['heldout_accuracy']:.4f} ({row['heldout_split']})")
+    click.echo(f"refine: {len(result.rounds)} rounds, stopped by {result.stop_reason} -> {result.dataset_dir}")
+
+
 
 def main() -> None:
     """Entry point of ``python -m ferdata``."""
