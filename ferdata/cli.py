@@ -587,9 +587,132 @@ def progress_off() -> bool:
     return progress_bars_disabled()
 
 
+@cli.command("upscale")
+@click.option("--espcn", "inp", required=True, type=existing("IN"),
+              help="Input: a dataset directory, a class-folder image tree, or a FER2013 CSV.")
+@out_option
+@click.option("--scale", type=click.Choice(["2", "3", "4"]), default="4", show_default=True,
+              help="Upscale factor the model must have.")
+@click.option("--size", type=click.IntRange(min=1), default=224, show_default=True, help="Output side in pixels (square).")
+@click.option("--model", default=None, help="Packaged model name (espcn_x4) or path to a .pb / .keras [default: espcn_xSCALE].")
+@click.option("--backend", type=click.Choice(["tf", "opencv"]), default="tf", show_default=True,
+              help="tf: batched; opencv: cv2.dnn_superres per image.")
+@click.option("--resize", type=click.Choice(["post", "pre"]), default=None,
+              help="post: network then resample to --size; pre: resample to size/scale first [default: post].")
+@click.option("--allow-downscale", is_flag=True, help="Allow a --size smaller than the input images.")
+@common_options
+def upscale_cmd(inp: Path, out: Path, scale: str, size: int, model: str | None, backend: str, resize: str | None,
+                allow_downscale: bool, num_proc: int, seed: int, limit: int | None, overwrite: bool) -> None:
+    """Super-resolve every image with the packaged face ESPCN (48x48 -> 224x224 by default).
+
+    IN may be a dataset directory, a folder of class folders, or a FER2013 CSV (imported on the
+    fly). Labels and other columns are kept; `id` is the new pixels' id and `parent_id` the old one.
+
+    Example:
+
+        ferdata upscale --espcn fer2013.csv --out fer2013-224
+    """
+    from ferdata.sr.step import upscale_input
+
+    params = {"scale": int(scale), "size": size, "model": model, "backend": backend, "resize": resize,
+              "allow_downscale": allow_downscale}
+    _, entries = upscale_input(inp, out=out, params=params, ctx=context(num_proc, seed, limit), overwrite=overwrite)
+    for entry in entries:
+        print_summary(entry, out)
+
+
 # ---------------------------------------------------------------- training: train, evaluate, export-tflite
 
 # ---------------------------------------------------------------- crawl and review
+
+_CRAWL_ENGINES = ["bing", "baidu", "google", "flickr", "urls", "loopback"]
+
+
+@cli.command("crawl")
+@click.option("--queries", default="btfer-queries", show_default=True,
+              help="Query manifest: a YAML file, or the name of a packaged one.")
+@out_option
+@click.option("--engine", type=click.Choice(_CRAWL_ENGINES), default="bing", show_default=True,
+              help="Search engine; 'urls' reads image URLs from the manifest; 'loopback' is Bing's format on a "
+                   "local server.")
+@click.option("--per-class", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Good images to keep per class.")
+@click.option("--base-url", default=None,
+              help="Replace the engine's base URL (also FERDATA_CRAWL_BASE_URL); required by --engine loopback.")
+@click.option("--cache", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Fetch cache shared by re-runs.  [default: OUT/../.ferdata-crawl]")
+@click.option("--threads", type=click.IntRange(1, 16), default=4, show_default=True, help="Download threads.")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+              help="Read timeout per request, seconds (connect timeout: 5s, whole download: 30s).")
+@click.option("--max-bytes", type=click.IntRange(min=1024), default=10_000_000, show_default=True,
+              help="Largest download accepted, bytes.")
+@common_options
+def crawl_cmd(queries: str, out: Path, engine: str, per_class: int, base_url: str | None, cache: Path | None,
+              threads: int, timeout: float, max_bytes: int, **opts: Any) -> None:
+    """Crawl web images per class from a query manifest, with provenance (icrawler).
+
+    Every class's queries (expression phrases x demographic terms) are visited round-robin until
+    the class has --per-class good images. Downloads are size- and time-limited and checked by
+    decoding; failures (http_404, timeout, not_an_image, ...) go to the rejects ledger. A re-run
+    with the same cache skips URLs already fetched.
+
+    Example:
+
+        ferdata crawl --queries btfer-queries --engine bing --per-class 600 --out btfer-crawl
+    """
+    cache = cache or out.resolve().parent / ".ferdata-crawl"
+    params = {"queries": queries, "engine": engine, "per_class": per_class, "base_url": base_url or "",
+              "cache": str(cache), "threads": threads, "read_timeout": timeout, "max_bytes": max_bytes}
+    run_step_command("crawl", params, inputs=[], out=out, **opts)
+
+
+@cli.command("review")
+@click.argument("dataset", type=existing("dataset directory", file_okay=False))
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Review directory.  [default: DATASET-review]")
+@click.option("--thumb-size", type=click.IntRange(16, 1024), default=128, show_default=True,
+              help="Longest side of the thumbnails, pixels.")
+@click.option("--overwrite", is_flag=True, help="Regenerate an existing review directory (keeps its decisions).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+def review_cmd(dataset: Path, out: Path | None, thumb_size: int, overwrite: bool, quiet: bool) -> None:
+    """Write an HTML contact sheet per class and a review.csv to mark images to reject.
+
+    Open REVIEW_DIR/index.html, set `decision` to `reject` in REVIEW_DIR/review.csv for the images
+    to exclude, then run `ferdata apply-review` (or a recipe's review_exclusions step).
+
+    Example:
+
+        ferdata review btfer-crawl --out btfer-review
+    """
+    from ferdata.review import REVIEW_CSV, write_review
+
+    if quiet:
+        from ferdata.progress import disable_progress_bars
+
+        disable_progress_bars()
+    path = write_review(dataset, out, thumb_size=thumb_size, overwrite=overwrite)
+    click.echo(f"review: contact sheets in {path / 'index.html'}, decisions in {path / REVIEW_CSV}")
+
+
+@cli.command("apply-review")
+@click.argument("dataset", type=existing("dataset directory", file_okay=False))
+@click.argument("review_csv", type=existing("review CSV"))
+@out_option
+@common_options
+def apply_review_cmd(dataset: Path, review_csv: Path, out: Path, **opts: Any) -> None:
+    """Move the ids marked `reject` in a review.csv to the rejects ledger (reason: review).
+
+    REVIEW_CSV is the edited review.csv or the review directory holding it.
+
+    Example:
+
+        ferdata apply-review btfer-crawl btfer-review/review.csv --out btfer-reviewed
+    """
+    from ferdata.review import check_review_dir
+
+    run_step_command("review_exclusions", {"review_csv": str(check_review_dir(review_csv))}, inputs=[dataset],
+                     out=out, **opts)
+
 
 # ---------------------------------------------------------------- refinement: refine
 

@@ -46,6 +46,9 @@ STEP_MODULES = (
     "ferdata.quality",
     "ferdata.balance",
     "ferdata.split",
+    "ferdata.sources.crawl",
+    "ferdata.review",
+    "ferdata.sr.step",
 )
 
 

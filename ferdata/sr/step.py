@@ -1,0 +1,191 @@
+"""The ``upscale`` step and ``ferdata upscale --espcn``: super-resolve every image of a dataset.
+
+Each row keeps its label and other columns; ``image`` is replaced by the upscaled PNG, ``id``
+becomes the new pixels' id and ``parent_id`` holds the old one (lineage). The step's manifest
+entry records the model, scale, backend, resize mode, and the input and output sizes.
+
+Rows are processed in batches; inside a batch images are grouped by size and shape and each
+group is run batched (mixed sizes are fine). An image that cannot be decoded, or that is larger
+than the target while ``allow_downscale`` is off, goes to the rejects ledger
+(``undecodable`` / ``larger_than_target``); if the *first* image of a split is larger than the
+target the step stops with a usage error before any work.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ferdata.errors import UsageError
+from ferdata.sr.upscaler import BACKENDS, RESIZE_MODES, Upscaler
+from ferdata.steps import StepContext, StepOutput, register_step
+
+#: Default resize mode for a target that is not a multiple of the scale (measured: see docs/sr.md).
+DEFAULT_RESIZE = "post"
+
+
+@dataclass
+class UpscaleConfig:
+    """Options of the ``upscale`` step."""
+
+    #: output side in pixels (square); None = scale x input
+    size: int | None = 224
+    scale: int = 4
+    #: packaged model name or path to a .pb / .keras (None = packaged espcn_x{scale})
+    model: str | None = None
+    backend: str = "tf"
+    #: post: network then resample to size; pre: resample to size/scale then network
+    resize: str = DEFAULT_RESIZE
+    allow_downscale: bool = False
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        from ferdata.sr.model import SCALES
+
+        if self.scale not in SCALES:
+            raise UsageError(f"scale must be one of {', '.join(map(str, SCALES))}, got {self.scale!r}")
+        if self.size is not None and (not isinstance(self.size, int) or self.size < 1):
+            raise UsageError(f"size must be a positive number of pixels, got {self.size!r}")
+        if self.backend not in BACKENDS:
+            raise UsageError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.resize not in RESIZE_MODES:
+            raise UsageError(f"resize must be one of {', '.join(RESIZE_MODES)}, got {self.resize!r}")
+        if self.batch_size < 1:
+            raise UsageError(f"batch_size must be positive, got {self.batch_size!r}")
+
+
+_upscalers: dict[tuple[Any, ...], Upscaler] = {}
+
+
+def get_upscaler(model: str | None, scale: int, backend: str) -> Upscaler:
+    """One loaded :class:`Upscaler` per process and (model, scale, backend)."""
+    key = (model, scale, backend)
+    if key not in _upscalers:
+        _upscalers[key] = Upscaler.load(model, scale, backend=backend)
+    return _upscalers[key]
+
+
+def upscale_batch(batch: dict[str, list[Any]], *, model: str | None, scale: int, backend: str, size: int | None,
+                  resize: str, allow_downscale: bool, batch_size: int) -> dict[str, list[Any]]:
+    """Upscale one batch of rows (``image`` undecoded) and set ``id``, ``parent_id`` and reject marks."""
+    from ferdata.dataset import REJECT_DETAILS, REJECT_REASON
+    from ferdata.images import ImageRejected, encode_png, pixel_id, to_array
+
+    up = get_upscaler(model, scale, backend)
+    n = len(batch["image"])
+    pixels: list[np.ndarray | None] = []
+    reasons, details = [""] * n, [""] * n
+    for i, value in enumerate(batch["image"]):
+        try:
+            im = to_array(value)
+        except ImageRejected as e:
+            pixels.append(None)
+            reasons[i], details[i] = "undecodable", json.dumps({"reason": e.reason, "details": e.details})
+            continue
+        if size is not None and max(im.shape[:2]) > size and not allow_downscale:
+            pixels.append(None)
+            reasons[i] = "larger_than_target"
+            details[i] = json.dumps({"input": list(im.shape[:2]), "size": size})
+            continue
+        pixels.append(im)
+    good = [i for i, p in enumerate(pixels) if p is not None]
+    outs = up.upscale([pixels[i] for i in good], size=size, resize=resize, allow_downscale=allow_downscale,
+                      batch_size=batch_size) if good else []
+    images: list[Any] = [None] * n
+    ids, parents = list(batch["id"]), list(batch["id"])
+    for i, out in zip(good, outs, strict=True):
+        images[i] = {"bytes": encode_png(out), "path": None}
+        ids[i] = pixel_id(out)
+    return {"image": images, "id": ids, "parent_id": parents, REJECT_REASON: reasons, REJECT_DETAILS: details}
+
+
+@register_step("upscale", UpscaleConfig)
+def upscale_step(data: Any, config: UpscaleConfig, ctx: StepContext) -> StepOutput:
+    """Super-resolve every image (ESPCN by default, 48x48 -> 224x224), keeping labels and lineage."""
+    import datasets
+
+    from ferdata.dataset import partition_rejects
+    from ferdata.images import to_array
+
+    up = get_upscaler(config.model, config.scale, config.backend)  # fail fast on a bad model
+    params = {k: v for k, v in asdict(config).items()}
+    in_sizes: Counter[str] = Counter()
+    out = {}
+    for split, ds in data.items():
+        raw = ds.cast_column("image", datasets.Image(decode=False))
+        if ctx.limit is not None:
+            raw = raw.select(range(min(ctx.limit, len(raw))))
+        if len(raw):
+            first = to_array(raw[0]["image"])
+            if config.size is not None and max(first.shape[:2]) > config.size and not config.allow_downscale:
+                raise UsageError(f"--size {config.size} is smaller than the input images ({first.shape[0]}x{first.shape[1]} "
+                                 f"in split {split}); pass --allow-downscale to shrink")
+            in_sizes[f"{first.shape[0]}x{first.shape[1]}"] += len(raw)
+        features = raw.features.copy()
+        features["parent_id"] = datasets.Value("string")
+        features["_reject_reason"] = datasets.Value("string")
+        features["_reject_details"] = datasets.Value("string")
+        num_proc = ctx.num_proc if ctx.num_proc > 1 and len(raw) >= 2 * ctx.num_proc else None
+        mapped = raw.map(upscale_batch, batched=True, batch_size=1024, fn_kwargs=params, num_proc=num_proc,
+                         features=features, desc=f"upscale {split}", cache_file_name=None)
+        out[split] = mapped.cast_column("image", datasets.Image())
+    kept, rejects = partition_rejects(datasets.DatasetDict(out), "upscale")
+    out_size = None
+    for ds in kept.values():
+        if len(ds):
+            w, h = ds.cast_column("image", datasets.Image())[0]["image"].size
+            out_size = f"{h}x{w}"
+            break
+    info = {"model": up.name, "model_file": str(up.path), "scale": config.scale, "backend": config.backend,
+            "resize": config.resize, "input_sizes_first_row": dict(in_sizes), "output_size": out_size}
+    return StepOutput(kept, rejects, info=info)
+
+
+def upscale_input(inp: str | Path, *, out: str | Path, params: dict[str, Any], ctx: StepContext | None = None,
+                  overwrite: bool = False) -> tuple[Path, list[dict[str, Any]]]:
+    """``ferdata upscale``: upscale a dataset directory, a class-folder image tree or a FER2013 CSV.
+
+    A folder or CSV is imported on the fly with the registered importer step
+    (``import_folder`` / ``import_fer2013``), then upscaled; the output manifest lists both steps.
+
+    Returns:
+        The output path and the manifest entries of the steps run.
+
+    Example:
+        >>> upscale_input("fer2013.csv", out="fer224", params={"size": 224})   # doctest: +SKIP
+    """
+    from ferdata.dataset import new_manifest, prepare_output, save_dataset
+    from ferdata.steps import apply_step, get_step, run_step
+
+    ctx = ctx or StepContext()
+    inp = Path(inp)
+    if not inp.exists():
+        from ferdata.errors import InputNotFound
+
+        raise InputNotFound(f"input not found: {inp}")
+    if inp.is_dir() and (inp / "dataset_dict.json").exists():
+        path, entry = apply_step("upscale", params, inputs=[inp], out=out, ctx=ctx, overwrite=overwrite)
+        return path, [entry]
+    if inp.is_dir():
+        importer, iparams = "import_folder", {"src": str(inp)}
+    elif inp.suffix.lower() == ".csv":
+        importer, iparams = "import_fer2013", {"csv": str(inp)}
+    else:
+        raise UsageError(f"{inp} is not a dataset directory, an image folder or a FER2013 .csv")
+    step_up = get_step("upscale")
+    config_up = step_up.make_config(params)
+    out = prepare_output(out, overwrite=overwrite, inputs=[inp])
+    get_upscaler(config_up.model, config_up.scale, config_up.backend)  # bad model: fail before importing
+    step_in = get_step(importer)
+    imported, entry_in = run_step(step_in, None, step_in.make_config(iparams), ctx)
+    upscaled, entry_up = run_step(step_up, imported.data, config_up, ctx)
+    manifest = new_manifest(seed=ctx.seed)
+    manifest["steps"] = [entry_in, entry_up]
+    save_dataset(upscaled.data, out, manifest=manifest, rejects=[*imported.rejects, *upscaled.rejects],
+                 overwrite=overwrite, num_proc=ctx.num_proc)
+    return out, [entry_in, entry_up]
