@@ -623,6 +623,143 @@ def upscale_cmd(inp: Path, out: Path, scale: str, size: int, model: str | None, 
 
 # ---------------------------------------------------------------- training: train, evaluate, export-tflite
 
+def _print_notes(notes: list[str]) -> None:
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+
+
+def _print_metrics(metrics: dict[str, Any]) -> None:
+    top2 = metrics.get("top2_accuracy")
+    click.echo(f"{metrics.get('split', 'validation')}: accuracy {metrics['accuracy']:.4f}"
+               f"{f', top-2 {top2:.4f}' if top2 is not None else ''}, macro F1 {metrics['macro_f1']:.4f}, "
+               f"{metrics['num_examples']} images, {metrics['inference_ms_per_image']:.2f} ms/image")
+    for name, m in metrics["per_class"].items():
+        click.echo(f"  {name:<10} precision {m['precision']:.3f}  recall {m['recall']:.3f}  "
+                   f"F1 {m['f1']:.3f}  support {m['support']}")
+    for warning in metrics.get("warnings", []):
+        click.echo(f"warning: {warning}", err=True)
+
+
+def _image_size(value: str | None) -> int | tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        parts = [int(v) for v in value.lower().replace("x", ",").split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2) or min(parts) < 1:
+        raise click.BadParameter(f"{value!r} is not a size; use N or HxW, e.g. 224 or 48x48", param_hint="--image-size")
+    return parts[0] if len(parts) == 1 else (parts[0], parts[1])
+
+
+@cli.command("train")
+@click.argument("src", type=existing("DIR", file_okay=False))
+@out_option
+@click.option("--model", "model_name", type=click.Choice(["shallow-cnn", "fer-cnn", "efficientnet-b0", "tiny-cnn"]),
+              default="shallow-cnn", show_default=True, help="Model factory (see docs/training.md).")
+@click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True, help="Maximum epochs.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True,
+              help="Adam's initial learning rate.")
+@click.option("--class-weights", type=click.Choice(["none", "simple", "conservative", "inverse"]), default="none",
+              show_default=True, help="Loss weights per class (papers 001 and 003).")
+@click.option("--augment", type=click.Choice(["none", "paper001", "paper002"]), default="none", show_default=True,
+              help="Augmentation preset of the training batches.")
+@click.option("--image-size", default=None, help="Input size N or HxW (default: the model's; tiny-cnn: the data's).")
+@click.option("--channels", type=click.Choice(["1", "3"]), default=None, help="Input channels (default: the model's).")
+@click.option("--patience", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Early-stopping patience in epochs (0: off).")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
+              show_default=True, help="Held-out share of train when the dataset has no validation split.")
+@click.option("--weights", default="imagenet", show_default=True,
+              help="efficientnet-b0 backbone weights: imagenet, none, or a local .h5 file.")
+@click.option("--allow-download", is_flag=True, help="Let Keras download ImageNet weights (efficientnet-b0).")
+@common_options
+def train_cmd(src: Path, out: Path, model_name: str, epochs: int, batch_size: int, lr: float, class_weights: str,
+              augment: str, image_size: str | None, channels: str | None, patience: int, val_fraction: float,
+              weights: str, allow_download: bool, num_proc: int, seed: int, limit: int | None, overwrite: bool) -> None:
+    """Train a model on a dataset directory; write a run directory.
+
+    RUN gets model.keras (best validation-accuracy epoch), history.csv, accuracy.png and loss.png,
+    confusion.csv/.png (counts and row-normalised), metrics.json and labels.json. A dataset
+    without a validation split gets a stratified, seeded one (said on screen).
+
+    Example:
+
+        ferdata train fer2013 --model fer-cnn --epochs 40 --class-weights simple --augment paper001 --out runs/fer
+    """
+    from ferdata.progress import progress_bars_disabled
+    from ferdata.train.run import train_run
+
+    notes: list[str] = []
+    result = train_run(src, out, model=model_name, epochs=epochs, batch_size=batch_size, lr=lr,
+                       class_weights=class_weights, augment=augment, image_size=_image_size(image_size),
+                       channels=int(channels) if channels else None, patience=patience, val_fraction=val_fraction,
+                       weights=None if weights.lower() == "none" else weights, allow_download=allow_download,
+                       seed=seed, limit=limit, overwrite=overwrite, verbose=0 if progress_bars_disabled() else 2,
+                       notes=notes)
+    _print_notes(notes)
+    _print_metrics(result["metrics"])
+    click.echo(f"train: best epoch {result['best_epoch']} of {result['epochs_run']} -> {out}")
+
+
+@cli.command("evaluate")
+@click.argument("run_dir", metavar="RUN", type=existing("RUN", file_okay=False))
+@click.argument("src", metavar="DIR", type=existing("DIR", file_okay=False))
+@click.option("--split", default="test", show_default=True, help="Split of DIR to evaluate.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output directory (default RUN/eval/<DIR name>-<split>).")
+@click.option("--saliency", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Write saliency maps for N images per class (paper 002).")
+@click.option("--label-map", type=existing("label map", dir_okay=False), default=None,
+              help="YAML {dataset class: model class} for datasets whose names differ.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@common_options
+def evaluate_cmd(run_dir: Path, src: Path, split: str, out: Path | None, saliency: int, label_map: Path | None,
+                 batch_size: int, num_proc: int, seed: int, limit: int | None, overwrite: bool) -> None:
+    """Metrics and plots of a trained run on any dataset directory (cross-dataset testing).
+
+    Labels are matched by class name (through the label maps' synonyms, or --label-map); images
+    are resized and converted to the model's input.
+
+    Example:
+
+        ferdata evaluate runs/fer btfer --split test --saliency 3
+    """
+    from ferdata.resources import load_yaml
+    from ferdata.train.run import evaluate_run
+
+    mapping = None
+    if label_map is not None:
+        raw = load_yaml(label_map)
+        if not isinstance(raw, dict) or not raw:
+            raise click.BadParameter(f"{label_map} must be a YAML mapping of dataset classes to model classes",
+                                     param_hint="--label-map")
+        mapping = {str(k): str(v) for k, v in raw.items()}
+    metrics = evaluate_run(run_dir, src, split=split, out=out, saliency=saliency, label_map=mapping,
+                           batch_size=batch_size, overwrite=overwrite)
+    _print_metrics(metrics)
+    click.echo(f"evaluate: -> {metrics['out']}")
+
+
+@cli.command("export-tflite")
+@click.argument("run_dir", metavar="RUN", type=existing("RUN", file_okay=False))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Output .tflite file (default RUN/model.tflite).")
+@click.option("--overwrite", is_flag=True, help="Replace the output file if it exists.")
+def export_tflite_cmd(run_dir: Path, out: Path | None, overwrite: bool) -> None:
+    """Convert a run's model.keras to TensorFlow Lite for edge deployment (paper 001).
+
+    Example:
+
+        ferdata export-tflite runs/fer
+    """
+    from ferdata.train.run import export_tflite
+
+    path = export_tflite(run_dir, out, overwrite=overwrite)
+    click.echo(f"export-tflite: {path.stat().st_size / 1e6:.1f} MB -> {path}")
+
+
 # ---------------------------------------------------------------- crawl and review
 
 _CRAWL_ENGINES = ["bing", "baidu", "google", "flickr", "urls", "loopback"]

@@ -1,0 +1,489 @@
+"""What ``ferdata train``, ``ferdata evaluate`` and ``ferdata export-tflite`` do, as library calls.
+
+A **run directory** (``RUN/``) holds a trained model and everything needed to judge it:
+
+==========================  ==============================================================
+``model.keras``             the model with the best validation-accuracy weights
+``labels.json``             the class names, index = output unit
+``run.json``                model name, input shape, dataset, seed, options, split notes
+``history.csv``             per-epoch loss / accuracy / top-2 / learning rate (train and val)
+``accuracy.png``            learning curves, train vs validation (also ``loss.png``)
+``confusion.csv``           confusion matrix on the validation split (rows true, cols predicted)
+``confusion.png``           the same as a heat map (also ``confusion_normalized.png``)
+``metrics.json``            accuracy, top-2, per-class precision / recall / F1 / support, macro F1,
+                            inference ms per image, warnings (absent classes)
+==========================  ==============================================================
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ferdata.errors import InputNotFound, UsageError
+
+logger = logging.getLogger(__name__)
+
+#: Share of the training split held out for validation when a dataset has no validation split.
+DEFAULT_VAL_FRACTION = 0.2
+
+
+def stratified_split(ds: Any, fraction: float, *, seed: int = 0) -> tuple[Any, Any]:
+    """Split a ``Dataset`` into (train, validation) per class, seeded.
+
+    Each class with n >= 2 examples gives ``round(n * fraction)`` of them (at least 1, at most n-1)
+    to validation; a class with one example stays in train.
+
+    Example:
+        >>> train, val = stratified_split(dd["train"], 0.2, seed=0)   # doctest: +SKIP
+    """
+    if not 0 < fraction < 1:
+        raise UsageError(f"validation fraction must be between 0 and 1, got {fraction}")
+    labels = np.asarray(ds["label"], dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    val_idx: list[int] = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        if idx.size < 2:
+            continue
+        k = min(max(int(round(idx.size * fraction)), 1), idx.size - 1)
+        val_idx.extend(rng.permutation(idx)[:k].tolist())
+    val_set = set(val_idx)
+    train_idx = [i for i in range(len(labels)) if i not in val_set]
+    return ds.select(train_idx), ds.select(sorted(val_idx))
+
+
+def _parse_size(image_size: int | tuple[int, int] | None) -> tuple[int, int] | None:
+    if image_size is None:
+        return None
+    if isinstance(image_size, int):
+        return (image_size, image_size)
+    return (int(image_size[0]), int(image_size[1]))
+
+
+def _write_json(path: Path, data: Any) -> None:
+    with path.open("w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, default=lambda v: v.item() if hasattr(v, "item") else str(v))
+
+
+def _evaluate_into(model: Any, ds: Any, names: list[str], out: Path, *, batch_size: int, image_size: tuple[int, int],
+                   channels: int, label_index: dict[int, int] | None = None, extra: dict[str, Any] | None = None
+                   ) -> dict[str, Any]:
+    """Predict a split, write metrics.json + confusion CSV/PNGs into ``out``, return the metrics."""
+    from ferdata.train.data import to_tf_dataset
+    from ferdata.train.fit import predict_proba
+    from ferdata.train.metrics import classification_report, plot_confusion, write_confusion_csv
+
+    tfds = to_tf_dataset(ds, image_size=image_size, channels=channels, batch_size=batch_size,
+                         num_classes=len(names), label_index=label_index)
+    labels = np.asarray(ds["label"], dtype=np.int64)
+    if label_index is not None:
+        labels = np.asarray([label_index[int(v)] for v in labels], dtype=np.int64)
+    predict_proba(model, tfds.take(1))  # warm-up: graph tracing is not inference time
+    start = time.perf_counter()
+    probs = predict_proba(model, tfds)
+    seconds = time.perf_counter() - start
+    report = classification_report(labels, probs.argmax(axis=1), probs, names)
+    report["inference_ms_per_image"] = round(1000 * seconds / max(len(labels), 1), 3)
+    report.update(extra or {})
+    cm = np.asarray(report["confusion_matrix"])
+    write_confusion_csv(cm, names, out / "confusion.csv")
+    plot_confusion(cm, names, out / "confusion.png")
+    plot_confusion(cm, names, out / "confusion_normalized.png", normalize=True)
+    _write_json(out / "metrics.json", report)
+    for warning in report["warnings"]:
+        (logger.warning if "no example" in warning else logger.info)(warning)
+    return report
+
+
+def _tmp_sibling(out: Path) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    return tmp
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
+def train_run(
+    dataset_dir: str | Path,
+    out: str | Path,
+    *,
+    model: str = "shallow-cnn",
+    epochs: int = 30,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    class_weights: str = "none",
+    augment: str = "none",
+    image_size: int | tuple[int, int] | None = None,
+    channels: int | None = None,
+    patience: int | None = None,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    weights: str | None = "imagenet",
+    allow_download: bool = False,
+    seed: int = 0,
+    limit: int | None = None,
+    overwrite: bool = False,
+    verbose: int = 0,
+    notes: list[str] | None = None,
+) -> dict[str, Any]:
+    """Train a model on a dataset directory and write a run directory (see the module doc).
+
+    The ``train`` split trains; ``validation`` selects the best epoch and is the split the
+    metrics describe. A dataset without a validation split gets one: a stratified, seeded
+    ``val_fraction`` of train (recorded in ``run.json`` and in ``notes``).
+
+    Args:
+        dataset_dir: a ferdata dataset directory with a ``train`` split.
+        out: the run directory to write (atomically).
+        model: a name from ``MODEL_NAMES``.
+        epochs, batch_size, lr, patience: training settings (see ``fit_model``).
+        class_weights: ``none``, ``simple``, ``conservative`` or ``inverse``.
+        augment: ``none``, ``paper001`` or ``paper002``.
+        image_size: input side (or (h, w)); default: the model's design size (``tiny-cnn``: the data's).
+        channels: 1 or 3; default: the model's (``tiny-cnn``: the data's).
+        val_fraction: the held-out share when there is no validation split.
+        weights, allow_download: ``efficientnet-b0`` pretrained weights (see ``build_model``).
+        seed: seeds the split, the shuffle, the augmentation and the weights.
+        limit: train on a seeded random subset of at most this many training images (trials).
+        overwrite: replace an existing ``out``.
+        verbose: Keras verbosity.
+        notes: a list that receives human-readable notes (split created, resizing ...).
+
+    Returns:
+        ``{"out", "best_epoch", "epochs_run", "metrics", "notes"}``.
+
+    Raises:
+        UsageError: for bad options, a dataset without ``train``, or an output that exists.
+
+    Example:
+        >>> train_run("fer2013", "runs/fer-cnn", model="fer-cnn", epochs=40)   # doctest: +SKIP
+    """
+    import keras
+
+    from ferdata.dataset import class_counts, label_names, open_dataset, prepare_output
+    from ferdata.train.data import AUGMENT_PRESETS, image_shape, to_tf_dataset
+    from ferdata.train.fit import DEFAULT_PATIENCE, fit_model
+    from ferdata.train.metrics import plot_learning_curves
+    from ferdata.train.models import DEFAULT_INPUT, MODEL_NAMES, build_model
+    from ferdata.train.weights import CLASS_WEIGHT_METHODS
+    from ferdata.train.weights import class_weights as compute_weights
+
+    if model not in MODEL_NAMES:
+        raise UsageError(f"unknown model {model!r}; allowed: {', '.join(MODEL_NAMES)}")
+    if class_weights not in CLASS_WEIGHT_METHODS:
+        raise UsageError(f"unknown class-weight method {class_weights!r}; allowed: {', '.join(CLASS_WEIGHT_METHODS)}")
+    if augment not in AUGMENT_PRESETS:
+        raise UsageError(f"unknown augmentation {augment!r}; allowed: {', '.join(AUGMENT_PRESETS)}")
+    if batch_size < 1 or epochs < 1:
+        raise UsageError(f"epochs and batch size must be at least 1, got {epochs} and {batch_size}")
+    notes = notes if notes is not None else []
+    out = prepare_output(out, overwrite=overwrite, inputs=[dataset_dir])
+    dd = open_dataset(dataset_dir)
+    if "train" not in dd:
+        raise UsageError(f"{dataset_dir} has no 'train' split; splits: {', '.join(dd) or '(none)'}")
+    names = label_names(dd)
+    train, validation = dd["train"], dd.get("validation")
+    if len(train) == 0:
+        raise UsageError(f"{dataset_dir}: the train split is empty")
+    if limit is not None and limit < len(train):
+        train = train.shuffle(seed=seed).select(range(limit))
+        notes.append(f"--limit {limit}: training on {limit} random training images")
+    split_note = None
+    if validation is None or len(validation) == 0:
+        train, validation = stratified_split(train, val_fraction, seed=seed)
+        split_note = (f"no validation split in {dataset_dir}: held out a stratified {val_fraction:.0%} of train "
+                      f"(seed {seed}): {len(train)} train / {len(validation)} validation")
+        notes.append(split_note)
+    native = image_shape(train)
+    default = DEFAULT_INPUT[model]
+    size = _parse_size(image_size) or ((native[0], native[1]) if model == "tiny-cnn" else default[:2])
+    chans = channels or (native[2] if model == "tiny-cnn" else default[2])
+    if size != native[:2]:
+        notes.append(f"images are resized from {native[0]}x{native[1]} to {size[0]}x{size[1]} (bilinear)")
+    if chans != native[2]:
+        notes.append(f"images are converted from {native[2]} to {chans} channel(s)")
+    counts = class_counts(train)
+    absent = [n for n, c in counts.items() if c == 0]
+    if absent:
+        notes.append(f"classes absent from training: {', '.join(absent)}")
+    cw = None if class_weights == "none" else compute_weights(list(counts.values()), class_weights)
+    keras.utils.set_random_seed(seed)
+    net = build_model(model, (size[0], size[1], chans), len(names), weights=weights, allow_download=allow_download)
+    train_ds = to_tf_dataset(train, image_size=size, channels=chans, batch_size=batch_size, shuffle=True,
+                             seed=seed, augment=augment, num_classes=len(names))
+    val_ds = to_tf_dataset(validation, image_size=size, channels=chans, batch_size=batch_size,
+                           num_classes=len(names))
+    tmp = _tmp_sibling(out)
+    try:
+        start = time.perf_counter()
+        history = fit_model(net, train_ds, val_ds, epochs=epochs, lr=lr, class_weight=cw, out_dir=tmp,
+                            patience=DEFAULT_PATIENCE if patience is None else patience, seed=seed, verbose=verbose)
+        train_seconds = time.perf_counter() - start
+        net.save(tmp / "model.keras")
+        (tmp / "best.weights.h5").unlink(missing_ok=True)  # model.keras holds the same weights
+        plot_learning_curves(history.history, tmp)
+        _write_json(tmp / "labels.json", names)
+        config = {
+            "format": "ferdata-run/1", "model": model, "input_shape": [size[0], size[1], chans],
+            "dataset": str(Path(dataset_dir).resolve()), "label_names": names, "epochs": epochs,
+            "epochs_run": len(history.history.get("loss", [])), "best_epoch": history.best_epoch,
+            "batch_size": batch_size, "lr": lr, "class_weights": class_weights, "class_weight_values": cw,
+            "augment": augment, "seed": seed, "train_examples": len(train), "validation_examples": len(validation),
+            "validation_split": "created" if split_note else "validation", "train_class_counts": counts,
+            "train_seconds": round(train_seconds, 1), "notes": notes,
+        }
+        _write_json(tmp / "run.json", config)
+        metrics = _evaluate_into(net, validation, names, tmp, batch_size=batch_size, image_size=size, channels=chans,
+                                 extra={"split": "validation", "best_epoch": history.best_epoch})
+        metrics["warnings"] = [f"training: class {n!r} has no training example" for n in absent] + metrics["warnings"]
+        _write_json(tmp / "metrics.json", metrics)
+        _move_into_place(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return {"out": out, "best_epoch": history.best_epoch, "epochs_run": config["epochs_run"], "metrics": metrics,
+            "notes": notes}
+
+
+def load_run(run_dir: str | Path) -> tuple[Any, dict[str, Any]]:
+    """Load a run directory's model and ``run.json``.
+
+    Raises:
+        InputNotFound: when ``run_dir`` has no ``model.keras`` / ``run.json``.
+    """
+    import keras
+
+    run_dir = Path(run_dir)
+    for name in ("model.keras", "run.json"):
+        if not (run_dir / name).is_file():
+            raise InputNotFound(f"{run_dir} is not a training run directory: no {name} in it")
+    with (run_dir / "run.json").open(encoding="utf-8") as f:
+        config = json.load(f)
+    return keras.models.load_model(run_dir / "model.keras"), config
+
+
+def label_index_for(dataset_names: list[str], model_names: list[str], *, mapping: dict[str, str] | None = None,
+                    present: set[int] | None = None) -> dict[int, int] | None:
+    """Map dataset label ids onto model output ids by class name.
+
+    Names are compared after the label maps' synonyms (``Happiness`` -> ``happy``) or the user's
+    ``mapping`` (``{dataset name: model class name}``). Returns None when the names are identical.
+
+    Raises:
+        UsageError: when a dataset class with examples (``present``) has no model class.
+
+    Example:
+        >>> label_index_for(["sad", "happy"], ["happy", "sad"])
+        {0: 1, 1: 0}
+    """
+    if list(dataset_names) == list(model_names) and not mapping:
+        return None
+    from ferdata.labels import LabelMaps
+
+    maps = LabelMaps.load()
+    model_index = {n: i for i, n in enumerate(model_names)}
+    index: dict[int, int] = {}
+    missing = []
+    for i, name in enumerate(dataset_names):
+        target = name if name in model_index else None
+        if mapping and name in mapping:
+            target = mapping[name]
+        elif target is None:
+            target = maps.canonical_name(name)
+        if target in model_index:
+            index[i] = model_index[target]
+        elif present is None or i in present:
+            missing.append(name)
+    if missing:
+        raise UsageError(f"dataset classes {missing} are not classes of the model ({', '.join(model_names)}); "
+                         "pass --label-map FILE mapping them to model classes")
+    return index
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    dataset_dir: str | Path,
+    *,
+    split: str = "test",
+    out: str | Path | None = None,
+    saliency: int = 0,
+    label_map: dict[str, str] | None = None,
+    batch_size: int = 64,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Evaluate a trained run on a dataset directory's split (e.g. train on FER2013, test on BTFER).
+
+    Writes ``metrics.json``, ``confusion.csv``, ``confusion.png``, ``confusion_normalized.png``
+    and, with ``saliency`` N > 0, ``saliency/<class>.png`` (N images of each class beside their
+    gradient saliency maps, paper 002) into ``out`` (default ``RUN/eval/<dataset>-<split>``).
+    Images are resized / converted to the model's input; labels are matched by name.
+
+    Returns:
+        The metrics (``classification_report`` plus ``inference_ms_per_image``, ``split``, ``dataset``, ``out``).
+
+    Raises:
+        UsageError: for a missing split, classes the model does not know, or an output that exists.
+
+    Example:
+        >>> evaluate_run("runs/fer-cnn", "btfer", split="test", saliency=3)["accuracy"]   # doctest: +SKIP
+    """
+    from ferdata.dataset import label_names, open_dataset
+
+    if saliency < 0:
+        raise UsageError(f"--saliency must be 0 or more, got {saliency}")
+    model, config = load_run(run_dir)
+    dd = open_dataset(dataset_dir)
+    if split not in dd:
+        raise UsageError(f"split {split!r} not found in {dataset_dir}; splits: {', '.join(dd) or '(none)'}")
+    ds = dd[split]
+    if len(ds) == 0:
+        raise UsageError(f"split {split!r} of {dataset_dir} is empty")
+    names = list(config["label_names"])
+    present = {int(v) for v in set(ds["label"])}
+    index = label_index_for(label_names(ds), names, mapping=label_map, present=present)
+    if index is not None:
+        keep = [i for i, v in enumerate(ds["label"]) if int(v) in index]
+        ds = ds.select(keep)
+    out = Path(out) if out is not None else Path(run_dir) / "eval" / f"{Path(dataset_dir).name}-{split}"
+    if out.exists() and not overwrite:
+        raise UsageError(f"output {out} already exists; pass --overwrite to replace it")
+    h, w, c = config["input_shape"]
+    tmp = _tmp_sibling(out)
+    try:
+        report = _evaluate_into(model, ds, names, tmp, batch_size=batch_size, image_size=(h, w), channels=c,
+                                label_index=index, extra={"split": split, "dataset": str(Path(dataset_dir).resolve())})
+        if saliency:
+            write_saliency_maps(model, ds, names, tmp / "saliency", per_class=saliency, image_size=(h, w),
+                                channels=c, label_index=index)
+        _move_into_place(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    report["out"] = str(out)
+    return report
+
+
+def saliency_map(model: Any, images: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Gradient saliency (Simonyan et al.): ``max_c |d score[class] / d pixel|``, scaled to 0..1 per image.
+
+    Args:
+        model: a Keras classifier.
+        images: ``(N, H, W, C)`` float images as the model takes them.
+        classes: ``(N,)`` class ids whose scores are differentiated.
+
+    Returns:
+        ``(N, H, W)`` float32 maps.
+    """
+    import tensorflow as tf
+
+    x = tf.convert_to_tensor(images, dtype=tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        probs = model(x, training=False)
+        scores = tf.gather(probs, tf.convert_to_tensor(classes, dtype=tf.int32), axis=1, batch_dims=1)
+    grads = tf.reduce_max(tf.abs(tape.gradient(scores, x)), axis=-1).numpy()
+    top = grads.reshape(len(grads), -1).max(axis=1).reshape(-1, 1, 1)
+    return np.divide(grads, top, out=np.zeros_like(grads), where=top > 0).astype(np.float32)
+
+
+def write_saliency_maps(model: Any, ds: Any, names: list[str], out: Path, *, per_class: int, image_size: tuple[int, int],
+                        channels: int, label_index: dict[int, int] | None = None) -> list[Path]:
+    """Write ``out/<class>.png``: up to ``per_class`` images of each true class beside their saliency maps."""
+    from ferdata.train.data import to_tf_dataset
+    from ferdata.train.metrics import _pyplot
+
+    out.mkdir(parents=True, exist_ok=True)
+    labels = np.asarray(ds["label"], dtype=np.int64)
+    if label_index is not None:
+        labels = np.asarray([label_index[int(v)] for v in labels], dtype=np.int64)
+    plt = _pyplot()
+    written = []
+    for cls, name in enumerate(names):
+        idx = np.flatnonzero(labels == cls)[:per_class]
+        if idx.size == 0:
+            continue
+        batch = to_tf_dataset(ds.select(idx.tolist()), image_size=image_size, channels=channels,
+                              batch_size=len(idx), num_classes=len(names), label_index=label_index)
+        images = next(iter(batch))[0].numpy()
+        maps = saliency_map(model, images, np.full(len(idx), cls))
+        preds = np.asarray(model(images, training=False)).argmax(axis=1)
+        fig, axes = plt.subplots(len(idx), 2, figsize=(4, 2 * len(idx)), squeeze=False)
+        for row, (img, sal, pred) in enumerate(zip(images, maps, preds, strict=True)):
+            axes[row, 0].imshow(img.squeeze().astype(np.uint8), cmap="gray" if channels == 1 else None)
+            axes[row, 0].set_title(f"true {name}, pred {names[pred]}", fontsize=7)
+            axes[row, 1].imshow(sal, cmap="hot", vmin=0, vmax=1)
+            axes[row, 1].set_title("saliency", fontsize=7)
+            for ax in axes[row]:
+                ax.axis("off")
+        fig.tight_layout()
+        fig.savefig(out / f"{name}.png", dpi=100)
+        plt.close(fig)
+        written.append(out / f"{name}.png")
+    return written
+
+
+def export_tflite(run_dir: str | Path, out: str | Path | None = None, *, overwrite: bool = False) -> Path:
+    """Convert a run's ``model.keras`` to TensorFlow Lite (float32) for edge deployment (paper 001).
+
+    Returns:
+        The ``.tflite`` path (default ``RUN/model.tflite``).
+
+    Raises:
+        UsageError: when the output exists and ``overwrite`` is False.
+
+    Example:
+        >>> export_tflite("runs/fer-cnn")            # doctest: +SKIP
+        PosixPath('runs/fer-cnn/model.tflite')
+    """
+    import tensorflow as tf
+
+    model, _ = load_run(run_dir)
+    out = Path(out) if out is not None else Path(run_dir) / "model.tflite"
+    if out.exists() and not overwrite:
+        raise UsageError(f"output {out} already exists; pass --overwrite to replace it")
+    from ferdata.dataset import work_dir
+
+    with work_dir("ferdata-tflite-") as tmp:
+        model.export(str(tmp / "saved"), format="tf_saved_model", verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(tmp / "saved"))
+        data = converter.convert()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    part = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
+    part.write_bytes(data)
+    os.replace(part, out)
+    return out
+
+
+def tflite_predict(path: str | Path, images: np.ndarray) -> np.ndarray:
+    """Run a ``.tflite`` classifier on ``(N, H, W, C)`` float images; returns ``(N, classes)`` probabilities."""
+    import warnings
+
+    import tensorflow as tf
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "tf.lite.Interpreter is deprecated": still shipped in TF 2.21
+        interpreter = tf.lite.Interpreter(model_path=str(path))
+    inp = interpreter.get_input_details()[0]
+    outp = interpreter.get_output_details()[0]
+    interpreter.resize_tensor_input(inp["index"], [len(images), *images.shape[1:]])
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(inp["index"], images.astype(np.float32))
+    interpreter.invoke()
+    return np.asarray(interpreter.get_tensor(outp["index"]))
