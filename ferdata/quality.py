@@ -11,10 +11,11 @@ is never an issue):
 ============== ========================================== ============================ =========
 check          score                                      flagged when                 default
 ============== ========================================== ============================ =========
-dark           99th percentile brightness / 255           score < ``dark_threshold``   0.25
-light          5th percentile brightness / 255            score > ``light_threshold``  0.85
-blurry         std of the Laplacian / (std of pixels + 1) score < ``blurry_threshold`` 0.12
-low_information entropy of the 256-bin histogram (bits)   score < ``low_information_threshold`` 3.0
+dark           99th percentile brightness / 255           score < ``dark_threshold``   0.2
+light          5th percentile brightness / 255            score > ``light_threshold``  0.7
+blurry         std of the Laplacian / (std of pixels + 1) score < ``blurry_threshold`` 0.2
+               at a shorter side of :data:`BLUR_SIDE` px
+low_information entropy of the 256-bin histogram (bits)   score < ``low_information_threshold`` 4.5
 too_small      shorter side in pixels                     score < ``min_side``         48
 odd_aspect     longer side / shorter side                 score > ``max_aspect``       1.5
 ============== ========================================== ============================ =========
@@ -44,6 +45,9 @@ if TYPE_CHECKING:
 
 #: Longest side at which the pixel checks look at an image.
 ANALYSIS_MAX_SIDE = 256
+#: Shorter side at which sharpness is measured (larger images are shrunk first), so that one
+#: threshold means the same at 48 px and at 256 px: "no detail even at FER2013's resolution".
+BLUR_SIDE = 48
 CHECKS = ("dark", "light", "blurry", "low_information", "too_small", "odd_aspect")
 
 
@@ -63,6 +67,16 @@ def _shrunk(gray: np.ndarray) -> np.ndarray:
     import cv2
 
     s = ANALYSIS_MAX_SIDE / max(h, w)
+    return cv2.resize(gray, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+
+
+def _blur_scale(gray: np.ndarray) -> np.ndarray:
+    h, w = gray.shape
+    if min(h, w) <= BLUR_SIDE:
+        return gray
+    import cv2
+
+    s = BLUR_SIDE / min(h, w)
     return cv2.resize(gray, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
 
 
@@ -147,10 +161,10 @@ def calc_odd_aspect(pixels: np.ndarray) -> float:
 class QualityConfig:
     """Options of the ``quality`` step (``ferdata filter``); defaults chosen for face images."""
 
-    dark_threshold: float = 0.25
-    light_threshold: float = 0.85
-    blurry_threshold: float = 0.12
-    low_information_threshold: float = 3.0
+    dark_threshold: float = 0.2
+    light_threshold: float = 0.7
+    blurry_threshold: float = 0.2
+    low_information_threshold: float = 4.5
     min_side: int = 48
     max_aspect: float = 1.5
     #: checks whose flagged rows go to the rejects ledger (``all`` for every check)
@@ -217,7 +231,7 @@ def score_image(pixels: np.ndarray) -> dict[str, float]:
     return {
         "dark": calc_dark(gray),
         "light": calc_light(gray),
-        "blurry": calc_blurry(gray),
+        "blurry": calc_blurry(_blur_scale(gray)),
         "low_information": calc_low_information(gray),
         "too_small": calc_too_small(pixels),
         "odd_aspect": calc_odd_aspect(pixels),
