@@ -273,7 +273,7 @@ def train_espcn(hr_dir: str | Path, *, out: str | Path, config: EspcnTrainConfig
     ]
     start = time.perf_counter()
     history = model.fit(sampler.dataset(), steps_per_epoch=config.steps_per_epoch, epochs=config.epochs,
-                        callbacks=callbacks, verbose=2 if verbose else 0)
+                        callbacks=callbacks, shuffle=False, verbose=2 if verbose else 0)
     seconds = time.perf_counter() - start
 
     out.mkdir(parents=True, exist_ok=True)
@@ -320,9 +320,9 @@ Gray / Y-channel super-resolution by sub-pixel convolution (Shi et al. 2016), 5-
   {d['train_images']} train, {d['validation_images']} validation (early stopping), {d['heldout_images']} held out
   (evaluation only, never trained on).
 - **Degradation**: LR made per patch by one of {', '.join(c['degradations'])} (see `ferdata.sr.data`).
-- **Training**: {c['patch']}x{c['patch']} LR patches, batch {c['batch_size']}, {c['steps_per_epoch']} steps x up to {c['epochs']} epochs
-  ({metrics['epochs_run']} run, {metrics['train_seconds']:.0f} s), Adam lr {c['learning_rate']} cosine-decayed
-  to x{c['min_lr_fraction']}, MSE on [0, 1],
+- **Training**: {c['patch']}x{c['patch']} LR patches, batch {c['batch_size']}, {c['steps_per_epoch']} steps x up to
+  {c['epochs']} epochs ({metrics['epochs_run']} run, {metrics['train_seconds']:.0f} s), Adam lr {c['learning_rate']}
+  cosine-decayed to x{c['min_lr_fraction']}, MSE on [0, 1],
   early stopping on validation PSNR (patience {c['patience']}), seed {c['seed']}.
 - **OpenCV**: `sr = cv2.dnn_superres.DnnSuperResImpl_create(); sr.readModel("espcn_x{s}.pb"); sr.setModel("espcn", {s})`.
 

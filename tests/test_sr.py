@@ -1,0 +1,228 @@
+"""Super-resolution: model factory, tiny training, OpenCV export/import, Upscaler API, step and CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ferdata.errors import UsageError
+from ferdata.sr.data import degrade, psnr, split_of
+from ferdata.sr.upscaler import Upscaler, packaged_models
+
+
+def _smooth_faces(n: int, size: int, seed: int = 0) -> np.ndarray:
+    """Smooth random blobs (low-frequency images an SR model can learn quickly)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        small = rng.integers(0, 256, (6, 6)).astype(np.float32)
+        out.append(np.clip(cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC), 0, 255).astype(np.uint8))
+    return np.stack(out)
+
+
+@pytest.fixture(scope="module")
+def hr_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """24 train, 4 validation and 4 held-out 48x48 images, named so the hash split lands them there."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("hr")
+    want = {"train": 24, "validation": 4, "heldout": 4}
+    images = iter(_smooth_faces(32, 48))
+    i = 0
+    while any(want.values()):
+        name = f"face_{i:04d}.png"
+        i += 1
+        split = split_of(name)
+        if want[split]:
+            want[split] -= 1
+            Image.fromarray(next(images)).save(root / name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_model(hr_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    from ferdata.sr.train import EspcnTrainConfig, train_espcn
+
+    out = tmp_path_factory.mktemp("model") / "x2"
+    config = EspcnTrainConfig(scale=2, filters=(8, 4), patch=8, batch_size=8, steps_per_epoch=15, epochs=4,
+                              learning_rate=3e-3, patience=4)
+    metrics = train_espcn(hr_dir, out=out, config=config, verbose=False)
+    return out, metrics
+
+
+def test_build_espcn_shapes_and_validation() -> None:
+    from ferdata.sr.model import build_espcn
+
+    for scale in (2, 3, 4):
+        model = build_espcn(scale, filters=(4, 4))
+        assert model(np.zeros((2, 10, 12, 1), np.float32)).shape == (2, 10 * scale, 12 * scale, 1)
+    assert build_espcn(3, channels=3, skip=False, filters=(4, 4))(np.zeros((1, 5, 5, 3), np.float32)).shape == (1, 15, 15, 3)
+    with pytest.raises(UsageError, match="upscale_factor must be one of 2, 3, 4, got 5"):
+        build_espcn(5)
+    with pytest.raises(UsageError, match="filters"):
+        build_espcn(4, filters=(8,))
+
+
+def test_custom_layer_round_trips_through_keras_file(tiny_model: tuple[Path, dict]) -> None:
+    import keras
+
+    from ferdata.sr.model import depth_to_space_layer
+
+    depth_to_space_layer()
+    model = keras.saving.load_model(tiny_model[0] / "model.keras", compile=False)
+    assert model.get_layer("depth_to_space").get_config()["block_size"] == 2
+
+
+def test_tiny_training_lowers_loss_and_writes_outputs(tiny_model: tuple[Path, dict]) -> None:
+    out, metrics = tiny_model
+    loss = metrics["history"]["loss"]
+    assert loss[-1] < loss[0] * 0.7
+    assert {"model.keras", "espcn_x2.pb", "metrics.json", "model_card.md"} <= {p.name for p in out.iterdir()}
+    assert metrics["data"] == {"hr_dir": metrics["data"]["hr_dir"], "train_images": 24, "validation_images": 4,
+                               "heldout_images": 4, "hr_size": [48, 48]}
+    assert set(metrics["heldout"]) == {"area", "bicubic"}
+    card = (out / "model_card.md").read_text()
+    assert "Held-out PSNR" in card and "| area |" in card
+    assert json.loads((out / "metrics.json").read_text())["scale"] == 2
+
+
+def test_exported_graph_runs_in_opencv_like_tf(tiny_model: tuple[Path, dict]) -> None:
+    import cv2
+
+    pb = tiny_model[0] / "espcn_x2.pb"
+    sr = cv2.dnn_superres.DnnSuperResImpl_create()
+    sr.readModel(str(pb))
+    sr.setModel("espcn", 2)
+    images = _smooth_faces(3, 20, seed=5)
+    ocv = np.stack([sr.upsample(im) for im in images])
+    tf_out = Upscaler.load(pb, 2).upscale(images)
+    keras_out = Upscaler.load(tiny_model[0] / "model.keras", 2).upscale(images)
+    assert ocv.shape == tf_out.shape == (3, 40, 40)
+    assert np.abs(ocv.astype(int) - tf_out).max() <= 1
+    assert np.abs(keras_out.astype(int) - tf_out).max() <= 1
+    assert np.array_equal(Upscaler.load(pb, 2, backend="opencv").upscale(images), ocv)
+
+
+def test_packaged_model_beats_bicubic_on_smooth_images() -> None:
+    import cv2
+
+    assert "espcn_x4" in packaged_models()
+    assert packaged_models()["espcn_x4"].stat().st_size < 1_000_000
+    hr = _smooth_faces(6, 96, seed=3)
+    lr = np.stack([degrade(im, 4, "area") for im in hr])
+    ours = Upscaler.load().upscale(lr)
+    bicubic = np.stack([cv2.resize(im, (96, 96), interpolation=cv2.INTER_CUBIC) for im in lr])
+    assert psnr(hr, ours) > psnr(hr, bicubic)
+
+
+def test_upscale_shapes_dtypes_and_colour() -> None:
+    up = Upscaler.load(scale=4)
+    gray = np.random.default_rng(0).integers(0, 256, (3, 48, 48), dtype=np.uint8)
+    out = up.upscale(gray)
+    assert out.shape == (3, 192, 192) and out.dtype == np.uint8
+    assert up.upscale(gray, size=224).shape == (3, 224, 224)
+    assert up.upscale(gray, size=224, resize="pre").shape == (3, 224, 224)
+    assert up.upscale(gray, size=(100, 60), allow_downscale=True).shape == (3, 100, 60)
+    rgb = np.random.default_rng(1).integers(0, 256, (2, 20, 30, 3), dtype=np.uint8)
+    assert up.upscale(rgb, size=None).shape == (2, 80, 120, 3)
+    grey_rgb = np.repeat(gray[:1, :, :, None], 3, axis=3)
+    col = up.upscale(grey_rgb)[0]
+    assert np.abs(col[..., 0].astype(int) - out[0]).max() <= 2  # a gray RGB image comes out gray-equivalent
+    mixed = up.upscale([gray[0], rgb[0], gray[1][:40, :30]])
+    assert isinstance(mixed, list) and [m.shape for m in mixed] == [(192, 192), (80, 120, 3), (160, 120)]
+    assert np.array_equal(mixed[0], out[0])
+    same = up.upscale([gray[0], gray[1][:40, :30]], size=224)
+    assert isinstance(same, np.ndarray) and same.shape == (2, 224, 224)
+
+
+def test_upscale_bad_inputs() -> None:
+    up = Upscaler.load()
+    with pytest.raises(UsageError, match="must be uint8, got float32"):
+        up.upscale(np.zeros((1, 8, 8), np.float32))
+    with pytest.raises(UsageError, match=r"\(N, H, W\) or \(N, H, W, 3\)"):
+        up.upscale(np.zeros((8, 8), np.uint8))
+    with pytest.raises(UsageError, match="smaller than an input of 48x48.*allow_downscale"):
+        up.upscale(np.zeros((1, 48, 48), np.uint8), size=32)
+    assert up.upscale(np.zeros((1, 48, 48), np.uint8), size=32, allow_downscale=True).shape == (1, 32, 32)
+    with pytest.raises(UsageError, match="resize must be one of post, pre"):
+        up.upscale(np.zeros((1, 8, 8), np.uint8), resize="mid")
+
+
+def test_bad_models_are_one_line_errors(tmp_path: Path, tiny_model: tuple[Path, dict]) -> None:
+    junk = tmp_path / "junk.pb"
+    junk.write_bytes(b"\x00\x01 this is not a graph" * 10)
+    for backend in ("tf", "opencv"):
+        with pytest.raises(UsageError, match="model junk.pb is not"):
+            Upscaler.load(junk, 4, backend=backend)
+    with pytest.raises(UsageError, match=r"model espcn_x2.pb is not an x4 super-resolution model: .*gave x2"):
+        Upscaler.load(tiny_model[0] / "espcn_x2.pb", 4)
+    with pytest.raises(UsageError, match="not an x4 super-resolution model"):
+        Upscaler.load(tiny_model[0] / "espcn_x2.pb", 4, backend="opencv")
+    with pytest.raises(UsageError, match="unknown model 'nope'; packaged models: espcn_x4"):
+        Upscaler.load("nope")
+    with pytest.raises(UsageError, match="model file not found"):
+        Upscaler.load(tmp_path / "missing.pb")
+
+
+def test_cli_upscale_dataset_keeps_labels_and_lineage(fer_dir: Path, tmp_path: Path, run_cli) -> None:
+    from ferdata.dataset import open_dataset, read_manifest
+
+    out = tmp_path / "up"
+    code, stdout, err = run_cli("upscale", "--espcn", fer_dir, "--out", out, "--size", 100, "-q")
+    assert code == 0, err
+    assert "upscale: kept 42, rejected 0" in stdout
+    src, dst = open_dataset(fer_dir), open_dataset(out)
+    for split in src:
+        assert dst[split]["label"] == src[split]["label"]
+        assert dst[split]["parent_id"] == src[split]["id"]
+        assert dst[split]["id"] != src[split]["id"]
+    row = dst["train"][0]
+    assert row["image"].size == (100, 100) and row["image"].mode == "L"
+    entry = read_manifest(out)["steps"][-1]
+    assert entry["step"] == "upscale"
+    assert entry["info"]["model"] == "espcn_x4" and entry["info"]["output_size"] == "100x100"
+    assert read_manifest(out)["steps"][0]["step"] == "import_fer2013"
+
+
+def test_cli_upscale_csv_and_mixed_folder(fer_csv: Path, tmp_path: Path, run_cli) -> None:
+    from PIL import Image
+
+    from ferdata.dataset import open_dataset
+
+    code, _, err = run_cli("upscale", "--espcn", fer_csv, "--out", tmp_path / "c", "--limit", 5, "-q")
+    assert code == 0, err
+    assert sum(len(s) for s in open_dataset(tmp_path / "c").values()) == 5 * 1  # --limit applies per import
+    root = tmp_path / "folder"
+    for cls, size in (("happy", 48), ("sad", 30)):
+        (root / cls).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(_smooth_faces(1, size, seed=i)[0]).save(root / cls / f"{i}.png")
+    (root / "sad" / "broken.png").write_bytes(b"not a png")
+    code, stdout, err = run_cli("upscale", "--espcn", root, "--out", tmp_path / "f", "--size", 64, "-q")
+    assert code == 0, err
+    ds = open_dataset(tmp_path / "f")["train"]
+    assert len(ds) == 4 and {im.size for im in ds["image"]} == {(64, 64)}
+
+
+def test_cli_upscale_errors(fer_dir: Path, tmp_path: Path, run_cli) -> None:
+    code, _, err = run_cli("upscale", "--espcn", fer_dir, "--out", tmp_path / "a", "--size", 32)
+    assert code == 2 and err.startswith("Error: --size 32 is smaller than the input images (48x48") and "--allow-downscale" in err
+    code, _, err = run_cli("upscale", "--espcn", fer_dir, "--out", tmp_path / "b", "--size", 32, "--allow-downscale", "-q")
+    assert code == 0, err
+    junk = tmp_path / "bad.pb"
+    junk.write_bytes(b"garbage")
+    code, _, err = run_cli("upscale", "--espcn", fer_dir, "--out", tmp_path / "c", "--model", junk)
+    assert code == 2 and err.startswith("Error: model bad.pb is not") and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli("upscale", "--espcn", fer_dir, "--out", tmp_path / "d", "--scale", "2")
+    assert code == 2 and "unknown model 'espcn_x2'" in err
+    code, _, err = run_cli("upscale", "--espcn", tmp_path / "nothing", "--out", tmp_path / "e")
+    assert code == 2 and "does not exist" in err
+    code, _, err = run_cli("train-espcn", tmp_path, "--out", tmp_path / "m", "--scale", "5")
+    assert code == 2 and "'5' is not one of '2', '3', '4'" in err
+    code, _, err = run_cli("train-espcn", tmp_path, "--out", tmp_path / "m", "--degradations", "area,sharpen")
+    assert code == 2 and "degradations must be among area, bicubic, blur_jpeg, got sharpen" in err
