@@ -1,0 +1,270 @@
+"""Training and evaluation (issue 7): models, tf.data import, metrics, class weights, commands."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ferdata.errors import UsageError
+from ferdata.train.metrics import classification_report, confusion_matrix, normalize_rows, top_k_accuracy
+from ferdata.train.weights import class_weights
+
+NAMES4 = ["angry", "happy", "sad", "surprise"]
+
+
+def make_oriented(n: int, *, seed: int, size: int = 32, names: list[str] = NAMES4):
+    """A learnable task: class k = noisy stripes at angle k*180/C degrees, random phase and frequency."""
+    import datasets
+
+    from ferdata.dataset import core_features
+    from ferdata.images import encode_png, pixel_id
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    rows: dict[str, list] = {"image": [], "label": [], "id": [], "source": [], "origin": []}
+    for i in range(n):
+        c = i % len(names)
+        angle = np.pi * c / len(names)
+        wave = np.sin(rng.uniform(0.5, 0.8) * (np.cos(angle) * xx + np.sin(angle) * yy) + rng.uniform(0, 6.3))
+        img = np.clip(128 + 80 * wave + rng.normal(0, 20, (size, size)), 0, 255).astype(np.uint8)
+        rows["image"].append({"bytes": encode_png(img), "path": None})
+        rows["label"].append(c)
+        rows["id"].append(pixel_id(img))
+        rows["source"].append("synthetic")
+        rows["origin"].append(f"{seed}:{i}")
+    return datasets.Dataset.from_dict(rows, features=core_features(names))
+
+
+def save_dir(path: Path, **splits) -> Path:
+    import datasets
+
+    from ferdata.dataset import new_manifest, save_dataset
+
+    return save_dataset(datasets.DatasetDict(splits), path, manifest=new_manifest(seed=0))
+
+
+@pytest.fixture(scope="module")
+def stripes_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """train 200 (no validation split) / test 40, 32x32 gray, 4 classes."""
+    root = tmp_path_factory.mktemp("stripes")
+    return save_dir(root / "stripes", train=make_oriented(200, seed=0), test=make_oriented(40, seed=1))
+
+
+@pytest.fixture(scope="module")
+def trained_run(stripes_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, str, str]:
+    """`ferdata train` on the stripes dataset with tiny-cnn (the expensive step, shared)."""
+    from click.testing import CliRunner
+
+    from ferdata.cli import cli
+    from ferdata.progress import disable_progress_bars
+
+    disable_progress_bars()
+    run = tmp_path_factory.mktemp("runs") / "tiny"
+    result = CliRunner().invoke(cli, ["train", str(stripes_dir), "--model", "tiny-cnn", "--epochs", "10",
+                                      "--batch-size", "16", "--lr", "3e-3", "--class-weights", "simple",
+                                      "--out", str(run), "-q"], catch_exceptions=False)
+    return run, result.exit_code, result.stdout, result.stderr
+
+
+# ------------------------------------------------------------------ pure functions
+
+
+def test_class_weights_match_the_papers() -> None:
+    # paper 003, Table 1 (8 classes): happy 134,412 -> 0.1250, anger 24,882 -> 0.6752, contempt 3,750 -> 4.4804
+    counts = {"anger": 24882, "contempt": 3750, "disgust": 3803, "fear": 6378, "happy": 134412, "neutral": 74874,
+              "sad": 25460, "surprise": 14090}
+    inverse = class_weights(counts, "inverse")
+    assert inverse["happy"] == 0.125 and inverse["anger"] == 0.6752 and inverse["contempt"] == 4.4804
+    assert inverse["surprise"] == 1.1924 and inverse["sad"] == 0.6599
+    # paper 001: simple = (1/n)/min(1/n) (largest class 1.0); conservative capped at 3
+    assert class_weights([100, 50, 10], "simple") == {0: 1.0, 1: 2.0, 2: 10.0}
+    assert class_weights([100, 50, 10], "conservative") == {0: 1.0, 1: 2.0, 2: 3.0}
+    assert class_weights([100, 0, 10], "none") == {0: 1.0, 1: 0.0, 2: 1.0}
+    with pytest.raises(UsageError, match="allowed: none, simple, conservative, inverse"):
+        class_weights([1, 2], "balanced")
+    with pytest.raises(UsageError, match="every class has 0"):
+        class_weights([0, 0], "simple")
+
+
+def test_metrics_on_a_hand_built_prediction_set() -> None:
+    # 3 classes; class 2 ("sad") absent from y_true, predicted once
+    y_true = [0, 0, 0, 0, 1, 1, 1, 1, 1, 1]
+    y_pred = [0, 0, 0, 1, 1, 1, 1, 1, 0, 2]
+    probs = np.array([[0.6, 0.3, 0.1]] * 3 + [[0.4, 0.5, 0.1]] + [[0.1, 0.8, 0.1]] * 4
+                     + [[0.5, 0.4, 0.1]] + [[0.3, 0.2, 0.5]])
+    cm = confusion_matrix(y_true, y_pred, 3)
+    assert cm.tolist() == [[3, 1, 0], [1, 4, 1], [0, 0, 0]]  # rows true, columns predicted
+    r = classification_report(y_true, y_pred, probs, ["angry", "happy", "sad"])
+    assert r["accuracy"] == 0.7
+    assert r["top2_accuracy"] == 0.9  # only the last row's true class (happy, 0.2) is third
+    assert r["per_class"]["angry"] == {"precision": 0.75, "recall": 0.75, "f1": 0.75, "support": 4}
+    assert r["per_class"]["happy"] == {"precision": 0.8, "recall": 0.6667, "f1": 0.7273, "support": 6}
+    assert r["per_class"]["sad"]["support"] == 0 and r["per_class"]["sad"]["precision"] == 0.0
+    assert r["macro_f1"] == round((0.75 + 8 / 11) / 2, 4)  # the absent class is not averaged
+    assert any("'sad' has no example" in w for w in r["warnings"])
+    assert normalize_rows(cm)[1].tolist() == pytest.approx([1 / 6, 4 / 6, 1 / 6])
+    assert top_k_accuracy([2], np.array([[0.5, 0.1, 0.4]]), k=1) == 0.0
+    with pytest.raises(UsageError, match="outside 0..2"):
+        confusion_matrix([0, 3], [0, 1], 3)
+    with pytest.raises(UsageError, match="3 labels but y_pred has 2"):
+        confusion_matrix([0, 1, 2], [0, 1], 3)
+
+
+# ------------------------------------------------------------------ models
+
+
+def test_shallow_cnn_layer_parameters_follow_paper_004() -> None:
+    from ferdata.train import build_model
+
+    model = build_model("shallow-cnn", (224, 224, 1), 7)
+    params = {layer.name: layer.count_params() for layer in model.layers if layer.count_params()}
+    # paper 004, Table 1: conv1 320, conv2 18,496, conv3 73,856, fc2 3,591, flatten 100,352
+    assert params["conv1"] == 320 and params["conv2"] == 18_496 and params["conv3"] == 73_856
+    assert params["fc2"] == 3_591
+    assert model.get_layer("flatten").output.shape[-1] == 100_352
+    # Table 1 prints 51,795,456 for fc1, which contradicts its own 100,352 -> 512 shapes;
+    # the arithmetic (100,352 x 512 weights + 512 biases) gives 51,380,736 (docs/training.md).
+    assert params["fc1"] == 100_352 * 512 + 512 == 51_380_736
+    assert list(params) == ["conv1", "conv2", "conv3", "fc1", "fc2"]
+    assert model.output.shape[-1] == 7
+
+
+def test_build_model_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ferdata.train import WeightsUnavailable, build_model
+
+    with pytest.raises(UsageError, match="unknown model 'resnet'; allowed: shallow-cnn, fer-cnn, efficientnet-b0, tiny-cnn"):
+        build_model("resnet", (48, 48, 1), 7)
+    with pytest.raises(UsageError, match="channels must be 1 or 3, got 2"):
+        build_model("tiny-cnn", (48, 48, 2), 7)
+    with pytest.raises(UsageError, match="at least 16x16"):
+        build_model("fer-cnn", (8, 8, 1), 7)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # an empty cache: offline, no weights
+    with pytest.raises(WeightsUnavailable, match="--allow-download"):
+        build_model("efficientnet-b0", (224, 224, 3), 7)
+    with pytest.raises(WeightsUnavailable, match="weights file not found"):
+        build_model("efficientnet-b0", (224, 224, 3), 7, weights=tmp_path / "missing.h5")
+    model = build_model("fer-cnn", (48, 48, 1), 7)
+    assert [layer.name for layer in model.layers if layer.name.startswith("conv")] == ["conv1", "conv2", "conv3", "conv4"]
+    assert model.get_layer("conv2").kernel.shape == (5, 5, 64, 128)
+
+
+# ------------------------------------------------------------------ tf.data import
+
+
+def test_to_tf_dataset_resizes_converts_and_one_hots(fer_dir: Path, tmp_path: Path) -> None:
+    import datasets
+
+    from ferdata.train import to_tf_dataset
+
+    ds = to_tf_dataset(fer_dir, split="test", image_size=(64, 56), channels=3, batch_size=4)
+    batches = list(ds)
+    assert [b[0].shape[0] for b in batches] == [4, 3] and len(ds) == 2
+    x, y = batches[0]
+    assert x.shape[1:] == (64, 56, 3) and x.dtype.name == "float32" and float(x.numpy().max()) <= 255.0
+    labels = np.concatenate([b[1].numpy().argmax(1) for b in batches])
+    assert labels.tolist() == datasets.load_from_disk(str(fer_dir))["test"]["label"]
+    assert np.allclose(np.concatenate([b[1].numpy() for b in batches]).sum(1), 1.0)
+    # shuffle: seeded, reshuffled per epoch, same multiset
+    shuffled = to_tf_dataset(fer_dir, split="train", batch_size=32, shuffle=True, seed=3, augment="paper001")
+    e1 = next(iter(shuffled))[1].numpy().argmax(1)
+    e2 = next(iter(shuffled))[1].numpy().argmax(1)
+    again = next(iter(to_tf_dataset(fer_dir, split="train", batch_size=32, shuffle=True, seed=3)))[1].numpy().argmax(1)
+    assert sorted(e1) == sorted(e2) and e1.tolist() != e2.tolist() and e1.tolist() == again.tolist()
+    # a Dataset loaded back from parquet (the Hub layout) works the same
+    datasets.load_from_disk(str(fer_dir))["validation"].to_parquet(str(tmp_path / "validation.parquet"))
+    hub = datasets.load_dataset("parquet", data_files={"validation": str(tmp_path / "validation.parquet")})
+    x, y = next(iter(to_tf_dataset(hub["validation"], batch_size=8)))
+    assert x.shape == (7, 48, 48, 1) and y.shape == (7, 7)
+    with pytest.raises(UsageError, match="split 'dev' not found; splits: test, train, validation|split 'dev' not found"):
+        to_tf_dataset(fer_dir, split="dev")
+    with pytest.raises(UsageError, match="allowed: none, paper001, paper002"):
+        to_tf_dataset(fer_dir, augment="mixup")
+
+
+# ------------------------------------------------------------------ commands
+
+
+def test_train_learns_and_writes_every_output(trained_run: tuple[Path, int, str, str]) -> None:
+    run, code, out, err = trained_run
+    assert code == 0, err
+    assert "no validation split" in err and "stratified 20%" in err  # said on screen
+    for name in ("model.keras", "history.csv", "accuracy.png", "loss.png", "confusion.png", "confusion_normalized.png",
+                 "confusion.csv", "metrics.json", "labels.json", "run.json"):
+        assert (run / name).is_file(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["split"] == "validation" and metrics["num_examples"] == 40
+    assert metrics["accuracy"] >= 0.9, metrics  # the synthetic task is learnable: training works
+    assert set(metrics["per_class"]) == set(NAMES4)
+    assert metrics["top2_accuracy"] >= metrics["accuracy"] and metrics["inference_ms_per_image"] > 0
+    assert json.loads((run / "labels.json").read_text()) == NAMES4
+    config = json.loads((run / "run.json").read_text())
+    assert config["validation_split"] == "created" and config["input_shape"] == [32, 32, 1]
+    assert config["class_weights"] == "simple" and config["train_examples"] == 160
+    with (run / "history.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == config["epochs_run"] and {"accuracy", "val_accuracy", "val_loss"} <= set(rows[0])
+    assert max(float(r["val_accuracy"]) for r in rows) == pytest.approx(metrics["accuracy"], abs=1e-3)
+    with (run / "confusion.csv").open() as f:
+        table = list(csv.reader(f))
+    assert table[0] == ["true\\predicted", *NAMES4]
+    assert sum(int(v) for row in table[1:] for v in row[1:]) == 40
+    assert "accuracy" in out and "macro F1" in out
+
+
+def test_evaluate_with_saliency_and_label_mapping(trained_run, stripes_dir: Path, tmp_path: Path, run_cli) -> None:
+    run = trained_run[0]
+    code, out, err = run_cli("evaluate", run, stripes_dir, "--split", "test", "--saliency", "2", "--out", tmp_path / "ev")
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert metrics["split"] == "test" and metrics["num_examples"] == 40 and metrics["accuracy"] >= 0.8
+    assert sorted(p.name for p in (tmp_path / "ev" / "saliency").iterdir()) == [f"{n}.png" for n in NAMES4]
+    # a dataset with other class names / order: mapped by name through the label maps
+    other = save_dir(tmp_path / "other", test=make_oriented(8, seed=2, names=["Anger", "Happiness", "Sadness", "Surprise"]))
+    code, out, err = run_cli("evaluate", run, other, "--out", tmp_path / "ev2")
+    assert code == 0, err
+    assert json.loads((tmp_path / "ev2" / "metrics.json").read_text())["num_examples"] == 8
+    # a class the model does not know: one-line error, exit 2
+    bad = save_dir(tmp_path / "bad", test=make_oriented(8, seed=2, names=["angry", "happy", "sad", "contempt"]))
+    code, out, err = run_cli("evaluate", run, bad, "--out", tmp_path / "ev3")
+    assert code == 2 and err.startswith("Error: dataset classes ['contempt'] are not classes of the model")
+    assert err.count("\n") == 1
+    code, out, err = run_cli("evaluate", run, stripes_dir, "--split", "validation")
+    assert code == 2 and "split 'validation' not found" in err
+
+
+def test_export_tflite_matches_keras(trained_run, stripes_dir: Path, run_cli) -> None:
+    import keras
+
+    from ferdata.train import to_tf_dataset
+    from ferdata.train.run import tflite_predict
+
+    run = trained_run[0]
+    code, out, err = run_cli("export-tflite", run)
+    assert code == 0, err
+    assert (run / "model.tflite").stat().st_size > 1000
+    images = next(iter(to_tf_dataset(stripes_dir, split="test", batch_size=6)))[0].numpy()
+    keras_probs = keras.models.load_model(run / "model.keras").predict(images, verbose=0)
+    lite_probs = tflite_predict(run / "model.tflite", images)
+    assert lite_probs.shape == (6, 4)
+    assert np.abs(lite_probs - keras_probs).max() < 1e-4
+    assert (lite_probs.argmax(1) == keras_probs.argmax(1)).all()
+    code, out, err = run_cli("export-tflite", run)
+    assert code == 2 and "already exists; pass --overwrite" in err
+
+
+def test_train_bad_input_is_one_line(fer_dir: Path, tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))  # no cached ImageNet weights
+    code, out, err = run_cli("train", tmp_path / "nope", "--out", tmp_path / "r")
+    assert code == 2 and err.startswith("Error:") and "does not exist" in err
+    code, out, err = run_cli("train", fer_dir, "--model", "resnet", "--out", tmp_path / "r")
+    assert code == 2 and "'resnet' is not one of" in err
+    code, out, err = run_cli("train", fer_dir, "--image-size", "big", "--out", tmp_path / "r")
+    assert code == 2 and "use N or HxW" in err
+    code, out, err = run_cli("train", fer_dir, "--model", "efficientnet-b0", "--out", tmp_path / "r")
+    assert code == 2 and "--allow-download" in err and err.count("\n") == 1
+    code, out, err = run_cli("evaluate", fer_dir, fer_dir)
+    assert code == 2 and "not a training run directory" in err
