@@ -783,9 +783,11 @@ _CRAWL_ENGINES = ["bing", "baidu", "google", "flickr", "urls", "loopback"]
               help="Read timeout per request, seconds (connect timeout: 5s, whole download: 30s).")
 @click.option("--max-bytes", type=click.IntRange(min=1024), default=10_000_000, show_default=True,
               help="Largest download accepted, bytes.")
+@click.option("--retries", type=click.IntRange(0, 5), default=2, show_default=True,
+              help="Retries of a timeout, connection error, HTTP 429 or 5xx (backoff 1s, 2s, ...).")
 @common_options
 def crawl_cmd(queries: str, out: Path, engine: str, per_class: int, base_url: str | None, cache: Path | None,
-              threads: int, timeout: float, max_bytes: int, **opts: Any) -> None:
+              threads: int, timeout: float, max_bytes: int, retries: int, **opts: Any) -> None:
     """Crawl web images per class from a query manifest, with provenance (icrawler).
 
     Every class's queries (expression phrases x demographic terms) are visited round-robin until
@@ -799,7 +801,8 @@ def crawl_cmd(queries: str, out: Path, engine: str, per_class: int, base_url: st
     """
     cache = cache or out.resolve().parent / ".ferdata-crawl"
     params = {"queries": queries, "engine": engine, "per_class": per_class, "base_url": base_url or "",
-              "cache": str(cache), "threads": threads, "read_timeout": timeout, "max_bytes": max_bytes}
+              "cache": str(cache), "threads": threads, "read_timeout": timeout, "max_bytes": max_bytes,
+              "retries": retries}
     run_step_command("crawl", params, inputs=[], out=out, **opts)
 
 

@@ -50,9 +50,9 @@ def face_photos(n: int) -> list[np.ndarray]:
     img = _astronaut()
     out = []
     for i in range(n):
-        dy, dx = (i * 7) % 40, (i * 11) % 40
+        dy, dx = i % 41, (i * 7) % 43
         crop = img[10 + dy:210 + dy, 140 + dx:340 + dx].astype(np.float32)
-        crop = crop * (0.8 + 0.05 * (i % 8)) + (i % 5) * 3
+        crop = crop * (0.75 + 0.5 * ((i * 0.618) % 1.0)) + (i % 5) * 3
         if i % 2:
             crop = crop[:, ::-1]
         out.append(np.clip(crop, 0, 255).astype(np.uint8))
@@ -93,11 +93,13 @@ class LoopbackSearchServer:
     (claims a 50 GB Content-Length), ``stream`` (an endless body with no Content-Length).
     """
 
-    def __init__(self, *, slow_seconds: float = 3.0) -> None:
+    def __init__(self, *, slow_seconds: float = 3.0, latency: float = 0.0) -> None:
         self.images: dict[str, tuple[bytes, str]] = {}
         self.results: dict[str, list[str]] = {}
         self.hits: Counter = Counter()
         self.slow_seconds = slow_seconds
+        #: seconds every image response waits (a web server's latency, for benchmarks)
+        self.latency = latency
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -187,6 +189,8 @@ class LoopbackSearchServer:
             self._send(h, 404, b"not found")
             return
         name = parts.path[len("/img/"):-len(".jpg")]
+        if self.latency:
+            time.sleep(self.latency)
         if name in self.images:
             data, ctype = self.images[name]
             self._send(h, 200, data, ctype)

@@ -103,10 +103,11 @@ def test_per_class_stops_and_rerun_uses_cache(tmp_path: Path, run_cli, server, m
 
 
 def test_rerun_retries_only_transient_failures(tmp_path: Path, run_cli, server, manifest: Path) -> None:
-    code, _, err = crawl(run_cli, server, manifest, tmp_path / "a", "--per-class", "50", "--limit", "6")
+    opts = ("--per-class", "50", "--limit", "6", "--retries", "0")
+    code, _, err = crawl(run_cli, server, manifest, tmp_path / "a", *opts)
     assert code == 0, err
     before = Counter(server.hits)
-    code, _, err = crawl(run_cli, server, manifest, tmp_path / "b", "--per-class", "50", "--limit", "6")
+    code, _, err = crawl(run_cli, server, manifest, tmp_path / "b", *opts)
     assert code == 0, err
     new = {p for p in (server.hits - before) if p.startswith("/img/")}
     assert new == {"/img/500.jpg"}  # 404, faces and duplicates come from the cache
@@ -145,7 +146,7 @@ def test_crawl_usage_errors(tmp_path: Path, run_cli, server, manifest: Path, mon
     # env var works as the base URL; a server that is down fails the run (exit 1), one line
     monkeypatch.setenv("FERDATA_CRAWL_BASE_URL", "http://127.0.0.1:9")
     code, _, err = run_cli("crawl", "--queries", manifest, "--engine", "loopback", "--out", tmp_path / "x",
-                           "--cache", tmp_path / "cache", "-q", "--timeout", "0.2")
+                           "--cache", tmp_path / "cache", "-q", "--timeout", "0.2", "--retries", "0")
     assert code == 1 and "no result page" in err and "127.0.0.1:9" in err and err.count("\n") == 1
 
 

@@ -66,6 +66,8 @@ BASE_URL_ENV = "FERDATA_CRAWL_BASE_URL"
 CACHE_DIR_NAME = ".ferdata-crawl"
 #: Largest result page accepted (bytes).
 MAX_PAGE_BYTES = 5_000_000
+#: Give up the whole crawl when this many result pages failed before any succeeded (no network, wrong URL).
+GIVE_UP_AFTER = 3
 _KEEP_FORMATS = (b"\x89PNG", b"\xff\xd8\xff")
 
 
@@ -259,6 +261,9 @@ class _Crawl:
                 self.page_failures[got.reason] += 1
                 self.first_page_failure = self.first_page_failure or f"{got.reason} ({got.details})"
                 logger.warning("result page %s failed: %s %s", url, got.reason, got.details)
+                if not self.stats["result_pages"] and sum(self.page_failures.values()) >= GIVE_UP_AFTER:
+                    raise StepFailed(f"crawl: no result page could be fetched from {self.engine.name} at "
+                                     f"{self.base or '(none)'} ({GIVE_UP_AFTER} tries): {self.first_page_failure}")
                 return
             try:
                 kwargs = {"apikey": self.key} if self.engine.name == "flickr" else {}
