@@ -528,6 +528,62 @@ def drop_flagged_cmd(input_dir: Path, out: Path, num_proc: int, seed: int, limit
 
 # ---------------------------------------------------------------- duplicates: dedupe
 
+@cli.command("dedupe")
+@click.argument("input_dir", metavar="IN", type=existing(file_okay=False))
+@out_option
+@click.option("--method", type=click.Choice(["phash", "dhash", "whash", "ahash"]), default="phash",
+              show_default=True, help="Perceptual hash (64 bits, imagehash); stored as a column and reused.")
+@click.option("--threshold", type=int, default=None,
+              help="Largest Hamming distance (0..64) between near duplicates [6]; 0 = identical hashes only.")
+@click.option("--keep", default="test,validation,train", show_default=True, metavar="first|largest|SPLITS",
+              help="Survivor of each group: first row, largest image, or a split preference list.")
+@click.option("--on-conflict", type=click.Choice(["keep", "drop", "majority"]), default="keep", show_default=True,
+              help="Groups with different labels: keep the survivor's label, drop the group, or majority label.")
+@click.option("--report-only", is_flag=True,
+              help="Annotate (is_duplicate, duplicate_of, ...) and write the groups report; remove nothing.")
+@click.option("--report", "report", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the groups report (.csv or .json) here [OUT/dedupe_groups.csv with --report-only].")
+@common_options
+def dedupe_cmd(input_dir: Path, out: Path, method: str, threshold: int | None, keep: str, on_conflict: str,
+               report_only: bool, report: Path | None, num_proc: int, seed: int, limit: int | None,
+               overwrite: bool) -> None:
+    """Exact (same pixels) and near (perceptual hash) duplicates, split leakage, label conflicts.
+
+    Groups get a `group` column (kept together by `ferdata split`); by default the copy in the
+    test, then validation split survives and every removed row goes to the rejects ledger with
+    duplicate_of and the distance.
+
+    Example:
+
+        ferdata dedupe fer2013 --out fer2013-dedup
+
+        ferdata dedupe fer2013 --out fer2013-dups --report-only --threshold 4
+    """
+    from ferdata.dedupe import REPORT_NAME, report_path
+
+    params = {"method": method, "threshold": threshold, "keep": keep, "on_conflict": on_conflict,
+              "report_only": report_only}
+    with report_path(out, report_only=report_only, report=report) as params["report"]:
+        entry = run_step_command("dedupe", params, inputs=[input_dir], out=out, num_proc=num_proc, seed=seed,
+                                 limit=limit, overwrite=overwrite)
+    for line in _dedupe_summary(entry.get("info", {}), report or out / REPORT_NAME):
+        click.echo(line)
+
+
+def _dedupe_summary(info: dict[str, Any], report: Path) -> list[str]:
+    lines = [f"groups: {info.get('groups', 0)} ({info.get('rows_in_groups', 0)} rows), exact duplicate rows "
+             f"{info.get('exact_duplicate_rows', 0)}, label conflicts {info.get('label_conflict_groups', 0)}, "
+             f"constant images {info.get('constant_images', 0)}"]
+    leakage = info.get("leakage_groups", {})
+    if leakage:
+        lines.append("split leakage (groups): " + ", ".join(f"{k} {v}" for k, v in leakage.items()))
+    if info.get("report_only"):
+        would = info.get("would_remove", {})
+        lines.append("would remove: " + (", ".join(f"{k} {v}" for k, v in would.items()) or "nothing")
+                     + f"; groups report: {report}")
+    return lines
+
+
 # ---------------------------------------------------------------- super-resolution: train-espcn, upscale
 
 def _int_pair(value: str) -> tuple[int, int]:

@@ -49,6 +49,7 @@ STEP_MODULES = (
     "ferdata.sources.crawl",
     "ferdata.review",
     "ferdata.sr.step",
+    "ferdata.dedupe",
 )
 
 

@@ -1,0 +1,884 @@
+"""Exact and perceptual duplicates: Hamming-radius search at scale, and the ``dedupe`` step.
+
+Two layers:
+
+* :func:`find_duplicates` — a plain function over 64-bit hashes (``np.uint64`` array, ints or
+  16-hex-digit strings) that returns every pair within a Hamming radius, exactly as a brute force
+  would, without ever building an all-pairs matrix (see :func:`find_duplicate_arrays` for the
+  index it uses).
+* the registered step ``dedupe`` (``ferdata dedupe IN --out DIR``): hashes every image with
+  ``imagehash`` into a column (``phash`` by default, reused when present), groups exact
+  duplicates (same decoded pixels: the row ``id``) and near duplicates (hashes within
+  ``threshold``) into clusters, records a ``group`` column for ``split``, reports split leakage
+  and label conflicts, and moves every removed row to the rejects ledger with ``duplicate_of`` and
+  the distance.
+
+Constant images (every pixel the same value) get ``is_constant = True``. Their perceptual hashes
+are degenerate (a black and a white frame hash alike), so they are grouped **only** with rows of
+the same ``id`` (identical pixels), never by hash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import logging
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from itertools import combinations
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ferdata.errors import UsageError
+from ferdata.steps import StepContext, StepOutput, register_step
+
+if TYPE_CHECKING:
+    import datasets
+
+logger = logging.getLogger(__name__)
+
+HASH_BITS = 64
+#: Hash methods (``imagehash`` functions, 8x8 = 64 bits each).
+METHODS = ("phash", "dhash", "whash", "ahash")
+#: Duplicate-handling policies for groups whose members carry different labels.
+ON_CONFLICT = ("keep", "drop", "majority")
+#: Survivor policies besides a split preference list.
+KEEP_POLICIES = ("first", "largest")
+#: Default survivor policy: a split preference, evaluation splits first.
+DEFAULT_KEEP = "test,validation,train"
+DEFAULT_METHOD = "phash"
+DEFAULT_THRESHOLD = 6
+
+# candidate pairs materialised at once by the index (bounds memory: ~16 bytes each, a few arrays)
+_CANDIDATE_BUDGET = 1 << 22
+# largest block (bits) looked up by a direct table rather than binary search
+_DIRECT_MAX_BITS = 24
+
+
+# ---------------------------------------------------------------------------------------------
+# hashes and the Hamming-radius index
+
+
+def check_threshold(threshold: Any) -> int:
+    """Return ``threshold`` as an int in 0..64.
+
+    Raises:
+        UsageError: naming the value and the allowed range.
+    """
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, np.integer)):
+        raise UsageError(f"threshold must be an integer in 0..{HASH_BITS}, got {threshold!r}")
+    if not 0 <= int(threshold) <= HASH_BITS:
+        raise UsageError(f"threshold {threshold} is out of range; allowed: 0..{HASH_BITS} (Hamming bits)")
+    return int(threshold)
+
+
+def as_hash_array(hashes: np.ndarray | Sequence[int] | Sequence[str]) -> np.ndarray:
+    """Return 64-bit hashes as a ``np.uint64`` array.
+
+    Args:
+        hashes: a ``np.uint64`` (or ``int64``, reinterpreted) array, a sequence of non-negative
+            ints below 2**64, or of hex strings of at most 16 digits (``str(imagehash)``).
+
+    Raises:
+        UsageError: naming the first bad value.
+
+    Example:
+        >>> as_hash_array(["ff00000000000000", "0000000000000001"]).tolist()
+        [18374686479671623680, 1]
+    """
+    if isinstance(hashes, np.ndarray):
+        if hashes.dtype == np.uint64:
+            return np.ascontiguousarray(hashes.ravel())
+        if hashes.dtype == np.int64:
+            return np.ascontiguousarray(hashes.ravel()).view(np.uint64)
+        if hashes.dtype.kind in "iu" and (hashes.size == 0 or hashes.min() >= 0):
+            return hashes.ravel().astype(np.uint64)
+        if hashes.dtype.kind not in "OUS":
+            raise UsageError(f"hashes must be 64-bit integers or hex strings, got an array of {hashes.dtype}")
+        hashes = hashes.ravel().tolist()
+    values = list(hashes)
+    if values and isinstance(values[0], (str, bytes)):
+        out = np.empty(len(values), dtype=np.uint64)
+        for i, v in enumerate(values):
+            text = v.decode() if isinstance(v, bytes) else v
+            try:
+                if not 0 < len(text) <= 16:
+                    raise ValueError
+                out[i] = int(text, 16)
+            except (ValueError, TypeError) as e:
+                raise UsageError(f"hash {i} is {v!r}: expected a hex string of 1..16 digits (64 bits)") from e
+        return out
+    try:
+        return np.array(values, dtype=np.uint64)
+    except (OverflowError, ValueError, TypeError) as e:
+        bad = next((v for v in values if not isinstance(v, (int, np.integer)) or not 0 <= int(v) < 2**64), None)
+        raise UsageError(f"hashes must be ints in 0..2**64-1 or hex strings; got {bad!r}") from e
+
+
+def popcount(x: np.ndarray) -> np.ndarray:
+    """Number of set bits of each element of a ``uint64`` array (as ``uint8``)."""
+    return np.bitwise_count(x)
+
+
+def _block_layout(k: int) -> list[np.ndarray]:
+    """Bit positions of ``k`` interleaved blocks: block j holds bits j, j+k, j+2k, ...
+
+    Interleaving spreads correlated neighbouring bits (adjacent DCT coefficients of a phash)
+    over different blocks, which keeps bucket sizes closer to uniform than contiguous blocks.
+    """
+    return [np.arange(j, HASH_BITS, k) for j in range(k)]
+
+
+def _block_keys(h: np.ndarray, bits: np.ndarray) -> np.ndarray:
+    """The block of each hash made of ``bits``, packed into an int64 key."""
+    key = np.zeros(h.shape, dtype=np.uint64)
+    for t, p in enumerate(bits):
+        key |= ((h >> np.uint64(p)) & np.uint64(1)) << np.uint64(t)
+    return key.astype(np.int64)
+
+
+def _ball(b: int, s: int) -> int:
+    """Number of b-bit masks of weight <= s."""
+    return sum(math.comb(b, w) for w in range(0, max(s, -1) + 1))
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How to search: blocks (bit positions) and the radius searched in each, or brute force."""
+
+    blocks: tuple[tuple[int, ...], ...]
+    radii: tuple[int, ...]
+    cost: float
+
+    @property
+    def brute(self) -> bool:
+        return not self.blocks
+
+
+def _plan(n: int, r: int, *, allow_brute: bool = True) -> _Plan:
+    """Pick the cheapest exact plan for ``n`` distinct hashes at radius ``r``.
+
+    With ``k`` blocks and radii ``s_1..s_k`` summing to ``r - k + 1``, any pair within ``r``
+    has at least one block within its radius (if every block differed by ``s_i + 1`` or more,
+    the total would be ``>= r + 1``): the generalised pigeonhole principle. The cost model
+    counts probes (``ball(b, s)`` per query) and the candidates they return
+    (``n / 2**b`` each); brute force costs ``n**2 / 2`` cheap popcounts.
+    """
+    brute_cost = 0.05 * n * n / 2
+    best = _Plan((), (), brute_cost if allow_brute else math.inf)
+    for k in range(2, min(r + 1, 24) + 1):
+        blocks = _block_layout(k)
+        budget = r - k + 1
+        radii = [budget // k + (1 if j < budget % k else 0) for j in range(k)]
+        cost = 0.0
+        for bits, s in zip(blocks, radii, strict=True):
+            b = len(bits)
+            per_query = _ball(b, s) / 2 * (1.0 + n / 2.0**b)
+            lookup = 1.0 if b <= _DIRECT_MAX_BITS else 1.0 + math.log2(max(n, 2)) / 4
+            cost += n * per_query * lookup
+        cost += n * HASH_BITS * 0.02  # key extraction
+        if cost < best.cost:
+            best = _Plan(tuple(tuple(map(int, b)) for b in blocks), tuple(radii), cost)
+    return best
+
+
+def _masks(b: int, s: int) -> np.ndarray:
+    """Every non-zero b-bit mask of weight <= s (int64)."""
+    out = [sum(1 << p for p in combo) for w in range(1, s + 1) for combo in combinations(range(b), w)]
+    return np.array(out, dtype=np.int64)
+
+
+def _expand(q: np.ndarray, start: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(query, sorted position) for every position in ``[start, start + count)`` of each query."""
+    total = int(count.sum())
+    reps = np.repeat(q, count)
+    pos = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(count) - count, count) + np.repeat(start, count)
+    return reps, pos
+
+
+def _chunks_by_count(count: np.ndarray, budget: int) -> Iterable[slice]:
+    """Slices of ``count`` whose sums stay near ``budget`` (at least one element each)."""
+    if len(count) == 0:
+        return
+    cum = np.cumsum(count)
+    lo = 0
+    base = 0
+    while lo < len(count):
+        hi = int(np.searchsorted(cum, base + budget, side="right"))
+        hi = max(hi, lo + 1)
+        yield slice(lo, hi)
+        base = int(cum[hi - 1])
+        lo = hi
+
+
+def _unique_pairs_index(h: np.ndarray, r: int, plan: _Plan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs of distinct hashes within ``r`` with the block index of ``plan`` (see :func:`_plan`)."""
+    n = len(h)
+    keys = [_block_keys(h, np.array(bits)) for bits in plan.blocks]
+    out_i: list[np.ndarray] = []
+    out_j: list[np.ndarray] = []
+    out_d: list[np.ndarray] = []
+
+    def accept(t: int, a: np.ndarray, c: np.ndarray) -> None:
+        d = popcount(h[a] ^ h[c])
+        ok = d <= r
+        # canonical block: a pair is reported only by the first block within that block's radius
+        for u in range(t):
+            if not ok.any():
+                break
+            ok &= popcount((keys[u][a] ^ keys[u][c]).view(np.uint64)) > plan.radii[u]
+        if ok.any():
+            a, c, d = a[ok], c[ok], d[ok]
+            out_i.append(np.minimum(a, c))
+            out_j.append(np.maximum(a, c))
+            out_d.append(d)
+
+    for t, (bits, s) in enumerate(zip(plan.blocks, plan.radii, strict=True)):
+        key = keys[t]
+        b = len(bits)
+        order = np.argsort(key, kind="stable")
+        sorted_keys = key[order]
+        direct = b <= _DIRECT_MAX_BITS and (1 << b) <= max(16 * n, 1 << 16)
+        if direct:
+            table = np.zeros((1 << b) + 1, dtype=np.int64)
+            np.cumsum(np.bincount(sorted_keys, minlength=1 << b), out=table[1:])
+        # exact block match: pairs inside each bucket, each once (partner later in sorted order)
+        end = np.searchsorted(sorted_keys, sorted_keys, side="right")
+        positions = np.arange(n, dtype=np.int64)
+        count = end - positions - 1
+        for sl in _chunks_by_count(count, _CANDIDATE_BUDGET):
+            p, q = _expand(positions[sl], positions[sl] + 1, count[sl])
+            accept(t, order[p], order[q])
+        if s == 0:
+            continue
+        masks = _masks(b, s)
+        high = np.left_shift(1, np.floor(np.log2(masks)).astype(np.int64))
+        # a pair whose keys differ by mask m is probed once, from the side without m's top bit
+        step = max(1, _CANDIDATE_BUDGET // max(len(masks), 1))
+        for lo in range(0, n, step):
+            qk = key[lo:lo + step]
+            qi = np.arange(lo, lo + len(qk), dtype=np.int64)
+            sel = (qk[:, None] & high[None, :]) == 0
+            rows, cols = np.nonzero(sel)
+            target = qk[rows] ^ masks[cols]
+            if direct:
+                start = table[target]
+                cnt = table[target + 1] - start
+            else:
+                start = np.searchsorted(sorted_keys, target, side="left")
+                cnt = np.searchsorted(sorted_keys, target, side="right") - start
+            hit = cnt > 0
+            qq, start, cnt = qi[rows[hit]], start[hit], cnt[hit]
+            for sl in _chunks_by_count(cnt, _CANDIDATE_BUDGET):
+                a, pos = _expand(qq[sl], start[sl], cnt[sl])
+                accept(t, a, order[pos])
+    if not out_i:
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty, np.empty(0, dtype=np.uint8)
+    return np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_d)
+
+
+def brute_force_pairs(hashes: np.ndarray | Sequence[int] | Sequence[str], threshold: int,
+                      *, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Reference search: every pair's distance in row chunks (vectorised popcount), O(n**2) time.
+
+    Memory stays bounded (``chunk x n`` at a time); used by the tests and benchmarks to check
+    :func:`find_duplicate_arrays`, and by it for small inputs where it is the faster choice.
+
+    Returns:
+        ``(i, j, distance)`` arrays sorted by ``(i, j)``, ``i < j``.
+    """
+    h = as_hash_array(hashes)
+    r = check_threshold(threshold)
+    n = len(h)
+    out_i, out_j, out_d = [], [], []
+    for lo in range(0, n, chunk):
+        hi = min(n, lo + chunk)
+        d = popcount(h[lo:hi, None] ^ h[None, lo:])
+        ii, jj = np.nonzero(d <= r)
+        jj = jj + lo
+        ii = ii + lo
+        keep = jj > ii
+        out_i.append(ii[keep])
+        out_j.append(jj[keep])
+        out_d.append(d[ii[keep] - lo, jj[keep] - lo])
+    if not out_i:
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty, np.empty(0, dtype=np.uint8)
+    i, j, dist = (np.concatenate(x) for x in (out_i, out_j, out_d))
+    order = np.lexsort((j, i))
+    return i[order].astype(np.int64), j[order].astype(np.int64), dist[order]
+
+
+def _unique_pairs(u: np.ndarray, r: int, algorithm: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs of distinct hash values (indices into ``u``) within ``r``."""
+    n = len(u)
+    if r == 0 or n < 2:
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty, np.empty(0, dtype=np.uint8)
+    plan = _plan(n, r, allow_brute=algorithm != "index")
+    if algorithm == "brute" or plan.brute:
+        return brute_force_pairs(u, r)
+    logger.debug("hamming index: %d hashes, radius %d, blocks %s radii %s", n, r,
+                 [len(b) for b in plan.blocks], plan.radii)
+    return _unique_pairs_index(u, r, plan)
+
+
+def find_duplicate_arrays(hashes: np.ndarray | Sequence[int] | Sequence[str], threshold: int, *,
+                          algorithm: str = "auto") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Like :func:`find_duplicates`, returning ``(i, j, distance)`` numpy arrays (faster for many pairs).
+
+    The search is exact and never builds an all-pairs matrix:
+
+    1. Identical hashes are collapsed (``np.unique``); their pairs have distance 0.
+    2. The distinct hashes are searched with a **multi-index hash** built on the generalised
+       pigeonhole principle: the 64 bits are split into ``k`` interleaved blocks, each with a
+       radius ``s_i`` such that ``sum(s_i) = r - k + 1``; any pair within ``r`` then agrees to
+       within ``s_i`` on at least one block. Each block is a sorted key array (plus a direct
+       offset table when it has at most 24 bits); a query enumerates the masks of weight
+       ``<= s_i``, looks up the matching buckets and checks the full 64-bit distance with a
+       vectorised popcount. A pair is reported only by the first block that finds it, and each
+       block probe runs from one side only, so no pair is reported twice and nothing has to
+       be de-duplicated afterwards. ``k`` is chosen by a cost model (e.g. 3 blocks of 21-22 bits
+       at radius 6-8 for a million hashes); tiny inputs use the chunked brute force.
+    3. Candidates are materialised in slices of a few million, so memory is bounded by the
+       index (a few arrays of ``n``) plus the pairs found.
+
+    Args:
+        hashes: see :func:`as_hash_array`.
+        threshold: the largest Hamming distance reported (0..64).
+        algorithm: ``"auto"`` (cost model), ``"index"`` or ``"brute"`` (for tests and benchmarks).
+
+    Returns:
+        ``(i, j, distance)``: int64, int64 and uint8 arrays sorted by ``(i, j)``, ``i < j``.
+
+    Example:
+        >>> i, j, d = find_duplicate_arrays(np.array([0, 1, 3, 0xF0], dtype=np.uint64), 1)
+        >>> list(zip(i.tolist(), j.tolist(), d.tolist()))
+        [(0, 1, 1), (1, 2, 1)]
+    """
+    if algorithm not in ("auto", "index", "brute"):
+        raise UsageError(f"algorithm {algorithm!r} is not allowed; allowed: auto, index, brute")
+    r = check_threshold(threshold)
+    h = as_hash_array(hashes)
+    uniq, inverse, counts = np.unique(h, return_inverse=True, return_counts=True)
+    ui, uj, ud = _unique_pairs(uniq, r, algorithm)
+    # members of each distinct value, in item order
+    members = np.argsort(inverse, kind="stable")
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    parts_i, parts_j, parts_d = [], [], []
+    # identical hashes: every pair inside each multi-member value
+    if (counts > 1).any():
+        pos = np.arange(len(h), dtype=np.int64)
+        cnt = np.repeat(first + counts, counts) - pos - 1
+        a, b = _expand(pos, pos + 1, cnt)
+        parts_i.append(np.minimum(members[a], members[b]))
+        parts_j.append(np.maximum(members[a], members[b]))
+        parts_d.append(np.zeros(len(a), dtype=np.uint8))
+    if len(ui):
+        ca, cb = counts[ui], counts[uj]
+        pair_idx, off_a = _expand(np.arange(len(ui)), np.zeros(len(ui), dtype=np.int64), ca)
+        a = members[first[ui][pair_idx] + off_a]
+        rep, off_b = _expand(np.arange(len(pair_idx)), np.zeros(len(pair_idx), dtype=np.int64), cb[pair_idx])
+        a = a[rep]
+        b = members[first[uj][pair_idx][rep] + off_b]
+        parts_i.append(np.minimum(a, b))
+        parts_j.append(np.maximum(a, b))
+        parts_d.append(ud[pair_idx][rep])
+    if not parts_i:
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty, np.empty(0, dtype=np.uint8)
+    i, j, d = (np.concatenate(x) for x in (parts_i, parts_j, parts_d))
+    order = np.lexsort((j, i))
+    return i[order].astype(np.int64), j[order].astype(np.int64), d[order].astype(np.uint8)
+
+
+def find_duplicates(hashes: np.ndarray | Sequence[int] | Sequence[str], threshold: int) -> list[tuple[int, int, int]]:
+    """Every pair of 64-bit hashes within Hamming distance ``threshold``.
+
+    Usable without a dataset: tools that already have hashes (``str(imagehash.phash(img))``,
+    ints, or a ``np.uint64`` array) get the same pairs a brute force would give, in
+    deterministic ``(i, j)`` order, at a million hashes in well under a minute (see
+    :func:`find_duplicate_arrays` for the index and ``docs/dedupe.md`` for measured figures).
+
+    Args:
+        hashes: 64-bit hashes: ``np.uint64`` array, ints, or hex strings of up to 16 digits.
+        threshold: the largest distance reported, 0..64 (0: identical hashes only).
+
+    Returns:
+        ``(i, j, distance)`` tuples with ``i < j``, sorted.
+
+    Raises:
+        UsageError: for a threshold outside 0..64 or a malformed hash.
+
+    Example:
+        >>> find_duplicates(["ffff000000000000", "ffff000000000001", "0f0f0f0f0f0f0f0f"], 2)
+        [(0, 1, 1)]
+    """
+    i, j, d = find_duplicate_arrays(hashes, threshold)
+    return list(zip(i.tolist(), j.tolist(), d.tolist(), strict=True))
+
+
+# ---------------------------------------------------------------------------------------------
+# per-image hashing
+
+
+def check_method(method: str) -> str:
+    """Return ``method`` if it is a known hash method.
+
+    Raises:
+        UsageError: naming the value and the allowed ones.
+    """
+    if method not in METHODS:
+        raise UsageError(f"method {method!r} is not allowed; allowed: {', '.join(METHODS)}")
+    return method
+
+
+def image_hash(pixels: np.ndarray, method: str = DEFAULT_METHOD) -> str:
+    """The 64-bit perceptual hash of an image as 16 hex digits (``imagehash``, 8x8).
+
+    Args:
+        pixels: uint8 gray ``(H, W)`` or RGB ``(H, W, 3)`` array.
+        method: ``phash`` (DCT), ``dhash`` (gradients), ``whash`` (Haar wavelet) or ``ahash`` (mean).
+
+    Example:
+        >>> image_hash(np.tile(np.arange(48, dtype=np.uint8) * 5, (48, 1)), "dhash")
+        'ffffffffffffffff'
+    """
+    import imagehash
+    from PIL import Image
+
+    check_method(method)
+    img = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8))
+    fn = {"phash": imagehash.phash, "dhash": imagehash.dhash, "whash": imagehash.whash,
+          "ahash": imagehash.average_hash}[method]
+    return str(fn(img, hash_size=8))
+
+
+def is_constant(pixels: np.ndarray) -> bool:
+    """True when every pixel has the same value (all one colour)."""
+    arr = np.asarray(pixels)
+    if arr.ndim == 3:
+        return bool((arr == arr.reshape(-1, arr.shape[-1])[0]).all())
+    return bool(arr.size == 0 or arr.min() == arr.max())
+
+
+# ---------------------------------------------------------------------------------------------
+# the dedupe step
+
+STEP = "dedupe"
+#: file name of the groups report written into OUT by ``ferdata dedupe --report-only``
+REPORT_NAME = "dedupe_groups.csv"
+CONSTANT_COLUMN = "is_constant"
+GROUP_COLUMN = "group"
+GROUP_SIZE_COLUMN = "group_size"
+#: columns added by ``report_only`` runs, where nothing is removed
+REPORT_COLUMNS = ("is_duplicate", "duplicate_of", "duplicate_distance", "duplicate_reason")
+REPORT_FIELDS = ("group", "group_size", "split", "index", "id", "origin", "label", "hash", "is_constant",
+                 "action", "reason", "duplicate_of", "distance", "label_conflict", "new_label")
+
+
+@dataclass
+class DedupeConfig:
+    """Options of the ``dedupe`` step (names match the CLI options)."""
+
+    #: perceptual hash: phash, dhash, whash or ahash (64 bits each)
+    method: str = DEFAULT_METHOD
+    #: largest Hamming distance between near duplicates, 0..64 (0: identical hashes only)
+    threshold: int = DEFAULT_THRESHOLD
+    #: survivor of a group: "first", "largest", or a split preference such as "test,validation,train"
+    keep: str = DEFAULT_KEEP
+    #: groups whose members carry different labels: keep (the survivor's label), drop (the whole
+    #: group) or majority (the survivor takes the majority label; a tie drops the group)
+    on_conflict: str = "keep"
+    #: annotate and report the groups, remove nothing
+    report_only: bool = False
+    #: write the groups report here (.csv or .json)
+    report: str | None = None
+
+    def __post_init__(self) -> None:
+        check_method(self.method)
+        self.threshold = check_threshold(self.threshold)
+        if self.on_conflict not in ON_CONFLICT:
+            raise UsageError(f"on_conflict {self.on_conflict!r} is not allowed; allowed: {', '.join(ON_CONFLICT)}")
+        self.keep = str(self.keep).strip()
+        if self.keep not in KEEP_POLICIES:
+            names = [s.strip() for s in self.keep.split(",")]
+            if not self.keep or any(not s for s in names):
+                raise UsageError(f"keep {self.keep!r} is not allowed; allowed: first, largest, or a comma-separated "
+                                 "split preference such as test,validation,train")
+        if self.report is not None and Path(self.report).suffix.lower() not in (".csv", ".json"):
+            raise UsageError(f"report {self.report!r} must end in .csv or .json")
+
+
+def _hash_batch(images: list[Any], *, method: str) -> dict[str, list[Any]]:
+    """Hash a batch of undecoded image values; undecodable ones are marked for the ledger."""
+    from ferdata.dataset import REJECT_DETAILS, REJECT_REASON
+    from ferdata.images import ImageRejected, to_array
+
+    out: dict[str, list[Any]] = {method: [], CONSTANT_COLUMN: [], REJECT_REASON: [], REJECT_DETAILS: []}
+    for value in images:
+        try:
+            if value is None:
+                raise ImageRejected("not_an_image", "no image")
+            arr = to_array(value)
+        except ImageRejected as e:
+            out[method].append("")
+            out[CONSTANT_COLUMN].append(False)
+            out[REJECT_REASON].append(e.reason)
+            out[REJECT_DETAILS].append(json.dumps({"error": e.details, "before": "hashing"}))
+            continue
+        out[method].append(image_hash(arr, method))
+        out[CONSTANT_COLUMN].append(is_constant(arr))
+        out[REJECT_REASON].append("")
+        out[REJECT_DETAILS].append("")
+    return out
+
+
+def _has_hashes(dd: datasets.DatasetDict, method: str) -> bool:
+    for ds in dd.values():
+        if method not in ds.column_names or CONSTANT_COLUMN not in ds.column_names:
+            return False
+        values = ds[method]
+        if any(not isinstance(v, str) or len(v) != 16 for v in values):
+            return False
+    return True
+
+
+def hash_dataset(dd: datasets.DatasetDict, *, method: str = DEFAULT_METHOD, num_proc: int = 1,
+                 step: str = STEP) -> tuple[datasets.DatasetDict, list[dict[str, str]], bool]:
+    """Add the ``method`` hash column (16 hex digits) and ``is_constant`` to every split.
+
+    Hashes already present (a previous run with the same method) are reused. Undecodable images
+    go to the ledger with their reason before hashing.
+
+    Returns:
+        The dataset with the columns, the ledger rows, and whether the hashes were reused.
+
+    Example:
+        >>> dd, rejects, reused = hash_dataset(open_dataset("fer"), method="phash")  # doctest: +SKIP
+        >>> dd["train"][0]["phash"]  # doctest: +SKIP
+        'c3a4b1952ad1aecb'
+    """
+    import datasets
+
+    from ferdata.dataset import REJECT_DETAILS, REJECT_REASON, partition_rejects
+
+    check_method(method)
+    if _has_hashes(dd, method):
+        return dd, [], True
+    result = {}
+    for split, ds in dd.items():
+        raw = ds.cast_column("image", datasets.Image(decode=False))
+        drop = [c for c in (method, CONSTANT_COLUMN) if c in raw.column_names]
+        if drop:
+            raw = raw.remove_columns(drop)
+        features = raw.features.copy()
+        features[method] = datasets.Value("string")
+        features[CONSTANT_COLUMN] = datasets.Value("bool")
+        features[REJECT_REASON] = datasets.Value("string")
+        features[REJECT_DETAILS] = datasets.Value("string")
+        hashed = raw.map(_hash_batch, input_columns=["image"], batched=True, batch_size=256, features=features,
+                         fn_kwargs={"method": method}, num_proc=num_proc if num_proc > 1 and len(raw) > 1 else None,
+                         desc=f"{method} {split}")
+        result[split] = hashed.cast_column("image", datasets.Image())
+    out, rejects = partition_rejects(datasets.DatasetDict(result), step)
+    return out, rejects, False
+
+
+def _image_pixels(ds: datasets.Dataset) -> np.ndarray:
+    """Width x height of every image (header only)."""
+    import io
+
+    import datasets
+    from PIL import Image
+
+    raw = ds.cast_column("image", datasets.Image(decode=False))
+    sizes = []
+    for value in raw["image"]:
+        data = value.get("bytes") or Path(value["path"]).read_bytes()
+        with Image.open(io.BytesIO(data)) as img:
+            sizes.append(img.size[0] * img.size[1])
+    return np.array(sizes, dtype=np.int64)
+
+
+@dataclass
+class DedupeResult:
+    """What :func:`dedupe_dataset` returns."""
+
+    data: datasets.DatasetDict
+    rejects: list[dict[str, str]]
+    info: dict[str, Any]
+    #: one row per member of every group of two or more rows (see REPORT_FIELDS)
+    groups: list[dict[str, Any]]
+
+
+def _relabel(labels: list[int], indices: list[int], *, changed: dict[int, int]) -> dict[str, list[int]]:
+    return {"label": [changed.get(i, v) for i, v in zip(indices, labels, strict=True)]}
+
+
+def _components(n: int, edges_a: np.ndarray, edges_b: np.ndarray) -> np.ndarray:
+    """Connected-component label of each of n nodes (deterministic: scipy's csgraph)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    graph = coo_matrix((np.ones(len(edges_a), dtype=np.int8), (edges_a, edges_b)), shape=(n, n)).tocsr()
+    _, labels = connected_components(graph, directed=False)
+    return labels
+
+
+def dedupe_dataset(dd: datasets.DatasetDict, config: DedupeConfig | None = None, *, num_proc: int = 1,
+                   step: str = STEP) -> DedupeResult:
+    """Find exact and near duplicates of ``dd`` and remove (or, with ``report_only``, mark) them.
+
+    Rows are grouped when they have the same ``id`` (identical decoded pixels) or, unless one of
+    them is constant, when their hashes are within ``config.threshold``; groups are the
+    connected components of these links (so a chain a~b~c is one group). The survivor of each
+    group is chosen by ``config.keep``; the others go to the ledger (reason ``exact_duplicate``
+    or ``near_duplicate``, details with ``duplicate_of``, ``distance`` to the survivor, splits
+    and labels). Groups whose members carry different labels follow ``config.on_conflict``.
+
+    Returns:
+        A :class:`DedupeResult`; its ``info`` holds the counts for ``ferdata.json``.
+
+    Example:
+        >>> result = dedupe_dataset(open_dataset("fer"), DedupeConfig(threshold=4))  # doctest: +SKIP
+        >>> result.info["leakage"]  # doctest: +SKIP
+        {'train/test': 12}
+    """
+    import datasets
+
+    from ferdata.dataset import label_names, make_reject
+
+    config = config or DedupeConfig()
+    method = config.method
+    dd, rejects, reused = hash_dataset(dd, method=method, num_proc=num_proc, step=step)
+    splits = list(dd)
+    names = label_names(dd) if len(dd) else []
+    sizes = [len(dd[s]) for s in splits]
+    n = sum(sizes)
+    split_of = np.repeat(np.arange(len(splits)), sizes)
+    index_in_split = np.concatenate([np.arange(k) for k in sizes]) if n else np.empty(0, dtype=np.int64)
+    ids = np.array([x for s in splits for x in dd[s]["id"]], dtype=object)
+    origins = [x for s in splits for x in dd[s]["origin"]]
+    labels = np.array([x for s in splits for x in dd[s]["label"]], dtype=np.int64)
+    hashes = as_hash_array([x for s in splits for x in dd[s][method]]) if n else np.empty(0, np.uint64)
+    const = np.array([x for s in splits for x in dd[s][CONSTANT_COLUMN]], dtype=bool)
+
+    # links: same id, and near hashes among non-constant rows (via their distinct values)
+    _, id_inv = np.unique(ids.astype(str), return_inverse=True) if n else (None, np.empty(0, np.int64))
+    id_rep = np.full(id_inv.max() + 1 if n else 0, -1, dtype=np.int64)
+    id_rep[id_inv[::-1]] = np.arange(n)[::-1]
+    ea, eb = [np.arange(n)], [id_rep[id_inv]]
+    nonconst = np.nonzero(~const)[0]
+    near_pairs = 0
+    if len(nonconst):
+        uniq, inv = np.unique(hashes[nonconst], return_inverse=True)
+        rep = np.full(len(uniq), -1, dtype=np.int64)
+        rep[inv[::-1]] = nonconst[::-1]
+        ea.append(nonconst)
+        eb.append(rep[inv])
+        ui, uj, _ = _unique_pairs(uniq, config.threshold, "auto")
+        near_pairs = len(ui)
+        ea.append(rep[ui])
+        eb.append(rep[uj])
+    comp = _components(n, np.concatenate(ea), np.concatenate(eb)) if n else np.empty(0, np.int64)
+    comp_size = np.bincount(comp) if n else np.empty(0, np.int64)
+    size = comp_size[comp] if n else np.empty(0, np.int64)
+
+    # survivor order inside each group
+    if config.keep == "first":
+        rank = np.zeros(n, dtype=np.int64)
+    elif config.keep == "largest":
+        rank = -np.concatenate([_image_pixels(dd[s]) for s in splits]) if n else np.empty(0, np.int64)
+    else:
+        pref = [s.strip() for s in config.keep.split(",")]
+        split_rank = np.array([pref.index(s) if s in pref else len(pref) + i for i, s in enumerate(splits)])
+        rank = split_rank[split_of] if n else np.empty(0, np.int64)
+    order = np.lexsort((np.arange(n), rank, comp))
+    first_in_comp = np.ones(n, dtype=bool)
+    first_in_comp[1:] = comp[order][1:] != comp[order][:-1]
+    survivor_of_comp = np.empty(comp_size.shape, dtype=np.int64)
+    survivor_of_comp[comp[order][first_in_comp]] = order[first_in_comp]
+    survivor = survivor_of_comp[comp] if n else np.empty(0, np.int64)
+    # group value: the smallest id of the group (independent of the keep policy and row order)
+    group_id = np.empty(len(comp_size), dtype=object)
+    for row in np.lexsort((ids.astype(str), comp)) if n else []:
+        if group_id[comp[row]] is None:
+            group_id[comp[row]] = ids[row]
+    distance = popcount(hashes ^ hashes[survivor]) if n else np.empty(0, np.uint8)
+
+    # label conflicts
+    in_group = size > 1
+    action = np.where(in_group & (np.arange(n) != survivor), "remove", "keep").astype(object)
+    reason = np.where(ids == ids[survivor], "exact_duplicate", "near_duplicate").astype(object)
+    reason[action == "keep"] = ""
+    new_label = labels.copy()
+    conflict_rows = np.zeros(n, dtype=bool)
+    conflict_groups = 0
+    relabelled = 0
+    members_of: dict[int, list[int]] = defaultdict(list)
+    for row in np.nonzero(in_group)[0]:
+        members_of[int(comp[row])].append(int(row))
+    for c, rows in members_of.items():
+        counts = Counter(labels[rows].tolist())
+        if len(counts) < 2:
+            continue
+        conflict_groups += 1
+        conflict_rows[rows] = True
+        top = counts.most_common()
+        tie = len(top) > 1 and top[0][1] == top[1][1]
+        if config.on_conflict == "drop" or (config.on_conflict == "majority" and tie):
+            action[rows] = "remove"
+            reason[rows] = "label_conflict"
+        elif config.on_conflict == "majority":
+            s_row = int(survivor_of_comp[c])
+            if labels[s_row] != top[0][0]:
+                new_label[s_row] = top[0][0]
+                action[s_row] = "relabel"
+                relabelled += 1
+
+    # split leakage, per split pair, before removal
+    leakage: Counter[str] = Counter()
+    leak_rows = 0
+    for rows in members_of.values():
+        present = sorted(set(split_of[rows].tolist()))
+        if len(present) > 1:
+            leak_rows += len(rows)
+            for a, b in combinations(present, 2):
+                leakage[f"{splits[a]}/{splits[b]}"] += 1
+
+    # ledger rows and report rows
+    removed = np.nonzero(action == "remove")[0]
+    new_rejects: list[dict[str, str]] = []
+
+    def label_name(k: int) -> str:
+        return names[k] if 0 <= k < len(names) else str(k)
+
+    for row in removed:
+        s = int(survivor[row])
+        details = {"duplicate_of": ids[s], "distance": int(distance[row]), "group": group_id[comp[row]],
+                   "group_size": int(size[row]), "split": splits[split_of[row]],
+                   "survivor_split": splits[split_of[s]], "label": label_name(labels[row]),
+                   "survivor_label": label_name(labels[s]), "method": method, "threshold": config.threshold}
+        if reason[row] == "label_conflict":
+            details["labels"] = sorted({label_name(labels[k]) for k in members_of[int(comp[row])]})
+        new_rejects.append(make_reject(ids[row], origins[row], step, reason[row], details))
+    groups: list[dict[str, Any]] = []
+    for c in sorted(members_of, key=lambda c: group_id[c]):
+        rows = sorted(members_of[c], key=lambda r: (r != survivor_of_comp[c], r))
+        for row in rows:
+            s = int(survivor[row])
+            groups.append({
+                "group": group_id[c], "group_size": int(size[row]), "split": splits[split_of[row]],
+                "index": int(index_in_split[row]), "id": ids[row], "origin": origins[row],
+                "label": label_name(labels[row]), "hash": f"{int(hashes[row]):016x}", "is_constant": bool(const[row]),
+                "action": action[row], "reason": reason[row], "duplicate_of": ids[s] if row != s else "",
+                "distance": int(distance[row]), "label_conflict": bool(conflict_rows[row]),
+                "new_label": label_name(new_label[row]) if new_label[row] != labels[row] else "",
+            })
+
+    # the output dataset
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    out = {}
+    for k, split in enumerate(splits):
+        ds = dd[split]
+        stale = [c for c in (GROUP_COLUMN, GROUP_SIZE_COLUMN, *REPORT_COLUMNS) if c in ds.column_names]
+        if stale:  # a previous dedupe run: its groups are recomputed
+            ds = ds.remove_columns(stale)
+        lo, hi = offsets[k], offsets[k + 1]
+        ds = ds.add_column(GROUP_COLUMN, [str(g) for g in group_id[comp[lo:hi]]])
+        ds = ds.add_column(GROUP_SIZE_COLUMN, size[lo:hi].astype(np.int64).tolist())
+        if config.report_only:
+            part = slice(lo, hi)
+            removing = action[part] == "remove"
+            ds = ds.add_column("is_duplicate", removing.tolist())
+            ds = ds.add_column("duplicate_of", [ids[s] if r else "" for s, r in zip(survivor[part], removing,
+                                                                                     strict=True)])
+            ds = ds.add_column("duplicate_distance", [int(d) if r else -1 for d, r in zip(distance[part], removing,
+                                                                                         strict=True)])
+            ds = ds.add_column("duplicate_reason", [str(x) for x in reason[part]])
+        else:
+            changed = {int(i - lo): int(new_label[i]) for i in range(lo, hi) if action[i] == "relabel"}
+            if changed:
+                features = ds.features.copy()
+                ds = ds.map(_relabel, input_columns=["label"], with_indices=True, batched=True, features=features,
+                            fn_kwargs={"changed": changed}, desc=f"relabel {split}")
+            keep_rows = np.nonzero(action[lo:hi] != "remove")[0]
+            if len(keep_rows) < hi - lo:
+                ds = ds.select(keep_rows.tolist())
+        out[split] = ds
+    result = datasets.DatasetDict(out)
+
+    by_reason = Counter(str(reason[r]) for r in removed)
+    info = {
+        "method": method, "threshold": config.threshold, "keep": config.keep, "on_conflict": config.on_conflict,
+        "report_only": config.report_only, "hashes_reused": reused, "rows": n,
+        "undecodable": len(rejects), "constant_images": int(const.sum()),
+        "groups": len(members_of), "rows_in_groups": int(in_group.sum()), "near_hash_pairs": near_pairs,
+        "removed" if not config.report_only else "would_remove": {k: v for k, v in sorted(by_reason.items())},
+        "label_conflict_groups": conflict_groups, "relabelled": relabelled,
+        "leakage_groups": dict(sorted(leakage.items())), "leakage_rows": leak_rows,
+    }
+    info["exact_duplicate_rows"] = int(n - len(np.unique(ids.astype(str)))) if n else 0
+    if config.report:
+        write_groups_report(groups, config.report)
+    return DedupeResult(result, rejects + ([] if config.report_only else new_rejects), info, groups)
+
+
+def write_groups_report(groups: Sequence[dict[str, Any]], path: str | Path) -> Path:
+    """Write the groups report as CSV (one row per group member) or JSON (a list), by extension."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".json":
+        path.write_text(json.dumps(list(groups), indent=1), encoding="utf-8")
+    else:
+        with path.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=list(REPORT_FIELDS))
+            writer.writeheader()
+            writer.writerows(groups)
+    return path
+
+
+@contextlib.contextmanager
+def report_path(out: str | Path, *, report_only: bool, report: str | Path | None) -> Iterator[str | None]:
+    """The report path to give the step from the command line.
+
+    An explicit ``report`` is used as is. With ``report_only`` and no path, the step writes to a
+    temporary file that is moved to ``OUT/dedupe_groups.csv`` once the output directory exists
+    (the step cannot write into ``OUT``: it is created atomically after the step), and the
+    manifest entry is pointed at it.
+    """
+    if report is not None or not report_only:
+        yield str(report) if report is not None else None
+        return
+    import shutil
+    import tempfile
+
+    from ferdata.dataset import MANIFEST_FILE
+
+    with tempfile.TemporaryDirectory(prefix="ferdata-dedupe-") as tmp:
+        path = Path(tmp) / REPORT_NAME
+        yield str(path)
+        out = Path(out)
+        if path.exists() and out.is_dir():
+            shutil.move(str(path), str(out / REPORT_NAME))
+            manifest_file = out / MANIFEST_FILE
+            manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+            for entry in reversed(manifest.get("steps", [])):
+                if entry.get("step") == STEP:
+                    entry["params"]["report"] = REPORT_NAME
+                    break
+            manifest_file.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+
+
+@register_step("dedupe", DedupeConfig)
+def dedupe_step(data: datasets.DatasetDict, config: DedupeConfig, ctx: StepContext) -> StepOutput:
+    """Exact and perceptual duplicates: groups, split leakage, label conflicts."""
+    result = dedupe_dataset(data, config, num_proc=ctx.num_proc)
+    return StepOutput(result.data, result.rejects, info=result.info)

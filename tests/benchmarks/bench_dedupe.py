@@ -1,0 +1,233 @@
+"""Benchmarks of ferdata.dedupe: duplicate-detection quality, search speed, hashing throughput.
+
+Run all three (about 2-3 minutes on a 2-core machine):
+
+    python tests/benchmarks/bench_dedupe.py
+    python tests/benchmarks/bench_dedupe.py quality          # or: speed, hashing
+    python tests/benchmarks/bench_dedupe.py speed --n 200000 # smaller speed run (documented flag)
+
+* quality: transformed copies of ../shared/data/fer2013-dev images (JPEG q30-90, 2x
+  downscale-upscale, brightness +-10 %, 2-4 px crop, Gaussian noise sigma=2; horizontal flip
+  reported separately) mixed with the untouched distinct images; precision and recall of the
+  duplicate pairs per hash method and threshold 0..12. The baseline in the same run is
+  threshold 0 (identical hashes only).
+* speed: find_duplicates over N random 64-bit hashes with 10 % planted near copies (1-4 flipped
+  bits) at the default radius, beside a vectorised numpy brute force on the 100,000 set (same
+  pairs checked).
+* hashing: images per second of ``ferdata dedupe`` hashing fer2013-dev with num_proc 1 and 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+DATA = ROOT.parent / "shared" / "data"
+
+from ferdata.dedupe import (  # noqa: E402
+    DEFAULT_METHOD,
+    DEFAULT_THRESHOLD,
+    METHODS,
+    brute_force_pairs,
+    find_duplicate_arrays,
+    image_hash,
+)
+from ferdata.images import pixel_id  # noqa: E402
+
+TRANSFORMS = ("jpeg", "downup", "brightness", "crop", "noise")
+
+
+def load_dev_images(limit: int | None = None) -> list[np.ndarray]:
+    """fer2013-dev images (48x48 gray), distinct pixels only, in a fixed order."""
+    from PIL import Image
+
+    root = DATA / "fer2013-dev"
+    if not root.exists():
+        raise SystemExit(f"skipped: {root} is absent (see ../shared/data/README.md)")
+    seen, images = set(), []
+    for path in sorted(root.glob("*/*.png")):
+        arr = np.asarray(Image.open(path).convert("L"), dtype=np.uint8)
+        pid = pixel_id(arr)
+        if pid not in seen:
+            seen.add(pid)
+            images.append(arr)
+        if limit and len(images) >= limit:
+            break
+    return images
+
+
+def transform(arr: np.ndarray, name: str, rng: np.random.Generator) -> np.ndarray:
+    """One transformed copy of a 48x48 gray image."""
+    from PIL import Image
+
+    img = Image.fromarray(arr)
+    h, w = arr.shape
+    if name == "jpeg":
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=int(rng.integers(30, 91)))
+        return np.asarray(Image.open(buf).convert("L"))
+    if name == "downup":
+        return np.asarray(img.resize((w // 2, h // 2), Image.BILINEAR).resize((w, h), Image.BILINEAR))
+    if name == "brightness":
+        factor = 1.1 if rng.random() < 0.5 else 0.9
+        return np.clip(arr.astype(np.float64) * factor, 0, 255).round().astype(np.uint8)
+    if name == "crop":
+        c = int(rng.integers(2, 5))
+        ox, oy = int(rng.integers(0, c + 1)), int(rng.integers(0, c + 1))
+        return np.asarray(img.crop((ox, oy, ox + w - c, oy + h - c)).resize((w, h), Image.BILINEAR))
+    if name == "noise":
+        return np.clip(arr + rng.normal(0, 2, arr.shape), 0, 255).round().astype(np.uint8)
+    if name == "flip":
+        return arr[:, ::-1].copy()
+    raise ValueError(name)
+
+
+def quality(copies_per_transform: int = 400, max_threshold: int = 12) -> None:
+    """Precision / recall table per method and threshold."""
+    rng = np.random.default_rng(0)
+    originals = load_dev_images()
+    n = len(originals)
+    items, source, kind = list(originals), list(range(n)), ["original"] * n
+    for name in TRANSFORMS:
+        for k in rng.choice(n, copies_per_transform, replace=False):
+            items.append(transform(originals[k], name, rng))
+            source.append(int(k))
+            kind.append(name)
+    flips = [(int(k), transform(originals[k], "flip", rng)) for k in rng.choice(n, copies_per_transform, replace=False)]
+    source_arr, kind_arr = np.array(source), np.array(kind)
+    print(f"quality: {n} distinct fer2013-dev images + {copies_per_transform} copies per transform "
+          f"({', '.join(TRANSFORMS)}); flips ({copies_per_transform}) scored separately")
+    true_total = {t: copies_per_transform for t in TRANSFORMS}
+    # pairs that should be found: (original, copy) and (copy, copy) of one original
+    groups = np.bincount(source_arr)
+    n_true = int((groups * (groups - 1) // 2).sum())
+    print(f"true duplicate pairs: {n_true}")
+    header = "method  thr  precision  recall  " + "  ".join(f"{t:>10}" for t in TRANSFORMS) + "  flip  orig-orig"
+    print(header)
+    for method in METHODS:
+        start = time.perf_counter()
+        hashes = [image_hash(x, method) for x in items]
+        flip_h = [image_hash(x, method) for _, x in flips]
+        seconds = time.perf_counter() - start
+        hv = np.array([int(x, 16) for x in hashes], dtype=np.uint64)
+        fv = np.array([int(x, 16) for x in flip_h], dtype=np.uint64)
+        flip_d = np.bitwise_count(hv[[k for k, _ in flips]] ^ fv)
+        i, j, d = find_duplicate_arrays(hv, max_threshold)
+        same = source_arr[i] == source_arr[j]
+        orig_orig = (kind_arr[i] == "original") & (kind_arr[j] == "original")
+        for thr in range(0, max_threshold + 1):
+            sel = d <= thr
+            tp = int((sel & same).sum())
+            found = int(sel.sum())
+            precision = tp / found if found else 1.0
+            recall = tp / n_true
+            per = []
+            for t in TRANSFORMS:
+                # (original, copy) pairs of transform t
+                m = sel & same & (((kind_arr[i] == "original") & (kind_arr[j] == t)) |
+                                  ((kind_arr[j] == "original") & (kind_arr[i] == t)))
+                per.append(int(m.sum()) / true_total[t])
+            flip_recall = float((flip_d <= thr).mean())
+            mark = " <- default" if (method, thr) == (DEFAULT_METHOD, DEFAULT_THRESHOLD) else ""
+            print(f"{method:6} {thr:4}  {precision:9.4f}  {recall:6.4f}  "
+                  + "  ".join(f"{x:10.3f}" for x in per)
+                  + f"  {flip_recall:.3f}  {int((sel & orig_orig).sum()):9}{mark}")
+        print(f"  ({method}: {len(items) + len(flips)} hashes in {seconds:.1f}s)")
+
+
+def _planted(n: int, seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    h = rng.integers(0, 2**64 - 1, n, dtype=np.uint64, endpoint=True)
+    k = n // 10
+    copies = h[rng.integers(0, n - k, k)].copy()
+    for _ in range(int(rng.integers(1, 5))):
+        copies ^= np.uint64(1) << rng.integers(0, 64, k).astype(np.uint64)
+    h[n - k:] = copies
+    return h
+
+
+def speed(n_large: int = 1_000_000, threshold: int = DEFAULT_THRESHOLD) -> None:
+    """Search time at 100k (beside brute force) and at n_large."""
+    h = _planted(100_000)
+    start = time.perf_counter()
+    i, j, d = find_duplicate_arrays(h, threshold)
+    t_index = time.perf_counter() - start
+    start = time.perf_counter()
+    bi, bj, bd = brute_force_pairs(h, threshold)
+    t_brute = time.perf_counter() - start
+    same = np.array_equal(i, bi) and np.array_equal(j, bj) and np.array_equal(d, bd)
+    print(f"speed: 100,000 hashes, radius {threshold}: index {t_index:.2f}s, brute force {t_brute:.2f}s, "
+          f"{len(i)} pairs, identical: {same}")
+    h = _planted(n_large)
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    i, j, d = find_duplicate_arrays(h, threshold)
+    t_large = time.perf_counter() - start
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(f"speed: {n_large:,} hashes, radius {threshold}: {t_large:.1f}s, {len(i)} pairs, "
+          f"peak RSS {rss / 1024:.0f} MB (before: {rss0 / 1024:.0f} MB; hashes {h.nbytes / 2**20:.0f} MB)")
+
+
+def hashing(limit: int | None = None) -> None:
+    """Images per second of the dedupe step's hashing map over fer2013-dev."""
+    import tempfile
+
+    import datasets
+
+    from ferdata.dedupe import hash_dataset
+    from ferdata.progress import disable_progress_bars
+    from ferdata.steps import apply_step
+
+    disable_progress_bars()
+    csv = DATA / "fer2013-dev.csv"
+    if not csv.exists():
+        raise SystemExit(f"skipped: {csv} is absent")
+    with tempfile.TemporaryDirectory() as tmp:
+        apply_step("import_fer2013", {"csv": str(csv)}, out=Path(tmp) / "fer")
+        dd = datasets.load_from_disk(str(Path(tmp) / "fer"))
+        if limit:
+            dd = datasets.DatasetDict({k: v.select(range(min(limit, len(v)))) for k, v in dd.items()})
+        rows = sum(len(v) for v in dd.values())
+        datasets.disable_caching()
+        for num_proc in (1, 2):
+            start = time.perf_counter()
+            hash_dataset(dd, method=DEFAULT_METHOD, num_proc=num_proc)
+            seconds = time.perf_counter() - start
+            print(f"hashing: {rows} images ({DEFAULT_METHOD}), num_proc {num_proc}: {rows / seconds:.0f} images/s "
+                  f"({seconds:.1f}s)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("which", nargs="*", default=["quality", "speed", "hashing"])
+    parser.add_argument("--n", type=int, default=1_000_000, help="hashes in the large speed run (default 1e6)")
+    parser.add_argument("--copies", type=int, default=400, help="copies per transform in the quality run")
+    args = parser.parse_args()
+    for which in args.which:
+        if which == "quality":
+            quality(args.copies)
+        elif which == "speed":
+            speed(args.n)
+        elif which == "hashing":
+            hashing()
+        else:
+            raise SystemExit(f"unknown benchmark {which!r}; choose from quality, speed, hashing")
+
+
+def test_bench_dedupe() -> None:
+    """pytest entry: ``pytest tests/benchmarks/bench_dedupe.py -s``."""
+    quality()
+    speed()
+    hashing()
+
+
+if __name__ == "__main__":
+    main()

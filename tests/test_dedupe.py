@@ -1,0 +1,319 @@
+"""Tests of ferdata.dedupe: the Hamming index, the dedupe step and ``ferdata dedupe``."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ferdata.dataset import open_dataset, read_manifest, read_rejects
+from ferdata.dedupe import (
+    DedupeConfig,
+    brute_force_pairs,
+    find_duplicate_arrays,
+    find_duplicates,
+    image_hash,
+)
+from ferdata.errors import UsageError
+
+# ------------------------------------------------------------------ the index
+
+
+def _random_hashes(n: int, seed: int, planted: int = 0, flips: int = 3) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    h = rng.integers(0, 2**64 - 1, n, dtype=np.uint64, endpoint=True)
+    if planted:
+        copies = h[rng.integers(0, n, planted)].copy()
+        for _ in range(flips):
+            copies ^= np.uint64(1) << rng.integers(0, 64, planted).astype(np.uint64)
+        h = np.concatenate([h, copies, h[:5]])  # and a few identical hashes
+    return h
+
+
+@pytest.mark.parametrize("radius", [0, 1, 2, 4, 6, 8, 11, 16])
+def test_index_equals_brute_force(radius: int) -> None:
+    h = _random_hashes(4000, seed=radius, planted=800, flips=max(1, radius // 2))
+    expected = brute_force_pairs(h, radius)
+    got = find_duplicate_arrays(h, radius, algorithm="index")
+    assert len(expected[0]) > 5
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(a, b)
+    auto = find_duplicate_arrays(h, radius)
+    np.testing.assert_array_equal(auto[0], expected[0])
+
+
+def test_index_on_clustered_hashes() -> None:
+    """Correlated hashes (few bits vary) make big buckets; results stay exact."""
+    rng = np.random.default_rng(5)
+    base = np.uint64(0xF0F0_F0F0_0000_0000)
+    h = base | rng.integers(0, 2**16, 3000).astype(np.uint64)
+    for radius in (3, 7):
+        got = find_duplicate_arrays(h, radius, algorithm="index")
+        expected = brute_force_pairs(h, radius)
+        np.testing.assert_array_equal(got[0], expected[0])
+        np.testing.assert_array_equal(got[1], expected[1])
+
+
+def test_find_duplicates_inputs_and_order() -> None:
+    hexes = ["ffff000000000000", "ffff000000000001", "0f0f0f0f0f0f0f0f", "ffff000000000000"]
+    assert find_duplicates(hexes, 2) == [(0, 1, 1), (0, 3, 0), (1, 3, 1)]
+    ints = [int(x, 16) for x in hexes]
+    assert find_duplicates(ints, 2) == find_duplicates(np.array(ints, dtype=np.uint64), 2)
+    assert find_duplicates(np.array(ints, dtype=np.uint64).view(np.int64), 0) == [(0, 3, 0)]
+    assert find_duplicates([], 5) == []
+    assert find_duplicates(["0"], 64) == []
+    assert find_duplicates(["0", "ffffffffffffffff"], 64) == [(0, 1, 64)]
+
+
+@pytest.mark.parametrize("bad", [-1, 65, 2.5, "3"])
+def test_threshold_out_of_range(bad: object) -> None:
+    with pytest.raises(UsageError, match=r"0\.\.64"):
+        find_duplicates(["00"], bad)  # type: ignore[arg-type]
+
+
+def test_bad_hashes() -> None:
+    with pytest.raises(UsageError, match="zz"):
+        find_duplicates(["00ff", "zz"], 3)
+    with pytest.raises(UsageError, match="16 digits|64 bits"):
+        find_duplicates(["0" * 17], 3)
+    with pytest.raises(UsageError):
+        find_duplicates([-1, 3], 3)
+
+
+def test_config_validation() -> None:
+    with pytest.raises(UsageError, match="phash, dhash, whash, ahash"):
+        DedupeConfig(method="md5")
+    with pytest.raises(UsageError, match="keep, drop, majority"):
+        DedupeConfig(on_conflict="vote")
+    with pytest.raises(UsageError, match="split preference"):
+        DedupeConfig(keep="test,,train")
+
+
+# ------------------------------------------------------------------ the step
+
+def _smooth(seed: int) -> np.ndarray:
+    """A smooth random 48x48 image (random 6x6 field, bicubic upscaled): distinct hashes per seed."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (6, 6), dtype=np.uint8)
+    return np.asarray(Image.fromarray(small).resize((48, 48), Image.BICUBIC))
+
+
+def _near(arr: np.ndarray, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.clip(arr.astype(int) + rng.integers(-2, 3, arr.shape), 0, 255).astype(np.uint8)
+
+
+CODES = {"angry": 0, "happy": 3, "sad": 4, "neutral": 6}
+
+
+def _write_csv(path: Path, rows: list[tuple[str, np.ndarray, str]]) -> Path:
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["emotion", "pixels", "Usage"])
+        for label, arr, usage in rows:
+            w.writerow([CODES[label], " ".join(map(str, arr.ravel().tolist())), usage])
+    return path
+
+
+@pytest.fixture(scope="module")
+def planted_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A dataset with planted duplicates (line numbers in comments are CSV lines).
+
+    * L2 train happy A, L3 test happy A (exact copy across splits: leakage, test survives)
+    * L4 train sad B, L5 train sad B' (near copy inside train)
+    * L6 train angry C, L7 validation sad C (exact copy, label conflict, across splits)
+    * L8, L9 train neutral black (constant, identical), L10 train neutral white (constant)
+    * L11.. distinct images
+    """
+    from ferdata.steps import apply_step
+
+    a, b, c = _smooth(1), _smooth(2), _smooth(3)
+    black, white = np.zeros((48, 48), np.uint8), np.full((48, 48), 255, np.uint8)
+    rows = [("happy", a, "Training"), ("happy", a, "PrivateTest"), ("sad", b, "Training"),
+            ("sad", _near(b, 9), "Training"), ("angry", c, "Training"), ("sad", c, "PublicTest"),
+            ("neutral", black, "Training"), ("neutral", black, "Training"), ("neutral", white, "Training")]
+    rows += [(label, _smooth(100 + i), usage) for i, (label, usage) in
+             enumerate([("happy", "Training"), ("sad", "Training"), ("angry", "PublicTest"), ("neutral", "PrivateTest"),
+                        ("happy", "Training"), ("angry", "Training")])]
+    root = tmp_path_factory.mktemp("planted")
+    out = root / "ds"
+    apply_step("import_fer2013", {"csv": str(_write_csv(root / "p.csv", rows))}, out=out)
+    return out
+
+
+def _line(origin: str) -> int:
+    return int(origin.split("#L")[1])
+
+
+def test_planted_duplicates(planted_dir: Path, tmp_path: Path, run_cli) -> None:
+    code, out, err = run_cli("dedupe", planted_dir, "--out", tmp_path / "d", "-q")
+    assert code == 0, err
+    assert "leakage" in out and "test/train" in out.replace("train/test", "test/train")
+    dd = open_dataset(tmp_path / "d")
+    kept = {split: sorted(_line(o) for o in dd[split]["origin"]) for split in dd}
+    # the test copy of A survives; the train copies of A and C go; B' goes; one black stays
+    assert 3 in kept["test"] and 2 not in kept["train"]
+    assert 7 in kept["validation"] and 6 not in kept["train"]
+    assert 4 in kept["train"] and 5 not in kept["train"]
+    assert (8 in kept["train"]) != (9 in kept["train"]) and 10 in kept["train"]
+    ledger = {_line(r["origin"]): r for r in read_rejects(tmp_path / "d") if r["step"] == "dedupe"}
+    assert set(ledger) == {2, 5, 6, 9}
+    assert ledger[2]["reason"] == "exact_duplicate"
+    details = json.loads(ledger[2]["details"])
+    assert details["distance"] == 0 and details["survivor_split"] == "test" and details["split"] == "train"
+    assert details["duplicate_of"] == dd["test"].filter(lambda r: r["origin"].endswith("#L3"))[0]["id"]
+    assert ledger[5]["reason"] == "near_duplicate" and 0 < json.loads(ledger[5]["details"])["distance"] <= 6
+    assert json.loads(ledger[6]["details"])["survivor_label"] == "sad"  # on_conflict keep: survivor's label
+    info = read_manifest(tmp_path / "d")["steps"][-1]["info"]
+    assert info["leakage_groups"] == {"train/test": 1, "train/validation": 1}
+    assert info["label_conflict_groups"] == 1 and info["constant_images"] == 3
+    assert info["removed"] == {"exact_duplicate": 3, "near_duplicate": 1}
+    # group column: members of a group share it, singletons have their own id
+    train = dd["train"]
+    groups = dict(zip((_line(o) for o in train["origin"]), train["group"], strict=True))
+    assert groups[4] != groups[10] and len(set(train["group"])) == len(train)
+    assert dd["test"].filter(lambda r: r["origin"].endswith("#L3"))[0]["group_size"] == 2
+
+
+def test_constant_images_not_grouped_by_hash(planted_dir: Path) -> None:
+    from ferdata.dedupe import dedupe_dataset
+
+    result = dedupe_dataset(open_dataset(planted_dir), DedupeConfig(threshold=64, report_only=True))
+    train = result.data["train"]
+    rows = {_line(o): (g, c) for o, g, c in zip(train["origin"], train["group"], train["is_constant"], strict=True)}
+    assert rows[8][1] and rows[10][1]
+    assert rows[8][0] == rows[9][0] != rows[10][0]  # black+black (same pixels) vs white
+    # at radius 64 every non-constant row is one group
+    assert rows[4][0] == rows[11][0]
+
+
+@pytest.mark.parametrize(("policy", "expect"), [("drop", {6: "label_conflict", 7: "label_conflict"}),
+                                               ("majority", {6: "label_conflict", 7: "label_conflict"})])
+def test_on_conflict_drop_and_tie(planted_dir: Path, tmp_path: Path, policy: str, expect: dict[int, str]) -> None:
+    from ferdata.steps import apply_step
+
+    apply_step("dedupe", {"on_conflict": policy}, inputs=[planted_dir], out=tmp_path / "d")
+    ledger = {_line(r["origin"]): r["reason"] for r in read_rejects(tmp_path / "d") if r["step"] == "dedupe"}
+    assert {k: v for k, v in ledger.items() if k in (6, 7)} == expect
+
+
+def test_majority_relabels(tmp_path: Path) -> None:
+    from ferdata.steps import apply_step
+
+    a = _smooth(7)
+    rows = [("sad", a, "PrivateTest"), ("happy", a, "Training"), ("happy", a, "Training"), ("angry", _smooth(8),
+                                                                                              "Training")]
+    apply_step("import_fer2013", {"csv": str(_write_csv(tmp_path / "m.csv", rows))}, out=tmp_path / "ds")
+    _, entry = apply_step("dedupe", {"on_conflict": "majority"}, inputs=[tmp_path / "ds"], out=tmp_path / "d")
+    dd = open_dataset(tmp_path / "d")
+    names = dd["test"].features["label"].names
+    assert [names[x] for x in dd["test"]["label"]] == ["happy"] and len(dd["train"]) == 1
+    assert entry["info"]["relabelled"] == 1
+
+
+def test_keep_first_and_largest(planted_dir: Path, tmp_path: Path) -> None:
+    from ferdata.steps import apply_step
+
+    apply_step("dedupe", {"keep": "first"}, inputs=[planted_dir], out=tmp_path / "f")
+    ledger = {_line(r["origin"]) for r in read_rejects(tmp_path / "f") if r["step"] == "dedupe"}
+    assert ledger == {3, 5, 7, 9}  # the train copies are first in dataset order
+    apply_step("dedupe", {"keep": "train"}, inputs=[planted_dir], out=tmp_path / "t")
+    ledger = {_line(r["origin"]) for r in read_rejects(tmp_path / "t") if r["step"] == "dedupe"}
+    assert ledger == {3, 5, 7, 9}
+
+
+def test_report_only(planted_dir: Path, tmp_path: Path, run_cli) -> None:
+    code, out, err = run_cli("dedupe", planted_dir, "--out", tmp_path / "r", "--report-only", "-q")
+    assert code == 0, err
+    assert "would remove" in out and "dedupe_groups.csv" in out
+    dd = open_dataset(tmp_path / "r")
+    assert sum(len(v) for v in dd.values()) == sum(len(v) for v in open_dataset(planted_dir).values())
+    assert sum(sum(v["is_duplicate"]) for v in dd.values()) == 4
+    with (tmp_path / "r" / "dedupe_groups.csv").open() as f:
+        report = list(csv.DictReader(f))
+    assert len(report) == 8 and {r["action"] for r in report} == {"keep", "remove"}
+    assert read_manifest(tmp_path / "r")["steps"][-1]["params"]["report"] == "dedupe_groups.csv"
+    # a JSON report elsewhere, hashes reused on a second run
+    code, out, err = run_cli("dedupe", tmp_path / "r", "--out", tmp_path / "r2", "--report", tmp_path / "g.json", "-q")
+    assert code == 0, err
+    assert len(json.loads((tmp_path / "g.json").read_text())) == 8
+    assert read_manifest(tmp_path / "r2")["steps"][-1]["info"]["hashes_reused"] is True
+
+
+def test_reencoded_copies_are_exact_duplicates(tmp_path: Path, run_cli) -> None:
+    """The same pixels as PNG and as (lossless) TIFF/BMP are one image: same id, distance 0."""
+    from PIL import Image
+
+    arr = _smooth(11)
+    for name, fmt in (("a.png", "PNG"), ("b.tiff", "TIFF"), ("c.bmp", "BMP")):
+        (tmp_path / "src" / "happy").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(arr).save(tmp_path / "src" / "happy" / name, format=fmt)
+    (tmp_path / "src" / "sad").mkdir()
+    Image.fromarray(_smooth(12)).save(tmp_path / "src" / "sad" / "d.png")
+    code, _, err = run_cli("import", "folder", tmp_path / "src", "--out", tmp_path / "ds", "-q")
+    assert code == 0, err
+    code, _, err = run_cli("dedupe", tmp_path / "ds", "--out", tmp_path / "d", "-q", "--threshold", "0")
+    assert code == 0, err
+    rejects = [r for r in read_rejects(tmp_path / "d") if r["step"] == "dedupe"]
+    assert [r["reason"] for r in rejects] == ["exact_duplicate", "exact_duplicate"]
+    assert {json.loads(r["details"])["distance"] for r in rejects} == {0}
+    assert len(open_dataset(tmp_path / "d")["train"]) == 2
+
+
+def test_undecodable_rejected_before_hashing(tmp_path: Path) -> None:
+    import datasets
+
+    from ferdata.dataset import core_features, save_dataset
+    from ferdata.images import encode_png
+    from ferdata.steps import apply_step
+
+    good = encode_png(_smooth(1))
+    ds = datasets.Dataset.from_dict(
+        {"image": [{"bytes": good, "path": None}, {"bytes": b"not an image", "path": None},
+                   {"bytes": good[: len(good) // 2], "path": None}],
+         "label": [0, 1, 2], "id": ["a", "b", "c"], "source": ["t"] * 3, "origin": ["x#1", "x#2", "x#3"]},
+        features=core_features(["angry", "disgust", "fear"]))
+    save_dataset(datasets.DatasetDict({"train": ds}), tmp_path / "ds", manifest={"steps": []})
+    _, entry = apply_step("dedupe", {}, inputs=[tmp_path / "ds"], out=tmp_path / "d")
+    reasons = {r["origin"]: r["reason"] for r in read_rejects(tmp_path / "d")}
+    assert reasons == {"x#2": "not_an_image", "x#3": "corrupt"}
+    assert entry["info"]["undecodable"] == 2 and len(open_dataset(tmp_path / "d")["train"]) == 1
+
+
+def test_cli_errors(planted_dir: Path, tmp_path: Path, run_cli) -> None:
+    code, _, err = run_cli("dedupe", planted_dir, "--out", tmp_path / "o", "--threshold", "65")
+    assert code == 2 and "0..64" in err and err.startswith("Error:") and err.count("\n") == 1
+    code, _, err = run_cli("dedupe", planted_dir, "--out", tmp_path / "o", "--threshold", "-1")
+    assert code == 2 and "0..64" in err
+    code, _, err = run_cli("dedupe", planted_dir, "--out", tmp_path / "o", "--method", "md5")
+    assert code == 2 and "phash" in err
+    code, _, err = run_cli("dedupe", planted_dir, "--out", tmp_path / "o", "--report", tmp_path / "r.txt")
+    assert code == 2 and ".csv or .json" in err
+    code, _, err = run_cli("dedupe", tmp_path / "missing", "--out", tmp_path / "o")
+    assert code == 2 and "missing" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_image_hash_golden() -> None:
+    """Hashes are imagehash's 8x8 hashes as 16 hex digits; a gradient has a known dhash."""
+    ramp = np.tile(np.arange(48, dtype=np.uint8) * 5, (48, 1))
+    assert image_hash(ramp, "dhash") == "ffffffffffffffff"  # every pixel brighter than its left neighbour
+    assert image_hash(ramp[:, ::-1].copy(), "dhash") == "0000000000000000"
+    assert len(image_hash(_smooth(1), "whash")) == 16
+
+
+def test_real_fer2013_dev_duplicates(tmp_path: Path) -> None:
+    from ferdata.steps import apply_step
+    from tests.conftest import shared_data
+
+    csv_path = shared_data("fer2013-dev.csv")
+    apply_step("import_fer2013", {"csv": str(csv_path)}, out=tmp_path / "fer")
+    _, entry = apply_step("dedupe", {"report_only": True}, inputs=[tmp_path / "fer"], out=tmp_path / "d")
+    info = entry["info"]
+    assert info["exact_duplicate_rows"] > 0  # FER2013 is known to contain exact duplicates
+    assert info["groups"] >= info["exact_duplicate_rows"] // 4
