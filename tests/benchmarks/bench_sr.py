@@ -1,0 +1,198 @@
+"""Super-resolution benchmarks: quality on held-out faces, 48->224 resize mode, speed, consistency.
+
+Run: ``python tests/benchmarks/bench_sr.py [--pb ESPCN_x4.pb ...] [--n 10000] [--full 35887]``
+(or ``pytest tests/benchmarks/bench_sr.py -s``). Uses ../shared/data (faces-hr-144, fer2013-dev);
+exits with a message when it is absent. Every figure is printed with its baseline from the same run.
+
+1. Quality: held-out faces (hash split, never trained on), x4 from 36x36 to 144x144 with LR made by
+   area and by bicubic downscaling; PSNR and SSIM (gray, 4-px border shaved) for nearest, bicubic,
+   Lanczos, the packaged ESPCN and every ``--pb`` (run through cv2.dnn_superres).
+2. 48->224 mode: HR faces cropped to 140x140, area-downscaled to 30x30 (the same 4.67 ratio as
+   48->224), brought back to 140 by: bicubic; ESPCN x4 to 120 then bicubic (``post``); bicubic to
+   35 then ESPCN x4 (``pre``).
+3. Speed: N real FER 48x48 faces (fer2013-dev tiled) to 224x224 by the default path, by a per-image
+   cv2.dnn_superres loop with the same weights (+ bicubic to 224), and by plain bicubic.
+4. End to end: ``ferdata upscale --espcn`` on a FER2013-format CSV of ``--full`` rows (fer2013-dev
+   rows repeated): decode, upscale, resample, encode, write.
+5. Consistency: packaged .pb through cv2.dnn_superres vs the TF path, share of pixels within one
+   gray level.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+def _opencv_sr(pb: Path, scale: int) -> object:
+    import cv2
+
+    algo = next((a for a in ("espcn", "fsrcnn", "lapsrn", "edsr") if a in pb.name.lower()), "espcn")
+    sr = cv2.dnn_superres.DnnSuperResImpl_create()
+    sr.readModel(str(pb))
+    sr.setModel(algo, scale)
+    return sr
+
+
+def quality(pbs: list[Path]) -> None:
+    import cv2
+
+    from ferdata.sr import Upscaler
+    from ferdata.sr.data import degrade_all, load_hr_folder, psnr, resize_stack, ssim
+
+    names, hr = load_hr_folder(DATA / "faces-hr-144", split="heldout")
+    print(f"\n## 1. Quality: {len(hr)} held-out faces, x4 36->144 (PSNR dB / SSIM, 4-px border shaved)\n")
+    up = Upscaler.load()
+    methods: dict[str, object] = {
+        "nearest": lambda lr: resize_stack(lr, (144, 144), "nearest"),
+        "bicubic": lambda lr: resize_stack(lr, (144, 144), "bicubic"),
+        "lanczos": lambda lr: resize_stack(lr, (144, 144), "lanczos"),
+        "ESPCN faces (packaged, ferdata)": lambda lr: up.upscale(lr),
+    }
+    for pb in pbs:
+        sr = _opencv_sr(pb, 4)
+        methods[f"{pb.name} (cv2.dnn_superres)"] = lambda lr, sr=sr: np.stack([sr.upsample(im) for im in lr])
+    lrs = {m: degrade_all(hr, 4, m, seed=1) for m in ("area", "bicubic")}
+    print("| method | area LR PSNR | SSIM | bicubic LR PSNR | SSIM | gain vs bicubic (area / bicubic) |")
+    print("|---|---|---|---|---|---|")
+    base = {m: psnr(hr, resize_stack(lr, (144, 144), "bicubic")) for m, lr in lrs.items()}
+    for name, fn in methods.items():
+        cells, gains = [], []
+        for m, lr in lrs.items():
+            out = fn(lr)  # type: ignore[operator]
+            p = psnr(hr, out)
+            cells += [f"{p:.2f}", f"{ssim(hr, out):.4f}"]
+            gains.append(f"{p - base[m]:+.2f}")
+        print(f"| {name} | {' | '.join(cells)} | {' / '.join(gains)} |")
+    del cv2
+
+
+def resize_mode() -> None:
+    from PIL import Image
+
+    from ferdata.sr import Upscaler
+    from ferdata.sr.data import load_hr_folder, psnr, resize_stack
+
+    _, hr = load_hr_folder(DATA / "faces-hr-144", split="heldout")
+    hr = np.ascontiguousarray(hr[:, 2:142, 2:142])
+    up = Upscaler.load()
+    print("\n## 2. 48->224 analogue: 30x30 -> 140x140 (ratio 4.67), held-out faces, PSNR dB\n")
+    print("| LR made by | bicubic | post (x4 to 120, bicubic to 140) | pre (bicubic to 35, x4) |")
+    print("|---|---|---|---|")
+    for m in ("area", "bicubic"):
+        lr = resize_stack(hr, (30, 30), "area") if m == "area" else np.stack(
+            [np.asarray(Image.fromarray(h).resize((30, 30), Image.BICUBIC)) for h in hr])
+        row = [psnr(hr, resize_stack(lr, (140, 140), "bicubic")), psnr(hr, up.upscale(lr, size=140, resize="post")),
+               psnr(hr, up.upscale(lr, size=140, resize="pre"))]
+        print(f"| {m} | " + " | ".join(f"{v:.2f}" for v in row) + " |")
+
+
+def fer_faces(n: int) -> np.ndarray:
+    from ferdata.sr.data import load_hr_folder
+
+    stacks = [load_hr_folder(d)[1] for d in sorted((DATA / "fer2013-dev").iterdir()) if d.is_dir()]
+    faces = np.concatenate(stacks)
+    return np.resize(faces, (n, 48, 48))
+
+
+def speed(n: int) -> None:
+    import cv2
+
+    from ferdata.sr import Upscaler, packaged_models
+
+    faces = fer_faces(n)
+    up = Upscaler.load()
+    up.upscale(faces[:64], size=224)  # warm-up
+    print(f"\n## 3. Speed: {n} FER 48x48 faces -> 224x224, images/s ({os.cpu_count()} CPUs)\n")
+    t = time.perf_counter()
+    ours = up.upscale(faces, size=224)
+    t_ours = time.perf_counter() - t
+    sr = _opencv_sr(packaged_models()["espcn_x4"], 4)
+    m = min(n, 3000)
+    t = time.perf_counter()
+    for im in faces[:m]:
+        cv2.resize(sr.upsample(im), (224, 224), interpolation=cv2.INTER_CUBIC)
+    t_cv = (time.perf_counter() - t) * n / m
+    t = time.perf_counter()
+    for im in faces:
+        cv2.resize(im, (224, 224), interpolation=cv2.INTER_CUBIC)
+    t_bic = time.perf_counter() - t
+    print("| path | images/s | ms/image |")
+    print("|---|---|---|")
+    for name, sec in (("ferdata default (TF batched ESPCN + bicubic to 224)", t_ours),
+                      (f"per-image cv2.dnn_superres loop, same weights (timed on {m})", t_cv),
+                      ("plain bicubic cv2.resize", t_bic)):
+        print(f"| {name} | {n / sec:,.0f} | {sec / n * 1000:.3f} |")
+    print(f"\ndefault path vs OpenCV loop: {t_cv / t_ours:.2f}x; output {ours.shape} {ours.dtype}")
+
+
+def consistency(n: int = 2000) -> None:
+    from ferdata.sr import Upscaler
+
+    faces = fer_faces(n)
+    tf_out = Upscaler.load().upscale(faces)
+    cv_out = Upscaler.load(backend="opencv").upscale(faces)
+    diff = np.abs(tf_out.astype(np.int16) - cv_out)
+    print(f"\n## 5. Consistency on {n} FER faces x4: pixels within 1 gray level {np.mean(diff <= 1) * 100:.4f} %, "
+          f"identical {np.mean(diff == 0) * 100:.2f} %, max difference {diff.max()}")
+
+
+def end_to_end(rows: int) -> None:
+    src = (DATA / "fer2013-dev.csv").read_text().splitlines()
+    header, body = src[0], src[1:]
+    with tempfile.TemporaryDirectory(prefix="bench-sr-") as tmp:
+        csv = Path(tmp) / "fer2013-full.csv"
+        with csv.open("w") as f:
+            f.write(header + "\n")
+            for i in range(rows):
+                f.write(body[i % len(body)] + "\n")
+        print(f"\n## 4. End to end: `ferdata upscale --espcn` on {rows:,} FER2013 rows -> 224x224\n")
+        t = time.perf_counter()
+        proc = subprocess.run(["ferdata", "upscale", "--espcn", str(csv), "--out", str(Path(tmp) / "out"), "-q"],
+                              capture_output=True, text=True)
+        sec = time.perf_counter() - t
+        print(proc.stdout.strip() or proc.stderr.strip()[-500:])
+        print(f"wall time {sec:.1f} s ({rows / sec:,.0f} images/s), exit code {proc.returncode}; target < 120 s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pb", type=Path, action="append", default=[], help="extra OpenCV .pb (x4) to compare")
+    parser.add_argument("--n", type=int, default=10_000, help="images for the speed test (issue figure: 10000)")
+    parser.add_argument("--full", type=int, default=35_887, help="rows for the end-to-end run (FER2013: 35887; 0 skips)")
+    parser.add_argument("--only", default="quality,mode,speed,e2e,consistency")
+    args = parser.parse_args(argv)
+    if not (DATA / "faces-hr-144").is_dir():
+        print(f"shared data absent: {DATA} (see ../shared/data/README.md); nothing to benchmark")
+        return 0
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    only = set(args.only.split(","))
+    if "quality" in only:
+        quality(args.pb)
+    if "mode" in only:
+        resize_mode()
+    if "speed" in only:
+        speed(args.n)
+    if "e2e" in only and args.full:
+        end_to_end(args.full)
+    if "consistency" in only:
+        consistency()
+    return 0
+
+
+def test_bench_sr() -> None:
+    """pytest entry (``pytest tests/benchmarks/bench_sr.py -s``): reduced sizes."""
+    assert main(["--n", "2000", "--full", "0"]) == 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
