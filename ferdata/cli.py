@@ -267,9 +267,10 @@ def split_cmd(src: Path, out: Path, ratios: str, names: str | None, resplit: boo
 @cli.command("build", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("recipe")
 @out_option
+@click.option("--strict", is_flag=True, help="Fail (write nothing) when a class falls short of its target.")
 @common_options
 @click.pass_context
-def build_cmd(ctx: click.Context, recipe: str, out: Path, num_proc: int, seed: int, limit: int | None,
+def build_cmd(ctx: click.Context, recipe: str, out: Path, strict: bool, num_proc: int, seed: int, limit: int | None,
               overwrite: bool) -> None:
     """Run a recipe (pipelines/NAME.yaml or a path); recipe variables are options: --source X.
 
@@ -284,13 +285,17 @@ def build_cmd(ctx: click.Context, recipe: str, out: Path, num_proc: int, seed: i
 
     variables = parse_variables(ctx.args)
     plan = load_recipe(recipe, variables)
-    manifest = build(plan, out, ctx=context(num_proc, seed, limit), overwrite=overwrite)
+    manifest = build(plan, out, ctx=context(num_proc, seed, limit), overwrite=overwrite, strict=strict)
     total = sum(e["seconds"] for e in manifest["steps"]) or 1.0
     for entry in manifest["steps"]:
         print_summary(entry, out)
     shares = ", ".join(f"{e['step']} {100 * e['seconds'] / total:.0f}%" for e in manifest["steps"])
     click.echo(f"built {plan.name}: {sum(manifest['splits'].values())} rows {manifest['splits']} in "
                f"{manifest.get('build_seconds', total):.1f}s (time per step: {shares}) -> {out}")
+    for name, report in manifest.get("shortfall", {}).items():
+        losses = ", ".join(f"{step} -{n}" for step, n in report["lost_by_step"].items()) or "none after the source"
+        click.echo(f"warning: {name} is short of its target by {report['missing']} ({report['source_step']} made "
+                   f"{report['made']}; lost by step: {losses})", err=True)
 
 
 def parse_variables(args: list[str]) -> dict[str, str]:
@@ -534,7 +539,7 @@ def drop_flagged_cmd(input_dir: Path, out: Path, num_proc: int, seed: int, limit
 @click.option("--method", type=click.Choice(["phash", "dhash", "whash", "ahash"]), default="phash",
               show_default=True, help="Perceptual hash (64 bits, imagehash); stored as a column and reused.")
 @click.option("--threshold", type=int, default=None,
-              help="Largest Hamming distance (0..64) between near duplicates [6]; 0 = identical hashes only.")
+              help="Largest Hamming distance (0..64) between near duplicates [8]; 0 = identical hashes only.")
 @click.option("--keep", default="test,validation,train", show_default=True, metavar="first|largest|SPLITS",
               help="Survivor of each group: first row, largest image, or a split preference list.")
 @click.option("--on-conflict", type=click.Choice(["keep", "drop", "majority"]), default="keep", show_default=True,

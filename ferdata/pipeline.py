@@ -14,7 +14,8 @@ A recipe::
         size: "{size}"
     export: hub           # optional: also write the Hub layout (parquet + card) to OUT/hub
 
-Values ``"{var}"`` are replaced by the variable (keeping its type); ``"x-{var}"`` is string
+Values ``"{var}"`` are replaced by the variable (keeping its type), ``"{var*2}"`` by the variable
+times a number (rounded to an integer: over-fetching ``per_class``), and ``"x-{var}"`` is string
 formatting. The whole recipe is validated before any work: unknown steps, parameters or
 variables, and missing required variables, are errors that list the valid names.
 
@@ -34,15 +35,16 @@ import re
 import shutil
 import time
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from ferdata.errors import RecipeError, UsageError
+from ferdata.errors import RecipeError, StepFailed, UsageError
 from ferdata.resources import load_yaml, resource_dir
 from ferdata.steps import Step, StepContext, get_step, run_step
 
 logger = logging.getLogger(__name__)
-_VAR = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_VAR = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?:\*(\d+(?:\.\d+)?))?\}")
 _RECIPE_KEYS = {"name", "description", "variables", "steps", "export"}
 
 
@@ -86,12 +88,22 @@ def recipe_path(name_or_path: str | Path) -> Path:
                      "(or give a path to a .yaml file)")
 
 
+def _value(match: re.Match[str], variables: dict[str, Any]) -> Any:
+    value = variables[match.group(1)]
+    if match.group(2) is None:
+        return value
+    try:
+        return int(round(float(value) * float(match.group(2))))
+    except (TypeError, ValueError) as e:
+        raise RecipeError(f"variable {match.group(1)}={value!r} must be a number to be multiplied") from e
+
+
 def _substitute(value: Any, variables: dict[str, Any]) -> Any:
     if isinstance(value, str):
         whole = _VAR.fullmatch(value)
         if whole:
-            return variables[whole.group(1)]
-        return _VAR.sub(lambda m: str(variables[m.group(1)]), value)
+            return _value(whole, variables)
+        return _VAR.sub(lambda m: str(_value(m, variables)), value)
     if isinstance(value, list):
         return [_substitute(v, variables) for v in value]
     if isinstance(value, dict):
@@ -101,7 +113,7 @@ def _substitute(value: Any, variables: dict[str, Any]) -> Any:
 
 def _used_variables(value: Any) -> set[str]:
     if isinstance(value, str):
-        return set(_VAR.findall(value))
+        return {m.group(1) for m in _VAR.finditer(value)}
     if isinstance(value, list):
         return set().union(*(_used_variables(v) for v in value)) if value else set()
     if isinstance(value, dict):
@@ -154,15 +166,49 @@ def load_recipe(name_or_path: str | Path, variables: dict[str, Any] | None = Non
     return Recipe(str(raw.get("name") or path.stem), str(raw.get("description") or ""), values, steps, export, raw)
 
 
+def shortfall_report(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Classes a ``balance`` target left short, with the rows each step lost of them.
+
+    Returns:
+        ``{class: {"missing": n, "source_step": step, "made": rows, "lost_by_step": {step: rows}}}``
+        (empty when nothing is short).
+    """
+    short: dict[str, int] = {}
+    for entry in manifest.get("steps", []):
+        for per_class in (entry.get("info") or {}).get("shortfall", {}).values():
+            for name, missing in per_class.items():
+                short[name] = short.get(name, 0) + int(missing)
+    report = {}
+    steps = manifest.get("steps", [])
+    for name, missing in short.items():
+        losses = {}
+        for before, after in pairwise(steps):
+            lost = before.get("class_counts", {}).get(name, 0) - after.get("class_counts", {}).get(name, 0)
+            if lost > 0:
+                losses[after["step"]] = losses.get(after["step"], 0) + lost
+        first = steps[0] if steps else {}
+        report[name] = {"missing": missing, "source_step": first.get("step", ""),
+                        "made": first.get("class_counts", {}).get(name, 0), "lost_by_step": losses}
+    return report
+
+
 def _state_dir(out: Path) -> Path:
     return out.parent / f".{out.name}.build"
 
 
-def build(recipe: Recipe, out: str | Path, *, ctx: StepContext | None = None, overwrite: bool = False) -> dict[str, Any]:
+def build(recipe: Recipe, out: str | Path, *, ctx: StepContext | None = None, overwrite: bool = False,
+          strict: bool = False) -> dict[str, Any]:
     """Run a recipe into ``out``, resuming from the last finished step of an interrupted run.
+
+    When a ``balance`` target leaves classes short, ``ferdata.json`` gets a ``shortfall`` report
+    (rows missing per class and the rows each step lost of them); with ``strict`` the build then
+    fails without writing ``out`` (its checkpoints stay, so a rerun resumes).
 
     Returns:
         The final ``ferdata.json`` manifest (with per-step counts and timings).
+
+    Raises:
+        StepFailed: with ``strict`` when a class is short of its target.
     """
     from ferdata.dataset import new_manifest, open_dataset, prepare_output, read_manifest, read_rejects, save_dataset
 
@@ -209,6 +255,12 @@ def build(recipe: Recipe, out: str | Path, *, ctx: StepContext | None = None, ov
     final = state_dir / done[-1]
     manifest = read_manifest(final)
     manifest["build_seconds"] = round(time.perf_counter() - start, 3)
+    shortfall = shortfall_report(manifest)
+    if shortfall:
+        manifest["shortfall"] = shortfall
+        if strict:
+            detail = "; ".join(f"{name} short by {r['missing']}" for name, r in shortfall.items())
+            raise StepFailed(f"--strict: {detail}; nothing written to {out} (see {final / 'ferdata.json'})")
     (final / "ferdata.json").write_text(json.dumps(manifest, indent=2))
     if recipe.export:
         from ferdata.hub import export

@@ -180,6 +180,18 @@ def total_rows(data: datasets.DatasetDict | None) -> int:
     return sum(len(ds) for ds in data.values()) if data is not None else 0
 
 
+def class_totals(data: datasets.DatasetDict) -> dict[str, int]:
+    """Rows per class name over all splits (empty when there is no ClassLabel ``label``)."""
+    import datasets
+
+    totals: Counter[str] = Counter()
+    for ds in data.values():
+        feature = ds.features.get("label")
+        if isinstance(feature, datasets.ClassLabel) and len(ds):
+            totals.update(feature.names[i] for i in ds["label"] if i >= 0)
+    return dict(sorted(totals.items()))
+
+
 def run_step(step: Step, data: datasets.DatasetDict | None, config: Any, ctx: StepContext) -> tuple[StepOutput, dict[str, Any]]:
     """Run one step and return its output and its ``ferdata.json`` entry."""
     from ferdata.dataset import no_input_caching
@@ -200,6 +212,7 @@ def run_step(step: Step, data: datasets.DatasetDict | None, config: Any, ctx: St
         "rejected": len(out.rejects),
         "rejected_by_reason": dict(Counter(r["reason"] for r in out.rejects)),
         "seconds": round(seconds, 3),
+        "class_counts": class_totals(out.data),
     }
     if out.info:
         entry["info"] = out.info
