@@ -147,13 +147,15 @@ def detect_faces(pixels: np.ndarray, *, detect_max_side: int = DETECT_MAX_SIDE,
     det_min = max(DETECTOR_MIN_FACE, int(min_face_size * scale))
     if min(rgb.shape[:2]) < 12:
         return []
+    # numpy output keeps sub-pixel boxes (the JSON output rounds them in the detection copy)
     raw = get_detector().detect_faces(np.ascontiguousarray(rgb), fit_to_image=False, min_face_size=det_min,
-                                      **DETECTOR_THRESHOLDS)
+                                      output_type="numpy", box_format="xyxy", **DETECTOR_THRESHOLDS)
     faces = []
-    for r in raw or []:
-        x, y, bw, bh = (float(v) / scale for v in r["box"])
-        kps = {k: (float(r["keypoints"][k][0]) / scale, float(r["keypoints"][k][1]) / scale) for k in KEYPOINTS}
-        faces.append(Face((x, y, bw, bh), float(r["confidence"]), kps))
+    for r in np.asarray(raw, dtype=np.float64).reshape(-1, 16):
+        x1, y1, x2, y2 = (float(v) / scale for v in r[1:5])
+        points = r[6:16] / scale
+        kps = {k: (float(points[i]), float(points[5 + i])) for i, k in enumerate(KEYPOINTS)}  # 5 xs, then 5 ys
+        faces.append(Face((x1, y1, x2 - x1, y2 - y1), float(r[5]), kps))
     faces.sort(key=lambda f: f.box[2] * f.box[3], reverse=True)
     return faces
 

@@ -189,7 +189,10 @@ def test_crop_real_photo_pins_framing_and_handles_bad_inputs(tmp_path: Path, ast
     x, y, w, h = row["face_box"]
     assert abs(x - 182) <= 4 and abs(y - 64) <= 4 and abs(w - 83) <= 4 and abs(h - 107) <= 4
     assert row["face_confidence"] > 0.99 and row["parent_id"] == "id0" and row["id"] != "id0"
-    assert set(row["face_keypoints"]) == {"left_eye", "right_eye", "nose", "mouth_left", "mouth_right"}
+    kp = row["face_keypoints"]
+    assert set(kp) == {"left_eye", "right_eye", "nose", "mouth_left", "mouth_right"}
+    assert abs(kp["left_eye"][0] - 204) <= 4 and abs(kp["left_eye"][1] - 100) <= 4
+    assert kp["left_eye"][0] < kp["right_eye"][0] and kp["right_eye"][1] < kp["nose"][1] < kp["mouth_left"][1]
     crop = np.asarray(row["image"])
     assert crop.shape == (256, 256, 3) and row["crop_padded"] is False
     # the documented framing: the box's longer side spans [20, 236], centred
