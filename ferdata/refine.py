@@ -445,13 +445,13 @@ class _Run:
                                "stopping with the model of round %d", k, ", ".join(dropped), k)
             elif k >= c.rounds:
                 reason = "max_rounds"
-        row: dict[str, Any] = {"round": k, **info, "total": int(len(current)),
-                               "accuracy": round(float(np.mean(pred == labels)), 4) if len(current) else 0.0,
-                               "kept": int(len(kept)), "removed": int(len(current) - len(kept)),
-                               "max_offdiag": int((cm - np.diag(np.diag(cm))).max(initial=0)),
-                               "stop": reason, "seconds": round(time.perf_counter() - start, 1)}
+        row: dict[str, Any] = {"round": k, "images_train": info["images_train"], "images_val": info["images_val"],
+                               "total": int(len(current)), "val_accuracy": info["val_accuracy"],
+                               "accuracy": round(float(np.mean(pred == labels)), 4) if len(current) else 0.0}
         for name, p in zip(self.names, precision, strict=True):
             row[f"precision_{name}"] = "" if p is None else round(p, 4)
+        row.update({"kept": int(len(kept)), "removed": int(len(current) - len(kept)),
+                    "max_offdiag": int((cm - np.diag(np.diag(cm))).max(initial=0)), "stop": reason})
         _write_confusion(rdir, cm, self.names, title=f"round {k}: {len(current)} images, labels vs predictions")
         _write_histories(rdir, histories)
         np.save(rdir / "probs.npy", probs_all)
@@ -459,6 +459,7 @@ class _Run:
         next_file = f"rounds/current_{k}.npy"
         np.save(self.run_dir / next_file, kept)
         self.state["rounds"].append(row)
+        self.state.setdefault("seconds", []).append(round(time.perf_counter() - start, 1))
         self.state["current"] = next_file
         if reason:
             self.state.update(finished=True, stop_reason=reason, final_round=k)

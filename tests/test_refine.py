@@ -1,0 +1,327 @@
+"""The refinement loop (``ferdata refine``) on a generated, learnable dataset with flipped labels.
+
+The data: 4 classes whose images differ in mean brightness (50, 100, 150, 200, pixel noise
+sd 20, 16x16 gray), so a clean ``tiny-cnn`` separates them almost perfectly in a few epochs; 20 %
+of the train labels (and of the test labels) are flipped to another class with a fixed seed. A
+model that learns the classes from the 80 % majority therefore disagrees with (nearly) exactly
+the flipped rows, which is what the precision / recall thresholds below check.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ferdata.errors import OutputExists, UsageError
+from ferdata.refine import (
+    RefineConfig,
+    class_precision,
+    flag_row,
+    refine,
+    stop_reason,
+    stratified_folds,
+    stratified_split,
+)
+
+NAMES = ["angry", "happy", "sad", "surprise"]
+#: CLI options of a fast training on the generated data (tiny CNN, few epochs, small batches)
+FAST = ["--model", "tiny-cnn", "--epochs", "6", "--batch-size", "8", "--lr", "0.01", "--patience", "0"]
+
+
+def fast_config(**kw: object) -> RefineConfig:
+    base = {"model": "tiny-cnn", "epochs": 6, "batch_size": 8, "lr": 0.01, "patience": 0, "rounds": 3,
+            "precision_target": 1.0, "offdiag_max": 0}
+    base.update(kw)
+    return RefineConfig(**base)  # type: ignore[arg-type]
+
+
+def write_noisy_dataset(out: Path, *, per_class: int = 50, noise: float = 0.2, seed: int = 0,
+                        names: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Write a dataset directory of brightness classes with flipped labels; return the true labels per split."""
+    import datasets
+
+    from ferdata.dataset import core_features, new_manifest, save_dataset
+    from ferdata.images import encode_png, pixel_id
+
+    names = names or NAMES
+    rng = np.random.default_rng(seed)
+    splits, truth = {}, {}
+    for split, n in (("train", per_class), ("validation", per_class // 6), ("test", per_class // 6)):
+        rows: dict[str, list] = {"image": [], "label": [], "id": [], "source": [], "origin": []}
+        true = []
+        for c in range(len(names)):
+            for i in range(n):
+                px = np.clip(rng.normal(50 + 50 * c, 20, (16, 16)), 0, 255).astype(np.uint8)
+                label = c
+                if len(names) > 1 and rng.random() < noise:
+                    label = int(rng.choice([k for k in range(len(names)) if k != c]))
+                rows["image"].append({"bytes": encode_png(px), "path": None})
+                rows["label"].append(label)
+                rows["id"].append(pixel_id(px))
+                rows["source"].append("synthetic")
+                rows["origin"].append(f"{split}/{c}/{i}")
+                true.append(c)
+        splits[split] = datasets.Dataset.from_dict(rows, features=core_features(names))
+        truth[split] = np.asarray(true)
+    save_dataset(datasets.DatasetDict(splits), out, manifest=new_manifest(seed=seed))
+    return truth
+
+
+def tree_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(path)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="session")
+def noisy(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, np.ndarray]]:
+    out = tmp_path_factory.mktemp("refine-data") / "noisy"
+    return out, write_noisy_dataset(out)
+
+
+@pytest.fixture(scope="session")
+def paper_run(noisy: tuple[Path, dict[str, np.ndarray]], tmp_path_factory: pytest.TempPathFactory
+              ) -> tuple[Path, str, int, str]:
+    """``ferdata refine`` in paper mode through the real entry point; returns (RUN, input digest before, exit, stdout)."""
+    from click.testing import CliRunner
+
+    from ferdata.cli import cli
+
+    src, _ = noisy
+    before = tree_digest(src)
+    run = tmp_path_factory.mktemp("refine-run") / "run"
+    result = CliRunner().invoke(cli, ["refine", str(src), "--out", str(run), *FAST, "--rounds", "3",
+                                      "--precision-target", "1.0", "--offdiag-max", "0", "-q"],
+                                catch_exceptions=False)
+    return run, before, result.exit_code, result.stdout + result.stderr
+
+
+# ---------------------------------------------------------------- pure helpers
+
+def test_stratified_split_keeps_class_shares_and_is_seeded() -> None:
+    labels = [0] * 50 + [1] * 10 + [2] * 1
+    rest, part = stratified_split(labels, 0.2, seed=3)
+    assert sorted(np.concatenate([rest, part]).tolist()) == list(range(61))
+    assert [int(np.sum(np.asarray(labels)[part] == c)) for c in range(3)] == [10, 2, 0]
+    again = stratified_split(labels, 0.2, seed=3)
+    assert again[1].tolist() == part.tolist()
+    assert stratified_split(labels, 0.2, seed=4)[1].tolist() != part.tolist()
+
+
+def test_stratified_folds_cover_every_class() -> None:
+    folds = stratified_folds([0] * 9 + [1] * 6, 3, seed=0)
+    for f in range(3):
+        chosen = np.flatnonzero(folds == f)
+        assert len(chosen) == 5 and set(np.asarray([0] * 9 + [1] * 6)[chosen]) == {0, 1}
+
+
+def test_stop_rules() -> None:
+    cm = np.array([[90, 5, 0], [12, 80, 0], [0, 0, 0]])
+    assert class_precision(cm) == [90 / 102, 80 / 85, None]      # class 2: neither present nor predicted
+    assert class_precision(np.array([[5, 1], [0, 0]])) == [1.0, 0.0]  # predicted, never present
+    assert stop_reason(cm, precision_target=0.88, offdiag_max=9) == "precision_target"
+    assert stop_reason(cm, precision_target=0.95, offdiag_max=12) == "offdiag_max"
+    assert stop_reason(cm, precision_target=0.95, offdiag_max=9) == ""
+
+
+def test_flag_row_top2() -> None:
+    row = flag_row(2, [0.1, 0.6, 0.3])
+    assert (row["top1_label"], row["top2_label"], row["suspect_label"]) == (1, 2, True)
+    assert row["label_confidence"] == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--precision-target", "1.5", "precision_target must be in (0, 1], got 1.5"),
+    ("--precision-target", "0", "precision_target must be in (0, 1], got 0.0"),
+    ("--model", "resnet", "unknown model 'resnet'; valid models: shallow-cnn, fer-cnn"),
+    ("--cv", "-2", "cv must be a whole number >= 2"),
+    ("--rounds", "0", "rounds must be a whole number >= 1"),
+])
+def test_bad_options_exit_2(run_cli, noisy, tmp_path: Path, option: str, value: str, message: str) -> None:
+    code, _, err = run_cli("refine", noisy[0], "--out", tmp_path / "run", option, value)
+    assert code == 2
+    assert err.startswith("Error: ") and message in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_fewer_than_two_classes_exit_2(run_cli, tmp_path: Path) -> None:
+    src = tmp_path / "one"
+    write_noisy_dataset(src, per_class=12, names=["happy"])
+    code, _, err = run_cli("refine", src, "--out", tmp_path / "run", "--model", "tiny-cnn")
+    assert code == 2
+    assert "refine needs at least two classes with images in train; found happy" in err
+
+
+# ---------------------------------------------------------------- paper mode, end to end
+
+def test_paper_mode_fixes_the_flipped_labels(paper_run, noisy) -> None:
+    import datasets
+
+    run, _, code, output = paper_run
+    _, truth = noisy
+    assert code == 0, output
+    refined = datasets.load_from_disk(str(run / "dataset"))
+    train = refined["train"]
+    assert len(train) == len(truth["train"])                      # same images, same count
+    original, new = np.asarray(train["label_original"]), np.asarray(train["label"])
+    flipped, changed = original != truth["train"], new != original
+    assert np.array_equal(changed, np.asarray(train["relabeled"]))
+    precision = (flipped & changed).sum() / max(1, changed.sum())
+    recall = (flipped & changed).sum() / flipped.sum()
+    # the classes are separable: a model fitted to the 80 % clean majority contradicts the flips only
+    assert precision >= 0.8 and recall >= 0.8, (precision, recall)
+    assert np.mean(new == truth["train"]) >= 0.9
+    assert all(0 <= c <= 1 for c in train["relabel_confidence"])
+
+
+def test_the_set_shrinks_every_round_and_outputs_mirror_the_paper(paper_run) -> None:
+    run, _, code, output = paper_run
+    assert code == 0, output
+    rounds = read_csv(run / "rounds.csv")
+    totals = [int(r["total"]) for r in rounds]
+    assert len(rounds) >= 2 and all(b < a for a, b in zip(totals, totals[1:], strict=False)), totals
+    for r in rounds:
+        assert int(r["images_train"]) + int(r["images_val"]) == int(r["total"])
+        assert {f"precision_{n}" for n in NAMES} <= set(r)
+        k = r["round"]
+        for name in ("confusion.csv", "confusion.png", "accuracy.png", "loss.png", "learning_curves.csv"):
+            assert (run / "rounds" / f"round_{k}" / name).exists(), name
+    assert rounds[-1]["stop"] in {"precision_target", "offdiag_max", "max_rounds"}
+    assert all(r["stop"] == "" for r in rounds[:-1])
+    dist = {r["class"]: r for r in read_csv(run / "distribution.csv")}
+    assert int(dist["total"]["original"]) == int(dist["total"]["refined"]) == 200
+    comparison = read_csv(run / "comparison.csv")
+    assert [r["dataset"] for r in comparison] == ["original", "refined"]
+    assert {r["heldout_split"] for r in comparison} == {"test"}
+    summary = (run / "summary.md").read_text()
+    for table in ("Table 5", "Table 6", "Table 7"):
+        assert table in summary
+    assert "refine: " in output and "held-out accuracy" in output
+
+
+def test_input_untouched_and_test_never_relabelled(paper_run, noisy) -> None:
+    import datasets
+
+    from ferdata.dataset import read_manifest
+
+    run, before, code, _ = paper_run
+    src, _ = noisy
+    assert code == 0
+    assert tree_digest(src) == before
+    original = datasets.load_from_disk(str(src))
+    refined = datasets.load_from_disk(str(run / "dataset"))
+    for split in ("test", "validation"):
+        assert refined[split]["label"] == original[split]["label"]
+        assert not any(refined[split]["relabeled"])
+    entry = read_manifest(run / "dataset")["steps"][-1]
+    assert entry["step"] == "refine"
+    assert entry["info"]["untouched_splits"] == ["validation", "test"]
+
+
+def test_existing_run_of_other_options_is_refused(paper_run, noisy) -> None:
+    run, _, _, _ = paper_run
+    with pytest.raises(OutputExists, match="other data or options"):
+        refine(noisy[0], run, fast_config(rounds=2))
+
+
+def test_resume_after_a_kill_gives_the_same_rounds(paper_run, noisy, tmp_path: Path) -> None:
+    run, _, _, _ = paper_run
+    out = tmp_path / "resumed"
+    config = fast_config(compare=False)
+
+    def kill_after_round_1(row: dict) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        refine(noisy[0], out, config, on_round=kill_after_round_1)
+    state = json.loads((out / "state.json").read_text())
+    assert len(state["rounds"]) == 1 and not (out / "rounds.csv").exists()
+    resumed: list[int] = []
+    refine(noisy[0], out, config, on_round=lambda row: resumed.append(row["round"]))
+    assert resumed and resumed[0] == 2                             # round 1 was not trained again
+    assert (out / "rounds.csv").read_text() == (run / "rounds.csv").read_text()
+
+
+# ---------------------------------------------------------------- safer variants
+
+def test_cv_prune_sends_disagreements_to_the_ledger(noisy, tmp_path: Path) -> None:
+    import datasets
+
+    from ferdata.dataset import read_rejects
+
+    src, truth = noisy
+    result = refine(src, tmp_path / "run", fast_config(rounds=1, cv=2, mode="prune", compare=False, epochs=12))
+    assert result.stop_reason in {"max_rounds", "precision_target", "offdiag_max"}
+    refined = datasets.load_from_disk(str(result.dataset_dir))
+    rejects = [r for r in read_rejects(result.dataset_dir) if r["step"] == "refine"]
+    assert {r["reason"] for r in rejects} == {"label_disagreement"}
+    assert len(refined["train"]) + len(rejects) == len(truth["train"])
+    src_train = datasets.load_from_disk(str(src))["train"]
+    flipped_ids = {i for i, lab, t in zip(src_train["id"], src_train["label"], truth["train"], strict=True) if lab != t}
+    pruned = {r["id"] for r in rejects}
+    assert len(pruned & flipped_ids) / len(pruned) >= 0.8          # precision of out-of-sample flags
+    assert len(pruned & flipped_ids) / len(flipped_ids) >= 0.8     # recall
+    assert len(refined["test"]) == len(truth["test"])              # held-out splits never pruned
+    assert json.loads(rejects[0]["details"])["predicted"] != json.loads(rejects[0]["details"])["label"]
+
+
+def test_flag_mode_changes_no_label(noisy, tmp_path: Path) -> None:
+    import datasets
+
+    src, truth = noisy
+    result = refine(src, tmp_path / "run", fast_config(rounds=1, mode="flag", compare=False))
+    original = datasets.load_from_disk(str(src))
+    refined = datasets.load_from_disk(str(result.dataset_dir))
+    for split in original:
+        assert refined[split]["label"] == original[split]["label"]
+    train = refined["train"]
+    suspect = np.asarray(train["suspect_label"])
+    flipped = np.asarray(train["label"]) != truth["train"]
+    assert (suspect & flipped).sum() / max(1, suspect.sum()) >= 0.8
+    assert (suspect & flipped).sum() / flipped.sum() >= 0.8
+    assert np.all(np.asarray(train["top1_label"])[suspect] != np.asarray(train["label"])[suspect])
+    assert not any(refined["test"]["suspect_label"])
+    assert refined["train"].features["top2_label"].names == NAMES
+
+
+def test_class_dropping_to_zero_keeps_the_last_good_round(noisy, tmp_path: Path, monkeypatch) -> None:
+    """A model that never predicts 'surprise' would empty that class: the loop stops at that round."""
+    from ferdata import refine as refine_module
+
+    real_predict = refine_module._Trainer.predict
+
+    def never_surprise(self, model, ds):  # type: ignore[no-untyped-def]
+        probs = real_predict(self, model, ds)
+        probs[:, 3] = 0.0
+        return probs
+
+    monkeypatch.setattr(refine_module._Trainer, "predict", never_surprise)
+    result = refine(noisy[0], tmp_path / "run", fast_config(rounds=3, compare=False, epochs=1))
+    assert len(result.rounds) == 1
+    assert result.stop_reason.startswith("class_dropped:") and "surprise" in result.stop_reason
+    assert (result.dataset_dir / "dataset_dict.json").exists()
+    assert result.stop_reason in (tmp_path / "run" / "summary.md").read_text()
+
+
+def test_nothing_to_refine_is_a_usage_error(noisy, tmp_path: Path) -> None:
+    import datasets
+
+    from ferdata.dataset import new_manifest, save_dataset
+
+    only_test = tmp_path / "only-test"
+    dd = datasets.load_from_disk(str(noisy[0]))
+    save_dataset(datasets.DatasetDict({"test": dd["test"]}), only_test, manifest=new_manifest())
+    with pytest.raises(UsageError, match="nothing to refine"):
+        refine(only_test, tmp_path / "run", fast_config())
