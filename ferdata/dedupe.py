@@ -52,7 +52,7 @@ KEEP_POLICIES = ("first", "largest")
 #: Default survivor policy: a split preference, evaluation splits first.
 DEFAULT_KEEP = "test,validation,train"
 DEFAULT_METHOD = "phash"
-DEFAULT_THRESHOLD = 6
+DEFAULT_THRESHOLD = 8
 
 # candidate pairs materialised at once by the index (bounds memory: ~16 bytes each, a few arrays)
 _CANDIDATE_BUDGET = 1 << 22
@@ -245,7 +245,7 @@ def _unique_pairs_index(h: np.ndarray, r: int, plan: _Plan) -> tuple[np.ndarray,
         sorted_keys = key[order]
         direct = b <= _DIRECT_MAX_BITS and (1 << b) <= max(16 * n, 1 << 16)
         if direct:
-            table = np.zeros((1 << b) + 1, dtype=np.int64)
+            table = np.zeros((1 << b) + 1, dtype=np.int32 if n < 2**31 else np.int64)
             np.cumsum(np.bincount(sorted_keys, minlength=1 << b), out=table[1:])
         # exact block match: pairs inside each bucket, each once (partner later in sorted order)
         end = np.searchsorted(sorted_keys, sorted_keys, side="right")
@@ -257,26 +257,28 @@ def _unique_pairs_index(h: np.ndarray, r: int, plan: _Plan) -> tuple[np.ndarray,
         if s == 0:
             continue
         masks = _masks(b, s)
-        high = np.left_shift(1, np.floor(np.log2(masks)).astype(np.int64))
-        # a pair whose keys differ by mask m is probed once, from the side without m's top bit
-        step = max(1, _CANDIDATE_BUDGET // max(len(masks), 1))
-        for lo in range(0, n, step):
-            qk = key[lo:lo + step]
-            qi = np.arange(lo, lo + len(qk), dtype=np.int64)
-            sel = (qk[:, None] & high[None, :]) == 0
-            rows, cols = np.nonzero(sel)
-            target = qk[rows] ^ masks[cols]
-            if direct:
-                start = table[target]
-                cnt = table[target + 1] - start
-            else:
-                start = np.searchsorted(sorted_keys, target, side="left")
-                cnt = np.searchsorted(sorted_keys, target, side="right") - start
-            hit = cnt > 0
-            qq, start, cnt = qi[rows[hit]], start[hit], cnt[hit]
-            for sl in _chunks_by_count(cnt, _CANDIDATE_BUDGET):
-                a, pos = _expand(qq[sl], start[sl], cnt[sl])
-                accept(t, a, order[pos])
+        top = np.floor(np.log2(masks)).astype(np.int64)
+        # a pair whose keys differ by mask m is probed once: from the side where m's top bit is 0
+        for bit in range(b):
+            group = masks[top == bit]
+            if not len(group):
+                continue
+            queries = np.nonzero(((key >> bit) & 1) == 0)[0]
+            step = max(1, _CANDIDATE_BUDGET // len(group))
+            for lo in range(0, len(queries), step):
+                qs = queries[lo:lo + step]
+                target = (key[qs][:, None] ^ group[None, :]).ravel()
+                if direct:
+                    start = table[target]
+                    cnt = table[target + 1] - start
+                else:
+                    start = np.searchsorted(sorted_keys, target, side="left")
+                    cnt = np.searchsorted(sorted_keys, target, side="right") - start
+                hit = np.nonzero(cnt)[0]
+                qq, start, cnt = qs[hit // len(group)], start[hit].astype(np.int64), cnt[hit].astype(np.int64)
+                for sl in _chunks_by_count(cnt, _CANDIDATE_BUDGET):
+                    a, pos = _expand(qq[sl], start[sl], cnt[sl])
+                    accept(t, a, order[pos])
     if not out_i:
         empty = np.empty(0, dtype=np.int64)
         return empty, empty, np.empty(0, dtype=np.uint8)
@@ -284,7 +286,7 @@ def _unique_pairs_index(h: np.ndarray, r: int, plan: _Plan) -> tuple[np.ndarray,
 
 
 def brute_force_pairs(hashes: np.ndarray | Sequence[int] | Sequence[str], threshold: int,
-                      *, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                      *, chunk: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Reference search: every pair's distance in row chunks (vectorised popcount), O(n**2) time.
 
     Memory stays bounded (``chunk x n`` at a time); used by the tests and benchmarks to check
@@ -296,6 +298,7 @@ def brute_force_pairs(hashes: np.ndarray | Sequence[int] | Sequence[str], thresh
     h = as_hash_array(hashes)
     r = check_threshold(threshold)
     n = len(h)
+    chunk = chunk or max(1, (1 << 23) // max(n, 1))  # ~64 MB of distances at a time
     out_i, out_j, out_d = [], [], []
     for lo in range(0, n, chunk):
         hi = min(n, lo + chunk)
