@@ -62,6 +62,9 @@ MODES = ("relabel", "prune", "flag")
 STATE_FILE = "state.json"
 STATE_FORMAT = "ferdata-refine/1"
 STEP_NAME = "refine"
+#: Options that only change what happens after the loop: a finished run can be finished again with
+#: other values (e.g. ``--mode prune`` on a copy of a relabel run) without retraining the rounds.
+_FINAL_PHASE_OPTIONS = ("mode", "compare")
 
 
 @dataclass
@@ -385,8 +388,9 @@ class _Run:
         from ferdata.dataset import read_manifest
 
         manifest = read_manifest(self.source)
+        loop = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in _FINAL_PHASE_OPTIONS}
         return {"source": str(self.source.resolve()), "created": manifest.get("created"),
-                "splits": {s: len(d) for s, d in self.dd.items()}, "config": dataclasses.asdict(self.config)}
+                "splits": {s: len(d) for s, d in self.dd.items()}, "config": loop}
 
     def _open_state(self, overwrite: bool) -> dict[str, Any]:
         identity = self._identity()
@@ -527,18 +531,20 @@ class _Run:
     def compare(self, probs: np.ndarray) -> list[dict[str, Any]]:
         """Train the same CNN on the original and the refined training data; evaluate on the held-out split."""
         c = self.config
-        file = self.run_dir / "comparison.json"
-        if file.exists():
-            return json.loads(file.read_text(encoding="utf-8"))
         new_labels, keep = self.refined_labels(probs)
         held_labels = np.asarray(self.heldout["label"], dtype=np.int64)
         rows = []
-        variants = [("original", self.work, self.labels[self.work]),
-                    ("refined", self.work[keep[self.work]], new_labels[self.work[keep[self.work]]])]
-        for name, idx, labels in variants:
+        # prune and flag train on the same rows (those the model agrees with): one cached training serves both
+        refined_key = "refined-relabel" if c.mode == "relabel" else "refined-agree"
+        variants = [("original", "original", self.work, self.labels[self.work]),
+                    ("refined", refined_key, self.work[keep[self.work]], new_labels[self.work[keep[self.work]]])]
+        for name, key, idx, labels in variants:
+            cdir = self.run_dir / "comparison" / key
+            if (cdir / "result.json").exists():
+                rows.append(json.loads((cdir / "result.json").read_text(encoding="utf-8")))
+                continue
             data = _with_labels(self.pool.select(idx), labels)
             tr, va = stratified_split(labels, c.val_fraction, seed=c.seed * 1000)
-            cdir = self.run_dir / "comparison" / name
             if cdir.exists():
                 shutil.rmtree(cdir)
             cdir.mkdir(parents=True)
@@ -556,7 +562,7 @@ class _Run:
                          "total": int(len(idx)), "train_accuracy": acc["train"], "val_accuracy": acc["val"],
                          "heldout_accuracy": acc["heldout"], "heldout_split": self.heldout_name,
                          "heldout_images": int(len(held_labels))})
-        file.write_text(json.dumps(rows, indent=2), encoding="utf-8")
+            (cdir / "result.json").write_text(json.dumps(rows[-1], indent=2), encoding="utf-8")
         return rows
 
     def distribution(self, probs: np.ndarray) -> list[dict[str, Any]]:
