@@ -571,8 +571,14 @@ def dedupe_cmd(input_dir: Path, out: Path, method: str, threshold: int | None, k
     with report_path(out, report_only=report_only, report=report) as params["report"]:
         entry = run_step_command("dedupe", params, inputs=[input_dir], out=out, num_proc=num_proc, seed=seed,
                                  limit=limit, overwrite=overwrite)
-    for line in _dedupe_summary(entry.get("info", {}), report or out / REPORT_NAME):
+    report = report or out / REPORT_NAME
+    for line in _dedupe_summary(entry.get("info", {}), report):
         click.echo(line)
+    if report_only and report.exists():
+        from ferdata.dedupe import format_groups, read_groups_report
+
+        for line in format_groups(read_groups_report(report)):
+            click.echo(line)
 
 
 def _dedupe_summary(info: dict[str, Any], report: Path) -> list[str]:

@@ -668,13 +668,14 @@ def dedupe_dataset(dd: datasets.DatasetDict, config: DedupeConfig | None = None,
     split_of = np.repeat(np.arange(len(splits)), sizes)
     index_in_split = np.concatenate([np.arange(k) for k in sizes]) if n else np.empty(0, dtype=np.int64)
     ids = np.array([x for s in splits for x in dd[s]["id"]], dtype=object)
+    id_keys = ids.astype("S") if n else np.empty(0, dtype="S1")  # compact, sortable copy of the ids
     origins = [x for s in splits for x in dd[s]["origin"]]
     labels = np.array([x for s in splits for x in dd[s]["label"]], dtype=np.int64)
     hashes = as_hash_array([x for s in splits for x in dd[s][method]]) if n else np.empty(0, np.uint64)
     const = np.array([x for s in splits for x in dd[s][CONSTANT_COLUMN]], dtype=bool)
 
     # links: same id, and near hashes among non-constant rows (via their distinct values)
-    _, id_inv = np.unique(ids.astype(str), return_inverse=True) if n else (None, np.empty(0, np.int64))
+    _, id_inv = np.unique(id_keys, return_inverse=True) if n else (None, np.empty(0, np.int64))
     id_rep = np.full(id_inv.max() + 1 if n else 0, -1, dtype=np.int64)
     id_rep[id_inv[::-1]] = np.arange(n)[::-1]
     ea, eb = [np.arange(n)], [id_rep[id_inv]]
@@ -711,7 +712,7 @@ def dedupe_dataset(dd: datasets.DatasetDict, config: DedupeConfig | None = None,
     survivor = survivor_of_comp[comp] if n else np.empty(0, np.int64)
     # group value: the smallest id of the group (independent of the keep policy and row order)
     group_id = np.empty(len(comp_size), dtype=object)
-    for row in np.lexsort((ids.astype(str), comp)) if n else []:
+    for row in np.lexsort((id_keys, comp)) if n else []:
         if group_id[comp[row]] is None:
             group_id[comp[row]] = ids[row]
     distance = popcount(hashes ^ hashes[survivor]) if n else np.empty(0, np.uint8)
@@ -719,7 +720,7 @@ def dedupe_dataset(dd: datasets.DatasetDict, config: DedupeConfig | None = None,
     # label conflicts
     in_group = size > 1
     action = np.where(in_group & (np.arange(n) != survivor), "remove", "keep").astype(object)
-    reason = np.where(ids == ids[survivor], "exact_duplicate", "near_duplicate").astype(object)
+    reason = np.where(id_keys == id_keys[survivor], "exact_duplicate", "near_duplicate").astype(object)
     reason[action == "keep"] = ""
     new_label = labels.copy()
     conflict_rows = np.zeros(n, dtype=bool)
@@ -828,7 +829,7 @@ def dedupe_dataset(dd: datasets.DatasetDict, config: DedupeConfig | None = None,
         "label_conflict_groups": conflict_groups, "relabelled": relabelled,
         "leakage_groups": dict(sorted(leakage.items())), "leakage_rows": leak_rows,
     }
-    info["exact_duplicate_rows"] = int(n - len(np.unique(ids.astype(str)))) if n else 0
+    info["exact_duplicate_rows"] = int(n - (id_inv.max() + 1)) if n else 0
     if config.report:
         write_groups_report(groups, config.report)
     return DedupeResult(result, rejects + ([] if config.report_only else new_rejects), info, groups)
@@ -846,6 +847,36 @@ def write_groups_report(groups: Sequence[dict[str, Any]], path: str | Path) -> P
             writer.writeheader()
             writer.writerows(groups)
     return path
+
+
+def read_groups_report(path: str | Path) -> list[dict[str, Any]]:
+    """Read a groups report written by :func:`write_groups_report` (CSV values stay strings)."""
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        return json.loads(path.read_text(encoding="utf-8"))
+    with path.open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def format_groups(rows: Sequence[dict[str, Any]], *, limit: int = 10) -> list[str]:
+    """One line per group (at most ``limit``): each member as ``split#index label action``.
+
+    Example:
+        >>> format_groups([{"group": "ab12cd34ef", "split": "test", "index": 3, "label": "happy",
+        ...                 "action": "keep", "reason": "", "distance": 0}])
+        ['ab12cd34ef  test#3 happy keep']
+    """
+    by_group: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_group[str(row["group"])].append(row)
+    lines = []
+    for group, members in list(by_group.items())[:limit]:
+        parts = [f"{m['split']}#{m['index']} {m['label']} {m['action']}"
+                 + (f" ({m['reason']}, d={m['distance']})" if m.get("reason") else "") for m in members]
+        lines.append(f"{group[:10]}  " + " | ".join(parts))
+    if len(by_group) > limit:
+        lines.append(f"... {len(by_group) - limit} more groups")
+    return lines
 
 
 @contextlib.contextmanager

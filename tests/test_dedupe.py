@@ -231,6 +231,7 @@ def test_report_only(planted_dir: Path, tmp_path: Path, run_cli) -> None:
     code, out, err = run_cli("dedupe", planted_dir, "--out", tmp_path / "r", "--report-only", "-q")
     assert code == 0, err
     assert "would remove" in out and "dedupe_groups.csv" in out
+    assert "test#0 happy keep | train#0 happy remove (exact_duplicate, d=0)" in out  # the groups are printed
     dd = open_dataset(tmp_path / "r")
     assert sum(len(v) for v in dd.values()) == sum(len(v) for v in open_dataset(planted_dir).values())
     assert sum(sum(v["is_duplicate"]) for v in dd.values()) == 4
