@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import json
 import logging
 import math
@@ -547,10 +548,20 @@ def _has_hashes(dd: datasets.DatasetDict, method: str) -> bool:
     for ds in dd.values():
         if method not in ds.column_names or CONSTANT_COLUMN not in ds.column_names:
             return False
-        values = ds[method]
-        if any(not isinstance(v, str) or len(v) != 16 for v in values):
+        import pyarrow.compute as pc
+
+        values = _column(ds, method)
+        if values.null_count or (len(values) and pc.min_max(pc.utf8_length(values)).as_py() != {"min": 16, "max": 16}):
             return False
     return True
+
+
+def _column(ds: datasets.Dataset, name: str) -> Any:
+    """One column as a pyarrow array (fast: no per-row Python formatting)."""
+    import pyarrow as pa
+
+    column = ds.with_format("arrow")[name]
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
 
 
 def hash_dataset(dd: datasets.DatasetDict, *, method: str = DEFAULT_METHOD, num_proc: int = 1,
@@ -603,7 +614,7 @@ def _image_pixels(ds: datasets.Dataset) -> np.ndarray:
 
     raw = ds.cast_column("image", datasets.Image(decode=False))
     sizes = []
-    for value in raw["image"]:
+    for value in _column(raw, "image").to_pylist():
         data = value.get("bytes") or Path(value["path"]).read_bytes()
         with Image.open(io.BytesIO(data)) as img:
             sizes.append(img.size[0] * img.size[1])
@@ -619,6 +630,13 @@ class DedupeResult:
     info: dict[str, Any]
     #: one row per member of every group of two or more rows (see REPORT_FIELDS)
     groups: list[dict[str, Any]]
+
+
+def _add_column(ds: datasets.Dataset, fingerprint: str, name: str, values: list[Any]) -> datasets.Dataset:
+    import hashlib
+
+    digest = hashlib.sha256(f"{fingerprint}|{ds._fingerprint}|{name}".encode()).hexdigest()[:32]
+    return ds.add_column(name, values, new_fingerprint=digest)
 
 
 def _relabel(labels: list[int], indices: list[int], *, changed: dict[int, int]) -> dict[str, list[int]]:
@@ -667,12 +685,15 @@ def dedupe_dataset(dd: datasets.DatasetDict, config: DedupeConfig | None = None,
     n = sum(sizes)
     split_of = np.repeat(np.arange(len(splits)), sizes)
     index_in_split = np.concatenate([np.arange(k) for k in sizes]) if n else np.empty(0, dtype=np.int64)
-    ids = np.array([x for s in splits for x in dd[s]["id"]], dtype=object)
+    def gather(name: str) -> list[Any]:
+        return [x for s in splits for x in _column(dd[s], name).to_pylist()]
+
+    ids = np.array(gather("id"), dtype=object)
     id_keys = ids.astype("S") if n else np.empty(0, dtype="S1")  # compact, sortable copy of the ids
-    origins = [x for s in splits for x in dd[s]["origin"]]
-    labels = np.array([x for s in splits for x in dd[s]["label"]], dtype=np.int64)
-    hashes = as_hash_array([x for s in splits for x in dd[s][method]]) if n else np.empty(0, np.uint64)
-    const = np.array([x for s in splits for x in dd[s][CONSTANT_COLUMN]], dtype=bool)
+    origins = gather("origin")
+    labels = np.array(gather("label"), dtype=np.int64)
+    hashes = as_hash_array(gather(method)) if n else np.empty(0, np.uint64)
+    const = np.array(gather(CONSTANT_COLUMN), dtype=bool)
 
     # links: same id, and near hashes among non-constant rows (via their distinct values)
     _, id_inv = np.unique(id_keys, return_inverse=True) if n else (None, np.empty(0, np.int64))
@@ -789,6 +810,9 @@ def dedupe_dataset(dd: datasets.DatasetDict, config: DedupeConfig | None = None,
 
     # the output dataset
     offsets = np.concatenate([[0], np.cumsum(sizes)])
+    # the new columns are a function of the input and the config: fingerprint them from those
+    # (datasets would otherwise pickle every value list to fingerprint it, seconds per 100k rows)
+    fingerprint = json.dumps([dataclasses.asdict(config), [dd[x]._fingerprint for x in splits]], default=str)
     out = {}
     for k, split in enumerate(splits):
         ds = dd[split]
@@ -796,17 +820,17 @@ def dedupe_dataset(dd: datasets.DatasetDict, config: DedupeConfig | None = None,
         if stale:  # a previous dedupe run: its groups are recomputed
             ds = ds.remove_columns(stale)
         lo, hi = offsets[k], offsets[k + 1]
-        ds = ds.add_column(GROUP_COLUMN, [str(g) for g in group_id[comp[lo:hi]]])
-        ds = ds.add_column(GROUP_SIZE_COLUMN, size[lo:hi].astype(np.int64).tolist())
+        ds = _add_column(ds, fingerprint, GROUP_COLUMN, [str(g) for g in group_id[comp[lo:hi]]])
+        ds = _add_column(ds, fingerprint, GROUP_SIZE_COLUMN, size[lo:hi].astype(np.int64).tolist())
         if config.report_only:
             part = slice(lo, hi)
             removing = action[part] == "remove"
-            ds = ds.add_column("is_duplicate", removing.tolist())
-            ds = ds.add_column("duplicate_of", [ids[s] if r else "" for s, r in zip(survivor[part], removing,
+            ds = _add_column(ds, fingerprint, "is_duplicate", removing.tolist())
+            ds = _add_column(ds, fingerprint, "duplicate_of", [ids[s] if r else "" for s, r in zip(survivor[part], removing,
                                                                                      strict=True)])
-            ds = ds.add_column("duplicate_distance", [int(d) if r else -1 for d, r in zip(distance[part], removing,
+            ds = _add_column(ds, fingerprint, "duplicate_distance", [int(d) if r else -1 for d, r in zip(distance[part], removing,
                                                                                          strict=True)])
-            ds = ds.add_column("duplicate_reason", [str(x) for x in reason[part]])
+            ds = _add_column(ds, fingerprint, "duplicate_reason", [str(x) for x in reason[part]])
         else:
             changed = {int(i - lo): int(new_label[i]) for i in range(lo, hi) if action[i] == "relabel"}
             if changed:

@@ -155,6 +155,54 @@ def quality(copies_per_transform: int = 400, max_threshold: int = 12) -> None:
                   + "  ".join(f"{x:10.3f}" for x in per)
                   + f"  {flip_recall:.3f}  {int((sel & orig_orig).sum()):9}{mark}")
         print(f"  ({method}: {len(items) + len(flips)} hashes in {seconds:.1f}s)")
+    crop_variants(items, source_arr, kind_arr, n_true, copies_per_transform)
+
+
+def _crop_variant_hashes(arr: np.ndarray, c: int = 3) -> list[int]:
+    """phash of 5 crops of c px (4 corners + centre), resized back: extra query hashes."""
+    from PIL import Image
+
+    img = Image.fromarray(arr)
+    w, h = img.size
+    boxes = [(0, 0), (c, 0), (0, c), (c, c), (c / 2, c / 2)]
+    return [int(image_hash(np.asarray(img.crop((ox, oy, ox + w - c, oy + h - c)).resize((w, h), Image.BILINEAR)),
+                           "phash"), 16) for ox, oy in boxes]
+
+
+def crop_variants(items: list[np.ndarray], source_arr: np.ndarray, kind_arr: np.ndarray, n_true: int,
+                  copies: int) -> None:
+    """Experiment (not in the product): phash plus 5 crop variants per image as extra queries.
+
+    A pair matches when the main hashes, or a variant of one and the main hash of the other, are
+    within the threshold. Shows the recall/precision trade-off on crops.
+    """
+    main = np.array([int(image_hash(x, "phash"), 16) for x in items], dtype=np.uint64)
+    var = np.array([_crop_variant_hashes(x) for x in items], dtype=np.uint64)
+    n, nv = var.shape
+    hashes = np.concatenate([main, var.ravel()])
+    owner = np.concatenate([np.arange(n), np.repeat(np.arange(n), nv)])
+    is_main = np.arange(len(hashes)) < n
+    i, j, d = find_duplicate_arrays(hashes, 12)
+    ok = (is_main[i] | is_main[j]) & (owner[i] != owner[j])
+    a, b, d = owner[i[ok]], owner[j[ok]], d[ok]
+    key = np.minimum(a, b) * n + np.maximum(a, b)
+    order = np.lexsort((d, key))
+    key, d = key[order], d[order]
+    first = np.ones(len(key), dtype=bool)
+    first[1:] = key[1:] != key[:-1]
+    key, d = key[first], d[first]
+    pa, pb = key // n, key % n
+    same = source_arr[pa] == source_arr[pb]
+    orig_orig = (kind_arr[pa] == "original") & (kind_arr[pb] == "original")
+    print("phash + 5 crop variants as extra queries (experiment, not a ferdata option):")
+    for thr in range(2, 13, 2):
+        sel = d <= thr
+        tp, found = int((sel & same).sum()), int((sel & ~orig_orig).sum())
+        per = [int((sel & same & (((kind_arr[pa] == "original") & (kind_arr[pb] == t)) |
+                                  ((kind_arr[pb] == "original") & (kind_arr[pa] == t)))).sum()) / copies
+               for t in TRANSFORMS]
+        print(f"phash+v {thr:3}  {tp / found if found else 1.0:9.4f}  {tp / n_true:6.4f}  "
+              + "  ".join(f"{x:10.3f}" for x in per) + f"     -  {int((sel & orig_orig).sum()):9}")
 
 
 def _planted(n: int, seed: int = 1) -> np.ndarray:
