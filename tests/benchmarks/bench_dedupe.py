@@ -14,6 +14,7 @@ Run all three (about 2-3 minutes on a 2-core machine):
 * speed: find_duplicates over N random 64-bit hashes with 10 % planted near copies (1-4 flipped
   bits) at the default radius, beside a vectorised numpy brute force on the 100,000 set (same
   pairs checked).
+* step: the dedupe step's global pass over N pre-hashed rows (train + test, 10 % copies).
 * hashing: images per second of ``ferdata dedupe`` hashing fer2013-dev (5 copies, 17,180 images)
   with num_proc 1 and 2.
 """
@@ -238,6 +239,38 @@ def speed(n_large: int = 1_000_000, threshold: int = DEFAULT_THRESHOLD) -> None:
           f"peak RSS {rss / 1024:.0f} MB (before: {rss0 / 1024:.0f} MB; hashes {h.nbytes / 2**20:.0f} MB)")
 
 
+def step(n: int = 1_000_000) -> None:
+    """The dedupe step's global pass (grouping, survivors, ledger, new columns) on n pre-hashed rows.
+
+    Rows carry planted phash values (10 % near copies, the last 10 % of rows in a ``test``
+    split) and no pixels, so this measures everything after hashing.
+    """
+    import datasets
+
+    from ferdata.dedupe import DedupeConfig, dedupe_dataset
+    from ferdata.progress import disable_progress_bars
+
+    disable_progress_bars()
+    datasets.disable_caching()
+    h = _planted(n)
+    features = datasets.Features({
+        "image": datasets.Image(), "label": datasets.ClassLabel(names=list("abcdefg")),
+        "id": datasets.Value("string"), "source": datasets.Value("string"), "origin": datasets.Value("string"),
+        "phash": datasets.Value("string"), "is_constant": datasets.Value("bool")})
+    ds = datasets.Dataset.from_dict({
+        "image": [None] * n, "label": np.random.default_rng(0).integers(0, 7, n).tolist(),
+        "id": [f"{i:064x}" for i in range(n)], "source": ["bench"] * n, "origin": [f"row#{i}" for i in range(n)],
+        "phash": [f"{int(x):016x}" for x in h], "is_constant": [False] * n}, features=features)
+    k = n // 10
+    dd = datasets.DatasetDict({"train": ds.select(range(n - k)), "test": ds.select(range(n - k, n))})
+    start, cpu = time.perf_counter(), time.process_time()
+    result = dedupe_dataset(dd, DedupeConfig())
+    print(f"step: {n:,} pre-hashed rows, default config: {time.perf_counter() - start:.1f}s wall "
+          f"({time.process_time() - cpu:.1f}s CPU), removed {len(result.rejects)}, "
+          f"leakage {result.info['leakage_groups']}, peak RSS "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB (dataset built in memory)")
+
+
 def hashing(limit: int | None = None) -> None:
     """Images per second of the dedupe step's hashing map over fer2013-dev."""
     import tempfile
@@ -271,7 +304,7 @@ def hashing(limit: int | None = None) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", nargs="*", default=["quality", "speed", "hashing"])
+    parser.add_argument("which", nargs="*", default=["quality", "speed", "hashing", "step"])
     parser.add_argument("--n", type=int, default=1_000_000, help="hashes in the large speed run (default 1e6)")
     parser.add_argument("--copies", type=int, default=400, help="copies per transform in the quality run")
     args = parser.parse_args()
@@ -282,8 +315,10 @@ def main() -> None:
             speed(args.n)
         elif which == "hashing":
             hashing()
+        elif which == "step":
+            step(args.n)
         else:
-            raise SystemExit(f"unknown benchmark {which!r}; choose from quality, speed, hashing")
+            raise SystemExit(f"unknown benchmark {which!r}; choose from quality, speed, hashing, step")
 
 
 def test_bench_dedupe() -> None:
@@ -291,6 +326,7 @@ def test_bench_dedupe() -> None:
     quality()
     speed()
     hashing()
+    step()
 
 
 if __name__ == "__main__":
