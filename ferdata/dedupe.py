@@ -520,12 +520,13 @@ class DedupeConfig:
             raise UsageError(f"report {self.report!r} must end in .csv or .json")
 
 
-def _hash_batch(images: list[Any], *, method: str) -> dict[str, list[Any]]:
+def _hash_batch(images: list[Any], ids: list[str], *, method: str) -> dict[str, list[Any]]:
     """Hash a batch of undecoded image values; undecodable ones are marked for the ledger."""
     from ferdata.dataset import REJECT_DETAILS, REJECT_REASON
     from ferdata.images import ImageRejected, to_array
 
-    out: dict[str, list[Any]] = {method: [], CONSTANT_COLUMN: [], REJECT_REASON: [], REJECT_DETAILS: []}
+    out: dict[str, list[Any]] = {method: [], CONSTANT_COLUMN: [], REJECT_REASON: [], REJECT_DETAILS: [],
+                                 f"{method}_of": list(ids)}
     for value in images:
         try:
             if value is None:
@@ -545,13 +546,22 @@ def _hash_batch(images: list[Any], *, method: str) -> dict[str, list[Any]]:
 
 
 def _has_hashes(dd: datasets.DatasetDict, method: str) -> bool:
-    for ds in dd.values():
-        if method not in ds.column_names or CONSTANT_COLUMN not in ds.column_names:
-            return False
-        import pyarrow.compute as pc
+    """True when every row has a well-formed hash computed from its current pixels.
 
+    ``<method>_of`` holds the ``id`` each hash was computed from; a later step that changes the
+    pixels (crop, upscale) gives the row a new ``id``, so its stale hash is not reused.
+    """
+    import pyarrow.compute as pc
+
+    for ds in dd.values():
+        if any(c not in ds.column_names for c in (method, f"{method}_of", CONSTANT_COLUMN)):
+            return False
+        if not len(ds):
+            continue
         values = _column(ds, method)
-        if values.null_count or (len(values) and pc.min_max(pc.utf8_length(values)).as_py() != {"min": 16, "max": 16}):
+        if values.null_count or pc.min_max(pc.utf8_length(values)).as_py() != {"min": 16, "max": 16}:
+            return False
+        if not pc.all(pc.equal(_column(ds, f"{method}_of"), _column(ds, "id"))).as_py():
             return False
     return True
 
@@ -566,10 +576,11 @@ def _column(ds: datasets.Dataset, name: str) -> Any:
 
 def hash_dataset(dd: datasets.DatasetDict, *, method: str = DEFAULT_METHOD, num_proc: int = 1,
                  step: str = STEP) -> tuple[datasets.DatasetDict, list[dict[str, str]], bool]:
-    """Add the ``method`` hash column (16 hex digits) and ``is_constant`` to every split.
+    """Add the ``method`` hash column (16 hex digits), ``<method>_of`` and ``is_constant`` to every split.
 
-    Hashes already present (a previous run with the same method) are reused. Undecodable images
-    go to the ledger with their reason before hashing.
+    Hashes already present (a previous run with the same method, on the same pixels: every
+    ``<method>_of`` equals the row's ``id``) are reused. Undecodable images go to the ledger with
+    their reason before hashing.
 
     Returns:
         The dataset with the columns, the ledger rows, and whether the hashes were reused.
@@ -589,15 +600,16 @@ def hash_dataset(dd: datasets.DatasetDict, *, method: str = DEFAULT_METHOD, num_
     result = {}
     for split, ds in dd.items():
         raw = ds.cast_column("image", datasets.Image(decode=False))
-        drop = [c for c in (method, CONSTANT_COLUMN) if c in raw.column_names]
+        drop = [c for c in (method, f"{method}_of", CONSTANT_COLUMN) if c in raw.column_names]
         if drop:
             raw = raw.remove_columns(drop)
         features = raw.features.copy()
         features[method] = datasets.Value("string")
         features[CONSTANT_COLUMN] = datasets.Value("bool")
+        features[f"{method}_of"] = datasets.Value("string")
         features[REJECT_REASON] = datasets.Value("string")
         features[REJECT_DETAILS] = datasets.Value("string")
-        hashed = raw.map(_hash_batch, input_columns=["image"], batched=True, batch_size=256, features=features,
+        hashed = raw.map(_hash_batch, input_columns=["image", "id"], batched=True, batch_size=256, features=features,
                          fn_kwargs={"method": method}, num_proc=num_proc if num_proc > 1 and len(raw) > 1 else None,
                          desc=f"{method} {split}")
         result[split] = hashed.cast_column("image", datasets.Image())

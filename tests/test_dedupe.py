@@ -246,6 +246,25 @@ def test_report_only(planted_dir: Path, tmp_path: Path, run_cli) -> None:
     assert read_manifest(tmp_path / "r2")["steps"][-1]["info"]["hashes_reused"] is True
 
 
+def test_stale_hashes_are_recomputed(planted_dir: Path, tmp_path: Path) -> None:
+    """A hash column left by an earlier run is not reused once a step changed the pixels (new id)."""
+    import datasets
+
+    from ferdata.dataset import save_dataset
+    from ferdata.dedupe import dedupe_dataset
+
+    first = dedupe_dataset(open_dataset(planted_dir), DedupeConfig(report_only=True)).data
+    assert dedupe_dataset(first, DedupeConfig()).info["hashes_reused"] is True
+    train = first["train"]
+    flipped = train.map(lambda r: {"image": r["image"].transpose(0), "id": "new-" + r["id"]})  # pixels changed
+    save_dataset(datasets.DatasetDict({"train": flipped}), tmp_path / "f", manifest={"steps": []})
+    again = dedupe_dataset(open_dataset(tmp_path / "f"), DedupeConfig())
+    assert again.info["hashes_reused"] is False
+    fresh = again.data["train"]
+    assert fresh["phash"] != train.select(range(len(fresh)))["phash"]
+    assert fresh["phash_of"] == fresh["id"]
+
+
 def test_reencoded_copies_are_exact_duplicates(tmp_path: Path, run_cli) -> None:
     """The same pixels as PNG and as (lossless) TIFF/BMP are one image: same id, distance 0."""
     from PIL import Image

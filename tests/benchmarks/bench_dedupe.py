@@ -256,15 +256,18 @@ def step(n: int = 1_000_000) -> None:
     features = datasets.Features({
         "image": datasets.Image(), "label": datasets.ClassLabel(names=list("abcdefg")),
         "id": datasets.Value("string"), "source": datasets.Value("string"), "origin": datasets.Value("string"),
-        "phash": datasets.Value("string"), "is_constant": datasets.Value("bool")})
+        "phash": datasets.Value("string"), "phash_of": datasets.Value("string"),
+        "is_constant": datasets.Value("bool")})
+    ids = [f"{i:064x}" for i in range(n)]
     ds = datasets.Dataset.from_dict({
         "image": [None] * n, "label": np.random.default_rng(0).integers(0, 7, n).tolist(),
-        "id": [f"{i:064x}" for i in range(n)], "source": ["bench"] * n, "origin": [f"row#{i}" for i in range(n)],
-        "phash": [f"{int(x):016x}" for x in h], "is_constant": [False] * n}, features=features)
+        "id": ids, "source": ["bench"] * n, "origin": [f"row#{i}" for i in range(n)],
+        "phash": [f"{int(x):016x}" for x in h], "phash_of": ids, "is_constant": [False] * n}, features=features)
     k = n // 10
     dd = datasets.DatasetDict({"train": ds.select(range(n - k)), "test": ds.select(range(n - k, n))})
     start, cpu = time.perf_counter(), time.process_time()
     result = dedupe_dataset(dd, DedupeConfig())
+    assert result.info["hashes_reused"], "the planted hashes must be reused"
     print(f"step: {n:,} pre-hashed rows, default config: {time.perf_counter() - start:.1f}s wall "
           f"({time.process_time() - cpu:.1f}s CPU), removed {len(result.rejects)}, "
           f"leakage {result.info['leakage_groups']}, peak RSS "
