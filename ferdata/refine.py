@@ -577,7 +577,7 @@ class _Run:
                      "last_round_set": int(len(final_set))})
         return rows
 
-    def write_dataset(self, probs: np.ndarray) -> Path:
+    def write_dataset(self, probs: np.ndarray, *, num_proc: int | None = None) -> Path:
         """RUN/dataset: the input dataset with the pool splits relabelled, pruned or flagged."""
         import datasets
 
@@ -591,7 +591,7 @@ class _Run:
             if split in self.pool_splits:
                 part = probs[self.offsets[split]: self.offsets[split] + len(ds)]
                 ds = ds.map(_annotate_batch, batched=True, with_indices=True, fn_kwargs={"probs": part, "mode": c.mode},
-                            desc=f"refine {split}")
+                            num_proc=num_proc if num_proc and num_proc > 1 else None, desc=f"refine {split}")
             elif c.mode != "prune":
                 ds = ds.map(_untouched_batch, batched=True, fn_kwargs={"mode": c.mode}, desc=f"keep {split}")
             for column, feature in _new_features(c.mode, class_label).items():
@@ -610,7 +610,8 @@ class _Run:
                  "kept": sum(len(d) for d in dd.values()), "rejected": len(rejects),
                  "rejected_by_reason": {"label_disagreement": len(rejects)} if rejects else {}, "info": info}
         manifest["steps"] = [*manifest.get("steps", []), entry]
-        save_dataset(dd, out, manifest=manifest, rejects=[*read_rejects(self.source), *rejects], overwrite=True)
+        save_dataset(dd, out, manifest=manifest, rejects=[*read_rejects(self.source), *rejects], overwrite=True,
+                     num_proc=num_proc)
         return out
 
 
@@ -743,6 +744,7 @@ def refine(
     *,
     overwrite: bool = False,
     on_round: Callable[[dict[str, Any]], None] | None = None,
+    num_proc: int | None = None,
 ) -> RefineResult:
     """Run the refinement loop on a dataset directory and write the run directory ``out``.
 
@@ -753,6 +755,7 @@ def refine(
         config: the options (paper 000 defaults when None).
         overwrite: start again from scratch when ``out`` exists.
         on_round: called with each round's row right after the round is saved (progress, tests).
+        num_proc: processes for writing the output dataset.
 
     Returns:
         The rounds, stop reason, distribution, comparison and output paths.
@@ -780,7 +783,7 @@ def refine(
         probs = run.final_probs()
         comparison = run.compare(probs) if config.compare else []
         distribution = run.distribution(probs)
-        dataset_dir = run.write_dataset(probs)
+        dataset_dir = run.write_dataset(probs, num_proc=num_proc)
     rounds = run.state["rounds"]
     _write_csv(out / "rounds.csv", rounds)
     _write_csv(out / "distribution.csv", distribution)

@@ -325,3 +325,20 @@ def test_nothing_to_refine_is_a_usage_error(noisy, tmp_path: Path) -> None:
     save_dataset(datasets.DatasetDict({"test": dd["test"]}), only_test, manifest=new_manifest())
     with pytest.raises(UsageError, match="nothing to refine"):
         refine(only_test, tmp_path / "run", fast_config())
+
+
+def test_a_finished_run_finishes_again_in_another_mode_without_training(paper_run, noisy, tmp_path: Path) -> None:
+    import shutil
+
+    import datasets
+
+    run, _, _, _ = paper_run
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    trained: list[int] = []
+    result = refine(noisy[0], copy, fast_config(mode="flag", compare=False), on_round=lambda r: trained.append(r["round"]))
+    assert trained == []
+    assert (copy / "rounds.csv").read_text() == (run / "rounds.csv").read_text()
+    train = datasets.load_from_disk(str(result.dataset_dir))["train"]
+    relabelled = datasets.load_from_disk(str(run / "dataset"))["train"]
+    assert train["suspect_label"] == relabelled["relabeled"]   # same final model, other output
