@@ -966,7 +966,7 @@ def refine_cmd(dataset_dir: Path, out: Path, num_proc: int, seed: int, limit: in
     if limit is not None:
         raise UsageError("refine does not take --limit; make a smaller dataset first (e.g. with ferdata balance)")
     config = RefineConfig(seed=seed, compare=not no_compare, **options)
-    result = refine(dataset_dir, out, config, overwrite=overwrite,
+    result = refine(dataset_dir, out, config, overwrite=overwrite, num_proc=num_proc,
                     on_round=lambda r: click.echo(f"round {r['round']}: {r['total']} images, val accuracy "
                                                   f"{r['val_accuracy']:.4f}, kept {r['kept']}"
                                                   f"{', stop: ' + r['stop'] if r['stop'] else ''}", err=True))
