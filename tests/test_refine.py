@@ -342,3 +342,14 @@ def test_a_finished_run_finishes_again_in_another_mode_without_training(paper_ru
     train = datasets.load_from_disk(str(result.dataset_dir))["train"]
     relabelled = datasets.load_from_disk(str(run / "dataset"))["train"]
     assert train["suspect_label"] == relabelled["relabeled"]   # same final model, other output
+
+
+def test_the_same_command_again_resumes_a_finished_run_without_training(paper_run, noisy, run_cli) -> None:
+    run, _, _, _ = paper_run
+    before = (run / "rounds.csv").read_text()
+    code, out, err = run_cli("refine", noisy[0], "--out", run, *FAST, "--rounds", "3", "--precision-target", "1.0",
+                             "--offdiag-max", "0", "-q")
+    assert code == 0, err
+    assert "round " not in err                                   # no round was trained again
+    assert (run / "rounds.csv").read_text() == before
+    assert "refine: " in out
