@@ -792,6 +792,8 @@ def refine(
              f"predictions: {'out-of-sample, ' + str(config.cv) + '-fold' if config.cv else 'in-sample (paper)'}",
              f"stopped after round {run.state['final_round']}: {run.state['stop_reason']}",
              f"refined splits: {', '.join(run.pool_splits)}; untouched: {', '.join(run.untouched_splits) or 'none'}"]
+    if "test" in run.pool_splits:
+        notes.append("WARNING: the test split was refined too (--include-test); scores measured on it are optimistic")
     (out / "summary.md").write_text(summary_markdown(rounds, distribution, comparison,
                                                      title=f"ferdata refine: {source.name}", notes=notes),
                                     encoding="utf-8")

@@ -353,3 +353,16 @@ def test_the_same_command_again_resumes_a_finished_run_without_training(paper_ru
     assert "round " not in err                                   # no round was trained again
     assert (run / "rounds.csv").read_text() == before
     assert "refine: " in out
+
+
+def test_refining_every_split_carves_the_held_out_split_first(noisy, tmp_path: Path) -> None:
+    import datasets
+
+    src, truth = noisy
+    result = refine(src, tmp_path / "run", fast_config(rounds=1, include_validation=True, include_test=True))
+    assert {r["heldout_split"] for r in result.comparison} == {"carved 10% of train+validation+test"}
+    held = result.comparison[0]["heldout_images"]
+    assert result.comparison[0]["total"] == 200 + 32 + 32 - held      # refined without the held-out rows
+    refined = datasets.load_from_disk(str(result.dataset_dir))
+    assert len(refined["test"]) == len(truth["test"]) and any(refined["test"]["relabeled"])
+    assert "WARNING: the test split was refined too" in (tmp_path / "run" / "summary.md").read_text()
