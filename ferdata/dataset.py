@@ -284,11 +284,9 @@ def save_dataset(
     out = Path(out)
     if out.exists() and not overwrite:
         raise OutputExists(f"output {out} already exists; pass --overwrite to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        if not isinstance(dd, datasets.DatasetDict):
-            raise TypeError(f"save_dataset expects a DatasetDict, got {type(dd).__name__}")
+    if not isinstance(dd, datasets.DatasetDict):
+        raise TypeError(f"save_dataset expects a DatasetDict, got {type(dd).__name__}")
+    with atomic_dir(out) as tmp:
         dd.save_to_disk(str(tmp), num_proc=num_proc if num_proc and num_proc > 1 else None)
         manifest = dict(manifest)
         if len(dd):
@@ -299,6 +297,24 @@ def save_dataset(
         with (tmp / MANIFEST_FILE).open("w", encoding="utf-8") as f:
             json.dump(manifest, f, indent=2, default=_json_default)
         write_rejects(rejects, tmp / REJECTS_FILE)
+    return out
+
+
+@contextlib.contextmanager
+def atomic_dir(out: str | Path) -> Iterator[Path]:
+    """Write a directory atomically: yield an empty temporary sibling of ``out``, then rename it to
+    ``out`` (replacing an existing one) when the block succeeds; remove it when the block fails.
+
+    Example:
+        >>> with atomic_dir("run") as tmp:           # doctest: +SKIP
+        ...     (tmp / "model.keras").write_bytes(b"...")
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
         if out.exists():
             old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
             os.replace(out, old)
@@ -309,7 +325,6 @@ def save_dataset(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return out
 
 
 @contextlib.contextmanager

@@ -24,10 +24,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import string
 import tempfile
-import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -129,23 +127,6 @@ def dataset_card(path: str | Path, *, pretty_name: str | None = None, license: s
     return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n\n" + body
 
 
-def _staging(out: Path, overwrite: bool) -> Path:
-    from ferdata.dataset import prepare_output
-
-    prepare_output(out, overwrite=overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    return tmp
-
-
-def _commit(tmp: Path, out: Path) -> Path:
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    return out
-
-
 def export_hub(path: str | Path, out: str | Path, *, overwrite: bool = False, license: str = "other",
                pretty_name: str | None = None, repo_id: str | None = None,
                max_shard_bytes: int = MAX_SHARD_BYTES) -> Path:
@@ -157,12 +138,11 @@ def export_hub(path: str | Path, out: str | Path, *, overwrite: bool = False, li
     Example:
         >>> export_hub("fer2013", "fer2013-hub")   # doctest: +SKIP
     """
-    from ferdata.dataset import open_dataset
+    from ferdata.dataset import atomic_dir, open_dataset, prepare_output
 
     dd = open_dataset(path)
-    out = Path(out)
-    tmp = _staging(out, overwrite)
-    try:
+    out = prepare_output(out, overwrite=overwrite, inputs=[path])
+    with atomic_dir(out) as tmp:
         (tmp / "data").mkdir()
         for split, ds in dd.items():
             shards = max(1, math.ceil(ds.data.nbytes / max_shard_bytes))
@@ -171,23 +151,20 @@ def export_hub(path: str | Path, out: str | Path, *, overwrite: bool = False, li
                 part.to_parquet(str(tmp / "data" / f"{split}-{i:05d}-of-{shards:05d}.parquet"))
         card = dataset_card(path, license=license, pretty_name=pretty_name, repo_id=repo_id)
         (tmp / "README.md").write_text(card, encoding="utf-8")
-        return _commit(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    return out
 
 
 def export_imagefolder(path: str | Path, out: str | Path, *, overwrite: bool = False) -> Path:
     """Write ``OUT/{split}/{class}/{id}.{ext}`` class folders (image bytes as stored)."""
     import datasets
 
-    from ferdata.dataset import label_names, open_dataset
+    from ferdata.dataset import atomic_dir, label_names, open_dataset, prepare_output
     from ferdata.progress import progress
 
     dd = open_dataset(path)
     names = label_names(dd)
-    out = Path(out)
-    tmp = _staging(out, overwrite)
-    try:
+    out = prepare_output(out, overwrite=overwrite, inputs=[path])
+    with atomic_dir(out) as tmp:
         for split, ds in dd.items():
             ds = ds.cast_column("image", datasets.Image(decode=False))
             for name in names:
@@ -196,9 +173,7 @@ def export_imagefolder(path: str | Path, out: str | Path, *, overwrite: bool = F
                 data = row["image"]["bytes"]
                 ext = "jpg" if data[:3] == b"\xff\xd8\xff" else "png"
                 (tmp / split / names[row["label"]] / f"{row['id']}.{ext}").write_bytes(data)
-        return _commit(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    return out
 
 
 def export(path: str | Path, out: str | Path, *, format: str = "hub", overwrite: bool = False, **options: Any) -> Path:

@@ -52,6 +52,7 @@ import numpy as np
 
 from ferdata.dataset import EVAL_SPLITS, REJECT_DETAILS, REJECT_REASON
 from ferdata.errors import OutputExists, UsageError
+from ferdata.split import stratified_split
 
 if TYPE_CHECKING:
     import datasets
@@ -163,33 +164,6 @@ class RefineResult:
 
 
 # ---------------------------------------------------------------- pure helpers
-
-def stratified_split(labels: Sequence[int] | np.ndarray, fraction: float, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split positions ``0..n-1`` into (rest, part) with ``fraction`` of every class in ``part``.
-
-    A class with one row keeps it in ``rest``; otherwise each class gives
-    ``max(1, round(fraction * n_c))`` rows to ``part``.
-
-    Example:
-        >>> rest, part = stratified_split([0] * 10 + [1] * 5, 0.2, seed=0)
-        >>> len(rest), len(part)
-        (12, 3)
-    """
-    labels = np.asarray(labels)
-    rng = np.random.default_rng(seed)
-    rest: list[np.ndarray] = []
-    part: list[np.ndarray] = []
-    for c in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        n = 0 if len(idx) < 2 else min(len(idx) - 1, max(1, int(round(fraction * len(idx)))))
-        part.append(idx[:n])
-        rest.append(idx[n:])
-    return _sorted_cat(rest), _sorted_cat(part)
-
-
-def _sorted_cat(parts: list[np.ndarray]) -> np.ndarray:
-    return np.sort(np.concatenate(parts)).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
-
 
 def stratified_folds(labels: Sequence[int] | np.ndarray, k: int, *, seed: int) -> np.ndarray:
     """Fold number (0..k-1) of every position, each class spread evenly over the folds.

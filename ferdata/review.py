@@ -23,9 +23,6 @@ from __future__ import annotations
 import csv
 import html
 import logging
-import os
-import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -142,7 +139,7 @@ def write_review(
         >>> write_review("btfer-crawl", "btfer-review")    # doctest: +SKIP
         PosixPath('btfer-review')
     """
-    from ferdata.dataset import label_names, open_dataset, prepare_output
+    from ferdata.dataset import atomic_dir, label_names, open_dataset, prepare_output
     from ferdata.progress import progress
 
     if not isinstance(thumb_size, int) or not 16 <= thumb_size <= 1024:
@@ -154,9 +151,8 @@ def write_review(
     prepare_output(out, overwrite=overwrite, inputs=[dataset_dir])
     previous = read_review_csv(out / REVIEW_CSV) if (out / REVIEW_CSV).is_file() else {}
     names = label_names(dd)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    (tmp / "thumbs").mkdir(parents=True)
-    try:
+    with atomic_dir(out) as tmp:
+        (tmp / "thumbs").mkdir()
         figures: dict[str, list[str]] = {n: [] for n in names}
         lines: list[dict[str, str]] = []
         for split, ds in dd.items():
@@ -187,17 +183,6 @@ def write_review(
                  "<code>review_exclusions</code> step.</p>")
         (tmp / "index.html").write_text(_PAGE.format(title="ferdata review", width=thumb_size, body=intro),
                                         encoding="utf-8")
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     kept = sum(1 for d in previous.values() if d == "reject")
     if kept:
         logger.info("kept %d reject decisions from the previous review.csv", kept)

@@ -121,6 +121,35 @@ def assign(labels: Sequence[int], ratios: Sequence[float], *, groups: Sequence[A
     return out
 
 
+def stratified_split(labels: Sequence[int] | np.ndarray, fraction: float, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Split positions ``0..n-1`` into (rest, part) with ``fraction`` of every class in ``part``.
+
+    Used to carve a validation split for training and the per-round 80/20 splits of ``refine``.
+
+    A class with one row keeps it in ``rest``; otherwise each class gives
+    ``max(1, round(fraction * n_c))`` rows to ``part``.
+
+    Example:
+        >>> rest, part = stratified_split([0] * 10 + [1] * 5, 0.2, seed=0)
+        >>> len(rest), len(part)
+        (12, 3)
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    rest: list[np.ndarray] = []
+    part: list[np.ndarray] = []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        n = 0 if len(idx) < 2 else min(len(idx) - 1, max(1, int(round(fraction * len(idx)))))
+        part.append(idx[:n])
+        rest.append(idx[n:])
+    return _sorted_cat(rest), _sorted_cat(part)
+
+
+def _sorted_cat(parts: list[np.ndarray]) -> np.ndarray:
+    return np.sort(np.concatenate(parts)).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
+
+
 @register_step("split", SplitConfig)
 def split_step(data: datasets.DatasetDict, config: SplitConfig, ctx: StepContext) -> StepOutput:
     """Stratified, seeded, group-aware train/validation/test split."""

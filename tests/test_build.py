@@ -11,7 +11,7 @@ from ferdata import steps
 from ferdata.balance import all_class_weights
 from ferdata.dataset import class_counts, open_dataset, read_manifest, read_rejects
 from ferdata.errors import RecipeError
-from ferdata.pipeline import build, load_recipe
+from ferdata.pipeline import load_recipe
 from ferdata.split import assign
 from tests.conftest import CRAFTED, write_fer_csv
 

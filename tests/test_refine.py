@@ -25,8 +25,8 @@ from ferdata.refine import (
     refine,
     stop_reason,
     stratified_folds,
-    stratified_split,
 )
+from ferdata.split import stratified_split
 
 NAMES = ["angry", "happy", "sad", "surprise"]
 #: CLI options of a fast training on the generated data (tiny CNN, few epochs, small batches)

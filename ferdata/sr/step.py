@@ -42,7 +42,7 @@ class UpscaleConfig:
     #: post: network then resample to size; pre: resample to size/scale then network
     resize: str = DEFAULT_RESIZE
     allow_downscale: bool = False
-    batch_size: int = 64
+    batch_size: int = 16
 
     def __post_init__(self) -> None:
         from ferdata.sr.model import SCALES

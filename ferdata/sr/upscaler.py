@@ -188,7 +188,7 @@ class Upscaler:
 
     # ------------------------------------------------------------------ inference
 
-    def upscale_y(self, y: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
+    def upscale_y(self, y: np.ndarray, *, batch_size: int = 16) -> np.ndarray:
         """Super-resolve a uint8 ``(N, h, w)`` stack of gray/Y images to ``(N, h*s, w*s)``."""
         if self.backend == "opencv":
             if not len(y):
@@ -202,7 +202,7 @@ class Upscaler:
         return out
 
     def upscale(self, images: np.ndarray | Sequence[np.ndarray], size: int | tuple[int, int] | None = None, *,
-                resize: str = "post", allow_downscale: bool = False, batch_size: int = 64) -> np.ndarray | list[np.ndarray]:
+                resize: str = "post", allow_downscale: bool = False, batch_size: int = 16) -> np.ndarray | list[np.ndarray]:
         """Super-resolve images (see the module docstring for layouts, colour and sizes).
 
         Args:

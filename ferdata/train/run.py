@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import time
 import uuid
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ferdata.dataset import atomic_dir
 from ferdata.errors import InputNotFound, UsageError
 
 logger = logging.getLogger(__name__)
@@ -36,29 +36,18 @@ logger = logging.getLogger(__name__)
 DEFAULT_VAL_FRACTION = 0.2
 
 
-def stratified_split(ds: Any, fraction: float, *, seed: int = 0) -> tuple[Any, Any]:
-    """Split a ``Dataset`` into (train, validation) per class, seeded.
-
-    Each class with n >= 2 examples gives ``round(n * fraction)`` of them (at least 1, at most n-1)
-    to validation; a class with one example stays in train.
+def stratified_holdout(ds: Any, fraction: float, *, seed: int = 0) -> tuple[Any, Any]:
+    """Split a ``Dataset`` into (train, validation) per class, seeded (see :func:`ferdata.split.stratified_split`).
 
     Example:
-        >>> train, val = stratified_split(dd["train"], 0.2, seed=0)   # doctest: +SKIP
+        >>> train, val = stratified_holdout(dd["train"], 0.2, seed=0)   # doctest: +SKIP
     """
+    from ferdata.split import stratified_split
+
     if not 0 < fraction < 1:
         raise UsageError(f"validation fraction must be between 0 and 1, got {fraction}")
-    labels = np.asarray(ds["label"], dtype=np.int64)
-    rng = np.random.default_rng(seed)
-    val_idx: list[int] = []
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        if idx.size < 2:
-            continue
-        k = min(max(int(round(idx.size * fraction)), 1), idx.size - 1)
-        val_idx.extend(rng.permutation(idx)[:k].tolist())
-    val_set = set(val_idx)
-    train_idx = [i for i in range(len(labels)) if i not in val_set]
-    return ds.select(train_idx), ds.select(sorted(val_idx))
+    rest, part = stratified_split(ds["label"], fraction, seed=seed)
+    return ds.select(rest.tolist()), ds.select(part.tolist())
 
 
 def _parse_size(image_size: int | tuple[int, int] | None) -> tuple[int, int] | None:
@@ -102,23 +91,6 @@ def _evaluate_into(model: Any, ds: Any, names: list[str], out: Path, *, batch_si
     for warning in report["warnings"]:
         (logger.warning if "no example" in warning else logger.info)(warning)
     return report
-
-
-def _tmp_sibling(out: Path) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    return tmp
-
-
-def _move_into_place(tmp: Path, out: Path) -> None:
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
 
 
 def train_run(
@@ -207,7 +179,7 @@ def train_run(
         notes.append(f"--limit {limit}: training on {limit} random training images")
     split_note = None
     if validation is None or len(validation) == 0:
-        train, validation = stratified_split(train, val_fraction, seed=seed)
+        train, validation = stratified_holdout(train, val_fraction, seed=seed)
         split_note = (f"no validation split in {dataset_dir}: held out a stratified {val_fraction:.0%} of train "
                       f"(seed {seed}): {len(train)} train / {len(validation)} validation")
         notes.append(split_note)
@@ -230,8 +202,7 @@ def train_run(
                              seed=seed, augment=augment, num_classes=len(names))
     val_ds = to_tf_dataset(validation, image_size=size, channels=chans, batch_size=batch_size,
                            num_classes=len(names))
-    tmp = _tmp_sibling(out)
-    try:
+    with atomic_dir(out) as tmp:
         start = time.perf_counter()
         history = fit_model(net, train_ds, val_ds, epochs=epochs, lr=lr, class_weight=cw, out_dir=tmp,
                             patience=DEFAULT_PATIENCE if patience is None else patience, seed=seed, verbose=verbose)
@@ -254,10 +225,6 @@ def train_run(
                                  extra={"split": "validation", "best_epoch": history.best_epoch})
         metrics["warnings"] = [f"training: class {n!r} has no training example" for n in absent] + metrics["warnings"]
         _write_json(tmp / "metrics.json", metrics)
-        _move_into_place(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return {"out": out, "best_epoch": history.best_epoch, "epochs_run": config["epochs_run"], "metrics": metrics,
             "notes": notes}
 
@@ -365,17 +332,12 @@ def evaluate_run(
     if out.exists() and not overwrite:
         raise UsageError(f"output {out} already exists; pass --overwrite to replace it")
     h, w, c = config["input_shape"]
-    tmp = _tmp_sibling(out)
-    try:
+    with atomic_dir(out) as tmp:
         report = _evaluate_into(model, ds, names, tmp, batch_size=batch_size, image_size=(h, w), channels=c,
                                 label_index=index, extra={"split": split, "dataset": str(Path(dataset_dir).resolve())})
         if saliency:
             write_saliency_maps(model, ds, names, tmp / "saliency", per_class=saliency, image_size=(h, w),
                                 channels=c, label_index=index)
-        _move_into_place(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     report["out"] = str(out)
     return report
 

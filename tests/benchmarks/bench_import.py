@@ -64,7 +64,8 @@ def main() -> None:
         print(f"baseline pandas + split into memory: {baseline:.1f} s ({args.rows / baseline:,.0f} rows/s), "
               f"{sum(i.nbytes for i in images) / 1e6:.0f} MB of arrays held")
         del frame, images
-        print(f"ratio ferdata / baseline speed: {baseline / seconds:.2f}x (ferdata also encodes PNGs, hashes ids and writes Arrow)")
+        print(f"ratio ferdata / baseline speed: {baseline / seconds:.2f}x "
+              "(ferdata also encodes PNGs, hashes ids and writes Arrow)")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
