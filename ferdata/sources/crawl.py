@@ -119,14 +119,15 @@ class CrawlConfig:
     #: fetch cache directory; default <out>/../.ferdata-crawl
     cache: str = ""
     threads: int = 4
-    connect_timeout: float = 5.0
-    read_timeout: float = 10.0
-    total_timeout: float = 30.0
-    max_bytes: int = 10_000_000
+    # download limits: the defaults are FetchPolicy's
+    connect_timeout: float = FetchPolicy.connect_timeout
+    read_timeout: float = FetchPolicy.read_timeout
+    total_timeout: float = FetchPolicy.total_timeout
+    max_bytes: int = FetchPolicy.max_bytes
     max_pixels: int = 40_000_000
-    retries: int = 2
-    retry_backoff: float = 1.0
-    max_redirects: int = 5
+    retries: int = FetchPolicy.retries
+    retry_backoff: float = FetchPolicy.retry_backoff
+    max_redirects: int = FetchPolicy.max_redirects
     #: result pages fetched at most per query
     pages_per_query: int = 3
 
