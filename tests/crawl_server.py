@@ -22,7 +22,10 @@ import threading
 import time
 import zlib
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -71,6 +74,20 @@ def three_faces_photo() -> np.ndarray:
     img = _astronaut()
     face = img[10:210, 140:340]
     return np.concatenate([face, face[:, ::-1], (face * 0.8).astype(np.uint8)], axis=1)
+
+
+def scene(face: np.ndarray, seed: int) -> np.ndarray:
+    """A 360x360 photo: the face pasted at a random place on a distinct smooth background."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
+    canvas = np.asarray(Image.fromarray(small).resize((360, 360), Image.BICUBIC)).copy()
+    side = int(rng.integers(150, 190))
+    pasted = np.asarray(Image.fromarray(face).resize((side, side), Image.BICUBIC))
+    y, x = rng.integers(0, 360 - side, 2)
+    canvas[y:y + side, x:x + side] = pasted
+    return canvas
 
 
 def png_bomb(side: int = 30000) -> bytes:
@@ -217,3 +234,38 @@ class LoopbackSearchServer:
                 h.wfile.write(chunk)
         else:
             self._send(h, 404, b"not found")
+
+
+@contextmanager
+def btfer_demo_engine(workdir: Path, *, per_class_photos: int = 10, latency: float = 0.0
+                      ) -> Iterator[tuple[LoopbackSearchServer, Path]]:
+    """A running loopback engine for ``ferdata build btfer`` and the query manifest it answers.
+
+    Each class's query ``<class> face`` lists ``per_class_photos`` distinct face photos plus traps:
+    a 404, HTML served as a JPEG, a truncated JPEG, a photo without a face and a duplicate under a
+    second URL (the angry class gets the whole hostile set and a three-face group photo instead).
+
+    Example:
+        >>> with btfer_demo_engine(Path("/tmp/demo")) as (server, queries):   # doctest: +SKIP
+        ...     print(server.base_url, queries)
+    """
+    classes = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
+    workdir.mkdir(parents=True, exist_ok=True)
+    queries = workdir / "queries.yaml"
+    queries.write_text("format: ferdata-queries/1\ntemplate: \"{expression} face\"\ndemographics: {}\nclasses:\n"
+                       + "".join(f"  {c}: [{c}]\n" for c in classes))
+    n = per_class_photos
+    faces = face_photos(len(classes) * n)
+    with LoopbackSearchServer(slow_seconds=2.0, latency=latency) as server:
+        hostile = server.add_hostile_set()
+        server.add_image("noface", jpeg(no_face_photo()))
+        server.add_image("group", jpeg(three_faces_photo()))
+        for c, name in enumerate(classes):
+            names = []
+            for i in range(n):
+                key = f"{name}{i}"
+                server.add_image(key, jpeg(scene(faces[c * n + i], seed=c * 100 + i)))
+                names.append(key)
+            extra = ["404", "html", "trunc", "noface", names[0]] if name != "angry" else [*hostile, "group"]
+            server.set_results(f"{name} face", extra + names + [f"{server.base_url}/img/{names[1]}.jpg?copy"])
+        yield server, queries

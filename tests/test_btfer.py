@@ -4,49 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from ferdata.dataset import class_counts, open_dataset, read_manifest, read_rejects
 from tests.conftest import CLASSES
-from tests.crawl_server import LoopbackSearchServer, face_photos, jpeg, no_face_photo, three_faces_photo
+from tests.crawl_server import btfer_demo_engine
 
 pytestmark = pytest.mark.slow
-
-
-def scene(face: np.ndarray, seed: int) -> np.ndarray:
-    """A 360x360 photo: the face pasted at a random place on a distinct smooth background."""
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    small = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
-    canvas = np.asarray(Image.fromarray(small).resize((360, 360), Image.BICUBIC)).copy()
-    side = int(rng.integers(150, 190))
-    pasted = np.asarray(Image.fromarray(face).resize((side, side), Image.BICUBIC))
-    y, x = rng.integers(0, 360 - side, 2)
-    canvas[y:y + side, x:x + side] = pasted
-    return canvas
 
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory):
     """A loopback engine with 10 face photos per class, hostile responses and traps."""
-    queries = tmp_path_factory.mktemp("q") / "queries.yaml"
-    queries.write_text("format: ferdata-queries/1\ntemplate: \"{expression} face\"\ndemographics: {}\nclasses:\n"
-                       + "".join(f"  {c}: [{c}]\n" for c in CLASSES))
-    faces = face_photos(len(CLASSES) * 10)
-    with LoopbackSearchServer(slow_seconds=2.0) as server:
-        hostile = server.add_hostile_set()
-        server.add_image("noface", jpeg(no_face_photo()))
-        server.add_image("group", jpeg(three_faces_photo()))
-        for c, name in enumerate(CLASSES):
-            names = []
-            for i in range(10):
-                key = f"{name}{i}"
-                server.add_image(key, jpeg(scene(faces[c * 10 + i], seed=c * 100 + i)))
-                names.append(key)
-            extra = ["404", "html", "trunc", "noface", names[0]] if name != "angry" else [*hostile, "group"]
-            server.set_results(f"{name} face", extra + names + [f"{server.base_url}/img/{names[1]}.jpg?copy"])
+    with btfer_demo_engine(tmp_path_factory.mktemp("q")) as (server, queries):
         yield server, queries
 
 

@@ -4,8 +4,10 @@ Each row keeps its label and other columns; ``image`` is replaced by the upscale
 becomes the new pixels' id and ``parent_id`` holds the old one (lineage). The step's manifest
 entry records the model, scale, backend, resize mode, and the input and output sizes.
 
-Rows are processed in batches; inside a batch images are grouped by size and shape and each
-group is run batched (mixed sizes are fine). An image that cannot be decoded, or that is larger
+Rows are processed in batches of 1,024 in one process (``--num-proc`` does not apply: TensorFlow
+and ``cv2.dnn`` already use every core, and worker processes forked after TensorFlow has run
+deadlock); inside a batch images are grouped by size and shape and each group is run batched
+(mixed sizes are fine). An image that cannot be decoded, or that is larger
 than the target while ``allow_downscale`` is off, goes to the rejects ledger
 (``undecodable`` / ``larger_than_target``); if the *first* image of a split is larger than the
 target the step stops with a usage error before any work.
@@ -42,7 +44,7 @@ class UpscaleConfig:
     #: post: network then resample to size; pre: resample to size/scale then network
     resize: str = DEFAULT_RESIZE
     allow_downscale: bool = False
-    batch_size: int = 16
+    batch_size: int = 32
 
     def __post_init__(self) -> None:
         from ferdata.sr.model import SCALES
@@ -130,8 +132,9 @@ def upscale_step(data: Any, config: UpscaleConfig, ctx: StepContext) -> StepOutp
         features["parent_id"] = datasets.Value("string")
         features["_reject_reason"] = datasets.Value("string")
         features["_reject_details"] = datasets.Value("string")
-        num_proc = ctx.num_proc if ctx.num_proc > 1 and len(raw) >= 2 * ctx.num_proc else None
-        mapped = raw.map(upscale_batch, batched=True, batch_size=1024, fn_kwargs=params, num_proc=num_proc,
+        # One process: TensorFlow (and cv2.dnn) already use every core, and a process forked after
+        # TensorFlow has run deadlocks, so --num-proc does not apply to this step.
+        mapped = raw.map(upscale_batch, batched=True, batch_size=1024, fn_kwargs=params,
                          features=features, desc=f"upscale {split}", cache_file_name=None)
         out[split] = mapped.cast_column("image", datasets.Image())
     kept, rejects = partition_rejects(datasets.DatasetDict(out), "upscale")

@@ -188,21 +188,28 @@ class Upscaler:
 
     # ------------------------------------------------------------------ inference
 
-    def upscale_y(self, y: np.ndarray, *, batch_size: int = 16) -> np.ndarray:
-        """Super-resolve a uint8 ``(N, h, w)`` stack of gray/Y images to ``(N, h*s, w*s)``."""
-        if self.backend == "opencv":
-            if not len(y):
-                return np.zeros((0, *[d * self.scale for d in y.shape[1:]]), np.uint8)
-            return np.stack([self._runner(im) for im in y])
-        out = np.empty((len(y), y.shape[1] * self.scale, y.shape[2] * self.scale), np.uint8)
-        for i in range(0, len(y), batch_size):
-            x = y[i:i + batch_size, :, :, None].astype(np.float32) * np.float32(1 / 255)
-            pred = self._runner(x)[..., 0]
-            out[i:i + batch_size] = np.clip(np.rint(pred * 255.0), 0, 255).astype(np.uint8)
+    def upscale_y(self, y: np.ndarray, *, batch_size: int = 32, size: tuple[int, int] | None = None) -> np.ndarray:
+        """Super-resolve a uint8 ``(N, h, w)`` stack of gray/Y images to ``(N, h*s, w*s)``.
+
+        With ``size`` = (height, width), each batch's output is resampled to it as it comes out of
+        the network (area when shrinking, bicubic when growing), so no full-size intermediate stack
+        is kept.
+        """
+        n, h, w = y.shape
+        target = size or (h * self.scale, w * self.scale)
+        out = np.empty((n, *target), np.uint8)
+        step = 1 if self.backend == "opencv" else batch_size
+        for i in range(0, n, step):
+            if self.backend == "opencv":
+                sr = self._runner(y[i])[None]
+            else:
+                x = y[i:i + step, :, :, None].astype(np.float32) * np.float32(1 / 255)
+                sr = np.clip(np.rint(self._runner(x)[..., 0] * 255.0), 0, 255).astype(np.uint8)
+            out[i:i + step] = _fit(sr, target)
         return out
 
     def upscale(self, images: np.ndarray | Sequence[np.ndarray], size: int | tuple[int, int] | None = None, *,
-                resize: str = "post", allow_downscale: bool = False, batch_size: int = 16) -> np.ndarray | list[np.ndarray]:
+                resize: str = "post", allow_downscale: bool = False, batch_size: int = 32) -> np.ndarray | list[np.ndarray]:
         """Super-resolve images (see the module docstring for layouts, colour and sizes).
 
         Args:
@@ -230,6 +237,8 @@ class Upscaler:
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, im in enumerate(items):
             groups.setdefault(im.shape, []).append(i)
+        if isinstance(images, np.ndarray) and len(groups) == 1:  # one stack: no regrouping copies
+            return self._upscale_group(images, target, resize, allow_downscale, batch_size)
         results: list[np.ndarray | None] = [None] * len(items)
         for index in groups.values():
             out = self._upscale_group(np.stack([items[i] for i in index]), target, resize, allow_downscale, batch_size)
@@ -256,19 +265,27 @@ class Upscaler:
             if pre != (h, w):
                 batch = np.stack([cv2.resize(im, (pre[1], pre[0]), interpolation=cv2.INTER_CUBIC) for im in batch])
                 h, w = pre
-        colour = batch.ndim == 4
-        if colour:
-            ycc = np.stack([cv2.cvtColor(im, cv2.COLOR_RGB2YCrCb) for im in batch])
-            y = self.upscale_y(np.ascontiguousarray(ycc[..., 0]), batch_size=batch_size)
-            chroma = np.stack([cv2.resize(im[..., 1:], (w * s, h * s), interpolation=cv2.INTER_CUBIC) for im in ycc])
-            out = np.stack([cv2.cvtColor(np.dstack([yy, cc]), cv2.COLOR_YCrCb2RGB) for yy, cc in zip(y, chroma, strict=True)])
-        else:
-            out = self.upscale_y(batch, batch_size=batch_size)
-        if target is not None and out.shape[1:3] != target:
-            shrink = target[0] < out.shape[1] or target[1] < out.shape[2]
-            flag = cv2.INTER_AREA if shrink else cv2.INTER_CUBIC
-            out = np.stack([cv2.resize(im, (target[1], target[0]), interpolation=flag) for im in out])
-        return out
+        if batch.ndim == 3:
+            return self.upscale_y(batch, batch_size=batch_size, size=target)
+        ycc = np.stack([cv2.cvtColor(im, cv2.COLOR_RGB2YCrCb) for im in batch])
+        y = self.upscale_y(np.ascontiguousarray(ycc[..., 0]), batch_size=batch_size)
+        chroma = np.stack([cv2.resize(im[..., 1:], (w * s, h * s), interpolation=cv2.INTER_CUBIC) for im in ycc])
+        out = np.stack([cv2.cvtColor(np.dstack([yy, cc]), cv2.COLOR_YCrCb2RGB) for yy, cc in zip(y, chroma, strict=True)])
+        return _fit(out, target) if target is not None else out
+
+
+def _fit(images: np.ndarray, target: tuple[int, int]) -> np.ndarray:
+    """Resample a uint8 stack to ``target`` (height, width): area when shrinking, bicubic when growing."""
+    import cv2
+
+    if images.shape[1:3] == tuple(target):
+        return images
+    shrink = target[0] < images.shape[1] or target[1] < images.shape[2]
+    flag = cv2.INTER_AREA if shrink else cv2.INTER_CUBIC
+    out = np.empty((len(images), *target, *images.shape[3:]), np.uint8)
+    for k, im in enumerate(images):
+        out[k] = cv2.resize(im, (target[1], target[0]), interpolation=flag)
+    return out
 
 
 def _parse_size(size: int | tuple[int, int] | None) -> tuple[int, int] | None:

@@ -143,7 +143,7 @@ def consistency(n: int = 2000) -> None:
     cv_out = Upscaler.load(backend="opencv").upscale(faces)
     diff = np.abs(tf_out.astype(np.int16) - cv_out)
     print(f"\n## 5. Consistency on {n} FER faces x4: pixels within 1 gray level {np.mean(diff <= 1) * 100:.4f} %, "
-          f"identical {np.mean(diff == 0) * 100:.2f} %, max difference {diff.max()}")
+          f"identical {np.mean(diff == 0) * 100:.4f} %, max difference {diff.max()}")
 
 
 def end_to_end(rows: int) -> None:
