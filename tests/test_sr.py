@@ -226,3 +226,26 @@ def test_cli_upscale_errors(fer_dir: Path, tmp_path: Path, run_cli) -> None:
     assert code == 2 and "'5' is not one of '2', '3', '4'" in err
     code, _, err = run_cli("train-espcn", tmp_path, "--out", tmp_path / "m", "--degradations", "area,sharpen")
     assert code == 2 and "degradations must be among area, bicubic, blur_jpeg, got sharpen" in err
+
+
+def test_build_fer2013_improved_recipe(fer_csv: Path, tmp_path: Path, run_cli) -> None:
+    """The README's main job: import -> dedupe -> quality -> upscale to 224 -> Hub export."""
+    from ferdata.dataset import open_dataset, read_manifest, read_rejects
+
+    lines = fer_csv.read_text().splitlines()
+    emotion, pixels, _ = lines[1].split(",")
+    csv = tmp_path / "fer.csv"  # the first training face again, in the test split: train copy must go
+    csv.write_text("\n".join([*lines, f"{emotion},{pixels},PrivateTest"]) + "\n")
+    code, out, err = run_cli("build", "fer2013-improved", "--source", csv, "--out", tmp_path / "fer224", "-q")
+    assert code == 0, err
+    assert "built fer2013-improved" in out
+    manifest = read_manifest(tmp_path / "fer224")
+    assert [s["step"] for s in manifest["steps"]] == ["import_fer2013", "dedupe", "quality", "upscale"]
+    dd = open_dataset(tmp_path / "fer224")
+    rows = sum(len(s) for s in dd.values())
+    rejects = read_rejects(tmp_path / "fer224")
+    assert rows + len(rejects) == (len(lines) - 1) + 1  # data rows + the copy: each kept or in the ledger
+    assert any(r["reason"] in ("exact_duplicate", "near_duplicate") for r in rejects)
+    assert {(im.size, im.mode) for s in dd.values() for im in s["image"]} == {((224, 224), "L")}
+    assert "parent_id" in dd["test"].column_names and len(dd["test"]) == 7 + 1
+    assert (tmp_path / "fer224" / "hub" / "README.md").exists()
