@@ -261,3 +261,14 @@ def test_crop_on_fer2013_tight_faces_reports_rate(tmp_path: Path) -> None:
     info = entry["info"]
     assert info["input_rows"] == 20 and info["no_face"] == entry["rejected"]
     assert 0 <= info["no_face_rate"] <= 1
+
+
+def test_min_face_size_filters_after_detection(astronaut: np.ndarray) -> None:
+    """A large --min-face-size must not blind the detector (mtcnn 1.0 finds nothing when its own
+    min_face_size pushes the last pyramid levels below 12 px); it only rejects smaller faces."""
+    from ferdata.faces import CropConfig, crop_image
+
+    crops, reason, _ = crop_image(astronaut, CropConfig(min_face_size=60))
+    assert reason == "" and len(crops) == 1
+    crops, reason, details = crop_image(astronaut, CropConfig(min_face_size=400))
+    assert crops == [] and reason == "face_too_small" and details["largest_face"] < 400

@@ -173,7 +173,8 @@ def test_cli_upscale_dataset_keeps_labels_and_lineage(fer_dir: Path, tmp_path: P
     from ferdata.dataset import open_dataset, read_manifest
 
     out = tmp_path / "up"
-    code, stdout, err = run_cli("upscale", "--espcn", fer_dir, "--out", out, "--size", 100, "-q")
+    # --num-proc 2: the step must not fork workers after TensorFlow has run (they deadlock)
+    code, stdout, err = run_cli("upscale", "--espcn", fer_dir, "--out", out, "--size", 100, "--num-proc", 2, "-q")
     assert code == 0, err
     assert "upscale: kept 42, rejected 0" in stdout
     src, dst = open_dataset(fer_dir), open_dataset(out)
