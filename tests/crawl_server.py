@@ -249,7 +249,8 @@ def btfer_demo_engine(workdir: Path, *, per_class_photos: int = 10, latency: flo
         >>> with btfer_demo_engine(Path("/tmp/demo")) as (server, queries):   # doctest: +SKIP
         ...     print(server.base_url, queries)
     """
-    classes = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
+    from tests.conftest import CLASSES as classes
+
     workdir.mkdir(parents=True, exist_ok=True)
     queries = workdir / "queries.yaml"
     queries.write_text("format: ferdata-queries/1\ntemplate: \"{expression} face\"\ndemographics: {}\nclasses:\n"

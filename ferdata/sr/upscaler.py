@@ -234,11 +234,11 @@ class Upscaler:
             raise UsageError(f"resize must be one of {', '.join(RESIZE_MODES)}, got {resize!r}")
         target = _parse_size(size)
         items = _as_items(images)
+        if isinstance(images, np.ndarray) and len(images):  # one stack, one shape: no regrouping copies
+            return self._upscale_group(images, target, resize, allow_downscale, batch_size)
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, im in enumerate(items):
             groups.setdefault(im.shape, []).append(i)
-        if isinstance(images, np.ndarray) and len(groups) == 1:  # one stack: no regrouping copies
-            return self._upscale_group(images, target, resize, allow_downscale, batch_size)
         results: list[np.ndarray | None] = [None] * len(items)
         for index in groups.values():
             out = self._upscale_group(np.stack([items[i] for i in index]), target, resize, allow_downscale, batch_size)
