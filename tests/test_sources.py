@@ -115,3 +115,56 @@ def test_hf_import_and_grouping(tmp_path: Path, fer_dir: Path, run_cli) -> None:
     assert ds.features["label"].names == ["negative", "neutral", "positive"]
     assert [ds.features["label"].names[x] for x in ds["label"]] == ["negative", "negative", "neutral", "negative"]
     assert ds["label_original"] == ["angry", "sad", "surprise", "angry"]
+
+
+def _codes_dataset(path: Path, codes: list[int]) -> None:
+    import datasets
+
+    imgs = [Image.fromarray(np.full((16, 16), 10 + i * 20, np.uint8)) for i in range(len(codes))]
+    datasets.Dataset.from_dict({"image": imgs, "label": codes},
+                               features=datasets.Features({"image": datasets.Image(),
+                                                           "label": datasets.Value("int64")})).save_to_disk(str(path))
+
+
+def test_hf_import_rafdb_codes_by_value(tmp_path: Path, run_cli) -> None:
+    """RAF-DB codes 1..7 (1 surprise ... 7 neutral): looked up by value, not used as list positions."""
+    _codes_dataset(tmp_path / "raw", [1, 2, 3, 4, 5, 6, 7])
+    code, _, err = run_cli("import", "hf", tmp_path / "raw", "--out", tmp_path / "o", "--codes", "rafdb", "-q")
+    assert code == 0, err
+    ds = open_dataset(tmp_path / "o")["train"]
+    names = ds.features["label"].names
+    got = {r["origin"]: names[r["label"]] for r in ds}
+    assert got == {"train[0]": "surprise", "train[1]": "fear", "train[2]": "disgust", "train[3]": "happy",
+                   "train[4]": "sad", "train[5]": "angry", "train[6]": "neutral"}
+    assert read_rejects(tmp_path / "o") == []
+
+
+def test_hf_import_unknown_codes_go_to_ledger(tmp_path: Path, run_cli) -> None:
+    _codes_dataset(tmp_path / "raw", [0, 1, -1, 8, 7])
+    code, _, err = run_cli("import", "hf", tmp_path / "raw", "--out", tmp_path / "o", "--codes", "rafdb", "-q")
+    assert code == 0, err
+    ds = open_dataset(tmp_path / "o")["train"]
+    assert sorted(ds.features["label"].names[x] for x in ds["label"]) == ["neutral", "surprise"]
+    ledger = {r["origin"]: r["reason"] for r in read_rejects(tmp_path / "o")}
+    assert ledger == {"train[0]": "unknown_code", "train[2]": "unknown_code", "train[3]": "unknown_code"}
+
+
+def test_hf_import_classlabel_minus_one_goes_to_ledger(tmp_path: Path, run_cli) -> None:
+    import datasets
+
+    imgs = [Image.fromarray(np.full((16, 16), 10 + i * 20, np.uint8)) for i in range(3)]
+    datasets.Dataset.from_dict({"image": imgs, "label": [0, -1, 1]},
+                               features=datasets.Features({"image": datasets.Image(),
+                                                           "label": datasets.ClassLabel(names=["happy", "sad"])})
+                               ).save_to_disk(str(tmp_path / "raw"))
+    code, _, err = run_cli("import", "hf", tmp_path / "raw", "--out", tmp_path / "o", "-q")
+    assert code == 0, err
+    ds = open_dataset(tmp_path / "o")["train"]
+    assert sorted(ds.features["label"].names[x] for x in ds["label"]) == ["happy", "sad"]
+    assert [(r["origin"], r["reason"]) for r in read_rejects(tmp_path / "o")] == [("train[1]", "unknown_code")]
+
+
+def test_hf_import_unknown_code_map_is_usage_error(tmp_path: Path, run_cli) -> None:
+    _codes_dataset(tmp_path / "raw", [1])
+    code, _, err = run_cli("import", "hf", tmp_path / "raw", "--out", tmp_path / "o", "--codes", "raf", "-q")
+    assert code == 2 and "'raf'" in err and "rafdb" in err and err.count("\n") == 1

@@ -52,26 +52,44 @@ def _load(src: str) -> datasets.DatasetDict:
     return datasets.load_dataset(str(path))  # Hub layout (parquet + README) exported by ferdata or others
 
 
-def _label_names(ds: datasets.Dataset, config: HfConfig) -> list[str]:
-    """Canonical name of each raw label value, indexed by the raw value (or by name for strings)."""
+def _label_lookup(ds: datasets.Dataset, config: HfConfig) -> dict[int, str]:
+    """Canonical name of each known raw label value, looked up by value (never by position).
+
+    For a ``ClassLabel`` the values are its indices; for integer codes they are the keys of the
+    ``--codes`` map (RAF-DB's run 1..7). A value absent from the result is an ``unknown_code``.
+    """
     import datasets
 
     feature = ds.features[config.label_column]
     maps = LabelMaps.load()
     if isinstance(feature, datasets.ClassLabel):
-        raw = list(feature.names)
+        raw = dict(enumerate(feature.names))
     elif config.codes:
-        return [maps.code_to_name(config.codes, c) for c in sorted(maps.sources.get(config.codes, {}))]
+        if config.codes not in maps.sources:
+            raise UsageError(f"--codes {config.codes!r} is not a known label map; known maps: "
+                             f"{', '.join(maps.source_names())}")
+        return dict(maps.sources[config.codes])
     else:
         raise UsageError(f"label column {config.label_column!r} has no class names ({feature}); pass --codes with one of: "
                          f"{', '.join(maps.source_names())}")
-    names = []
-    for name in raw:
+    names = {}
+    for value, name in raw.items():
         canonical = maps.canonical_name(name)
         if canonical is None:
             raise UsageError(f"unknown class name {name!r}; known names: {', '.join(sorted(maps.synonyms))}")
-        names.append(canonical)
+        names[value] = canonical
     return names
+
+
+def _code(value: Any) -> int | None:
+    """An integer label value, or None for a missing or non-integer one."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(number) if number.is_integer() else None
 
 
 @register_step("import_hf", HfConfig, source=True)
@@ -80,7 +98,7 @@ def import_hf(data: None, config: HfConfig, ctx: StepContext) -> StepOutput:
     import datasets
 
     from ferdata.dataset import partition_rejects
-    from ferdata.images import ImageRejected, to_array
+    from ferdata.images import ImageRejected, pixel_id, to_array
     from ferdata.labels_step import apply_grouping
     from ferdata.sources import SPLIT_COLUMN, row_features
 
@@ -89,8 +107,9 @@ def import_hf(data: None, config: HfConfig, ctx: StepContext) -> StepOutput:
     for column in (config.image_column, config.label_column):
         if column not in first.column_names:
             raise UsageError(f"column {column!r} not found; columns: {', '.join(first.column_names)}")
-    value_names = _label_names(first, config)
-    names = LabelMaps.load().names_for(set(value_names))
+    value_names = _label_lookup(first, config)
+    names = LabelMaps.load().names_for(set(value_names.values()))
+    known = ", ".join(map(str, sorted(value_names)))
     source = f"hf:{config.name or check_input(config.src).resolve().name}"
 
     def convert(batch: dict[str, list[Any]], indices: list[int], split: str) -> dict[str, list[Any]]:
@@ -104,7 +123,12 @@ def import_hf(data: None, config: HfConfig, ctx: StepContext) -> StepOutput:
             except ImageRejected as e:
                 rows.append(reject_row(e.reason, e.details, origin=origin, source=source, split=split))
                 continue
-            rows.append(pixels_row(pixels, names.index(value_names[label]), origin=origin, source=source, split=split))
+            name = value_names.get(_code(label))  # type: ignore[arg-type]
+            if name is None:
+                rows.append(reject_row("unknown_code", f"label {label!r} in column {config.label_column!r}; known: {known}",
+                                       origin=origin, source=source, split=split, id=pixel_id(pixels)))
+                continue
+            rows.append(pixels_row(pixels, names.index(name), origin=origin, source=source, split=split))
         return {k: [r[k] for r in rows] for k in row_features(names)}
 
     parts = {}
