@@ -5,7 +5,8 @@ A dataset directory is ``DatasetDict.save_to_disk`` output plus two files:
 * ``ferdata.json``: the recipe, the steps that made it (parameters, kept and rejected counts,
   seconds), the seed, the label names, class weights and the package versions;
 * ``rejects.parquet``: the rejects ledger, one row per removed item with ``id, origin, step,
-  reason, details`` (``details`` is a JSON string). The ledger is cumulative: a command copies its
+  reason, details`` (``details`` is a JSON string) and ``thumbnail`` (a <= 64 px JPEG of the
+  rejected image, or null; older ledgers without the column still open). The ledger is cumulative: a command copies its
   input's ledger and appends its own rows.
 
 ``datasets.load_from_disk(DIR)`` opens it directly; :func:`open_dataset` does the same with clear
@@ -40,6 +41,9 @@ if TYPE_CHECKING:
 MANIFEST_FILE = "ferdata.json"
 REJECTS_FILE = "rejects.parquet"
 REJECT_COLUMNS = ("id", "origin", "step", "reason", "details")
+#: Optional binary ledger column: a small JPEG of the rejected image (ledgers without it still open).
+THUMBNAIL = "thumbnail"
+LEDGER_THUMB_SIDE = 64
 CORE_COLUMNS = ("image", "label", "id", "source", "origin")
 #: Internal columns a step sets to mark a row for the rejects ledger (see :func:`partition_rejects`).
 REJECT_REASON = "_reject_reason"
@@ -65,10 +69,92 @@ def core_features(label_names: Sequence[str]) -> datasets.Features:
     )
 
 
-def make_reject(id: str, origin: str, step: str, reason: str, details: Any = "") -> dict[str, str]:
-    """One rejects-ledger row; ``details`` (a dict or string) is stored as JSON text."""
+def make_reject(id: str, origin: str, step: str, reason: str, details: Any = "", *,
+                thumbnail: bytes | None = None) -> dict[str, Any]:
+    """One rejects-ledger row; ``details`` (a dict or string) is stored as JSON text.
+
+    ``thumbnail`` (small JPEG bytes, see :func:`ledger_thumbnail`) lets a report show the rejected
+    image when its origin is gone; :func:`partition_rejects` and :func:`ferdata.steps.run_step` fill
+    it in for rows whose pixels they hold.
+    """
     text = details if isinstance(details, str) else json.dumps(details, default=_json_default, sort_keys=True)
-    return {"id": id or "", "origin": origin or "", "step": step, "reason": reason, "details": text}
+    row: dict[str, Any] = {"id": id or "", "origin": origin or "", "step": step, "reason": reason, "details": text}
+    if thumbnail is not None:
+        row[THUMBNAIL] = thumbnail
+    return row
+
+
+def ledger_thumbnail(image: Any, size: int = LEDGER_THUMB_SIDE) -> bytes | None:
+    """A small JPEG (longest side ``size`` px, gray stays gray) of an image value, or None.
+
+    ``image`` is a PIL image, an ``Image(decode=False)`` value (``{"bytes", "path"}``), raw bytes
+    or a path; anything that does not decode gives None (the ledger row keeps no thumbnail).
+
+    Example:
+        >>> from PIL import Image
+        >>> len(ledger_thumbnail(Image.new("L", (48, 48)))) < 4096
+        True
+    """
+    import io
+
+    from PIL import Image
+
+    try:
+        if isinstance(image, dict):
+            image = image.get("bytes") or image.get("path")
+        if isinstance(image, bytes | bytearray):
+            image = Image.open(io.BytesIO(image))
+        elif isinstance(image, str | Path):
+            image = Image.open(image)
+        if not isinstance(image, Image.Image):
+            return None
+        img = image.convert("L" if image.mode in ("L", "I", "I;16", "F", "1", "LA") else "RGB")
+        img.thumbnail((size, size))
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=80)
+        return buf.getvalue()
+    except Exception:  # a bad image is already a reject; it just has no thumbnail
+        return None
+
+
+def _thumbnails(ds: datasets.Dataset, rows: Sequence[int]) -> list[bytes | None]:
+    """Ledger thumbnails of rows of ``ds`` (read undecoded from Arrow; None without an image column)."""
+    import datasets
+
+    if "image" not in ds.column_names or not isinstance(ds.features["image"], datasets.Image) or not len(rows):
+        return [None] * len(rows)
+    values = ds.select_columns(["image"]).select(list(rows)).cast_column("image", datasets.Image(decode=False))["image"]
+    return [ledger_thumbnail(v) if v else None for v in values]
+
+
+def add_ledger_thumbnails(rejects: Sequence[dict[str, Any]], data: datasets.DatasetDict | None) -> int:
+    """Give ledger rows without a thumbnail one from the row of ``data`` with the same ``id``.
+
+    Returns:
+        The number of rows that got one.
+    """
+    if data is None:
+        return 0
+    want = {r["id"] for r in rejects if r.get(THUMBNAIL) is None and r.get("id")}
+    if not want:
+        return 0
+    found: dict[str, bytes | None] = {}
+    for ds in data.values():
+        if "id" not in ds.column_names or not len(ds):
+            continue
+        ids = ds.data.column("id").to_pylist() if ds._indices is None else ds["id"]
+        rows = [i for i, x in enumerate(ids) if x in want and x not in found]
+        first: dict[str, int] = {}
+        for i in rows:
+            first.setdefault(ids[i], i)
+        for rid, thumb in zip(first, _thumbnails(ds, list(first.values())), strict=True):
+            found[rid] = thumb
+    n = 0
+    for r in rejects:
+        if r.get(THUMBNAIL) is None and found.get(r.get("id", "")) is not None:
+            r[THUMBNAIL] = found[r["id"]]  # type: ignore[index]
+            n += 1
+    return n
 
 
 def _json_default(value: Any) -> Any:
@@ -124,14 +210,20 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
         return json.load(f)
 
 
-def read_rejects(path: str | Path) -> list[dict[str, str]]:
-    """Return the rejects ledger of a dataset directory as a list of rows."""
+def read_rejects(path: str | Path, *, thumbnails: bool = True) -> list[dict[str, Any]]:
+    """Return the rejects ledger of a dataset directory as a list of rows.
+
+    Rows have ``thumbnail`` (JPEG bytes or None) when the ledger has that column; ledgers written
+    before it existed open the same way, without the key. ``thumbnails=False`` skips reading it.
+    """
     file = Path(path) / REJECTS_FILE
     if not file.exists():
         return []
     import pyarrow.parquet as pq
 
-    return pq.read_table(file).to_pylist()
+    names = pq.read_schema(file).names
+    columns = None if thumbnails else [c for c in names if c != THUMBNAIL]
+    return pq.read_table(file, columns=columns).to_pylist()
 
 
 def package_versions() -> dict[str, str]:
@@ -202,8 +294,9 @@ def partition_rejects(dd: datasets.DatasetDict, step: str) -> tuple[datasets.Dat
         if bad:
             details = ds.select(bad)[REJECT_DETAILS] if REJECT_DETAILS in ds.column_names else [""] * len(bad)
             meta = ds.select_columns(["id", "origin"]).select(bad)
-            for row, reason, detail in zip(meta, (reasons[i] for i in bad), details, strict=True):
-                rejects.append(make_reject(row["id"], row["origin"], step, reason, detail or ""))
+            thumbs = _thumbnails(ds, bad)
+            for row, reason, detail, thumb in zip(meta, (reasons[i] for i in bad), details, thumbs, strict=True):
+                rejects.append(make_reject(row["id"], row["origin"], step, reason, detail or "", thumbnail=thumb))
             good = sorted(set(range(len(ds))) - set(bad))
             ds = ds.select(good)
         drop = [c for c in (REJECT_REASON, REJECT_DETAILS) if c in ds.column_names]
@@ -249,12 +342,13 @@ def prepare_output(out: str | Path, *, overwrite: bool, inputs: Sequence[str | P
 
 
 def write_rejects(rows: Sequence[dict[str, str]], file: str | Path) -> None:
-    """Write ledger rows to a parquet file with the ledger schema."""
+    """Write ledger rows to a parquet file with the ledger schema (``thumbnail`` null where absent)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.table({c: pa.array([r.get(c, "") for r in rows], type=pa.string()) for c in REJECT_COLUMNS})
-    pq.write_table(table, str(file))
+    columns = {c: pa.array([r.get(c, "") for r in rows], type=pa.string()) for c in REJECT_COLUMNS}
+    columns[THUMBNAIL] = pa.array([r.get(THUMBNAIL) for r in rows], type=pa.binary())
+    pq.write_table(pa.table(columns), str(file))
 
 
 def save_dataset(

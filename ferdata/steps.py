@@ -194,7 +194,7 @@ def class_totals(data: datasets.DatasetDict) -> dict[str, int]:
 
 def run_step(step: Step, data: datasets.DatasetDict | None, config: Any, ctx: StepContext) -> tuple[StepOutput, dict[str, Any]]:
     """Run one step and return its output and its ``ferdata.json`` entry."""
-    from ferdata.dataset import no_input_caching
+    from ferdata.dataset import add_ledger_thumbnails, no_input_caching
 
     if step.source and data is not None:
         raise RecipeError(f"step {step.name!r} creates a dataset and must come first in a recipe")
@@ -204,6 +204,7 @@ def run_step(step: Step, data: datasets.DatasetDict | None, config: Any, ctx: St
     with no_input_caching():
         out = step.fn(data, config, ctx)
     seconds = time.perf_counter() - start
+    add_ledger_thumbnails(out.rejects, data)  # removed rows keep a small picture in the ledger
     entry = {
         "step": step.name,
         "params": dataclasses.asdict(config),
