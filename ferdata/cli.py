@@ -564,13 +564,13 @@ def dedupe_cmd(input_dir: Path, out: Path, method: str, threshold: int | None, k
 
         ferdata dedupe fer2013 --out fer2013-dups --report-only --threshold 4
     """
-    from ferdata.dedupe import REPORT_NAME, report_path
+    from ferdata.dedupe import REPORT_NAME
 
+    # with --report-only and no --report, the step puts the report inside OUT before it is renamed into place
     params = {"method": method, "threshold": threshold, "keep": keep, "on_conflict": on_conflict,
-              "report_only": report_only}
-    with report_path(out, report_only=report_only, report=report) as params["report"]:
-        entry = run_step_command("dedupe", params, inputs=[input_dir], out=out, num_proc=num_proc, seed=seed,
-                                 limit=limit, overwrite=overwrite)
+              "report_only": report_only, "report": str(report) if report is not None else None}
+    entry = run_step_command("dedupe", params, inputs=[input_dir], out=out, num_proc=num_proc, seed=seed,
+                             limit=limit, overwrite=overwrite)
     report = report or out / REPORT_NAME
     for line in _dedupe_summary(entry.get("info", {}), report):
         click.echo(line)
@@ -796,6 +796,9 @@ def evaluate_cmd(run_dir: Path, src: Path, split: str, out: Path | None, salienc
     from ferdata.resources import load_yaml
     from ferdata.train.run import evaluate_run
 
+    if limit is not None:
+        raise click.UsageError("evaluate does not take --limit (metrics on part of a split would be reported as "
+                               "the split's); evaluate a smaller dataset instead")
     mapping = None
     if label_map is not None:
         raw = load_yaml(label_map)

@@ -359,6 +359,7 @@ def save_dataset(
     rejects: Sequence[dict[str, str]] = (),
     overwrite: bool = False,
     num_proc: int | None = None,
+    files: dict[str, str | Path] | None = None,
 ) -> Path:
     """Write a dataset directory atomically: temp sibling, then rename into place.
 
@@ -368,7 +369,10 @@ def save_dataset(
         manifest: ``ferdata.json`` content (label names and split counts are filled in here).
         rejects: the full rejects ledger to write (input ledger plus new rows).
         overwrite: replace an existing ``out``.
-        num_proc: processes for ``save_to_disk``.
+        num_proc: processes for ``save_to_disk`` (1 once TensorFlow is loaded, see
+            :func:`ferdata.steps.safe_num_proc`).
+        files: extra files to copy into the directory before it is renamed into place
+            (``{name inside out: source path}``), so they appear with it or not at all.
 
     Returns:
         The output path.
@@ -381,12 +385,26 @@ def save_dataset(
     if not isinstance(dd, datasets.DatasetDict):
         raise TypeError(f"save_dataset expects a DatasetDict, got {type(dd).__name__}")
     with atomic_dir(out) as tmp:
-        dd.save_to_disk(str(tmp), num_proc=num_proc if num_proc and num_proc > 1 else None)
+        from ferdata.steps import safe_num_proc
+
+        workers = safe_num_proc(num_proc, what="save_to_disk")
+        dd.save_to_disk(str(tmp), num_proc=workers if workers > 1 else None)
+        for name, src in (files or {}).items():
+            target = tmp / name
+            if not target.resolve().is_relative_to(tmp.resolve()):
+                raise ValueError(f"extra file {name!r} must stay inside the output directory")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, target)
         manifest = dict(manifest)
+        manifest.pop("files", None)  # an input's extra files are not carried into a new directory
+        if files:
+            manifest["files"] = sorted(files)
         if len(dd):
             with contextlib.suppress(UsageError):
                 manifest["label_names"] = label_names(dd)
         manifest["splits"] = split_counts(dd)
+        if any(isinstance(e, dict) and e.get("limit") is not None for e in manifest.get("steps", [])):
+            manifest["trial"] = True  # made under --limit: some rows were left out (see limited_out)
         manifest.setdefault("versions", package_versions())
         with (tmp / MANIFEST_FILE).open("w", encoding="utf-8") as f:
             json.dump(manifest, f, indent=2, default=_json_default)

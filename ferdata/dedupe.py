@@ -950,5 +950,14 @@ def report_path(out: str | Path, *, report_only: bool, report: str | Path | None
 @register_step("dedupe", DedupeConfig)
 def dedupe_step(data: datasets.DatasetDict, config: DedupeConfig, ctx: StepContext) -> StepOutput:
     """Exact and perceptual duplicates: groups, split leakage, label conflicts."""
-    result = dedupe_dataset(data, config, num_proc=ctx.num_proc)
-    return StepOutput(result.data, result.rejects, info=result.info)
+    files = {}
+    if config.report_only and config.report is None:
+        # the report goes inside the output, which appears (atomically) with it or not at all
+        import tempfile
+
+        files[REPORT_NAME] = str(Path(tempfile.mkdtemp(dir=ctx.scratch())) / REPORT_NAME)
+        result = dedupe_dataset(data, dataclasses.replace(config, report=files[REPORT_NAME]), num_proc=ctx.num_proc)
+        config.report = REPORT_NAME  # recorded relative to the output directory
+    else:
+        result = dedupe_dataset(data, config, num_proc=ctx.num_proc)
+    return StepOutput(result.data, result.rejects, info=result.info, files=files)

@@ -20,9 +20,12 @@ formatting. The whole recipe is validated before any work: unknown steps, parame
 variables, and missing required variables, are errors that list the valid names.
 
 Resumable and atomic: every finished step is checkpointed as a dataset directory under
-``.OUT.build/`` (a sibling of ``OUT``) with ``state.json`` recording the recipe's fingerprint.
-Running the same command again (same recipe and variables) continues after the last finished
-step, so no row is lost or duplicated; the finished dataset is renamed into ``OUT``.
+``.OUT.build/`` (a sibling of ``OUT``) with ``state.json`` (written to a temporary file and
+renamed) recording the build's fingerprint: recipe, variables, seed, limit and ferdata's version.
+Running the same command again continues after the last finished step, so no row is lost or
+duplicated; other settings (say, no ``--limit`` after a ``--limit 50`` trial) or an unreadable
+state start over with a warning. The finished dataset is assembled in a temporary sibling and
+renamed into ``OUT`` (an existing ``OUT`` is replaced only by that rename).
 """
 
 from __future__ import annotations
@@ -59,9 +62,18 @@ class Recipe:
     export: str | None = None
     raw: dict[str, Any] = field(default_factory=dict)
 
-    def fingerprint(self) -> str:
-        """Hash of the recipe content and variables (what a checkpoint must match to be reused)."""
-        text = json.dumps({"raw": self.raw, "variables": self.variables}, sort_keys=True, default=str)
+    def settings(self, ctx: StepContext | None = None) -> dict[str, Any]:
+        """Everything a build's result depends on: the recipe, its variables, the seed, the limit and
+        ferdata's version (not ``num_proc``: it never changes the result)."""
+        from ferdata import __version__
+
+        ctx = ctx or StepContext()
+        return {"recipe": self.raw, "variables": self.variables, "seed": ctx.seed, "limit": ctx.limit,
+                "ferdata": __version__}
+
+    def fingerprint(self, ctx: StepContext | None = None) -> str:
+        """Hash of :meth:`settings` (what a checkpoint must match to be reused)."""
+        text = json.dumps(self.settings(ctx), sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -196,6 +208,54 @@ def _state_dir(out: Path) -> Path:
     return out.parent / f".{out.name}.build"
 
 
+def _checkpoint_name(i: int, step: Step) -> str:
+    return f"step-{i:02d}-{step.name}"
+
+
+def _write_json_atomic(path: Path, value: Any) -> None:
+    """Write JSON to a temporary sibling, flush it to disk, then rename it over ``path``."""
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    with tmp.open("w", encoding="utf-8") as f:
+        json.dump(value, f, indent=2, default=str)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _read_state(state_file: Path) -> dict[str, Any] | None:
+    """The build state, or None (with a warning) when the file is unreadable, truncated or corrupt."""
+    try:
+        state = json.loads(state_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        logger.warning("the build state %s is unreadable or truncated (%s); starting over", state_file, e)
+        return None
+    if not isinstance(state, dict) or not isinstance(state.get("fingerprint"), str) \
+            or not isinstance(state.get("done"), list) or not all(isinstance(d, str) for d in state["done"]):
+        logger.warning("the build state %s is corrupt (not a fingerprint and a list of done steps); starting over",
+                       state_file)
+        return None
+    return state
+
+
+def _changed(old: dict[str, Any], new: dict[str, Any]) -> str:
+    keys = [k for k in new if old.get(k) != new[k]]
+    if not keys:
+        return "settings"
+    return ", ".join(f"{k} {old.get(k)!r} -> {new[k]!r}" if k in {"seed", "limit", "ferdata"} else k for k in keys)
+
+
+def _link_or_copy_tree(src: Path, dst: Path) -> None:
+    """Copy a finished checkpoint into ``dst`` by hard links (cheap; checkpoint files are never
+    rewritten in place), falling back to a copy."""
+    def link(a: str, b: str) -> None:
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
+
+    shutil.copytree(src, dst, copy_function=link, dirs_exist_ok=True)
+
+
 def build(recipe: Recipe, out: str | Path, *, ctx: StepContext | None = None, overwrite: bool = False,
           strict: bool = False) -> dict[str, Any]:
     """Run a recipe into ``out``, resuming from the last finished step of an interrupted run.
@@ -210,23 +270,43 @@ def build(recipe: Recipe, out: str | Path, *, ctx: StepContext | None = None, ov
     Raises:
         StepFailed: with ``strict`` when a class is short of its target.
     """
-    from ferdata.dataset import new_manifest, open_dataset, prepare_output, read_manifest, read_rejects, save_dataset
+    from ferdata.dataset import (
+        MANIFEST_FILE,
+        _json_default,
+        atomic_dir,
+        new_manifest,
+        open_dataset,
+        prepare_output,
+        read_manifest,
+        read_rejects,
+        save_dataset,
+    )
 
     ctx = ctx or StepContext()
     out = prepare_output(Path(out), overwrite=overwrite)
     state_dir = _state_dir(out)
     state_file = state_dir / "state.json"
-    fingerprint = recipe.fingerprint()
+    settings = recipe.settings(ctx)
+    fingerprint = recipe.fingerprint(ctx)
     done: list[str] = []
-    if state_file.exists():
-        state = json.loads(state_file.read_text())
-        if state.get("fingerprint") == fingerprint:
-            done = [d for d in state.get("done", []) if (state_dir / d).exists()]
+    if state_dir.exists():
+        state = _read_state(state_file) if state_file.exists() else None
+        if state is not None and state["fingerprint"] == fingerprint:
+            expected = [_checkpoint_name(i, step) for i, (step, _) in enumerate(recipe.steps)]
+            for i, name in enumerate(state["done"][: len(expected)]):  # the longest finished prefix
+                if name != expected[i] or not (state_dir / name / MANIFEST_FILE).exists():
+                    break
+                done.append(name)
             if done:
                 logger.warning("resuming %s after step %d (%s)", recipe.name, len(done), done[-1])
-        else:
-            logger.warning("recipe or variables changed since the interrupted build; starting over")
+        elif state is not None:
+            logger.warning("the interrupted build of %s ran with other settings (%s); starting over", recipe.name,
+                           _changed(state.get("settings") or {}, settings))
+        if not done:
             shutil.rmtree(state_dir)
+        else:  # leftovers of a step killed mid-save
+            for stale in state_dir.glob(".*.tmp-*"):
+                shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
     state_dir.mkdir(parents=True, exist_ok=True)
     ctx.out_dir = out
     if ctx.work_dir is None:
@@ -237,6 +317,8 @@ def build(recipe: Recipe, out: str | Path, *, ctx: StepContext | None = None, ov
         data, manifest, rejects = open_dataset(last), read_manifest(last), read_rejects(last)
     else:
         data, manifest, rejects = None, new_manifest(seed=ctx.seed, recipe=recipe_info), []
+        if ctx.limit is not None:
+            manifest["trial"] = True
     start = time.perf_counter()
     for i, (step, config) in enumerate(recipe.steps):
         if i < len(done):
@@ -247,10 +329,12 @@ def build(recipe: Recipe, out: str | Path, *, ctx: StepContext | None = None, ov
         manifest["steps"] = [*manifest.get("steps", []), entry]
         manifest.update(result.manifest)
         rejects = [*rejects, *result.rejects]
-        name = f"step-{i:02d}-{step.name}"
-        save_dataset(result.data, state_dir / name, manifest=manifest, rejects=rejects, num_proc=ctx.num_proc)
+        name = _checkpoint_name(i, step)
+        # overwrite: a run killed after this save but before the state update redoes the step
+        save_dataset(result.data, state_dir / name, manifest=manifest, rejects=rejects, num_proc=ctx.num_proc,
+                     overwrite=True, files=result.files)
         done.append(name)
-        state_file.write_text(json.dumps({"fingerprint": fingerprint, "done": done}))
+        _write_json_atomic(state_file, {"fingerprint": fingerprint, "settings": settings, "done": done})
         data = open_dataset(state_dir / name)  # continue from the checkpoint, as a resumed run would
     final = state_dir / done[-1]
     manifest = read_manifest(final)
@@ -261,13 +345,16 @@ def build(recipe: Recipe, out: str | Path, *, ctx: StepContext | None = None, ov
         if strict:
             detail = "; ".join(f"{name} short by {r['missing']}" for name, r in shortfall.items())
             raise StepFailed(f"--strict: {detail}; nothing written to {out} (see {final / 'ferdata.json'})")
-    (final / "ferdata.json").write_text(json.dumps(manifest, indent=2))
-    if recipe.export:
-        from ferdata.hub import export
+    # The output is assembled in a temporary sibling (hard links to the last checkpoint, which stays
+    # intact for a resume) and swapped into place; an existing `out` is replaced only by that rename.
+    with atomic_dir(out) as tmp:
+        _link_or_copy_tree(final, tmp)
+        (tmp / MANIFEST_FILE).unlink()  # a link to the checkpoint's file: never write through it
+        with (tmp / MANIFEST_FILE).open("w", encoding="utf-8") as f:
+            json.dump(manifest, f, indent=2, default=_json_default)
+        if recipe.export:
+            from ferdata.hub import export
 
-        export(final, final / recipe.export, format=recipe.export)
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(final, out)
+            export(tmp, tmp / recipe.export, format=recipe.export)
     shutil.rmtree(state_dir, ignore_errors=True)
     return manifest

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import logging
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -34,6 +36,8 @@ from ferdata.errors import RecipeError, UsageError
 
 if TYPE_CHECKING:
     import datasets
+
+logger = logging.getLogger(__name__)
 
 #: Modules whose import registers steps. Each must import nothing heavy at module level.
 STEP_MODULES = (
@@ -53,9 +57,49 @@ STEP_MODULES = (
 )
 
 
+_warned_tf_fork: set[str] = set()
+
+
+def safe_num_proc(num_proc: int | None, *, what: str = "worker pool") -> int:
+    """The number of worker processes it is safe to fork now: 1 once TensorFlow is imported.
+
+    A process forked after TensorFlow has started its threads can deadlock, so once
+    ``"tensorflow" in sys.modules`` every ferdata worker pool (``Dataset.map``, ``save_to_disk``)
+    runs in this one process instead, and the log says so (a warning the first time per ``what``).
+
+    Example:
+        >>> safe_num_proc(4) if "tensorflow" not in sys.modules else 4
+        4
+    """
+    n = max(1, int(num_proc or 1))
+    if n > 1 and "tensorflow" in sys.modules:
+        log = logger.info if what in _warned_tf_fork else logger.warning
+        _warned_tf_fork.add(what)
+        log("%s: TensorFlow is loaded in this process, so no worker processes are forked "
+            "(--num-proc %d runs as 1)", what, n)
+        return 1
+    return n
+
+
+def limit_rows(data: datasets.DatasetDict, limit: int | None) -> tuple[datasets.DatasetDict, int]:
+    """The first ``limit`` rows of every split (a trial), and how many rows that leaves out."""
+    import datasets
+
+    if limit is None or all(len(ds) <= limit for ds in data.values()):
+        return data, 0
+    kept = datasets.DatasetDict({k: ds.select(range(min(limit, len(ds)))) for k, ds in data.items()})
+    return kept, total_rows(data) - total_rows(kept)
+
+
 @dataclass
 class StepContext:
-    """Run-wide settings every step receives."""
+    """Run-wide settings every step receives.
+
+    ``limit`` has one meaning everywhere: a trial. A step with an input dataset sees only the first
+    ``limit`` rows of each split (cut centrally by :func:`run_step`); a source step reads at most
+    ``limit`` items. The step entry records ``limit`` and ``limited_out`` (rows left out; ``None``
+    when a source cannot count them) and the manifest gets ``"trial": true``.
+    """
 
     num_proc: int = 1
     seed: int = 0
@@ -87,6 +131,9 @@ class StepOutput:
     info: dict[str, Any] = field(default_factory=dict)
     #: Top-level manifest keys to set (e.g. ``class_weights``).
     manifest: dict[str, Any] = field(default_factory=dict)
+    #: Extra files to place inside the output directory before it is renamed into place
+    #: (``{name in the output: path of the file written by the step}``), e.g. a report.
+    files: dict[str, str] = field(default_factory=dict)
 
 
 StepFn = Callable[[Any, Any, StepContext], StepOutput]
@@ -193,30 +240,53 @@ def class_totals(data: datasets.DatasetDict) -> dict[str, int]:
 
 
 def run_step(step: Step, data: datasets.DatasetDict | None, config: Any, ctx: StepContext) -> tuple[StepOutput, dict[str, Any]]:
-    """Run one step and return its output and its ``ferdata.json`` entry."""
+    """Run one step and return its output and its ``ferdata.json`` entry.
+
+    The entry records the step's parameters, ``seed`` and ``limit``; with a limit, a step with an
+    input sees the first ``limit`` rows of each split and ``limited_out`` counts the others, so
+    ``input_rows == kept + rejected + limited_out`` for every step that neither adds nor splits rows.
+    Worker pools are guarded by :func:`safe_num_proc` for the duration of the step.
+    """
     from ferdata.dataset import add_ledger_thumbnails, no_input_caching
 
     if step.source and data is not None:
         raise RecipeError(f"step {step.name!r} creates a dataset and must come first in a recipe")
     if not step.source and data is None:
         raise RecipeError(f"step {step.name!r} needs an input dataset; a recipe must start with an import step")
+    input_rows = total_rows(data)
+    limited_out: int | None = 0
+    if data is not None:
+        data, limited_out = limit_rows(data, ctx.limit)
+    requested = ctx.num_proc
+    ctx.num_proc = safe_num_proc(requested, what=step.name)
     start = time.perf_counter()
-    with no_input_caching():
-        out = step.fn(data, config, ctx)
+    try:
+        with no_input_caching():
+            out = step.fn(data, config, ctx)
+    finally:
+        ctx.num_proc = requested
     seconds = time.perf_counter() - start
     add_ledger_thumbnails(out.rejects, data)  # removed rows keep a small picture in the ledger
+    if step.source:
+        limited_out = out.info.pop("limited_out", 0 if ctx.limit is None else None)
     entry = {
         "step": step.name,
         "params": dataclasses.asdict(config),
-        "input_rows": total_rows(data),
+        "seed": ctx.seed,
+        "limit": ctx.limit,
+        "input_rows": input_rows,
         "kept": total_rows(out.data),
         "rejected": len(out.rejects),
+        "limited_out": limited_out,
         "rejected_by_reason": dict(Counter(r["reason"] for r in out.rejects)),
         "seconds": round(seconds, 3),
         "class_counts": class_totals(out.data),
     }
     if out.info:
         entry["info"] = out.info
+    if ctx.limit is not None:
+        logger.info("%s: --limit %d is a trial: %s rows left out (recorded as limited_out; the output is "
+                    "marked trial)", step.name, ctx.limit, "uncounted" if limited_out is None else limited_out)
     return out, entry
 
 
@@ -255,6 +325,8 @@ def apply_step(
     manifest.update(result.manifest)
     if manifest.get("seed") is None:
         manifest["seed"] = ctx.seed
+    if ctx.limit is not None:
+        manifest["trial"] = True
     save_dataset(result.data, out, manifest=manifest, rejects=[*rejects, *result.rejects], overwrite=overwrite,
-                 num_proc=ctx.num_proc)
+                 num_proc=ctx.num_proc, files=result.files)
     return out, entry

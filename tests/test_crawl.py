@@ -112,6 +112,8 @@ def test_rerun_retries_only_transient_failures(tmp_path: Path, run_cli, server, 
     new = {p for p in (server.hits - before) if p.startswith("/img/")}
     assert new == {"/img/500.jpg"}  # 404, faces and duplicates come from the cache
     assert len(read_rejects(tmp_path / "b")) + len(open_dataset(tmp_path / "b")["train"]) == 6
+    manifest = read_manifest(tmp_path / "b")  # --limit is a trial, and says so
+    assert manifest["trial"] is True and manifest["steps"][0]["limit"] == 6
 
 
 def test_urls_engine(tmp_path: Path, run_cli, server) -> None:
@@ -195,7 +197,11 @@ def test_review_sheets_and_exclusions(tmp_path: Path, run_cli, server, manifest:
     assert list(lines[0]) == ["id", "label", "origin", "decision"]
     page = (review / "happy.html").read_text()
     assert lines[0]["id"][:12] in page and f"thumbs/{lines[0]['id']}.jpg" in page
-    assert (review / "thumbs" / f"{lines[0]['id']}.jpg").stat().st_size > 0
+    from PIL import Image
+
+    with Image.open(review / "thumbs" / f"{lines[0]['id']}.jpg") as thumb:  # a decodable thumbnail of the image
+        thumb.load()
+        assert thumb.format == "JPEG" and max(thumb.size) == min(128, max(ds[0]["image"].size))
     # a reviewer rejects two images
     lines[0]["decision"] = "reject"
     lines[2]["decision"] = "REJECT"
@@ -204,7 +210,8 @@ def test_review_sheets_and_exclusions(tmp_path: Path, run_cli, server, manifest:
         writer.writeheader()
         writer.writerows(lines)
     code, out, err = run_cli("apply-review", tmp_path / "c", review, "--out", tmp_path / "r", "-q")
-    assert code == 0, err and "review 2" in out
+    assert code == 0, err
+    assert "rejected 2 (review 2)" in out
     kept = open_dataset(tmp_path / "r")["train"]
     assert len(kept) == len(ds) - 2 and lines[0]["id"] not in kept["id"]
     ledger = [r for r in read_rejects(tmp_path / "r") if r["step"] == "review_exclusions"]
