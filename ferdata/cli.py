@@ -564,13 +564,13 @@ def dedupe_cmd(input_dir: Path, out: Path, method: str, threshold: int | None, k
 
         ferdata dedupe fer2013 --out fer2013-dups --report-only --threshold 4
     """
-    from ferdata.dedupe import REPORT_NAME
+    from ferdata.dedupe import REPORT_NAME, report_path
 
-    # with --report-only and no --report, the step puts the report inside OUT before it is renamed into place
     params = {"method": method, "threshold": threshold, "keep": keep, "on_conflict": on_conflict,
-              "report_only": report_only, "report": str(report) if report is not None else None}
-    entry = run_step_command("dedupe", params, inputs=[input_dir], out=out, num_proc=num_proc, seed=seed,
-                             limit=limit, overwrite=overwrite)
+              "report_only": report_only}
+    with report_path(out, report_only=report_only, report=report) as params["report"]:
+        entry = run_step_command("dedupe", params, inputs=[input_dir], out=out, num_proc=num_proc, seed=seed,
+                                 limit=limit, overwrite=overwrite)
     report = report or out / REPORT_NAME
     for line in _dedupe_summary(entry.get("info", {}), report):
         click.echo(line)
@@ -661,7 +661,9 @@ def progress_off() -> bool:
 @click.option("--scale", type=click.Choice(["2", "3", "4"]), default="4", show_default=True,
               help="Upscale factor the model must have.")
 @click.option("--size", type=click.IntRange(min=1), default=224, show_default=True, help="Output side in pixels (square).")
-@click.option("--model", default=None, help="Packaged model name (espcn_x4) or path to a .pb / .keras [default: espcn_xSCALE].")
+@click.option("--model", default="auto", show_default=True,
+              help="auto: pick the packaged model from the inputs' spectrum (see sr-inspect); or a packaged name "
+                   "(espcn_x4) or a path to a .pb / .keras.")
 @click.option("--backend", type=click.Choice(["tf", "opencv"]), default="tf", show_default=True,
               help="tf: batched; opencv: cv2.dnn_superres per image.")
 @click.option("--resize", type=click.Choice(["post", "pre"]), default=None,
@@ -686,6 +688,41 @@ def upscale_cmd(inp: Path, out: Path, scale: str, size: int, model: str | None, 
     _, entries = upscale_input(inp, out=out, params=params, ctx=context(num_proc, seed, limit), overwrite=overwrite)
     for entry in entries:
         print_summary(entry, out)
+        auto = (entry.get("info") or {}).get("auto")
+        if auto:
+            click.echo(f"model auto -> {auto['chosen']}: {auto['why']}")
+
+
+@cli.command("sr-inspect")
+@click.argument("src", metavar="DIR", type=existing("DIR", file_okay=False))
+@click.option("--sample", type=click.IntRange(min=1), default=500, show_default=True, help="Images to measure.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sample.")
+@click.option("--scale", type=click.Choice(["2", "3", "4"]), default="4", show_default=True,
+              help="Scale of the model `upscale --model auto` would pick.")
+@click.option("--json", "as_json", is_flag=True, help="Print the estimate as JSON.")
+def sr_inspect_cmd(src: Path, sample: int, seed: int, scale: str, as_json: bool) -> None:
+    """Estimate how the low-resolution images of DIR were made (smooth or aliased downscale).
+
+    DIR is a dataset directory or a folder of images. Prints the spectral estimate that
+    `ferdata upscale --espcn --model auto` uses and the model it would pick.
+
+    Example:
+
+        ferdata sr-inspect ../shared/data/fer2013-dev
+    """
+    import json
+
+    from ferdata.sr.spectrum import estimate_path
+    from ferdata.sr.step import auto_candidates
+
+    est = estimate_path(str(src), n=sample, seed=seed)
+    candidates = auto_candidates(int(scale))
+    if as_json:
+        click.echo(json.dumps({**est.to_dict(), "model": candidates[est.regime]}, indent=2))
+        return
+    click.echo(est.summary())
+    click.echo(f"quartiles {est.quartiles[0]:.4f} .. {est.quartiles[1]:.4f}; skipped {est.skipped}")
+    click.echo(f"upscale --model auto would use: {candidates[est.regime]}")
 
 
 # ---------------------------------------------------------------- training: train, evaluate, export-tflite
@@ -796,9 +833,6 @@ def evaluate_cmd(run_dir: Path, src: Path, split: str, out: Path | None, salienc
     from ferdata.resources import load_yaml
     from ferdata.train.run import evaluate_run
 
-    if limit is not None:
-        raise click.UsageError("evaluate does not take --limit (metrics on part of a split would be reported as "
-                               "the split's); evaluate a smaller dataset instead")
     mapping = None
     if label_map is not None:
         raw = load_yaml(label_map)

@@ -210,6 +210,67 @@ def test_cli_upscale_csv_and_mixed_folder(fer_csv: Path, tmp_path: Path, run_cli
     assert len(ds) == 4 and {im.size for im in ds["image"]} == {(64, 64)}
 
 
+def _face_like(n: int, seed: int = 0, side: int = 192) -> np.ndarray:
+    """Gray images with a face-like 1/f^1.5 amplitude spectrum (real HR detail for the downscales to fold)."""
+    rng = np.random.default_rng(seed)
+    f = np.fft.fftfreq(side)
+    radius = np.sqrt(f[:, None] ** 2 + f[None, :] ** 2)
+    radius[0, 0] = 1.0
+    out = []
+    for _ in range(n):
+        x = np.real(np.fft.ifft2(np.fft.fft2(rng.normal(size=(side, side))) / radius**1.5))
+        out.append(np.clip(128 + 40 * (x - x.mean()) / x.std(), 0, 255).astype(np.uint8))
+    return np.stack(out)
+
+
+def _downscaled(kind: str, n: int = 12, seed: int = 0) -> np.ndarray:
+    import cv2
+
+    flag = {"area": cv2.INTER_AREA, "cubic": cv2.INTER_CUBIC, "nearest": cv2.INTER_NEAREST}[kind]
+    return np.stack([cv2.resize(im, (48, 48), interpolation=flag) for im in _face_like(n, seed)])
+
+
+def test_estimate_degradation_separates_aliased_from_smooth() -> None:
+    from ferdata.sr.spectrum import ALIASED_THRESHOLD, band_powers, estimate_degradation
+
+    smooth, aliased = estimate_degradation(_downscaled("area")), estimate_degradation(_downscaled("cubic", seed=1))
+    assert smooth.regime == "smooth" and aliased.regime == "aliased"
+    assert smooth.high_band_fraction < ALIASED_THRESHOLD < aliased.high_band_fraction
+    assert aliased.high_mid_ratio > smooth.high_mid_ratio
+    assert estimate_degradation(_downscaled("nearest", seed=2)).regime == "aliased"
+    assert smooth.images == 12 and smooth.skipped == 0 and smooth.to_dict()["quartiles"][0] <= smooth.high_band_fraction
+    # white noise puts the band's share of the frequency plane (~0.6) in the top band
+    assert 0.5 < band_powers(np.random.default_rng(0).normal(128, 20, (48, 48)))[0] < 0.7
+    mixed = estimate_degradation([*_downscaled("area", 3), np.zeros((8, 8), np.uint8), np.full((40, 40), 7, np.uint8)])
+    assert mixed.images == 3 and mixed.skipped == 2
+    with pytest.raises(UsageError, match="no image of at least 16x16"):
+        estimate_degradation([np.zeros((8, 8), np.uint8)])
+
+
+@pytest.mark.parametrize("kind", ["area", "cubic"])
+def test_cli_upscale_model_auto_records_regime(kind: str, tmp_path: Path, run_cli) -> None:
+    from PIL import Image
+
+    from ferdata.dataset import read_manifest
+    from ferdata.sr.step import auto_candidates
+
+    root = tmp_path / "faces"
+    for cls in ("happy", "sad"):
+        (root / cls).mkdir(parents=True)
+    for i, im in enumerate(_downscaled(kind, n=10, seed=4)):
+        Image.fromarray(im).save(root / ("happy", "sad")[i % 2] / f"{i}.png")
+    regime = "smooth" if kind == "area" else "aliased"
+    code, stdout, err = run_cli("sr-inspect", root)
+    assert code == 0, err
+    assert stdout.startswith(f"regime {regime}:") and f"would use: {auto_candidates(4)[regime]}" in stdout
+    code, stdout, err = run_cli("upscale", "--espcn", root, "--out", tmp_path / "up", "--size", 96, "-q")
+    assert code == 0, err
+    auto = read_manifest(tmp_path / "up")["steps"][-1]["info"]["auto"]
+    assert auto["estimate"]["regime"] == regime and auto["estimate"]["images"] == 10
+    assert auto["chosen"] == auto_candidates(4)[regime] == read_manifest(tmp_path / "up")["steps"][-1]["info"]["model"]
+    assert f"model auto -> {auto['chosen']}" in stdout
+
+
 def test_cli_upscale_errors(fer_dir: Path, tmp_path: Path, run_cli) -> None:
     code, _, err = run_cli("upscale", "--espcn", fer_dir, "--out", tmp_path / "a", "--size", 32)
     assert code == 2 and err.startswith("Error: --size 32 is smaller than the input images (48x48") and "--allow-downscale" in err
@@ -219,8 +280,12 @@ def test_cli_upscale_errors(fer_dir: Path, tmp_path: Path, run_cli) -> None:
     junk.write_bytes(b"garbage")
     code, _, err = run_cli("upscale", "--espcn", fer_dir, "--out", tmp_path / "c", "--model", junk)
     assert code == 2 and err.startswith("Error: model bad.pb is not") and len(err.strip().splitlines()) == 1
-    code, _, err = run_cli("upscale", "--espcn", fer_dir, "--out", tmp_path / "d", "--scale", "2")
+    code, _, err = run_cli("upscale", "--espcn", fer_dir, "--out", tmp_path / "d", "--scale", "2", "--model", "espcn_x2")
     assert code == 2 and "unknown model 'espcn_x2'" in err
+    code, _, err = run_cli("upscale", "--espcn", fer_dir, "--out", tmp_path / "d", "--scale", "2")
+    assert code == 2 and err.startswith("Error: --model auto: no packaged x2 model (packaged: espcn_x4")
+    code, _, err = run_cli("sr-inspect", tmp_path / "nothing")
+    assert code == 2 and "does not exist" in err
     code, _, err = run_cli("upscale", "--espcn", tmp_path / "nothing", "--out", tmp_path / "e")
     assert code == 2 and "does not exist" in err
     code, _, err = run_cli("train-espcn", tmp_path, "--out", tmp_path / "m", "--scale", "5")

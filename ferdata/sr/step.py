@@ -4,6 +4,11 @@ Each row keeps its label and other columns; ``image`` is replaced by the upscale
 becomes the new pixels' id and ``parent_id`` holds the old one (lineage). The step's manifest
 entry records the model, scale, backend, resize mode, and the input and output sizes.
 
+``model: auto`` (the default) decodes a seeded sample of up to 500 input images, estimates how
+they were made (:func:`ferdata.sr.spectrum.estimate_degradation`: ``smooth`` or ``aliased``) and
+picks the packaged model for that regime; the estimate, the candidates and the choice are
+recorded under ``info.auto`` of the step's entry in ``ferdata.json``.
+
 Rows are processed in batches of 1,024 in one process (``--num-proc`` does not apply: TensorFlow
 and ``cv2.dnn`` already use every core, and worker processes forked after TensorFlow has run
 deadlock); inside a batch images are grouped by size and shape and each group is run batched
@@ -29,6 +34,10 @@ from ferdata.steps import StepContext, StepOutput, register_step
 
 #: Default resize mode for a target that is not a multiple of the scale (measured: see docs/sr.md).
 DEFAULT_RESIZE = "post"
+#: ``model`` value that picks the packaged model from the inputs' degradation regime
+AUTO = "auto"
+#: images decoded to estimate the regime for ``model: auto``
+AUTO_SAMPLE = 500
 
 
 @dataclass
@@ -38,8 +47,9 @@ class UpscaleConfig:
     #: output side in pixels (square); None = scale x input
     size: int | None = 224
     scale: int = 4
-    #: packaged model name or path to a .pb / .keras (None = packaged espcn_x{scale})
-    model: str | None = None
+    #: "auto" (pick a packaged model from the inputs' spectrum, see ferdata.sr.spectrum), a packaged
+    #: model name, or a path to a .pb / .keras (None = packaged espcn_x{scale})
+    model: str | None = AUTO
     backend: str = "tf"
     #: post: network then resample to size; pre: resample to size/scale then network
     resize: str = DEFAULT_RESIZE
@@ -62,6 +72,47 @@ class UpscaleConfig:
 
 
 _upscalers: dict[tuple[Any, ...], Upscaler] = {}
+
+
+def auto_candidates(scale: int) -> dict[str, str]:
+    """Regime -> packaged model name for ``model: auto`` at ``scale`` (the ``aliased`` entry only
+    when a specialised ``espcn_x{scale}_aliased`` is packaged).
+
+    Raises:
+        UsageError: when no packaged model has this scale.
+    """
+    from ferdata.sr.upscaler import packaged_models
+
+    models = packaged_models()
+    base = f"espcn_x{scale}"
+    if base not in models:
+        raise UsageError(f"--model auto: no packaged x{scale} model (packaged: {', '.join(models) or '(none)'}); "
+                         f"pass --scale 4 or --model PATH to a .pb / .keras")
+    out = {"smooth": base, "aliased": base}
+    if f"{base}_aliased" in models:
+        out["aliased"] = f"{base}_aliased"
+    return out
+
+
+def choose_model(images: list[np.ndarray], scale: int) -> tuple[str, dict[str, Any]]:
+    """Pick the packaged model for a sample of input images; return it and the evidence.
+
+    Example:
+        >>> choose_model(list(faces_48), 4)[0]     # doctest: +SKIP
+        'espcn_x4'
+    """
+    from ferdata.sr.spectrum import estimate_degradation
+
+    candidates = auto_candidates(scale)
+    try:
+        estimate = estimate_degradation(images)
+    except UsageError as e:  # nothing measurable (tiny or flat images): the default model, and why
+        return candidates["smooth"], {"chosen": candidates["smooth"], "candidates": candidates, "estimate": None,
+                                      "why": str(e)}
+    name = candidates[estimate.regime]
+    evidence = {"chosen": name, "candidates": candidates, "estimate": estimate.to_dict(),
+                "why": estimate.summary()}
+    return name, evidence
 
 
 def get_upscaler(model: str | None, scale: int, backend: str) -> Upscaler:
@@ -114,8 +165,16 @@ def upscale_step(data: Any, config: UpscaleConfig, ctx: StepContext) -> StepOutp
     from ferdata.dataset import partition_rejects
     from ferdata.images import to_array
 
-    up = get_upscaler(config.model, config.scale, config.backend)  # fail fast on a bad model
+    from ferdata.sr.spectrum import sample_dataset_images
+
     params = {k: v for k, v in asdict(config).items()}
+    auto: dict[str, Any] | None = None
+    if config.model == AUTO:
+        auto_candidates(config.scale)  # fail fast before decoding
+        sample_from = {k: v.select(range(min(ctx.limit, len(v)))) if ctx.limit is not None else v for k, v in data.items()}
+        sample, _ = sample_dataset_images(sample_from, n=AUTO_SAMPLE, seed=ctx.seed)
+        params["model"], auto = choose_model(sample, config.scale)
+    up = get_upscaler(params["model"], config.scale, config.backend)  # fail fast on a bad model
     in_sizes: Counter[str] = Counter()
     out = {}
     for split, ds in data.items():
@@ -146,6 +205,8 @@ def upscale_step(data: Any, config: UpscaleConfig, ctx: StepContext) -> StepOutp
             break
     info = {"model": up.name, "model_file": str(up.path), "scale": config.scale, "backend": config.backend,
             "resize": config.resize, "input_sizes_first_row": dict(in_sizes), "output_size": out_size}
+    if auto is not None:
+        info["auto"] = auto
     return StepOutput(kept, rejects, info=info)
 
 
@@ -183,7 +244,10 @@ def upscale_input(inp: str | Path, *, out: str | Path, params: dict[str, Any], c
     step_up = get_step("upscale")
     config_up = step_up.make_config(params)
     out = prepare_output(out, overwrite=overwrite, inputs=[inp])
-    get_upscaler(config_up.model, config_up.scale, config_up.backend)  # bad model: fail before importing
+    if config_up.model == AUTO:
+        auto_candidates(config_up.scale)  # no model for the scale: fail before importing
+    else:
+        get_upscaler(config_up.model, config_up.scale, config_up.backend)  # bad model: fail before importing
     step_in = get_step(importer)
     imported, entry_in = run_step(step_in, None, step_in.make_config(iparams), ctx)
     upscaled, entry_up = run_step(step_up, imported.data, config_up, ctx)

@@ -1,9 +1,11 @@
 """Super-resolution benchmarks: quality on held-out faces, 48->224 resize mode, speed, consistency.
 
-Run: ``python tests/benchmarks/bench_sr.py [--pb ESPCN_x4.pb ...] [--n 10000] [--full 35887]``
+Run: ``python tests/benchmarks/bench_sr.py [--pb ESPCN_x4.pb ...] [--n 10000] [--full 35887] [--only ...]``
 (or ``pytest tests/benchmarks/bench_sr.py -s``). Uses ../shared/data (faces-hr-144, fer2013-dev);
 exits with a message when it is absent. Every figure is printed with its baseline from the same run.
 
+0. Spectrum: the share of power above 0.75 Nyquist of real FER2013 48x48 images against
+   faces-hr-144 downscaled to 48 by area / antialiased / aliased resizes (``--model auto``'s evidence).
 1. Quality: held-out faces (hash split, never trained on), x4 from 36x36 to 144x144 with LR made by
    area and by bicubic downscaling; PSNR and SSIM (gray, 4-px border shaved) for nearest, bicubic,
    Lanczos, the packaged ESPCN and every ``--pb`` (run through cv2.dnn_superres).
@@ -164,18 +166,54 @@ def end_to_end(rows: int) -> None:
         print(f"wall time {sec:.1f} s ({rows / sec:,.0f} images/s), exit code {proc.returncode}; target < 120 s")
 
 
+def spectral(n: int = 600) -> None:
+    """The degradation-regime measurement behind ``--model auto`` (ferdata.sr.spectrum)."""
+    import cv2
+    from PIL import Image
+
+    from ferdata.sr.data import load_hr_folder
+    from ferdata.sr.spectrum import ALIASED_THRESHOLD, band_powers
+
+    rng = np.random.default_rng(0)
+    fer = fer_faces(3436)
+    fer = fer[rng.permutation(len(fer))[:n]]
+    _, hr = load_hr_folder(DATA / "faces-hr-144", limit=n)
+    pil = {"pil_bicubic": Image.BICUBIC, "pil_bilinear": Image.BILINEAR}
+    ocv = {"area": cv2.INTER_AREA, "cv_cubic": cv2.INTER_CUBIC, "cv_linear": cv2.INTER_LINEAR, "cv_nearest": cv2.INTER_NEAREST}
+
+    def down(im: np.ndarray, how: str) -> np.ndarray:
+        if how in pil:
+            return np.asarray(Image.fromarray(im).resize((48, 48), pil[how]))
+        if how == "blur1_area":
+            return cv2.resize(cv2.GaussianBlur(im, (0, 0), 1.0), (48, 48), interpolation=cv2.INTER_AREA)
+        return cv2.resize(im, (48, 48), interpolation=ocv[how])
+
+    sets = {"fer2013-dev (real 48x48)": list(fer)}
+    for how in ("area", "pil_bicubic", "pil_bilinear", "blur1_area", "cv_cubic", "cv_linear", "cv_nearest"):
+        sets[f"faces-hr-144 -> 48 by {how}"] = [down(im, how) for im in hr]
+    print(f"\n## 0. Spectrum: share of power above 0.75 Nyquist (DC removed, no window), {n} images each\n")
+    print(f"| images | median | mean | 25-75 % | high/mid ratio (median) | above {ALIASED_THRESHOLD} |")
+    print("|---|---|---|---|---|---|")
+    for name, ims in sets.items():
+        fr, ratio = np.array([band_powers(im) for im in ims]).T
+        print(f"| {name} | {np.median(fr):.4f} | {fr.mean():.4f} | {np.percentile(fr, 25):.4f}-{np.percentile(fr, 75):.4f} "
+              f"| {np.median(ratio):.3f} | {np.mean(fr > ALIASED_THRESHOLD) * 100:.0f} % |")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pb", type=Path, action="append", default=[], help="extra OpenCV .pb (x4) to compare")
     parser.add_argument("--n", type=int, default=10_000, help="images for the speed test (issue figure: 10000)")
     parser.add_argument("--full", type=int, default=35_887, help="rows for the end-to-end run (FER2013: 35887; 0 skips)")
-    parser.add_argument("--only", default="quality,mode,speed,e2e,consistency")
+    parser.add_argument("--only", default="spectral,quality,mode,speed,e2e,consistency")
     args = parser.parse_args(argv)
     if not (DATA / "faces-hr-144").is_dir():
         print(f"shared data absent: {DATA} (see ../shared/data/README.md); nothing to benchmark")
         return 0
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     only = set(args.only.split(","))
+    if "spectral" in only:
+        spectral()
     if "quality" in only:
         quality(args.pb)
     if "mode" in only:
