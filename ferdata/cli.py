@@ -142,20 +142,32 @@ def import_group() -> None:
 @import_group.command("fer2013")
 @click.argument("csv", type=existing("CSV", dir_okay=False))
 @out_option
-@click.option("--classes", type=click.Choice(["7", "6", "3"]), default="7", show_default=True,
-              help="Class grouping (paper 003).")
+@click.option("--classes", type=click.Choice(["8", "7", "6", "3"]), default="7", show_default=True,
+              help="Class grouping (paper 003); 8 (contempt) only with FER+ labels.")
+@click.option("--ferplus", type=existing("FER+ votes file", dir_okay=False), default=None,
+              help="FER+ fer2013new.csv aligned row by row with CSV: adds ferplus_votes and label_fer2013.")
+@click.option("--label-source", type=click.Choice(["ferplus", "fer2013"]), default="ferplus", show_default=True,
+              help="With --ferplus: which labels become `label`.")
+@click.option("--ferplus-mode", type=click.Choice(["majority", "plurality", "probability"]), default="majority",
+              show_default=True, help="With --ferplus: the FER+ rule turning 10 votes into a label.")
 @common_options
-def import_fer2013_cmd(csv: Path, out: Path, classes: str, **opts: Any) -> None:
+def import_fer2013_cmd(csv: Path, out: Path, classes: str, ferplus: Path | None, label_source: str, ferplus_mode: str,
+                       **opts: Any) -> None:
     """Import the Kaggle fer2013.csv (emotion,pixels,Usage) with the official label codes.
 
     Training -> train, PublicTest -> validation, PrivateTest -> test. Malformed rows go to the
-    rejects ledger with their line number.
+    rejects ledger with their line number. With --ferplus, FER+'s 10 annotator votes are added
+    (ferplus_votes), the FER2013 label is kept as label_fer2013, and rows FER+ cannot label
+    (no majority, unknown, not a face) go to the ledger with the reason.
 
     Example:
 
-        ferdata import fer2013 fer2013.csv --out fer2013
+        ferdata import fer2013 fer2013.csv --ferplus fer2013new.csv --out fer2013-ferplus
     """
-    run_step_command("import_fer2013", {"csv": str(csv), "classes": int(classes)}, inputs=[], out=out, **opts)
+    params: dict[str, Any] = {"csv": str(csv), "classes": int(classes)}
+    if ferplus is not None:
+        params.update(ferplus=str(ferplus), label_source=label_source, ferplus_mode=ferplus_mode)
+    run_step_command("import_fer2013", params, inputs=[], out=out, **opts)
 
 
 @import_group.command("folder")

@@ -268,3 +268,25 @@ def test_train_bad_input_is_one_line(fer_dir: Path, tmp_path: Path, run_cli, mon
     assert code == 2 and "--allow-download" in err and err.count("\n") == 1
     code, out, err = run_cli("evaluate", fer_dir, fer_dir)
     assert code == 2 and "not a training run directory" in err
+
+
+def _digest(root: Path) -> dict[str, str]:
+    """sha256 of every file under ``root`` (relative path -> digest)."""
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_train_limit_never_writes_into_its_input(stripes_dir: Path, tmp_path: Path, run_cli) -> None:
+    # issue 12, defect 5: Dataset.shuffle wrote an indices cache file into the input directory
+    import shutil
+
+    src = shutil.copytree(stripes_dir, tmp_path / "input")
+    before = _digest(src)
+    code, out, err = run_cli("train", src, "--model", "tiny-cnn", "--epochs", "1", "--limit", "40",
+                             "--out", tmp_path / "run", "-q")
+    assert code == 0, err
+    assert _digest(src) == before
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["train_examples"] + run["validation_examples"] == 40

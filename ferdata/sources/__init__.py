@@ -97,19 +97,23 @@ def rows_to_dataset(
     cache_dir: Path,
     num_proc: int = 1,
     step: str,
+    extra_features: dict[str, Any] | None = None,
 ) -> tuple[datasets.DatasetDict, list[dict[str, str]]]:
     """Write generated rows to Arrow, split them by ``_split`` and move rejects to the ledger.
 
     List-valued ``gen_kwargs`` are sharded over ``num_proc`` processes by ``datasets``.
+    ``extra_features`` declares source-specific columns the rows carry (e.g. FER+ votes).
     """
     import datasets
 
     from ferdata.dataset import partition_rejects
 
+    features = row_features(label_names)
+    features.update(extra_features or {})
     ds = datasets.Dataset.from_generator(
         generator,
         gen_kwargs=gen_kwargs,
-        features=row_features(label_names),
+        features=features,
         cache_dir=str(cache_dir),
         num_proc=num_proc if num_proc > 1 else None,
         # fresh scratch cache per run: never reuse rows from an earlier import of a changed file

@@ -1,22 +1,40 @@
-"""Import the Kaggle ``fer2013.csv`` (``emotion,pixels,Usage``).
+"""Import the Kaggle ``fer2013.csv`` (``emotion,pixels,Usage``), optionally with FER+ votes.
 
 Labels use the official FER2013 codes (0 angry, 1 disgust, 2 fear, 3 happy, 4 sad, 5 surprise,
 6 neutral: ``manifests/labels.yaml`` ``sources.fer2013``), stored under the canonical
 alphabetical class names. ``Usage`` maps Training -> ``train``, PublicTest -> ``validation``,
-PrivateTest -> ``test``; a CSV without a Usage column goes to ``train``.
+PrivateTest -> ``test``; a CSV without a Usage column goes to ``train``. A UTF-8 byte-order mark
+(Excel writes one) is accepted; a file without data rows, or one holding binary data, is a usage
+error (exit 2) that never echoes the file's bytes.
 
 Malformed rows never stop the import; each goes to the ledger with its line number in ``origin``
 (``fer2013.csv#L17``) and a reason: ``empty_line``, ``wrong_column_count``, ``bad_label``
 (non-numeric), ``unknown_code``, ``wrong_pixel_count``, ``bad_pixels`` (non-numeric or outside
 0..255), ``unknown_usage``.
+
+**FER+** (Barsoum et al. 2016, arXiv 1608.01041): ``ferplus=fer2013new.csv`` reads the votes of
+the 10 crowd annotators (``Usage, Image name, neutral, happiness, surprise, sadness, anger,
+disgust, fear, contempt, unknown, NF``), aligned row by row with the FER2013 CSV (a different row
+count, or a row whose Usage differs, is one usage error before any work). Every row then carries
+``ferplus_votes`` (the 10 raw counts, in that order) and ``label_fer2013`` (the original label);
+``label_source`` chooses which one ``label`` is:
+
+* ``ferplus`` (the default with FER+): the FER+ rule of ``ferplus_mode`` decides (see
+  :func:`ferplus_label`). Rows it cannot label go to the ledger: ``ferplus_no_majority``,
+  ``ferplus_tie``, ``ferplus_unknown`` (the winner is FER+'s "unknown"), ``ferplus_not_face`` (the
+  winner is "NF", e.g. the rows FER+ dropped), ``ferplus_no_votes``, ``bad_ferplus_votes``.
+  FER+ has an 8th class, contempt; it follows ``classes``: kept with 8, merged into negative with
+  3, and to the ledger (``class_not_in_grouping``) with 7 or 6.
+* ``fer2013``: ``label`` stays FER2013's; the votes are kept for comparison and soft labels.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,11 +42,20 @@ from typing import Any
 import numpy as np
 
 from ferdata.errors import UsageError
+from ferdata.images import pixel_id
 from ferdata.labels import GROUPINGS, LabelMaps
 from ferdata.sources import SPLIT_NAMES, check_input, pixels_row, reject_row, rows_to_dataset
 from ferdata.steps import StepContext, StepOutput, register_step
 
 SOURCE = "fer2013"
+#: The vote columns of FER+'s fer2013new.csv, in file order.
+FERPLUS_VOTES = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt", "unknown",
+                 "NF")
+#: Canonical class name of the first 8 vote columns (unknown and NF are not classes).
+FERPLUS_CLASSES = ("neutral", "happy", "surprise", "sad", "angry", "disgust", "fear", "contempt")
+FERPLUS_MODES = ("majority", "plurality", "probability")
+LABEL_SOURCES = ("ferplus", "fer2013")
+_UNKNOWN, _NF = 8, 9
 
 
 @dataclass
@@ -38,8 +65,14 @@ class Fer2013Config:
     csv: str = ""
     #: side of the square images in the CSV (FER2013: 48)
     image_size: int = 48
-    #: class grouping applied after import (paper 003): 7 keeps the canonical classes
+    #: class grouping applied after import (paper 003): 7 keeps the canonical classes; 8 (FER+ labels only) adds contempt
     classes: int = 7
+    #: FER+ votes file aligned row by row with ``csv`` (fer2013new.csv); "" for none
+    ferplus: str = ""
+    #: which labels become ``label`` when ``ferplus`` is given: ferplus | fer2013
+    label_source: str = "ferplus"
+    #: FER+ rule turning votes into a label: majority | plurality | probability
+    ferplus_mode: str = "majority"
 
     def __post_init__(self) -> None:
         if not self.csv:
@@ -48,7 +81,227 @@ class Fer2013Config:
             raise UsageError(f"image_size must be a positive number of pixels, got {self.image_size}")
         if self.classes not in GROUPINGS:
             raise UsageError(f"classes must be one of {', '.join(map(str, GROUPINGS))}, got {self.classes}")
+        if self.label_source not in LABEL_SOURCES:
+            raise UsageError(f"label_source must be one of {', '.join(LABEL_SOURCES)}, got {self.label_source!r}")
+        if self.ferplus_mode not in FERPLUS_MODES:
+            raise UsageError(f"ferplus_mode must be one of {', '.join(FERPLUS_MODES)}, got {self.ferplus_mode!r}")
+        if self.classes == 8 and not (self.ferplus and self.label_source == "ferplus"):
+            raise UsageError("--classes 8 needs FER+ labels (--ferplus FILE --label-source ferplus): "
+                             "FER2013 has no contempt class; allowed without FER+: 7, 6, 3")
 
+
+# ---------------------------------------------------------------- FER+ rules (pure functions)
+
+def ferplus_counts(votes: Sequence[int]) -> np.ndarray:
+    """The 10 vote counts with FER+'s outlier removal: a class with a single vote gets 0.
+
+    Example:
+        >>> ferplus_counts([6, 1, 0, 0, 3, 0, 0, 0, 0, 0]).tolist()
+        [6, 0, 0, 0, 3, 0, 0, 0, 0, 0]
+    """
+    v = np.asarray(votes, dtype=np.int64).copy()
+    v[v <= 1] = 0
+    return v
+
+
+def ferplus_label(votes: Sequence[int], mode: str = "majority") -> tuple[int | None, str]:
+    """The FER+ label of one row: an index into :data:`FERPLUS_CLASSES`, or None and a ledger reason.
+
+    Single votes are outliers and are dropped first (:func:`ferplus_counts`). Then:
+
+    * ``majority``: the top class needs more than half of the remaining votes;
+    * ``plurality``: the top class needs more votes than any other (a tie is refused);
+    * ``probability``: the paper's probabilistic target: the top classes (at most 3) are taken in
+      vote order until they cover 75 % of the votes, stopping at unknown / NF; they must cover more
+      than half of them. The label is the first of them (ties in FER+'s column order).
+
+    A winner that is ``unknown`` or ``NF`` (not a face) is refused in every mode.
+
+    Example:
+        >>> ferplus_label([0, 0, 0, 0, 6, 0, 1, 0, 3, 0])
+        (4, '')
+        >>> ferplus_label([4, 0, 0, 0, 4, 0, 0, 0, 2, 0])
+        (None, 'ferplus_no_majority')
+        >>> ferplus_label([0, 0, 0, 0, 0, 0, 0, 0, 0, 10])
+        (None, 'ferplus_not_face')
+    """
+    if mode not in FERPLUS_MODES:
+        raise UsageError(f"unknown FER+ mode {mode!r}; allowed: {', '.join(FERPLUS_MODES)}")
+    v = ferplus_counts(votes)
+    total = int(v.sum())
+    if total == 0:
+        return None, "ferplus_no_votes"
+    order = np.argsort(-v, kind="stable")
+    top = int(order[0])
+    if mode == "majority" and 2 * int(v[top]) <= total:
+        return None, "ferplus_no_majority"
+    if mode == "plurality" and len(order) > 1 and v[order[1]] == v[top]:
+        return None, "ferplus_tie"
+    if mode == "probability":
+        covered, taken = 0, 0
+        for i in order:
+            if v[i] == 0 or taken == 3 or 4 * covered >= 3 * total or i >= _UNKNOWN:
+                break
+            covered += int(v[i])
+            taken += 1
+        if taken and 2 * covered <= total:
+            return None, "ferplus_no_majority"
+    if top == _UNKNOWN:
+        return None, "ferplus_unknown"
+    if top == _NF:
+        return None, "ferplus_not_face"
+    return top, ""
+
+
+def ferplus_distribution(votes: Sequence[int], names: Sequence[str]) -> np.ndarray:
+    """The FER+ vote distribution over the class names ``names`` (soft labels).
+
+    Outlier votes are dropped, unknown and NF are ignored, and classes absent from ``names`` (e.g.
+    contempt for a 7-class model) lose their votes; the result sums to 1 (all zeros when nothing
+    is left).
+
+    Example:
+        >>> ferplus_distribution([6, 0, 0, 0, 4, 0, 0, 0, 0, 0], ["angry", "neutral"]).tolist()
+        [0.4, 0.6]
+    """
+    v = ferplus_counts(votes)
+    index = {name: i for i, name in enumerate(names)}
+    out = np.zeros(len(names), dtype=np.float64)
+    for i, name in enumerate(FERPLUS_CLASSES):
+        if name in index:
+            out[index[name]] += v[i]
+    total = out.sum()
+    return out / total if total > 0 else out
+
+
+# ---------------------------------------------------------------- reading the files
+
+def _printable(text: str, limit: int = 80) -> str:
+    """``text`` with anything but printable ASCII replaced by ``?`` and cut to ``limit`` characters."""
+    clean = "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in text)
+    return clean if len(clean) <= limit else clean[:limit] + "..."
+
+
+def _check_text(path: str, what: str) -> None:
+    """Refuse a binary file before parsing it (the error never shows its bytes).
+
+    Raises:
+        UsageError: when the start of the file holds NUL bytes or is not UTF-8.
+    """
+    with open(path, "rb") as f:
+        head = f.read(65536)
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+        binary = b"\x00" in head
+    except UnicodeDecodeError:
+        binary = True
+    if binary:
+        raise UsageError(f"{path} is not a text CSV file (it holds binary data); {what}")
+
+
+def _open(path: str) -> Any:
+    return open(path, newline="", encoding="utf-8-sig", errors="replace")
+
+
+def _blank(row: Sequence[str]) -> bool:
+    return not row or all(not c.strip() for c in row)
+
+
+def _columns(path: str) -> tuple[int, int, int | None, int]:
+    """Indices of emotion, pixels and Usage in the header, and the column count.
+
+    Raises:
+        UsageError: for a binary file, a header that does not name emotion and pixels, or no data rows.
+    """
+    _check_text(path, "expected a FER2013 CSV: emotion,pixels,Usage")
+    with _open(path) as f:
+        reader = csv.reader(f)
+        header = [h.strip().lower() for h in next(reader, [])]
+        if "emotion" not in header or "pixels" not in header:
+            found = _printable(",".join(header)) or "(empty file)"
+            raise UsageError(f"{path} is not a FER2013 CSV: the header must name emotion and pixels (and Usage); "
+                             f"found {found}")
+        if not any(not _blank(row) for row in reader):
+            raise UsageError(f"{path} has no rows: only the header line is there (emotion,pixels,Usage); "
+                             "nothing to import")
+    return header.index("emotion"), header.index("pixels"), header.index("usage") if "usage" in header else None, \
+        len(header)
+
+
+def read_ferplus(path: str) -> list[tuple[str, list[int] | None]]:
+    """The rows of a FER+ ``fer2013new.csv``: (Usage, the 10 vote counts or None when malformed).
+
+    Blank lines are skipped (they are not rows of either file).
+
+    Raises:
+        UsageError: for a binary file or a header without Usage and the 10 vote columns.
+
+    Example:
+        >>> read_ferplus("fer2013new.csv")[0]   # doctest: +SKIP
+        ('Training', [4, 0, 0, 1, 3, 2, 0, 0, 0, 0])
+    """
+    _check_text(path, "expected FER+'s fer2013new.csv")
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    with _open(path) as f:
+        reader = csv.reader(f)
+        header = [h.strip().lower() for h in next(reader, [])]
+        wanted = ["usage", *[n.lower() for n in FERPLUS_VOTES]]
+        missing = [n for n in wanted if n not in header]
+        if missing:
+            raise UsageError(f"{path} is not a FER+ votes file (fer2013new.csv): its header lacks "
+                             f"{', '.join(missing)}; expected Usage, Image name, {', '.join(FERPLUS_VOTES)}")
+        i_usage = header.index("usage")
+        i_votes = [header.index(n.lower()) for n in FERPLUS_VOTES]
+        rows: list[tuple[str, list[int] | None]] = []
+        for row in reader:
+            if _blank(row):
+                continue
+            usage = row[i_usage].strip() if len(row) > i_usage else ""
+            try:
+                votes = [int(row[i].strip()) for i in i_votes]
+                if min(votes) < 0:
+                    raise ValueError("negative vote")
+            except (ValueError, IndexError):
+                rows.append((usage, None))
+                continue
+            rows.append((usage, votes))
+    return rows
+
+
+def _usages(path: str, i_usage: int | None) -> list[str]:
+    """The Usage of every non-blank data row of the FER2013 CSV (one streaming pass)."""
+    out = []
+    with _open(path) as f:
+        reader = csv.reader(f)
+        next(reader, None)
+        for row in reader:
+            if _blank(row):
+                continue
+            out.append(row[i_usage].strip() if i_usage is not None and len(row) > i_usage else "Training")
+    return out
+
+
+def check_alignment(fer_csv: str, ferplus: Sequence[tuple[str, list[int] | None]], ferplus_path: str) -> None:
+    """Refuse a FER+ file that is not aligned row by row with the FER2013 CSV.
+
+    Raises:
+        UsageError: for a different number of rows or the first row whose Usage differs.
+    """
+    _, _, i_usage, _ = _columns(fer_csv)
+    usages = _usages(fer_csv, i_usage)
+    if len(usages) != len(ferplus):
+        raise UsageError(f"--ferplus {ferplus_path} has {len(ferplus)} rows but {fer_csv} has {len(usages)}: "
+                         "the FER+ file must be aligned row by row with the FER2013 CSV (fer2013new.csv goes "
+                         "with the full fer2013.csv)")
+    if i_usage is None:
+        return
+    for n, (a, (b, _)) in enumerate(zip(usages, ferplus, strict=True), start=1):
+        if a.lower() != b.lower():
+            raise UsageError(f"--ferplus {ferplus_path} is not aligned with {fer_csv}: data row {n} has Usage "
+                             f"{_printable(a)!r} in the CSV and {_printable(b)!r} in the FER+ file")
+
+
+# ---------------------------------------------------------------- rows
 
 def _parse_pixels(text: str, count: int) -> np.ndarray | str:
     """Parse space-separated pixels; return the uint8 array or a reject reason."""
@@ -65,34 +318,24 @@ def _parse_pixels(text: str, count: int) -> np.ndarray | str:
     return values.astype(np.uint8)
 
 
-def _columns(path: str) -> tuple[int, int, int | None, int]:
-    """Indices of emotion, pixels and Usage in the header, and the column count.
-
-    Raises:
-        UsageError: when the header does not name emotion and pixels.
-    """
-    with open(path, newline="", encoding="utf-8", errors="replace") as f:
-        header = [h.strip().lower() for h in next(csv.reader(f), [])]
-    if "emotion" not in header or "pixels" not in header:
-        raise UsageError(f"{path} is not a FER2013 CSV: the header must name emotion and pixels (and Usage); "
-                         f"found {','.join(header) or '(empty file)'}")
-    return header.index("emotion"), header.index("pixels"), header.index("usage") if "usage" in header else None, \
-        len(header)
-
-
-def generate_rows(path: str, image_size: int, limit: int | None) -> Iterator[dict[str, Any]]:
-    """Yield one row (good or reject) per data line of the CSV."""
+def generate_rows(path: str, image_size: int, limit: int | None, ferplus: str = "", label_source: str = "fer2013",
+                  ferplus_mode: str = "majority") -> Iterator[dict[str, Any]]:
+    """Yield one row (good or reject) per data line of the CSV (with FER+ columns when ``ferplus``)."""
     maps = LabelMaps.load()
-    names = maps.canonical
+    names = list(maps.canonical)
     codes = {code: names.index(name) for code, name in maps.sources[SOURCE].items()}
+    use_ferplus_label = bool(ferplus) and label_source == "ferplus"
+    label_names = maps.names_for({"contempt"}) if use_ferplus_label else names
+    votes_rows = read_ferplus(ferplus) if ferplus else []
     count = image_size * image_size
     name = Path(path).name
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
     i_emotion, i_pixels, i_usage, n_columns = _columns(path)
-    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+    with _open(path) as f:
         reader = csv.reader(f)
         next(reader, None)
         made = 0
+        data_row = -1
         for row in reader:
             if limit is not None and made >= limit:
                 break
@@ -100,23 +343,31 @@ def generate_rows(path: str, image_size: int, limit: int | None) -> Iterator[dic
             origin = f"{name}#L{reader.line_num}"
             usage = row[i_usage].strip() if i_usage is not None and len(row) > i_usage else "Training"
             split = SPLIT_NAMES.get(usage.lower(), "train")
+            extra: dict[str, Any] = {}
+            if not _blank(row):
+                data_row += 1
+                if ferplus:
+                    extra = {"ferplus_votes": votes_rows[data_row][1], "label_fer2013": -1}
+            elif ferplus:
+                extra = {"ferplus_votes": None, "label_fer2013": -1}
 
-            def bad(reason: str, details: str, origin: str = origin, split: str = split) -> dict[str, Any]:
-                return reject_row(reason, details, origin=origin, source=SOURCE, split=split)
+            def bad(reason: str, details: str, origin: str = origin, split: str = split,
+                    extra: dict[str, Any] = extra, id: str = "") -> dict[str, Any]:
+                return {**reject_row(reason, details, origin=origin, source=SOURCE, split=split, id=id), **extra}
 
-            if not row or all(not c.strip() for c in row):
+            if _blank(row):
                 yield bad("empty_line", "")
                 continue
             if len(row) != n_columns:
                 yield bad("wrong_column_count", f"{len(row)} columns, expected {n_columns}")
                 continue
             if i_usage is not None and usage.lower() not in SPLIT_NAMES:
-                yield bad("unknown_usage", f"Usage {usage!r}; known: Training, PublicTest, PrivateTest")
+                yield bad("unknown_usage", f"Usage {_printable(usage)!r}; known: Training, PublicTest, PrivateTest")
                 continue
             try:
                 code = int(row[i_emotion].strip())
             except ValueError:
-                yield bad("bad_label", f"emotion {row[i_emotion]!r} is not a number")
+                yield bad("bad_label", f"emotion {_printable(row[i_emotion])!r} is not a number")
                 continue
             if code not in codes:
                 yield bad("unknown_code", f"emotion code {code}; known: {sorted(codes)}")
@@ -125,21 +376,53 @@ def generate_rows(path: str, image_size: int, limit: int | None) -> Iterator[dic
             if isinstance(pixels, str):
                 yield bad(pixels, f"expected {count} integers 0..255")
                 continue
-            yield pixels_row(pixels.reshape(image_size, image_size), codes[code], origin=origin, source=SOURCE,
-                             split=split)
+            label = codes[code]
+            if ferplus:
+                votes = extra["ferplus_votes"]
+                extra["label_fer2013"] = label
+                if votes is None:
+                    if use_ferplus_label:
+                        yield bad("bad_ferplus_votes", f"FER+ data row {data_row + 1}: expected 10 whole vote counts",
+                                  id=pixel_id(pixels.reshape(image_size, image_size)))
+                        continue
+                elif use_ferplus_label:
+                    winner, reason = ferplus_label(votes, ferplus_mode)
+                    if winner is None:
+                        yield bad(reason, '{"votes": ' + str(list(votes)) + f', "mode": "{ferplus_mode}"}}',
+                                  id=pixel_id(pixels.reshape(image_size, image_size)))
+                        continue
+                    label = label_names.index(FERPLUS_CLASSES[winner])
+            yield {**pixels_row(pixels.reshape(image_size, image_size), label, origin=origin, source=SOURCE,
+                                split=split), **extra}
 
 
 @register_step("import_fer2013", Fer2013Config, source=True)
 def import_fer2013(data: None, config: Fer2013Config, ctx: StepContext) -> StepOutput:
-    """Import a Kaggle fer2013.csv (emotion,pixels,Usage) with the official label codes."""
+    """Import a Kaggle fer2013.csv (emotion,pixels,Usage) with the official label codes, optionally FER+ votes."""
+    import datasets
+
     from ferdata.labels_step import apply_grouping
 
     path = check_input(config.csv, kind="CSV file", is_dir=False)
     _columns(str(path))
-    gen_kwargs = {"path": str(path), "image_size": config.image_size, "limit": ctx.limit}
-    dd, rejects = rows_to_dataset(generate_rows, gen_kwargs, LabelMaps.load().canonical,
-                                  cache_dir=ctx.scratch(), step="import_fer2013")
-    if config.classes != 7:
+    maps = LabelMaps.load()
+    gen_kwargs: dict[str, Any] = {"path": str(path), "image_size": config.image_size, "limit": ctx.limit}
+    names = list(maps.canonical)
+    extra_features = None
+    info: dict[str, Any] = {"source": str(path)}
+    if config.ferplus:
+        fp = check_input(config.ferplus, kind="FER+ votes file", is_dir=False)
+        check_alignment(str(path), read_ferplus(str(fp)), str(fp))
+        gen_kwargs.update(ferplus=str(fp), label_source=config.label_source, ferplus_mode=config.ferplus_mode)
+        if config.label_source == "ferplus":
+            names = maps.names_for({"contempt"})
+        extra_features = {"ferplus_votes": datasets.Sequence(datasets.Value("int32"), length=len(FERPLUS_VOTES)),
+                          "label_fer2013": datasets.ClassLabel(names=list(maps.canonical))}
+        info.update(ferplus=str(fp), label_source=config.label_source, ferplus_mode=config.ferplus_mode,
+                    ferplus_votes_order=list(FERPLUS_VOTES))
+    dd, rejects = rows_to_dataset(generate_rows, gen_kwargs, names, cache_dir=ctx.scratch(), step="import_fer2013",
+                                  extra_features=extra_features)
+    if config.classes != 7 or len(names) != 7:
         dd, more = apply_grouping(dd, config.classes, step="import_fer2013")
         rejects += more
-    return StepOutput(dd, rejects, info={"source": str(path)})
+    return StepOutput(dd, rejects, info=info)

@@ -93,6 +93,21 @@ def _evaluate_into(model: Any, ds: Any, names: list[str], out: Path, *, batch_si
     return report
 
 
+def _no_input_writes(fn: Any) -> Any:
+    """Run ``fn`` with ``datasets`` caching off, so no cache file is ever written under an input directory."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from ferdata.dataset import no_input_caching
+
+        with no_input_caching():
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@_no_input_writes
 def train_run(
     dataset_dir: str | Path,
     out: str | Path,
@@ -175,7 +190,9 @@ def train_run(
     if len(train) == 0:
         raise UsageError(f"{dataset_dir}: the train split is empty")
     if limit is not None and limit < len(train):
-        train = train.shuffle(seed=seed).select(range(limit))
+        # a seeded permutation, not Dataset.shuffle: shuffle writes an indices cache file into the input directory
+        pick = np.random.default_rng(seed).permutation(len(train))[:limit]
+        train = train.select(pick.tolist())
         notes.append(f"--limit {limit}: training on {limit} random training images")
     split_note = None
     if validation is None or len(validation) == 0:
@@ -284,6 +301,7 @@ def label_index_for(dataset_names: list[str], model_names: list[str], *, mapping
     return index
 
 
+@_no_input_writes
 def evaluate_run(
     run_dir: str | Path,
     dataset_dir: str | Path,
