@@ -954,11 +954,15 @@ def review_cmd(dataset: Path, out: Path | None, thumb_size: int, overwrite: bool
 @click.argument("dataset", type=existing("dataset directory", file_okay=False))
 @click.argument("review_csv", type=existing("review CSV"))
 @out_option
+@click.option("--allow-missing", is_flag=True,
+              help="Accept rejected ids that match no row (by id, parent_id or root_id) and no earlier reject.")
 @common_options
-def apply_review_cmd(dataset: Path, review_csv: Path, out: Path, **opts: Any) -> None:
-    """Move the ids marked `reject` in a review.csv to the rejects ledger (reason: review).
+def apply_review_cmd(dataset: Path, review_csv: Path, out: Path, allow_missing: bool, **opts: Any) -> None:
+    """Move the rows marked `reject` in a review.csv to the rejects ledger (reason: review).
 
-    REVIEW_CSV is the edited review.csv or the review directory holding it.
+    REVIEW_CSV is the edited review.csv or the review directory holding it. A reviewed id matches a
+    row's `id`, `parent_id` or `root_id`, so a review of the crawl output applies after `crop`. A
+    rejected id that matches nothing (and was not removed earlier) is an error unless --allow-missing.
 
     Example:
 
@@ -966,8 +970,8 @@ def apply_review_cmd(dataset: Path, review_csv: Path, out: Path, **opts: Any) ->
     """
     from ferdata.review import check_review_dir
 
-    run_step_command("review_exclusions", {"review_csv": str(check_review_dir(review_csv))}, inputs=[dataset],
-                     out=out, **opts)
+    run_step_command("review_exclusions", {"review_csv": str(check_review_dir(review_csv)),
+                                            "allow_missing": allow_missing}, inputs=[dataset], out=out, **opts)
 
 
 # ---------------------------------------------------------------- refinement: refine

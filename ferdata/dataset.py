@@ -14,7 +14,8 @@ errors. Directories are written to a temporary sibling and renamed into place, s
 command never leaves a half-written output, and an input directory is never modified.
 
 The core schema is ``image`` (``Image()``), ``label`` (``ClassLabel``), ``id`` (sha256 of the
-decoded pixels, see :func:`ferdata.images.pixel_id`), ``source`` and ``origin``.
+decoded pixels, see :func:`ferdata.images.pixel_id`), ``source`` and ``origin``; rows made by
+ferdata also carry their lineage, ``root_id`` and ``parent_id`` (see :func:`lineage_ids`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import shutil
 import tempfile
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -67,6 +68,44 @@ def core_features(label_names: Sequence[str]) -> datasets.Features:
             "origin": datasets.Value("string"),
         }
     )
+
+
+#: Lineage columns: ``root_id`` is the ``id`` a row had when it entered the dataset (set by every
+#: source step), ``parent_id`` the ``id`` before the last step that changed its pixels (null at entry).
+ROOT_ID = "root_id"
+PARENT_ID = "parent_id"
+LINEAGE_COLUMNS = (ROOT_ID, PARENT_ID)
+
+
+def lineage_ids(new_id: str, row: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The ``id``, ``parent_id`` and ``root_id`` of a row whose pixel id is (now) ``new_id``.
+
+    The one place lineage is decided: a source step calls it with ``row=None`` when a row enters
+    the dataset (``root_id`` = its id, ``parent_id`` null); a step that changes pixels (crop, align,
+    upscale ...) calls it with the input row when it recomputes the id (``parent_id`` = the old id,
+    ``root_id`` carried over; a row made before lineage existed counts its own id as its root).
+    Reviews, labels and duplicates can so always be traced back to the row that entered.
+
+    Example:
+        >>> lineage_ids("b2", {"id": "a1", "root_id": "r0"})
+        {'id': 'b2', 'parent_id': 'a1', 'root_id': 'r0'}
+        >>> lineage_ids("r0")
+        {'id': 'r0', 'parent_id': None, 'root_id': 'r0'}
+    """
+    if row is None:
+        return {"id": new_id, PARENT_ID: None, ROOT_ID: new_id or None}
+    old = row.get("id")
+    return {"id": new_id, PARENT_ID: old, ROOT_ID: row.get(ROOT_ID) or old}
+
+
+def lineage_features(features: datasets.Features) -> datasets.Features:
+    """A copy of ``features`` with the lineage columns declared (strings, after the others)."""
+    import datasets
+
+    features = features.copy()
+    for name in LINEAGE_COLUMNS:
+        features[name] = datasets.Value("string")
+    return features
 
 
 def make_reject(id: str, origin: str, step: str, reason: str, details: Any = "", *,

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ferdata.dataset import REJECT_DETAILS, REJECT_REASON, partition_rejects
+from ferdata.dataset import REJECT_DETAILS, REJECT_REASON, lineage_features, lineage_ids, partition_rejects
 from ferdata.errors import UsageError
 from ferdata.images import ImageRejected, decode_image, encode_png, pixel_id
 from ferdata.steps import StepContext, StepOutput, register_step
@@ -443,7 +443,7 @@ def _face_features(base: datasets.Features, *, extra: dict[str, Any]) -> dataset
     features = base.copy()
     features["image"] = datasets.Image()
     features.update(extra)
-    features["parent_id"] = datasets.Value("string")
+    features = lineage_features(features)
     features[REJECT_REASON] = datasets.Value("string")
     features[REJECT_DETAILS] = datasets.Value("string")
     return features
@@ -488,7 +488,7 @@ def _map_faces(dd: datasets.DatasetDict, per_image: Any, *, extra: dict[str, Any
                 except ImageRejected as e:
                     made, reason, details = [], e.reason, {"error": e.details}
                 if not made:
-                    rej = {**{k: None for k in extra}, **row, "image": None, "parent_id": row.get("id"),
+                    rej = {**{k: None for k in extra}, **row, "image": None, **lineage_ids(row.get("id"), row),
                            REJECT_REASON: reason, REJECT_DETAILS: json.dumps(details, sort_keys=True)}
                     for name in names:
                         out[name].append(rej.get(name))
@@ -496,7 +496,7 @@ def _map_faces(dd: datasets.DatasetDict, per_image: Any, *, extra: dict[str, Any
                 for crop, columns in made:
                     new = {**{k: None for k in extra}, **row, **columns, "image": {"bytes": encode_png(crop),
                                                                                     "path": None},
-                           "id": pixel_id(crop), "parent_id": row.get("id"), REJECT_REASON: "",
+                           **lineage_ids(pixel_id(crop), row), REJECT_REASON: "",
                            REJECT_DETAILS: ""}
                     for name in names:
                         out[name].append(new.get(name))

@@ -325,6 +325,7 @@ def build(recipe: Recipe, out: str | Path, *, ctx: StepContext | None = None, ov
             continue
         print_progress = f"[{i + 1}/{len(recipe.steps)}] {step.name}"
         logger.info(print_progress)
+        ctx.ledger = rejects
         result, entry = run_step(step, data, config, ctx)
         manifest["steps"] = [*manifest.get("steps", []), entry]
         manifest.update(result.manifest)

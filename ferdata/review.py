@@ -8,10 +8,11 @@
 * ``review.csv``: ``id,label,origin,decision``, one line per row, ``decision`` = ``keep``.
 
 A reviewer changes ``decision`` to ``reject`` for the images to exclude. The step
-``review_exclusions`` (``review_csv=...``; ``ferdata apply-review``) then moves those ids to the
-rejects ledger with reason ``review``, so the manual cleaning of paper 001 is repeatable: the
-same CSV excludes the same images on every build. Regenerating the sheets with ``--overwrite``
-keeps the decisions already made in the existing ``review.csv``.
+``review_exclusions`` (``review_csv=...``; ``ferdata apply-review``) then moves the rows whose
+``id``, ``parent_id`` or ``root_id`` is one of those ids to the rejects ledger with reason ``review``
+(so a review of the crawl output still applies after ``crop`` gave the rows new ids), so the
+manual cleaning of paper 001 is repeatable: the same CSV excludes the same images on every build.
+Regenerating the sheets with ``--overwrite`` keeps the decisions already made in the existing ``review.csv``.
 
 Example:
     >>> write_review("btfer-crawl")                                   # doctest: +SKIP
@@ -195,22 +196,42 @@ class ReviewExclusionsConfig:
 
     #: the edited review.csv; empty = nothing to exclude (a build before any review)
     review_csv: str = ""
+    #: accept rejected ids that match no row (else an error): e.g. a review.csv of another dataset
+    allow_missing: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.review_csv, str):
             raise UsageError(f"review_csv must be a path, got {self.review_csv!r}")
+        if not isinstance(self.allow_missing, bool):
+            raise UsageError(f"allow_missing must be true or false, got {self.allow_missing!r}")
 
 
-def _mark(ids: list[str], *, rejected: frozenset[str], details: str) -> dict[str, list[str]]:
+def _lineage_columns(ds: datasets.Dataset) -> list[str]:
+    from ferdata.dataset import LINEAGE_COLUMNS
+
+    return ["id", *(c for c in LINEAGE_COLUMNS if c in ds.column_names)]
+
+
+def _mark(*columns: list[str | None], rejected: frozenset[str], details: str) -> dict[str, list[str]]:
+    """Mark the rows whose ``id``, ``parent_id`` or ``root_id`` was rejected by the reviewer."""
     from ferdata.dataset import REJECT_DETAILS, REJECT_REASON
 
-    hits = [i in rejected for i in ids]
+    hits = [any(x in rejected for x in ids if x) for ids in zip(*columns, strict=True)]
     return {REJECT_REASON: ["review" if h else "" for h in hits], REJECT_DETAILS: [details if h else "" for h in hits]}
 
 
 @register_step("review_exclusions", ReviewExclusionsConfig)
 def review_exclusions(data: datasets.DatasetDict, config: ReviewExclusionsConfig, ctx: StepContext) -> StepOutput:
-    """Move the ids marked reject in a review.csv to the ledger (reason review)."""
+    """Move the rows marked reject in a review.csv to the ledger (reason review), matched by lineage.
+
+    A reviewed id matches a row whose ``id``, ``parent_id`` or ``root_id`` it is, so a review.csv
+    written before ``crop`` or ``upscale`` (which give rows new ids) still applies. A rejected id
+    that matches no row and is not in the input's ledger (removed by an earlier step) is an error,
+    unless ``allow_missing``.
+
+    Raises:
+        ManifestError: for rejected ids that match nothing (without ``allow_missing``).
+    """
     import json
 
     import datasets
@@ -223,20 +244,29 @@ def review_exclusions(data: datasets.DatasetDict, config: ReviewExclusionsConfig
     rejected = frozenset(i for i, d in decisions.items() if d == "reject")
     present: set[str] = set()
     for ds in data.values():
-        present.update(ds["id"])
+        for column in _lineage_columns(ds):
+            present.update(x for x in ds[column] if x)
+    removed_before = (rejected - present) & {r.get("id") for r in ctx.ledger}
+    missing = sorted(rejected - present - removed_before)
+    if missing and not config.allow_missing and ctx.limit is None:  # a --limit trial sees part of the rows
+        raise ManifestError(f"review_exclusions: {len(missing)} rejected id(s) in {config.review_csv} match no row "
+                            f"(by id, parent_id or root_id) and no earlier reject, e.g. {missing[0][:16]}; is it the "
+                            "review of another dataset? pass --allow-missing (allow_missing: true) to apply it anyway")
+    if missing:
+        logger.warning("review_exclusions: %d rejected id(s) in %s match no row (%s)", len(missing),
+                       config.review_csv, "allow_missing" if config.allow_missing else "a --limit trial")
+    details = json.dumps({"review_csv": str(config.review_csv)})
     marked = datasets.DatasetDict({
-        split: ds.map(_mark, batched=True, input_columns=["id"], num_proc=ctx.num_proc if ctx.num_proc > 1 else None,
-                      fn_kwargs={"rejected": rejected, "details": json.dumps({"review_csv": str(config.review_csv)})},
-                      desc="review exclusions")
+        split: ds.map(_mark, batched=True, input_columns=_lineage_columns(ds),
+                      num_proc=ctx.num_proc if ctx.num_proc > 1 else None,
+                      fn_kwargs={"rejected": rejected, "details": details}, desc="review exclusions")
         for split, ds in data.items()
     })
     kept, rejects = partition_rejects(marked, "review_exclusions")
-    missing = sorted(rejected - present)
-    if missing:
-        logger.warning("review_exclusions: %d rejected id(s) in %s are not in the dataset (removed earlier?)",
-                       len(missing), config.review_csv)
     return StepOutput(kept, rejects, info={"review_csv": str(config.review_csv), "reviewed": len(decisions),
-                                           "excluded": len(rejects), "rejected_ids_not_found": len(missing)})
+                                           "rejected_in_review": len(rejected), "excluded": len(rejects),
+                                           "removed_before": len(removed_before),
+                                           "rejected_ids_not_found": len(missing)})
 
 
 def check_review_dir(path: str | Path) -> Path:

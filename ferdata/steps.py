@@ -107,6 +107,9 @@ class StepContext:
     work_dir: Path | None = None
     #: Directory of the dataset being built (recipes), so steps can find files beside it.
     out_dir: Path | None = None
+    #: The input's rejects ledger so far (read-only), so a step can tell a row removed by an
+    #: earlier step from one that never existed (``review_exclusions``); set by apply_step and build.
+    ledger: Sequence[dict[str, Any]] = ()
 
     def scratch(self) -> Path:
         """A scratch directory that lives as long as the run (for Arrow caches of new datasets)."""
@@ -320,6 +323,7 @@ def apply_step(
     else:
         data = open_dataset(inputs[0])
         manifest, rejects = read_manifest(inputs[0]), read_rejects(inputs[0])
+    ctx.ledger = rejects
     result, entry = run_step(step, data, config, ctx)
     manifest["steps"] = [*manifest.get("steps", []), entry]
     manifest.update(result.manifest)

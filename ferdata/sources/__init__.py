@@ -53,9 +53,9 @@ def row_features(label_names: Sequence[str]) -> datasets.Features:
     """Core features plus the internal split and reject columns an importer writes."""
     import datasets
 
-    from ferdata.dataset import REJECT_DETAILS, REJECT_REASON, core_features
+    from ferdata.dataset import REJECT_DETAILS, REJECT_REASON, core_features, lineage_features
 
-    features = core_features(label_names)
+    features = lineage_features(core_features(label_names))
     features[SPLIT_COLUMN] = datasets.Value("string")
     features[REJECT_REASON] = datasets.Value("string")
     features[REJECT_DETAILS] = datasets.Value("string")
@@ -64,18 +64,19 @@ def row_features(label_names: Sequence[str]) -> datasets.Features:
 
 def reject_row(reason: str, details: str, *, origin: str, source: str, split: str, id: str = "") -> dict[str, Any]:
     """A row that goes to the rejects ledger."""
-    from ferdata.dataset import REJECT_DETAILS, REJECT_REASON
+    from ferdata.dataset import REJECT_DETAILS, REJECT_REASON, lineage_ids
 
-    return {"image": None, "label": -1, "id": id, "source": source, "origin": origin, SPLIT_COLUMN: split,
+    return {"image": None, "label": -1, **lineage_ids(id), "source": source, "origin": origin, SPLIT_COLUMN: split,
             REJECT_REASON: reason, REJECT_DETAILS: details}
 
 
 def pixels_row(pixels: Any, label: int, *, origin: str, source: str, split: str, data: bytes | None = None) -> dict[str, Any]:
-    """A good row from decoded pixels (``data``: original bytes to keep, else PNG-encoded)."""
-    from ferdata.dataset import REJECT_DETAILS, REJECT_REASON
+    """A good row from decoded pixels (``data``: original bytes to keep, else PNG-encoded); it enters
+    the dataset here, so its ``root_id`` is its ``id``."""
+    from ferdata.dataset import REJECT_DETAILS, REJECT_REASON, lineage_ids
 
     return {"image": {"bytes": data if data is not None else encode_png(pixels), "path": None}, "label": label,
-            "id": pixel_id(pixels), "source": source, "origin": origin, SPLIT_COLUMN: split,
+            **lineage_ids(pixel_id(pixels)), "source": source, "origin": origin, SPLIT_COLUMN: split,
             REJECT_REASON: "", REJECT_DETAILS: ""}
 
 

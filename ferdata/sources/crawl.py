@@ -405,6 +405,7 @@ def crawl_rows(config: CrawlConfig, grid: QueryGrid, cache: FetchCache, *, label
 
 def _generate(rows: list[dict[str, Any]], cache_root: str) -> Iterator[dict[str, Any]]:
     """Dataset rows: read each image from the cache (re-encoded as PNG when it needs conversion)."""
+    from ferdata.dataset import lineage_ids
     from ferdata.images import encode_png
 
     for row in rows:
@@ -412,6 +413,7 @@ def _generate(rows: list[dict[str, Any]], cache_root: str) -> Iterator[dict[str,
         if not row["keep_bytes"]:
             data = encode_png(decode_image(data, max_pixels=2**62)[0])
         out = {k: v for k, v in row.items() if k not in {"file", "keep_bytes"}}
+        out.update(lineage_ids(out["id"]))  # the row enters the dataset here
         out["image"] = {"bytes": data, "path": None}
         yield out
 
@@ -420,9 +422,9 @@ def crawl_features(label_names: list[str]) -> Any:
     """Core features plus the crawl's provenance columns."""
     import datasets
 
-    from ferdata.dataset import core_features
+    from ferdata.dataset import core_features, lineage_features
 
-    features = core_features(label_names)
+    features = lineage_features(core_features(label_names))
     for name in ("engine", "query", "url", "fetched_at"):
         features[name] = datasets.Value("string")
     features["rank"] = datasets.Value("int32")

@@ -1,7 +1,7 @@
 """The ``upscale`` step and ``ferdata upscale --espcn``: super-resolve every image of a dataset.
 
 Each row keeps its label and other columns; ``image`` is replaced by the upscaled PNG, ``id``
-becomes the new pixels' id and ``parent_id`` holds the old one (lineage). The step's manifest
+becomes the new pixels' id, ``parent_id`` holds the old one and ``root_id`` is kept (lineage). The step's manifest
 entry records the model, scale, backend, resize mode, and the input and output sizes.
 
 ``model: auto`` (the default) decodes a seeded sample of up to 500 input images, estimates how
@@ -125,8 +125,8 @@ def get_upscaler(model: str | None, scale: int, backend: str) -> Upscaler:
 
 def upscale_batch(batch: dict[str, list[Any]], *, model: str | None, scale: int, backend: str, size: int | None,
                   resize: str, allow_downscale: bool, batch_size: int) -> dict[str, list[Any]]:
-    """Upscale one batch of rows (``image`` undecoded) and set ``id``, ``parent_id`` and reject marks."""
-    from ferdata.dataset import REJECT_DETAILS, REJECT_REASON
+    """Upscale one batch of rows (``image`` undecoded) and set ``id``, its lineage and reject marks."""
+    from ferdata.dataset import PARENT_ID, REJECT_DETAILS, REJECT_REASON, ROOT_ID, lineage_ids
     from ferdata.images import ImageRejected, encode_png, pixel_id, to_array
 
     up = get_upscaler(model, scale, backend)
@@ -150,11 +150,13 @@ def upscale_batch(batch: dict[str, list[Any]], *, model: str | None, scale: int,
     outs = up.upscale([pixels[i] for i in good], size=size, resize=resize, allow_downscale=allow_downscale,
                       batch_size=batch_size) if good else []
     images: list[Any] = [None] * n
-    ids, parents = list(batch["id"]), list(batch["id"])
+    rows = [{"id": i, ROOT_ID: r} for i, r in zip(batch["id"], batch.get(ROOT_ID) or [None] * n, strict=True)]
+    lineage = [lineage_ids(row["id"], row) for row in rows]  # a rejected row keeps its id
     for i, out in zip(good, outs, strict=True):
         images[i] = {"bytes": encode_png(out), "path": None}
-        ids[i] = pixel_id(out)
-    return {"image": images, "id": ids, "parent_id": parents, REJECT_REASON: reasons, REJECT_DETAILS: details}
+        lineage[i] = lineage_ids(pixel_id(out), rows[i])
+    return {"image": images, **{k: [x[k] for x in lineage] for k in ("id", PARENT_ID, ROOT_ID)},
+            REJECT_REASON: reasons, REJECT_DETAILS: details}
 
 
 @register_step("upscale", UpscaleConfig)
@@ -162,7 +164,7 @@ def upscale_step(data: Any, config: UpscaleConfig, ctx: StepContext) -> StepOutp
     """Super-resolve every image (ESPCN by default, 48x48 -> 224x224), keeping labels and lineage."""
     import datasets
 
-    from ferdata.dataset import partition_rejects
+    from ferdata.dataset import lineage_features, partition_rejects
     from ferdata.images import to_array
 
     from ferdata.sr.spectrum import sample_dataset_images
@@ -187,8 +189,7 @@ def upscale_step(data: Any, config: UpscaleConfig, ctx: StepContext) -> StepOutp
                 raise UsageError(f"--size {config.size} is smaller than the input images ({first.shape[0]}x{first.shape[1]} "
                                  f"in split {split}); pass --allow-downscale to shrink")
             in_sizes[f"{first.shape[0]}x{first.shape[1]}"] += len(raw)
-        features = raw.features.copy()
-        features["parent_id"] = datasets.Value("string")
+        features = lineage_features(raw.features)
         features["_reject_reason"] = datasets.Value("string")
         features["_reject_details"] = datasets.Value("string")
         # One process: TensorFlow (and cv2.dnn) already use every core, and a process forked after
