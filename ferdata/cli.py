@@ -24,10 +24,21 @@ F = Callable[..., Any]
 
 
 class FerdataGroup(click.Group):
-    """A click group that turns every error into one line and the documented exit codes."""
+    """A click group that turns every error into one line and the documented exit codes.
+
+    It also keeps libraries quiet (TensorFlow's C++ start-up lines, Hugging Face's internal bars;
+    ``FERDATA_VERBOSITY=debug`` shows them) and answers an unknown command with the closest ones.
+    """
+
+    #: subgroups (``import``, ``labels`` ...) get the same suggestions
+    group_class = type
 
     def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
+        from ferdata.progress import quiet_libraries
+
+        quiet_libraries()  # before any command can import TensorFlow
+        set_quiet(False)  # -q applies to one invocation (tests run many in one process)
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.exceptions.Exit as e:
@@ -53,6 +64,32 @@ class FerdataGroup(click.Group):
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        """Register ``cmd``, giving it ``-q/--quiet`` when it has none (every command takes -q)."""
+        if not isinstance(cmd, click.Group) and not any("-q" in p.opts for p in cmd.params):
+            cmd.params.append(click.Option(["-q", "--quiet"], is_flag=True, expose_value=False, help=QUIET_HELP,
+                                           callback=lambda _ctx, _param, value: set_quiet(bool(value))))
+        super().add_command(cmd, name)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+            import difflib
+
+            known = self.list_commands(ctx)
+            close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+            hint = f"did you mean {' or '.join(close)}?" if close else f"commands: {', '.join(known)}"
+            raise click.UsageError(f"no such command {name!r}; {hint} (ferdata --help lists them)", ctx)
+        return super().resolve_command(ctx, args)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        if ctx.parent is None:  # a command runs (--help and usage errors never get here)
+            from ferdata.progress import library_bars_off
+
+            library_bars_off()  # HF's own bars only inside a step's map (see ferdata.progress.hf_bars)
+        return super().invoke(ctx)
+
+
 def _debug_traceback() -> None:
     if os.environ.get("FERDATA_VERBOSITY", "").lower() == "debug":
         import traceback
@@ -62,21 +99,53 @@ def _debug_traceback() -> None:
 
 # ---------------------------------------------------------------- shared options
 
+QUIET_HELP = "Quiet: no progress, step lines or tables; only warnings, errors and the final summary line."
+
+
+def set_quiet(quiet: bool) -> None:
+    """Apply ``-q``: every ferdata and Hugging Face bar off, step lines and tables off."""
+    from ferdata import progress
+
+    progress.set_quiet(quiet)
+
+
+def is_quiet() -> bool:
+    """True under ``-q``."""
+    from ferdata.progress import is_quiet as quiet
+
+    return quiet()
+
+
+def say(message: str = "", *, err: bool = False) -> None:
+    """Echo a detail line (not the final summary); silent under ``-q``."""
+    if not is_quiet():
+        click.echo(message, err=err)
+
+
+def quiet_option(fn: F) -> F:
+    """``-q/--quiet`` alone, for commands without the other common options (export, push ...)."""
+
+    @click.option("-q", "--quiet", is_flag=True, help=QUIET_HELP)
+    @functools.wraps(fn)
+    def wrapper(*args: Any, quiet: bool, **kwargs: Any) -> Any:
+        set_quiet(quiet)
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
 def common_options(fn: F) -> F:
     """``--num-proc``, ``--seed``, ``--limit``, ``-q/--quiet`` and ``--overwrite``."""
 
     @click.option("--overwrite", is_flag=True, help="Replace the output directory if it exists.")
-    @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+    @click.option("-q", "--quiet", is_flag=True, help=QUIET_HELP)
     @click.option("--limit", type=click.IntRange(min=1), default=None, help="Process at most N items (for trials).")
     @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
     @click.option("--num-proc", type=click.IntRange(min=1), default=1, show_default=True,
                   help="Worker processes for per-image work.")
     @functools.wraps(fn)
     def wrapper(*args: Any, quiet: bool, **kwargs: Any) -> Any:
-        if quiet:
-            from ferdata.progress import disable_progress_bars
-
-            disable_progress_bars()
+        set_quiet(quiet)
         return fn(*args, **kwargs)
 
     return wrapper
@@ -298,9 +367,10 @@ def build_cmd(ctx: click.Context, recipe: str, out: Path, strict: bool, num_proc
     variables = parse_variables(ctx.args)
     plan = load_recipe(recipe, variables)
     manifest = build(plan, out, ctx=context(num_proc, seed, limit), overwrite=overwrite, strict=strict)
+    from ferdata.progress import summary_table
+
     total = sum(e["seconds"] for e in manifest["steps"]) or 1.0
-    for entry in manifest["steps"]:
-        print_summary(entry, out)
+    say(summary_table(manifest["steps"]))
     shares = ", ".join(f"{e['step']} {100 * e['seconds'] / total:.0f}%" for e in manifest["steps"])
     click.echo(f"built {plan.name}: {sum(manifest['splits'].values())} rows {manifest['splits']} in "
                f"{manifest.get('build_seconds', total):.1f}s (time per step: {shares}) -> {out}")
@@ -345,6 +415,7 @@ def _yaml_scalar(value: str) -> Any:
 @click.option("--format", "fmt", type=click.Choice(["hub", "imagefolder"]), default="hub", show_default=True)
 @click.option("--license", "license_", default="other", show_default=True, help="License written to the card.")
 @click.option("--overwrite", is_flag=True, help="Replace the output directory if it exists.")
+@quiet_option
 def export_cmd(src: Path, out: Path, fmt: str, license_: str, overwrite: bool) -> None:
     """Write the Hub layout (parquet + dataset card) or class folders (--format imagefolder).
 
@@ -367,6 +438,7 @@ def export_cmd(src: Path, out: Path, fmt: str, license_: str, overwrite: bool) -
 @click.option("--private", is_flag=True, help="Create the repository as private.")
 @click.option("--token", default=None, help="Hub token (default: the HF_TOKEN environment variable). Never printed.")
 @click.option("--license", "license_", default="other", show_default=True, help="License written to the card.")
+@quiet_option
 def push_cmd(src: Path, repo_id: str, private: bool, token: str | None, license_: str) -> None:
     """Upload a dataset directory to the Hugging Face Hub with a dataset card.
 
@@ -402,7 +474,7 @@ def _clahe_options(fn: F) -> F:
 def _echo_face_rate(entry: dict[str, Any]) -> None:
     info = entry.get("info", {})
     if "no_face_rate" in info:
-        click.echo(f"no usable face in {info['no_face']} of {info['input_rows']} images "
+        say(f"no usable face in {info['no_face']} of {info['input_rows']} images "
                    f"({100 * info['no_face_rate']:.1f}%)")
 
 
@@ -522,7 +594,7 @@ def filter_cmd(input_dir: Path, out: Path, num_proc: int, seed: int, limit: int 
                              limit=limit, overwrite=overwrite)
     flagged = entry.get("info", {}).get("flagged", {})
     if flagged:
-        click.echo("flagged: " + ", ".join(f"{k} {v}" for k, v in flagged.items()))
+        say("flagged: " + ", ".join(f"{k} {v}" for k, v in flagged.items()))
 
 
 @cli.command("drop-flagged")
@@ -585,7 +657,7 @@ def dedupe_cmd(input_dir: Path, out: Path, method: str, threshold: int | None, k
                                  limit=limit, overwrite=overwrite)
     report = report or out / REPORT_NAME
     for line in _dedupe_summary(entry.get("info", {}), report):
-        click.echo(line)
+        say(line)
     if report_only and report.exists():
         from ferdata.dedupe import format_groups, read_groups_report
 
@@ -863,6 +935,7 @@ def evaluate_cmd(run_dir: Path, src: Path, split: str, out: Path | None, salienc
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Output .tflite file (default RUN/model.tflite).")
 @click.option("--overwrite", is_flag=True, help="Replace the output file if it exists.")
+@quiet_option
 def export_tflite_cmd(run_dir: Path, out: Path | None, overwrite: bool) -> None:
     """Convert a run's model.keras to TensorFlow Lite for edge deployment (paper 001).
 
@@ -929,7 +1002,7 @@ def crawl_cmd(queries: str, out: Path, engine: str, per_class: int, base_url: st
 @click.option("--thumb-size", type=click.IntRange(16, 1024), default=128, show_default=True,
               help="Longest side of the thumbnails, pixels.")
 @click.option("--overwrite", is_flag=True, help="Regenerate an existing review directory (keeps its decisions).")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@click.option("-q", "--quiet", is_flag=True, help=QUIET_HELP)
 def review_cmd(dataset: Path, out: Path | None, thumb_size: int, overwrite: bool, quiet: bool) -> None:
     """Write an HTML contact sheet per class and a review.csv to mark images to reject.
 
@@ -942,10 +1015,7 @@ def review_cmd(dataset: Path, out: Path | None, thumb_size: int, overwrite: bool
     """
     from ferdata.review import REVIEW_CSV, write_review
 
-    if quiet:
-        from ferdata.progress import disable_progress_bars
-
-        disable_progress_bars()
+    set_quiet(quiet)
     path = write_review(dataset, out, thumb_size=thumb_size, overwrite=overwrite)
     click.echo(f"review: contact sheets in {path / 'index.html'}, decisions in {path / REVIEW_CSV}")
 

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from ferdata.errors import RecipeError, StepFailed, UsageError
+from ferdata.progress import step_line
 from ferdata.resources import load_yaml, resource_dir
 from ferdata.steps import Step, StepContext, get_step, run_step
 
@@ -133,6 +134,31 @@ def _used_variables(value: Any) -> set[str]:
     return set()
 
 
+#: Where the data a source step reads comes from (said when a recipe's required variable is missing).
+SOURCE_HINTS = {
+    "import_fer2013": "fer2013.csv is the Kaggle 'Challenges in Representation Learning: Facial Expression "
+                      "Recognition Challenge' download (https://www.kaggle.com/c/challenges-in-representation-learning-"
+                      "facial-expression-recognition-challenge/data); FER+ labels for it: fer2013new.csv from "
+                      "https://github.com/microsoft/FERPlus",
+    "import_affectnet": "AffectNet is licensed by request from its authors (http://mohammadmahoor.com/affectnet/)",
+    "import_folder": "any class-per-folder image tree (SRC/<class>/* or SRC/<split>/<class>/*)",
+}
+
+
+def _missing_message(name: str, raw: dict[str, Any], declared: dict[str, Any], missing: list[str]) -> str:
+    """One line: the missing variables, every variable with its default, where the data comes from."""
+    flags = ", ".join("--" + m.replace("_", "-") for m in missing)
+    listed = ", ".join(f"--{k.replace('_', '-')} " + ("(required)" if v is None else repr(v)) for k, v in declared.items())
+    first = (raw.get("steps") or [{}])[0]
+    step = first.get("step", "") if isinstance(first, dict) else ""
+    hint = SOURCE_HINTS.get(str(step), "")
+    return (f"recipe {name!r} needs {flags} (its variables: {listed}), e.g. ferdata build {name} "
+            + " ".join(f"--{m.replace('_', '-')} {'fer2013.csv' if step == 'import_fer2013' else 'VALUE'}"
+                       for m in missing)
+            + f" --out {name}-out" + (f"; {hint}" if hint else "")
+            + "; no data yet? ferdata demo --out ferdata-demo runs offline")
+
+
 def load_recipe(name_or_path: str | Path, variables: dict[str, Any] | None = None) -> Recipe:
     """Load and validate a recipe, applying ``variables`` (None values keep the defaults).
 
@@ -158,7 +184,7 @@ def load_recipe(name_or_path: str | Path, variables: dict[str, Any] | None = Non
     values = {**declared, **given}
     missing = sorted(k for k, v in values.items() if v is None)
     if missing:
-        raise RecipeError(f"recipe {path.stem!r} needs {', '.join('--' + m.replace('_', '-') for m in missing)}")
+        raise RecipeError(_missing_message(path.stem, raw, declared, missing))
     steps = []
     for i, item in enumerate(raw["steps"], 1):
         if not isinstance(item, dict) or "step" not in item:
@@ -323,8 +349,7 @@ def build(recipe: Recipe, out: str | Path, *, ctx: StepContext | None = None, ov
     for i, (step, config) in enumerate(recipe.steps):
         if i < len(done):
             continue
-        print_progress = f"[{i + 1}/{len(recipe.steps)}] {step.name}"
-        logger.info(print_progress)
+        step_line(i + 1, len(recipe.steps), step.name)
         ctx.ledger = rejects
         result, entry = run_step(step, data, config, ctx)
         manifest["steps"] = [*manifest.get("steps", []), entry]

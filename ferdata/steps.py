@@ -262,9 +262,12 @@ def run_step(step: Step, data: datasets.DatasetDict | None, config: Any, ctx: St
         data, limited_out = limit_rows(data, ctx.limit)
     requested = ctx.num_proc
     ctx.num_proc = safe_num_proc(requested, what=step.name)
+    from ferdata.progress import hf_bars
+
     start = time.perf_counter()
     try:
-        with no_input_caching():
+        # the step's own Dataset.map is its one bar; a source's generator/split bookkeeping shows none
+        with no_input_caching(), hf_bars(not step.source):
             out = step.fn(data, config, ctx)
     finally:
         ctx.num_proc = requested

@@ -1,0 +1,76 @@
+"""The CLI's shared plumbing: -q everywhere, one-line summaries, helpful errors, `ferdata info`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+from tests.conftest import CRAFTED
+
+RECIPE = CRAFTED / "tiny-recipe.yaml"
+NOISE = ("I0000", "oneDNN", "cuInit", "cuda_platform", "cpu_feature_guard", "Saving the dataset",
+         "Generating train split", "Creating parquet", "absl::InitializeLog")
+
+
+def _commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
+    out = []
+    for name, cmd in group.commands.items():
+        if isinstance(cmd, click.Group):
+            out += _commands(cmd, f"{prefix}{name} ")
+        else:
+            out.append((prefix + name, cmd))
+    return out
+
+
+def test_every_command_has_quiet_and_an_example() -> None:
+    from ferdata.cli import cli
+
+    commands = _commands(cli)
+    assert len(commands) > 20
+    missing_q = [n for n, c in commands if not any("-q" in p.opts for p in c.params)]
+    assert missing_q == [], f"commands without -q: {missing_q}"
+    no_example = [n for n, c in commands if "Example" not in (c.help or "")]
+    assert no_example == [], f"commands without an example: {no_example}"
+
+
+def test_quiet_build_prints_only_the_summary_line(tmp_path: Path, fer_csv: Path, run_cli) -> None:
+    code, out, err = run_cli("build", RECIPE, "--source", fer_csv, "--out", tmp_path / "q", "-q")
+    assert code == 0, err
+    assert out.count("\n") == 1 and out.startswith("built tiny:"), out
+    assert err == ""
+
+
+def test_unknown_command_suggests_the_closest(run_cli) -> None:
+    code, _, err = run_cli("biuld", "btfer")
+    assert code == 2 and "no such command 'biuld'" in err and "did you mean build" in err
+    code, _, err = run_cli("import", "fer2031", "x.csv")
+    assert code == 2 and "did you mean fer2013" in err
+    code, _, err = run_cli("zzzzzz")
+    assert code == 2 and "commands:" in err and "build" in err
+
+
+def test_missing_source_names_the_variables_and_where_to_get_fer2013(tmp_path: Path, run_cli) -> None:
+    code, _, err = run_cli("build", "fer2013-improved", "--out", tmp_path / "o")
+    assert code == 2, err
+    assert "--source" in err and "--size" in err and "fer2013.csv" in err
+    assert "kaggle.com" in err and "fer2013new.csv" in err and "FERPlus" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_cli_build_stderr_has_no_library_noise(tmp_path: Path, fer_csv: Path) -> None:
+    """A real process, bars on: step lines and the steps' own bars, none of Hugging Face's internal ones.
+
+    (TensorFlow's start-up lines are checked by tests/test_demo.py, whose crop step loads MTCNN.)
+    """
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "FERDATA_VERBOSITY")}
+    proc = subprocess.run([sys.executable, "-c", "from ferdata.cli import main; main()", "build", str(RECIPE),
+                           "--source", str(fer_csv), "--out", str(tmp_path / "b")],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "[1/" in proc.stderr and "step" in proc.stdout and "built tiny" in proc.stdout
+    assert not [n for n in NOISE if n in proc.stderr], proc.stderr
+    assert "balance train" in proc.stderr or "split" in proc.stderr
