@@ -451,6 +451,34 @@ def push_cmd(src: Path, repo_id: str, private: bool, token: str | None, license_
     url = push(src, repo_id, token=token, private=private, license=license_)
     click.echo(f"pushed {src} to {repo_id}: {url}")
 
+@cli.command("info")
+@click.argument("src", metavar="DIR", type=existing("DIR", file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print everything as JSON (for scripts).")
+@quiet_option
+def info_cmd(src: Path, as_json: bool) -> None:
+    """What a dataset directory holds: rows per split and class, steps, reject reasons, columns, size.
+
+    Reads only metadata, the label column and the ledger (no image is decoded). -q prints the
+    first line only.
+
+    Example:
+
+        ferdata info ferdata-demo
+
+        ferdata info fer2013-224 --json
+    """
+    from ferdata.info import dataset_info, format_info
+
+    info = dataset_info(src)
+    if as_json:
+        import json
+
+        click.echo(json.dumps(info, indent=2, default=str))
+        return
+    text = format_info(info)
+    click.echo(text.splitlines()[0] if is_quiet() else text)
+
+
 # ---------------------------------------------------------------- faces and quality: crop, filter
 
 

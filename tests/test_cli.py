@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -74,3 +75,28 @@ def test_cli_build_stderr_has_no_library_noise(tmp_path: Path, fer_csv: Path) ->
     assert "[1/" in proc.stderr and "step" in proc.stdout and "built tiny" in proc.stdout
     assert not [n for n in NOISE if n in proc.stderr], proc.stderr
     assert "balance train" in proc.stderr or "split" in proc.stderr
+
+
+def test_info_terminal_and_json(tmp_path: Path, fer_csv: Path, run_cli) -> None:
+    code, _, err = run_cli("build", RECIPE, "--source", fer_csv, "--out", tmp_path / "d", "-q",
+                           "--per-class", "2")
+    assert code == 0, err
+    code, out, err = run_cli("info", tmp_path / "d")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith(f"{tmp_path / 'd'}: 28 rows in 2 split(s)") and "on disk" in lines[0]
+    assert "recipe: tiny" in out and "per_class=2" in out
+    assert any(line.split()[:1] == ["happy"] and line.split()[-1] == "4" for line in lines), out
+    assert "import_fer2013" in out and "balance" in out and "undersampled" in out
+    assert "columns: image (Image), label (ClassLabel(7))" in out and "versions:" in out
+    code, out, _ = run_cli("info", tmp_path / "d", "--json")
+    info = json.loads(out)
+    assert info["rows"] == 28 and sum(s["rows"] for s in info["splits"].values()) == 28
+    assert sum(info["splits"]["train"]["classes"].values()) == info["splits"]["train"]["rows"]
+    assert info["reject_reasons"][0] == {"step": "balance", "reason": "undersampled", "rows": info["rejected"]}
+    assert info["recipe"]["name"] == "tiny" and info["size_bytes"] > 0 and info["versions"]["datasets"]
+    assert [s["step"] for s in info["steps"]] == ["import_fer2013", "balance", "split"]
+    code, out, _ = run_cli("info", tmp_path / "d", "-q")
+    assert code == 0 and out.count("\n") == 1
+    code, _, err = run_cli("info", tmp_path)
+    assert code == 2 and "Error:" in err and "Traceback" not in err
