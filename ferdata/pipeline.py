@@ -49,7 +49,7 @@ from ferdata.steps import Step, StepContext, get_step, run_step
 
 logger = logging.getLogger(__name__)
 _VAR = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?:\*(\d+(?:\.\d+)?))?\}")
-_RECIPE_KEYS = {"name", "description", "variables", "steps", "export"}
+_RECIPE_KEYS = {"name", "description", "variables", "steps", "export", "report"}
 
 
 @dataclass
@@ -62,6 +62,8 @@ class Recipe:
     steps: list[tuple[Step, Any]]
     export: str | None = None
     raw: dict[str, Any] = field(default_factory=dict)
+    #: also write OUT/report.html (``report: true`` in the recipe; see :mod:`ferdata.report`)
+    report: bool = False
 
     def settings(self, ctx: StepContext | None = None) -> dict[str, Any]:
         """Everything a build's result depends on: the recipe, its variables, the seed, the limit and
@@ -201,7 +203,11 @@ def load_recipe(name_or_path: str | Path, variables: dict[str, Any] | None = Non
     export = raw.get("export")
     if export not in (None, "hub", "imagefolder"):
         raise RecipeError(f"{path}: export must be hub or imagefolder, got {export!r}")
-    return Recipe(str(raw.get("name") or path.stem), str(raw.get("description") or ""), values, steps, export, raw)
+    report = raw.get("report", False)
+    if not isinstance(report, bool):
+        raise RecipeError(f"{path}: report must be true or false, got {report!r}")
+    return Recipe(str(raw.get("name") or path.stem), str(raw.get("description") or ""), values, steps, export, raw,
+                  report=report)
 
 
 def shortfall_report(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -228,6 +234,21 @@ def shortfall_report(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
         report[name] = {"missing": missing, "source_step": first.get("step", ""),
                         "made": first.get("class_counts", {}).get(name, 0), "lost_by_step": losses}
     return report
+
+
+def _write_build_report(recipe: Recipe, out: Path, state_dir: Path, done: list[str], *, seed: int) -> None:
+    """OUT/report.html of a finished build; the checkpoint before an ``upscale`` step gives the SR pairs."""
+    from ferdata.report import REPORT_FILE, write_report
+
+    names = [step.name for step, _ in recipe.steps]
+    before = None
+    if "upscale" in names and names.index("upscale") > 0:
+        candidate = state_dir / done[names.index("upscale") - 1]
+        before = candidate if (candidate / "dataset_dict.json").exists() else None
+    result = write_report(out, out / REPORT_FILE, before=before, seed=seed)
+    for warning in result.warnings:
+        logger.warning("report: %s", warning)
+    logger.info("report: %.1f MB in %.1fs -> %s", result.bytes / 1e6, result.seconds, out / REPORT_FILE)
 
 
 def _state_dir(out: Path) -> Path:
@@ -382,5 +403,7 @@ def build(recipe: Recipe, out: str | Path, *, ctx: StepContext | None = None, ov
             from ferdata.hub import export
 
             export(tmp, tmp / recipe.export, format=recipe.export)
+        if recipe.report:
+            _write_build_report(recipe, tmp, state_dir, done, seed=ctx.seed)
     shutil.rmtree(state_dir, ignore_errors=True)
     return manifest

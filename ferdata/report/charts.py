@@ -43,7 +43,7 @@ def histogram(values: np.ndarray, *, bins: int = 30, threshold: float | None = N
     if hi <= lo:
         hi = lo + 1.0
     counts, edges = np.histogram(values, bins=bins, range=(lo, hi))
-    w, h, pad_l, pad_b, pad_t = 480, 140, 40, 22, 10
+    w, h, pad_l, pad_b, pad_t = 480, 150, 40, 22, 18
     pw, ph = w - pad_l - 8, h - pad_b - pad_t
     top = max(int(counts.max()), 1)
     bw = pw / bins
@@ -66,7 +66,7 @@ def histogram(values: np.ndarray, *, bins: int = 30, threshold: float | None = N
                      f'stroke-width="2" stroke-dasharray="5 3"/>')
         anchor = "start" if x < pad_l + pw * 0.7 else "end"
         dx = 4 if anchor == "start" else -4
-        parts.append(f'<text x="{x + dx:.1f}" y="{pad_t + 10}" text-anchor="{anchor}" font-size="10" '
+        parts.append(f'<text x="{x + dx:.1f}" y="{pad_t - 5}" text-anchor="{anchor}" font-size="10" '
                      f'fill="{PALETTE[1]}">threshold {_fmt(float(threshold))}</text>')
     parts.append("</svg>")
     rows = [{"start": float(edges[i]), "end": float(edges[i + 1]), "count": int(c)} for i, c in enumerate(counts)]

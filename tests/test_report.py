@@ -1,0 +1,414 @@
+"""ferdata report: the HTML parsed without a browser, and the same page in headless Chromium."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import write_fer_csv
+
+HOSTILE = 'http://evil.example/a.png?q="><script>alert(1)</script>'
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-dev-shm-usage", "--disable-background-networking", "--disable-gpu"]
+
+
+class PageParser(HTMLParser):
+    """Ids, links, image sources, images per section, script count."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: set[str] = set()
+        self.srcs: list[str] = []
+        self.hrefs: list[str] = []
+        self.scripts = 0
+        self.section: str | None = None
+        self.images_in: dict[str, int] = {}
+        self.lazy = 0
+        self.tiles_with_alt = 0
+        self.imgs_without_alt = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if a.get("id"):
+            self.ids.add(a["id"])
+        if tag == "section":
+            self.section = a.get("id")
+        if tag == "img":
+            self.srcs.append(a.get("src") or "")
+            self.images_in[self.section or ""] = self.images_in.get(self.section or "", 0) + 1
+            self.lazy += a.get("loading") == "lazy"
+            if a.get("alt"):
+                self.tiles_with_alt += 1
+            else:
+                self.imgs_without_alt += 1
+        if tag == "image":  # inside inline SVG
+            self.srcs.append(a.get("href") or "")
+        if tag in ("a", "link") and "href" in a:
+            self.hrefs.append(a["href"] or "")
+        if tag == "script":
+            self.scripts += 1
+            assert "src" not in a, "no external scripts"
+
+
+def parse(path: Path) -> PageParser:
+    p = PageParser()
+    p.feed(path.read_text(encoding="utf-8"))
+    return p
+
+
+def _with_extras(src: Path, out: Path) -> Path:
+    """A copy of ``src`` with refine's flag columns, a hostile crawled URL and an old-style ledger row."""
+    import datasets
+
+    from ferdata.dataset import open_dataset, read_manifest, read_rejects, save_dataset
+
+    dd = open_dataset(src)
+    names = dd["train"].features["label"].names
+    cl = dd["train"].features["label"]
+
+    def flag(batch: dict, idx: list[int]) -> dict:
+        n = len(idx)
+        top1 = [(lab + 1) % len(names) if i % 3 == 0 else lab for lab, i in zip(batch["label"], idx, strict=True)]
+        return {"suspect_label": [t != lab for t, lab in zip(top1, batch["label"], strict=True)],
+                "label_confidence": [0.2] * n, "top1_label": top1,
+                "top1_confidence": [0.5 + (i % 5) / 10 for i in idx], "top2_label": list(batch["label"]),
+                "top2_confidence": [0.2] * n}
+
+    out_splits = {}
+    for split, ds in dd.items():
+        ds = ds.map(flag, batched=True, with_indices=True)
+        ds = ds.cast_column("top1_label", cl).cast_column("top2_label", cl)
+        if split == "train":
+            origins = list(ds["origin"])
+            origins[0] = HOSTILE
+            ds = ds.remove_columns("origin").add_column("origin", origins)
+        out_splits[split] = ds
+    rejects = read_rejects(src)
+    rejects.append({"id": "0" * 64, "origin": HOSTILE, "step": "crawl", "reason": "http_404", "details": "{}"})
+    save_dataset(datasets.DatasetDict(out_splits), out, manifest=read_manifest(src), rejects=rejects)
+    return out
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Import (with exact duplicates, one across splits) -> dedupe -> quality, plus suspect columns."""
+    from ferdata.steps import apply_step
+
+    root = tmp_path_factory.mktemp("report")
+    csv_path = write_fer_csv(root / "fer.csv", 6, usages=("Training", "Training", "Training", "Training",
+                                                          "PublicTest", "PrivateTest"))
+    lines = csv_path.read_text().splitlines()
+    dup_lines = [lines[1], lines[2], lines[8].rsplit(",", 1)[0] + ",PrivateTest"]  # 2 in train, 1 train->test
+    csv_path.write_text("\n".join(lines + dup_lines) + "\n")
+    apply_step("import_fer2013", {"csv": str(csv_path)}, out=root / "a")
+    apply_step("dedupe", {}, inputs=[root / "a"], out=root / "b")
+    apply_step("quality", {"drop": ["low_information"], "low_information_threshold": 7.9126}, inputs=[root / "b"],
+               out=root / "c")
+    return _with_extras(root / "c", root / "d")
+
+
+@pytest.fixture(scope="module")
+def report_html(report_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from ferdata.report import write_report
+
+    out = tmp_path_factory.mktemp("html") / "report.html"
+    write_report(report_dir, out, per_class=2)
+    return out
+
+
+def test_cli_writes_report_with_sections_and_only_inline_resources(report_dir: Path, tmp_path: Path, run_cli) -> None:
+    out = tmp_path / "r.html"
+    code, stdout, stderr = run_cli("report", report_dir, "--out", out, "--per-class", "2")
+    assert code == 0, stderr
+    assert "report:" in stdout and "MB" in stdout and str(out) in stdout
+    page = parse(out)
+    for sid in ("card", "funnel", "distribution", "samples", "duplicates", "rejects", "quality", "suspects"):
+        assert sid in page.ids, sid
+    assert "sr" not in page.ids and "faces" not in page.ids and "run" not in page.ids  # no such columns/files
+    assert page.srcs and all(s.startswith("data:image/") for s in page.srcs)
+    assert all(h.startswith("#") and h[1:] in page.ids for h in page.hrefs), [h for h in page.hrefs if h[1:] not in page.ids]
+    assert page.scripts == 1
+    assert page.imgs_without_alt == 0
+
+
+def test_sample_grid_image_count_is_per_class_times_classes_and_splits(report_dir: Path, report_html: Path) -> None:
+    from ferdata.dataset import class_counts, open_dataset
+
+    dd = open_dataset(report_dir)
+    expected = sum(min(2, n) for ds in dd.values() for n in class_counts(ds).values())
+    assert parse(report_html).images_in["samples"] == expected
+
+
+def test_hostile_origin_is_escaped(report_html: Path) -> None:
+    text = report_html.read_text(encoding="utf-8")
+    assert "<script>alert(1)" not in text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+
+
+def test_duplicates_cross_split_first_and_survivor_marked(report_html: Path) -> None:
+    text = report_html.read_text(encoding="utf-8")
+    section = text[text.index('<section id="duplicates"'):text.index("</section>", text.index('<section id="duplicates"'))]
+    assert section.count('class="group') == 3
+    assert section.index("CROSS-SPLIT") < section.index('<div class="group">')  # leakage group comes first
+    assert section.count("SURVIVOR (kept)") == 3 and section.count("figure class=\"tile survivor\"") == 3
+    assert section.count("removed (exact)") == 3
+
+
+def test_rejects_and_quality_sections(report_dir: Path, report_html: Path) -> None:
+    from ferdata.dataset import read_rejects
+
+    ledger = read_rejects(report_dir)
+    text = report_html.read_text(encoding="utf-8")
+    assert f"{len(ledger)} rows in rejects.parquet" in text
+    assert 'id="rejects-quality-low_information"' in text and 'id="rejects-crawl-http_404"' in text
+    assert "no image kept" in text  # the hand-made http_404 row has no thumbnail
+    assert all(r.get("thumbnail") for r in ledger if r["step"] in ("dedupe", "quality"))
+    assert 'id="quality-low_information"' in text and "threshold 7.91" in text
+
+
+def test_suspect_matrix_links_to_galleries(report_html: Path) -> None:
+    page = parse(report_html)
+    cells = [h for h in page.hrefs if h.startswith("#suspects-")]
+    assert cells and all(h[1:] in page.ids for h in cells)
+
+
+def test_assets_mode_writes_lazy_files(report_dir: Path, tmp_path: Path) -> None:
+    from ferdata.report import write_report
+
+    result = write_report(report_dir, tmp_path / "big.html", per_class=1, assets=True)
+    page = parse(result.path)
+    files = sorted((tmp_path / "big_files").iterdir())
+    assert files and len(files) == result.images
+    assert all(s.startswith("big_files/") for s in page.srcs)
+    assert page.lazy == len([s for s in page.srcs if s]) and page.lazy > 0
+
+
+def test_size_budget_warns(report_dir: Path, tmp_path: Path, run_cli) -> None:
+    from ferdata.report import write_report
+
+    result = write_report(report_dir, tmp_path / "r.html", per_class=2, budget_mb=0.001)
+    assert any("over the 0.001 MB budget" in w for w in result.warnings)
+    assert result.bytes == (tmp_path / "r.html").stat().st_size < 2_000_000
+    code, _, stderr = run_cli("report", report_dir, "--out", tmp_path / "s.html", "--budget-mb", "0.001")
+    assert code == 0 and "warning: report is" in stderr
+
+
+def test_old_ledger_without_thumbnail_column_still_reports(report_dir: Path, tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ferdata.dataset import read_rejects
+    from ferdata.report import write_report
+
+    old = tmp_path / "old"
+    shutil.copytree(report_dir, old)
+    table = pq.read_table(old / "rejects.parquet").drop(["thumbnail"])
+    pq.write_table(table, old / "rejects.parquet")
+    assert "thumbnail" not in pq.read_schema(old / "rejects.parquet").names
+    rows = read_rejects(old)
+    assert rows and "thumbnail" not in rows[0]
+    text = write_report(old, per_class=1).path.read_text(encoding="utf-8")
+    assert "no image kept" in text and 'id="rejects"' in text
+    assert isinstance(pa.table({"x": [1]}), pa.Table)
+
+
+def test_bad_usage_is_one_line_exit_2(tmp_path: Path, report_dir: Path, run_cli) -> None:
+    (tmp_path / "empty").mkdir()
+    code, _, stderr = run_cli("report", tmp_path / "empty")
+    assert code == 2 and "neither a dataset directory" in stderr and "Traceback" not in stderr
+    code, _, stderr = run_cli("report", report_dir, "--per-class", "-1")
+    assert code == 2 and "--per-class" in stderr
+    code, _, stderr = run_cli("report", report_dir, "--out", tmp_path / "x.txt")
+    assert code == 2 and "must be an .html file" in stderr
+
+
+def test_run_directory_report(tmp_path: Path) -> None:
+    from ferdata.report import write_report
+    from ferdata.train.metrics import write_confusion_csv
+
+    run = tmp_path / "run"
+    run.mkdir()
+    names = ["angry", "happy", "sad"]
+    write_confusion_csv([[5, 1, 0], [0, 7, 1], [2, 0, 4]], names, run / "confusion.csv")
+    with (run / "history.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["epoch", "accuracy", "loss", "val_accuracy", "val_loss"])
+        for e in range(4):
+            w.writerow([e, 0.4 + 0.1 * e, 1.5 - 0.2 * e, 0.35 + 0.08 * e, 1.6 - 0.15 * e])
+    (run / "metrics.json").write_text(json.dumps({"accuracy": 0.8, "macro_f1": 0.77, "per_class": {
+        n: {"precision": 0.8, "recall": 0.7, "f1": 0.75, "support": 6} for n in names}}))
+    (run / "run.json").write_text(json.dumps({"model": "tiny-cnn", "input_shape": [48, 48, 1]}))
+    with (run / "rounds.csv").open("w", newline="") as f:
+        f.write("round,total,val_accuracy,kept,stop\n1,30,0.61,20,\n2,20,0.9,19,precision\n")
+    result = write_report(run)
+    page = parse(result.path)
+    assert result.sections == ["run"]
+    assert {"run", "per-class", "confusion", "rounds"} <= page.ids
+    text = result.path.read_text(encoding="utf-8")
+    assert text.count("<svg") == 2 and "val_accuracy" in text  # accuracy and loss curves, train vs val
+
+
+def test_recipe_report_option(tmp_path: Path) -> None:
+    from ferdata.errors import RecipeError
+    from ferdata.pipeline import build, load_recipe
+
+    src = write_fer_csv(tmp_path / "fer.csv", 3)
+    recipe_file = tmp_path / "r.yaml"
+    recipe_file.write_text("name: r\nvariables:\n  source: null\nsteps:\n  - step: import_fer2013\n"
+                           "    csv: \"{source}\"\n  - step: dedupe\nreport: true\n")
+    build(load_recipe(recipe_file, {"source": str(src)}), tmp_path / "out")
+    page = parse(tmp_path / "out" / "report.html")
+    assert {"card", "funnel", "samples"} <= page.ids
+    recipe_file.write_text(recipe_file.read_text().replace("report: true", "report: 3"))
+    with pytest.raises(RecipeError, match="report must be true or false"):
+        load_recipe(recipe_file, {"source": str(src)})
+
+
+def test_face_crop_and_super_resolution_sections(tmp_path: Path) -> None:
+    """Columns as crop and upscale write them: boxes over the source photo, 48 px input beside the output."""
+    import datasets
+    from PIL import Image
+
+    from ferdata.dataset import open_dataset, read_manifest, save_dataset
+    from ferdata.images import pixel_id
+    from ferdata.report import write_report
+    from ferdata.steps import apply_step
+    from tests.conftest import write_class_folders
+
+    src = write_class_folders(tmp_path / "photos", 2, size=120, mode="RGB", classes=["happy", "sad"])
+    apply_step("import_folder", {"src": str(src)}, out=tmp_path / "imp")
+    dd, manifest = open_dataset(tmp_path / "imp"), read_manifest(tmp_path / "imp")
+
+    def crop(batch: dict) -> dict:
+        n = len(batch["id"])
+        return {"face_box": [[30, 20, 60, 70]] * n, "face_confidence": [0.99] * n,
+                "face_keypoints": [{"left_eye": [45, 45], "right_eye": [75, 45], "nose": [60, 60],
+                                    "mouth_left": [48, 75], "mouth_right": [72, 75]}] * n}
+
+    faces = datasets.DatasetDict({k: ds.map(crop, batched=True) for k, ds in dd.items()})
+    save_dataset(faces, tmp_path / "faces", manifest=manifest)
+    page = parse(write_report(tmp_path / "faces", per_class=1).path)
+    assert "faces" in page.ids
+    text = (tmp_path / "faces" / "report.html").read_text(encoding="utf-8")
+    assert text.count("<svg role=\"img\"") == 4 and text.count("<circle") == 20  # 4 photos, 5 landmarks each
+
+    def upscale(batch: dict) -> dict:
+        images = [im.convert("L").resize((48, 48)).resize((192, 192), Image.Resampling.BICUBIC) for im in batch["image"]]
+        return {"image": images, "parent_id": list(batch["id"]),
+                "id": [pixel_id(__import__("numpy").asarray(im)) for im in images]}
+
+    small = datasets.DatasetDict({k: ds.map(lambda b: {"image": [im.convert("L").resize((48, 48)) for im in b["image"]]},
+                                            batched=True) for k, ds in dd.items()})
+    small = datasets.DatasetDict({k: ds.map(lambda b: {"id": [pixel_id(__import__("numpy").asarray(im))
+                                                              for im in b["image"]]}, batched=True)
+                                  for k, ds in small.items()})
+    save_dataset(small, tmp_path / "small", manifest=manifest)
+    big = datasets.DatasetDict({k: ds.map(upscale, batched=True) for k, ds in open_dataset(tmp_path / "small").items()})
+    up_manifest = dict(manifest, steps=[*manifest["steps"], {"step": "upscale", "params": {"size": 192, "scale": 4},
+                                                             "input_rows": 4, "kept": 4, "rejected": 0}])
+    save_dataset(big, tmp_path / "up", manifest=up_manifest)
+    result = write_report(tmp_path / "up", tmp_path / "up.html", before=tmp_path / "small", per_class=0)
+    assert "sr" in result.sections and "samples" not in result.sections
+    text = result.path.read_text(encoding="utf-8")
+    assert text.count('<figure class="pair">') == 4 and text.count('class="px"') == 4
+    assert "the dataset before the upscale step" in text
+    alone = write_report(tmp_path / "up", tmp_path / "alone.html", per_class=0)  # no inputs: said, not faked
+    assert "--before DIR" in alone.path.read_text(encoding="utf-8")
+
+
+def test_packaged_recipes_write_a_report() -> None:
+    from ferdata.pipeline import load_recipe, recipe_names
+
+    for name in recipe_names():
+        assert load_recipe(name, {"source": "x.csv"} if name == "fer2013-improved" else {}).report, name
+
+
+# ---------------------------------------------------------------- a real headless browser
+
+def _browser():
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium fonts-liberation)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("playwright is not installed (pip install -e '.[report]')")
+    return chromium, sync_playwright
+
+
+@pytest.fixture(scope="module")
+def browser_page(report_html: Path):
+    chromium, sync_playwright = _browser()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1200, "height": 800}, accept_downloads=True)
+        page = context.new_page()
+        errors: list[str] = []
+        requests: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(report_html.as_uri())
+        page.wait_for_load_state("load")
+        yield page, errors, requests
+        browser.close()
+
+
+@pytest.mark.browser
+def test_browser_loads_offline_with_every_image_decoded(browser_page, tmp_path: Path) -> None:
+    page, errors, requests = browser_page
+    assert errors == []
+    assert [u for u in requests if not u.startswith(("file:", "data:"))] == []
+    n = page.evaluate("document.images.length")
+    broken = page.evaluate("Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).length")
+    assert n > 20 and broken == 0
+    shot = tmp_path / "report.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+
+
+@pytest.mark.browser
+def test_browser_confusion_link_scrolls_to_gallery(browser_page) -> None:
+    page, _, _ = browser_page
+    link = page.locator("a.cm").first
+    target = link.get_attribute("href")
+    assert page.evaluate(f"document.getElementById('{target[1:]}').getBoundingClientRect().top") > 800
+    link.click()
+    page.wait_for_function(f"location.hash === '{target}'")
+    top = page.evaluate(f"document.getElementById('{target[1:]}').getBoundingClientRect().top")
+    assert 0 <= top < 200
+
+
+@pytest.mark.browser
+def test_browser_review_clicks_save_a_review_csv_that_apply_review_reads(browser_page, report_dir: Path,
+                                                                        tmp_path: Path) -> None:
+    from ferdata.dataset import open_dataset, read_rejects
+    from ferdata.review import read_review_csv
+    from ferdata.steps import apply_step
+
+    page, errors, _ = browser_page
+    tiles = page.locator("#samples figure[data-id]")
+    ids = [tiles.nth(i).get_attribute("data-id") for i in (0, 3)]
+    tiles.nth(0).click()
+    tiles.nth(3).click()
+    assert "REJECT" in tiles.nth(0).inner_text()
+    keep = page.locator("#suspects figure[data-id] button.keep").first
+    kept_id = keep.locator("xpath=ancestor::figure[1]").get_attribute("data-id")
+    keep.click()
+    with page.expect_download() as info:
+        page.click("#review-save")
+    saved = tmp_path / "review.csv"
+    info.value.save_as(str(saved))
+    decisions = read_review_csv(saved)
+    assert {i for i, d in decisions.items() if d == "reject"} == set(ids) - {kept_id}
+    assert decisions[kept_id] == "keep" or kept_id in ids
+    assert errors == []
+    apply_step("review_exclusions", {"review_csv": str(saved)}, inputs=[report_dir], out=tmp_path / "reviewed")
+    gone = {r["id"] for r in read_rejects(tmp_path / "reviewed") if r["step"] == "review_exclusions"}
+    assert gone == set(ids) - {kept_id}
+    left = {x for ds in open_dataset(tmp_path / "reviewed").values() for x in ds["id"]}
+    assert not gone & left
