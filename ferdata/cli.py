@@ -349,10 +349,14 @@ def split_cmd(src: Path, out: Path, ratios: str, names: str | None, resplit: boo
 @click.argument("recipe")
 @out_option
 @click.option("--strict", is_flag=True, help="Fail (write nothing) when a class falls short of its target.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Run per-row work here (local) or on a Ray cluster (ray; pip install 'ferdata[ray]').")
+@click.option("--ray-address", default=None, metavar="auto|ray://HOST:PORT",
+              help="With --engine ray: the cluster to join (default: start Ray on this machine for the build).")
 @common_options
 @click.pass_context
-def build_cmd(ctx: click.Context, recipe: str, out: Path, strict: bool, num_proc: int, seed: int, limit: int | None,
-              overwrite: bool) -> None:
+def build_cmd(ctx: click.Context, recipe: str, out: Path, strict: bool, engine: str, ray_address: str | None,
+              num_proc: int, seed: int, limit: int | None, overwrite: bool) -> None:
     """Run a recipe (pipelines/NAME.yaml or a path); recipe variables are options: --source X.
 
     A killed build run again with the same command resumes after its last finished step.
@@ -361,12 +365,17 @@ def build_cmd(ctx: click.Context, recipe: str, out: Path, strict: bool, num_proc
     Example:
 
         ferdata build fer2013-improved --source fer2013.csv --out fer2013-224
+
+        ferdata build fer2013-improved --source fer2013.csv --out fer2013-224 --engine ray --ray-address auto
     """
+    from ferdata.engines import get_engine
     from ferdata.pipeline import build, load_recipe
 
     variables = parse_variables(ctx.args)
     plan = load_recipe(recipe, variables)
-    manifest = build(plan, out, ctx=context(num_proc, seed, limit), overwrite=overwrite, strict=strict)
+    with get_engine(engine, address=ray_address) as runner:
+        manifest = build(plan, out, ctx=context(num_proc, seed, limit), overwrite=overwrite, strict=strict,
+                         engine=runner)
     from ferdata.progress import summary_table
 
     total = sum(e["seconds"] for e in manifest["steps"]) or 1.0

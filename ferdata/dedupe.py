@@ -594,6 +594,7 @@ def hash_dataset(dd: datasets.DatasetDict, *, method: str = DEFAULT_METHOD, num_
 
     from ferdata.dataset import REJECT_DETAILS, REJECT_REASON, partition_rejects
 
+    from ferdata.engines import map_batches
     check_method(method)
     if _has_hashes(dd, method):
         return dd, [], True
@@ -609,7 +610,7 @@ def hash_dataset(dd: datasets.DatasetDict, *, method: str = DEFAULT_METHOD, num_
         features[f"{method}_of"] = datasets.Value("string")
         features[REJECT_REASON] = datasets.Value("string")
         features[REJECT_DETAILS] = datasets.Value("string")
-        hashed = raw.map(_hash_batch, input_columns=["image", "id"], batched=True, batch_size=256, features=features,
+        hashed = map_batches(raw, _hash_batch, input_columns=["image", "id"], batched=True, batch_size=256, features=features,
                          fn_kwargs={"method": method}, num_proc=num_proc if num_proc > 1 and len(raw) > 1 else None,
                          desc=f"{method} {split}")
         result[split] = hashed.cast_column("image", datasets.Image())

@@ -471,6 +471,8 @@ def _map_faces(dd: datasets.DatasetDict, per_image: Any, *, extra: dict[str, Any
     """
     import datasets
 
+    from ferdata.engines import map_batches
+
     result = {}
     for split, ds in dd.items():
         raw = ds.cast_column("image", datasets.Image(decode=False))
@@ -502,8 +504,9 @@ def _map_faces(dd: datasets.DatasetDict, per_image: Any, *, extra: dict[str, Any
                         out[name].append(new.get(name))
             return out
 
-        mapped = raw.map(run, batched=True, batch_size=16, features=features, remove_columns=raw.column_names,
-                         num_proc=num_proc if num_proc > 1 else None, desc=f"{step} {split}")
+        mapped = map_batches(raw, run, stateful=True, batched=True, batch_size=16, features=features,
+                             remove_columns=raw.column_names, num_proc=num_proc if num_proc > 1 else None,
+                             desc=f"{step} {split}")
         result[split] = mapped.cast_column("image", datasets.Image())
     return partition_rejects(datasets.DatasetDict(result), step)
 

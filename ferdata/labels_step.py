@@ -46,6 +46,8 @@ def apply_grouping(dd: datasets.DatasetDict, classes: int, *, step: str = "class
     """
     import datasets
 
+    from ferdata.engines import map_batches
+
     grouping = LabelMaps.load().grouping(classes)
     old_names = label_names(dd)
     new_names = list(grouping)
@@ -75,7 +77,7 @@ def apply_grouping(dd: datasets.DatasetDict, classes: int, *, step: str = "class
         features[REJECT_DETAILS] = datasets.Value("string")
         if merges:
             features["label_original"] = datasets.Value("string")
-        result[split] = ds.map(regroup, input_columns=["label"], batched=True, features=features,
+        result[split] = map_batches(ds, regroup, input_columns=["label"], batched=True, features=features,
                                num_proc=num_proc if num_proc > 1 else None, desc=f"classes {split}")
     return partition_rejects(datasets.DatasetDict(result), step)
 

@@ -42,6 +42,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+from ferdata.engines import Engine, get_engine
 from ferdata.errors import RecipeError, StepFailed, UsageError
 from ferdata.progress import step_line
 from ferdata.resources import load_yaml, resource_dir
@@ -304,8 +305,11 @@ def _link_or_copy_tree(src: Path, dst: Path) -> None:
 
 
 def build(recipe: Recipe, out: str | Path, *, ctx: StepContext | None = None, overwrite: bool = False,
-          strict: bool = False) -> dict[str, Any]:
+          strict: bool = False, engine: Engine | None = None) -> dict[str, Any]:
     """Run a recipe into ``out``, resuming from the last finished step of an interrupted run.
+
+    Each step runs through ``engine`` (:mod:`ferdata.engines`: local by default, or Ray); the
+    checkpoints, the resume and the output are the same whichever engine ran a step.
 
     When a ``balance`` target leaves classes short, ``ferdata.json`` gets a ``shortfall`` report
     (rows missing per class and the rows each step lost of them); with ``strict`` the build then
@@ -330,6 +334,7 @@ def build(recipe: Recipe, out: str | Path, *, ctx: StepContext | None = None, ov
     )
 
     ctx = ctx or StepContext()
+    engine = engine or get_engine("local")
     out = prepare_output(Path(out), overwrite=overwrite)
     state_dir = _state_dir(out)
     state_file = state_dir / "state.json"
@@ -372,7 +377,7 @@ def build(recipe: Recipe, out: str | Path, *, ctx: StepContext | None = None, ov
             continue
         step_line(i + 1, len(recipe.steps), step.name)
         ctx.ledger = rejects
-        result, entry = run_step(step, data, config, ctx)
+        result, entry = engine.run_step(step, data, config, ctx)
         manifest["steps"] = [*manifest.get("steps", []), entry]
         manifest.update(result.manifest)
         rejects = [*rejects, *result.rejects]
@@ -386,6 +391,7 @@ def build(recipe: Recipe, out: str | Path, *, ctx: StepContext | None = None, ov
     final = state_dir / done[-1]
     manifest = read_manifest(final)
     manifest["build_seconds"] = round(time.perf_counter() - start, 3)
+    manifest["engine"] = engine.info()
     shortfall = shortfall_report(manifest)
     if shortfall:
         manifest["shortfall"] = shortfall

@@ -284,12 +284,14 @@ def quality_step(data: datasets.DatasetDict, config: QualityConfig, ctx: StepCon
     """Score every image on the quality checks; flag, and drop the checks named in ``drop``."""
     import datasets
 
+    from ferdata.engines import map_batches
+
     result = {}
     for split, ds in data.items():
         if ctx.limit is not None:
             ds = ds.select(range(min(ctx.limit, len(ds))))
         raw = ds.cast_column("image", datasets.Image(decode=False))
-        mapped = raw.map(score_batch, input_columns=["image"], batched=True, batch_size=1000,
+        mapped = map_batches(raw, score_batch, input_columns=["image"], batched=True, batch_size=1000,
                          fn_kwargs={"config": config}, features=_quality_features(raw.features),
                          num_proc=ctx.num_proc if ctx.num_proc > 1 else None, desc=f"quality {split}")
         result[split] = mapped.cast_column("image", datasets.Image())

@@ -165,6 +165,7 @@ def upscale_step(data: Any, config: UpscaleConfig, ctx: StepContext) -> StepOutp
     import datasets
 
     from ferdata.dataset import lineage_features, partition_rejects
+    from ferdata.engines import map_batches
     from ferdata.images import to_array
 
     from ferdata.sr.spectrum import sample_dataset_images
@@ -193,9 +194,10 @@ def upscale_step(data: Any, config: UpscaleConfig, ctx: StepContext) -> StepOutp
         features["_reject_reason"] = datasets.Value("string")
         features["_reject_details"] = datasets.Value("string")
         # One process: TensorFlow (and cv2.dnn) already use every core, and a process forked after
-        # TensorFlow has run deadlocks, so --num-proc does not apply to this step.
-        mapped = raw.map(upscale_batch, batched=True, batch_size=1024, fn_kwargs=params,
-                         features=features, desc=f"upscale {split}", cache_file_name=None)
+        # TensorFlow has run deadlocks, so --num-proc does not apply to this step (the Ray engine
+        # runs it in a pool of single-threaded actors, one model each: stateful=True).
+        mapped = map_batches(raw, upscale_batch, stateful=True, batched=True, batch_size=1024, fn_kwargs=params,
+                             features=features, desc=f"upscale {split}", cache_file_name=None)
         out[split] = mapped.cast_column("image", datasets.Image())
     kept, rejects = partition_rejects(datasets.DatasetDict(out), "upscale")
     out_size = None

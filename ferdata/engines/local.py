@@ -1,0 +1,48 @@
+"""The local engine: ``Dataset.map`` in this process (and its ``num_proc`` workers)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import datasets
+
+    from ferdata.steps import Step, StepContext, StepOutput
+
+
+class LocalEngine:
+    """Runs every step as written: ``ds.map(fn, **map_kwargs)``.
+
+    Example:
+        >>> LocalEngine().info()
+        {'name': 'local'}
+    """
+
+    name = "local"
+
+    def map(self, ds: datasets.Dataset, fn: Callable[..., Any], *, stateful: bool = False,
+            **map_kwargs: Any) -> datasets.Dataset:
+        """``ds.map(fn, **map_kwargs)``; ``stateful`` changes nothing here."""
+        return ds.map(fn, **map_kwargs)
+
+    def run_step(self, step: Step, data: Any, config: Any, ctx: StepContext) -> tuple[StepOutput, dict[str, Any]]:
+        """:func:`ferdata.steps.run_step` with this engine active."""
+        from ferdata.engines import active
+        from ferdata.steps import run_step
+
+        with active(self):
+            return run_step(step, data, config, ctx)
+
+    def info(self) -> dict[str, Any]:
+        """``{"name": "local"}``."""
+        return {"name": self.name}
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def __enter__(self) -> LocalEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
