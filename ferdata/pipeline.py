@@ -46,7 +46,7 @@ from ferdata.engines import Engine, get_engine
 from ferdata.errors import RecipeError, StepFailed, UsageError
 from ferdata.progress import step_line
 from ferdata.resources import load_yaml, resource_dir
-from ferdata.steps import Step, StepContext, get_step, run_step
+from ferdata.steps import Step, StepContext, get_step
 
 logger = logging.getLogger(__name__)
 _VAR = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?:\*(\d+(?:\.\d+)?))?\}")
