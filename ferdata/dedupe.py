@@ -593,8 +593,8 @@ def hash_dataset(dd: datasets.DatasetDict, *, method: str = DEFAULT_METHOD, num_
     import datasets
 
     from ferdata.dataset import REJECT_DETAILS, REJECT_REASON, partition_rejects
-
     from ferdata.engines import map_batches
+
     check_method(method)
     if _has_hashes(dd, method):
         return dd, [], True
