@@ -13,7 +13,8 @@ Strategies (``ferdata balance --strategy``):
 Which splits: ``--splits`` names them; by default ``train`` when the dataset has one, else every
 split (a BTFER-style test-only dataset). ``--supplement DIR`` first adds rows of
 ``--supplement-classes`` from another dataset directory (paper 004 added disgust images to
-FER2013), up to the target count when there is one.
+FER2013), up to the target count when there is one: only from that dataset's ``train`` split, never
+a row whose ``id`` or ``root_id`` is already present, and each row at most once over all splits.
 
 Class weights for every split are stored in ``ferdata.json`` under ``class_weights``:
 ``simple`` (paper 001: (1/n_i) / min_j(1/n_j), the largest class gets 1.0), ``conservative``
@@ -135,13 +136,21 @@ def sample_split(ds: datasets.Dataset, *, strategy: str, per_class: int | None, 
 
 def supplement(dd: datasets.DatasetDict, src: str, *, classes: Sequence[str] | None, splits: Sequence[str],
                per_class: int | None, rng: np.random.Generator) -> tuple[datasets.DatasetDict, dict[str, int]]:
-    """Add rows of ``classes`` from the dataset directory ``src`` to ``splits`` (up to ``per_class``).
+    """Add rows of ``classes`` from the ``train`` split of the dataset directory ``src`` to ``splits``.
 
+    Supplements come only from the other dataset's ``train`` split (its validation and test rows are
+    evaluation data and are never used), minus every row whose ``id`` or ``root_id`` is already in
+    this dataset (any split). The candidates of each class are shuffled once and the target splits
+    take from that one queue in turn, so a row is added at most once: up to ``per_class`` per class
+    and split, or, without ``per_class``, every candidate to the first target split.
     Rows are matched by class name, not label id. Returns the new dataset and rows added per class.
+
+    Raises:
+        UsageError: when ``src`` has no train split, or for a class this dataset does not have.
     """
     import datasets
 
-    from ferdata.dataset import CORE_COLUMNS, class_counts, label_names, open_dataset
+    from ferdata.dataset import CORE_COLUMNS, LINEAGE_COLUMNS, ROOT_ID, class_counts, label_names, open_dataset
 
     other = open_dataset(src)
     names = label_names(dd)
@@ -150,32 +159,50 @@ def supplement(dd: datasets.DatasetDict, src: str, *, classes: Sequence[str] | N
     unknown = sorted(set(wanted) - set(names))
     if unknown:
         raise UsageError(f"--supplement-classes {', '.join(unknown)} not in this dataset's classes: {', '.join(names)}")
-    pool = datasets.concatenate_datasets([ds.select_columns(list(CORE_COLUMNS)) for ds in other.values()])
+    if "train" not in other:
+        raise UsageError(f"--supplement {src} has no train split (splits: {', '.join(other)}); supplements are drawn "
+                         "only from a train split, never from evaluation data")
+    source = other["train"]
+    pool = source.select_columns([c for c in (*CORE_COLUMNS, *LINEAGE_COLUMNS) if c in source.column_names])
+    present: set[str] = set()
+    for ds in dd.values():
+        for column in ("id", ROOT_ID):
+            if column in ds.column_names:
+                present.update(x for x in ds[column] if x)
+    pool_ids = pool["id"]
+    pool_roots = pool[ROOT_ID] if ROOT_ID in pool.column_names else [None] * len(pool)
     pool_labels = np.asarray(pool["label"])
+    fresh = np.zeros(len(pool), dtype=bool)
+    seen: set[str] = set()
+    for i, (rid, root) in enumerate(zip(pool_ids, pool_roots, strict=True)):
+        keys = {rid, root or rid}
+        if not keys & present and not keys & seen:  # not in this dataset, not a repeat within the pool
+            fresh[i] = True
+        seen |= keys
+    queues = {name: list(rng.permutation(np.flatnonzero(fresh & (pool_labels == other_names.index(name)))))
+              for name in wanted if name in other_names}
     added: dict[str, int] = {}
     result = dict(dd)
     for split in splits:
         ds = result[split]
         counts = class_counts(ds)
         picks: list[int] = []
-        for name in wanted:
-            if name not in other_names:
-                continue
-            rows = np.flatnonzero(pool_labels == other_names.index(name))
-            need = len(rows) if per_class is None else max(0, per_class - counts[name])
-            chosen = rng.choice(rows, size=min(need, len(rows)), replace=False) if need else []
+        for name, queue in queues.items():
+            need = len(queue) if per_class is None else max(0, per_class - counts[name])
+            chosen, queues[name] = queue[:need], queue[need:]
             picks.extend(int(i) for i in chosen)
             added[name] = added.get(name, 0) + len(chosen)
         if not picks:
             continue
         extra = pool.select(sorted(picks))
+        extra = extra.remove_columns([c for c in extra.column_names if c not in ds.column_names])
         extra = extra.map(lambda labels: {"label": [names.index(other_names[x]) for x in labels]},
                           input_columns=["label"], batched=True,
                           features=datasets.Features({**extra.features, "label": ds.features["label"]}))
         for column in ds.column_names:
             if column not in extra.column_names:
                 extra = extra.add_column(column, [None] * len(extra), feature=ds.features[column])
-        result[split] = datasets.concatenate_datasets([ds, extra.cast(ds.features)])
+        result[split] = datasets.concatenate_datasets([ds, extra.select_columns(ds.column_names).cast(ds.features)])
     return datasets.DatasetDict(result), added
 
 

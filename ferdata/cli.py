@@ -664,7 +664,8 @@ def drop_flagged_cmd(input_dir: Path, out: Path, num_proc: int, seed: int, limit
 @click.option("--keep", default="test,validation,train", show_default=True, metavar="first|largest|SPLITS",
               help="Survivor of each group: first row, largest image, or a split preference list.")
 @click.option("--on-conflict", type=click.Choice(["keep", "drop", "majority"]), default="keep", show_default=True,
-              help="Groups with different labels: keep the survivor's label, drop the group, or majority label.")
+              help="Groups with different labels: keep the survivor's label, drop the group, or majority label "
+                   "(never for a test/validation survivor).")
 @click.option("--report-only", is_flag=True,
               help="Annotate (is_duplicate, duplicate_of, ...) and write the groups report; remove nothing.")
 @click.option("--report", "report", type=click.Path(dir_okay=False, path_type=Path), default=None,

@@ -498,7 +498,8 @@ class DedupeConfig:
     #: survivor of a group: "first", "largest", or a split preference such as "test,validation,train"
     keep: str = DEFAULT_KEEP
     #: groups whose members carry different labels: keep (the survivor's label), drop (the whole
-    #: group) or majority (the survivor takes the majority label; a tie drops the group)
+    #: group) or majority (the survivor takes the majority label; a tie drops the group; a test or
+    #: validation survivor is never relabelled: it keeps its own label)
     on_conflict: str = "keep"
     #: annotate and report the groups, remove nothing
     report_only: bool = False
@@ -687,7 +688,7 @@ def dedupe_dataset(dd: datasets.DatasetDict, config: DedupeConfig | None = None,
     """
     import datasets
 
-    from ferdata.dataset import label_names, make_reject
+    from ferdata.dataset import EVAL_SPLITS, label_names, make_reject
 
     config = config or DedupeConfig()
     method = config.method
@@ -760,6 +761,7 @@ def dedupe_dataset(dd: datasets.DatasetDict, config: DedupeConfig | None = None,
     conflict_rows = np.zeros(n, dtype=bool)
     conflict_groups = 0
     relabelled = 0
+    eval_not_relabelled = 0  # evaluation survivors keep their label (issue 12: test rows are never relabelled)
     members_of: dict[int, list[int]] = defaultdict(list)
     for row in np.nonzero(in_group)[0]:
         members_of[int(comp[row])].append(int(row))
@@ -776,7 +778,9 @@ def dedupe_dataset(dd: datasets.DatasetDict, config: DedupeConfig | None = None,
             reason[rows] = "label_conflict"
         elif config.on_conflict == "majority":
             s_row = int(survivor_of_comp[c])
-            if labels[s_row] != top[0][0]:
+            if labels[s_row] != top[0][0] and splits[split_of[s_row]] in EVAL_SPLITS:
+                eval_not_relabelled += 1
+            elif labels[s_row] != top[0][0]:
                 new_label[s_row] = top[0][0]
                 action[s_row] = "relabel"
                 relabelled += 1
@@ -864,6 +868,7 @@ def dedupe_dataset(dd: datasets.DatasetDict, config: DedupeConfig | None = None,
         "groups": len(members_of), "rows_in_groups": int(in_group.sum()), "near_hash_pairs": near_pairs,
         "removed" if not config.report_only else "would_remove": {k: v for k, v in sorted(by_reason.items())},
         "label_conflict_groups": conflict_groups, "relabelled": relabelled,
+        "eval_survivors_not_relabelled": eval_not_relabelled,
         "leakage_groups": dict(sorted(leakage.items())), "leakage_rows": leak_rows,
     }
     info["exact_duplicate_rows"] = int(n - (id_inv.max() + 1)) if n else 0

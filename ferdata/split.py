@@ -6,8 +6,9 @@
 
 * Stratified: each class is divided in the given ratios (largest-remainder rounding).
 * Group-aware: rows sharing a value of the ``group`` column (a duplicate cluster from ``dedupe``,
-  a person, a video) always land in the same split. Groups are assigned greedily, largest first,
-  to the split whose per-class quota is furthest from full.
+  a person, a video), an ``id`` (identical pixels, oversampled repeats) or a ``root_id`` (crops of
+  one photo) always land in the same split (:func:`row_groups`). Groups are assigned greedily,
+  largest first, to the split whose per-class quota is furthest from full.
 * Existing splits are kept: target splits already present are left alone and the missing ones are
   carved out of ``train`` (or the only split), with the ratios renormalised. ``--resplit`` pools
   every row and splits anew.
@@ -121,6 +122,52 @@ def assign(labels: Sequence[int], ratios: Sequence[float], *, groups: Sequence[A
     return out
 
 
+def row_groups(ds: datasets.Dataset, group_column: str = "group") -> list[str] | None:
+    """The group of every row: rows that share a ``group`` value, an ``id`` or a ``root_id`` are one group.
+
+    So identical images (same ``id``: oversampled repeats, duplicates) and crops of one photo (same
+    ``root_id``) always land in the same split, whether or not a ``group`` column (dedupe's
+    duplicate clusters, a person, a video) is present. Returns None when every row is its own group.
+
+    Example:
+        >>> import datasets
+        >>> row_groups(datasets.Dataset.from_dict({"id": ["a", "b", "a"], "root_id": ["a", "r", "a"]}))
+        ['id:a', 'id:b', 'id:a']
+    """
+    columns = [c for c in (group_column, "id", "root_id") if c in ds.column_names]
+    if not columns or not len(ds):
+        return None
+    parent: dict[tuple[str, str], tuple[str, str]] = {}
+
+    def find(key: tuple[str, str]) -> tuple[str, str]:
+        parent.setdefault(key, key)
+        while parent[key] != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
+    values = [list(ds[c]) for c in columns]
+    row_keys = []
+    for i in range(len(ds)):
+        keys = [(c, str(v[i])) for c, v in zip(columns, values, strict=True) if v[i] not in (None, "")]
+        if not keys:
+            keys = [("row", str(i))]
+        root = find(keys[0])
+        for key in keys[1:]:
+            other = find(key)
+            if other != root:
+                parent[other] = root
+        row_keys.append(keys[0])
+    groups = [find(k) for k in row_keys]
+    if len(set(groups)) == len(groups):
+        return None
+    # name each group by its smallest member key, so the result does not depend on the row order
+    name: dict[tuple[str, str], str] = {}
+    for g, k in sorted(zip(groups, row_keys, strict=True), key=lambda x: x[1]):
+        name.setdefault(g, f"{k[0]}:{k[1]}")
+    return [name[g] for g in groups]
+
+
 def stratified_split(labels: Sequence[int] | np.ndarray, fraction: float, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Split positions ``0..n-1`` into (rest, part) with ``fraction`` of every class in ``part``.
 
@@ -171,7 +218,7 @@ def split_step(data: datasets.DatasetDict, config: SplitConfig, ctx: StepContext
         total = sum(r for _, r in wanted)
         names, ratios = [n for n, _ in wanted], [r / total for _, r in wanted]
         pool = data[source]
-    groups = pool[config.group_column] if config.group_column in pool.column_names else None
+    groups = row_groups(pool, config.group_column)
     where = assign(pool["label"], ratios, groups=groups, seed=ctx.seed)
     result = dict(kept)
     for s, name in enumerate(names):

@@ -52,11 +52,18 @@ def test_target_shortfall_and_supplement(fer_dir: Path, tmp_path: Path, run_cli)
     assert code == 0, err
     info = read_manifest(tmp_path / "t")["steps"][-1]["info"]
     assert info["shortfall"]["train"]["happy"] == 1
+    other = tmp_path / "other"
+    run_cli("import", "fer2013", write_fer_csv(tmp_path / "other.csv", 3, seed=5), "--out", other, "-q")
     code, out, err = run_cli("balance", fer_dir, "--out", tmp_path / "s", "--strategy", "target", "--per-class", "5",
-                             "--supplement", fer_dir, "--supplement-classes", "disgust", "-q")
+                             "--supplement", other, "--supplement-classes", "disgust", "-q")
     assert code == 0, err
     dd = open_dataset(tmp_path / "s")
     assert class_counts(dd["train"])["disgust"] == 5 and class_counts(dd["train"])["happy"] == 4
+    # a dataset cannot supplement itself: its rows are all present already (no duplicated rows)
+    code, out, err = run_cli("balance", fer_dir, "--out", tmp_path / "self", "--strategy", "target", "--per-class",
+                             "5", "--supplement", fer_dir, "--supplement-classes", "disgust", "-q")
+    assert code == 0, err
+    assert class_counts(open_dataset(tmp_path / "self")["train"])["disgust"] == 4
 
 
 def test_split_stratified_and_group_aware(tmp_path: Path) -> None:

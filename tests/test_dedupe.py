@@ -212,8 +212,9 @@ def test_majority_relabels(tmp_path: Path) -> None:
     _, entry = apply_step("dedupe", {"on_conflict": "majority"}, inputs=[tmp_path / "ds"], out=tmp_path / "d")
     dd = open_dataset(tmp_path / "d")
     names = dd["test"].features["label"].names
-    assert [names[x] for x in dd["test"]["label"]] == ["happy"] and len(dd["train"]) == 1
-    assert entry["info"]["relabelled"] == 1
+    # the survivor is the test copy: evaluation rows are never relabelled (issue 12), it keeps 'sad'
+    assert [names[x] for x in dd["test"]["label"]] == ["sad"] and len(dd["train"]) == 1
+    assert entry["info"]["relabelled"] == 0 and entry["info"]["eval_survivors_not_relabelled"] == 1
 
 
 def test_keep_first_and_largest(planted_dir: Path, tmp_path: Path) -> None:
