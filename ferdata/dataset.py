@@ -427,7 +427,9 @@ def save_dataset(
         from ferdata.steps import safe_num_proc
 
         workers = safe_num_proc(num_proc, what="save_to_disk")
-        dd.save_to_disk(str(tmp), num_proc=workers if workers > 1 else None)
+        # an empty split gets one (empty) shard: datasets otherwise writes none and cannot load the split
+        empty = {k: 1 for k, ds in dd.items() if len(ds) == 0}
+        dd.save_to_disk(str(tmp), num_proc=workers if workers > 1 and not empty else None, num_shards=empty or None)
         for name, src in (files or {}).items():
             target = tmp / name
             if not target.resolve().is_relative_to(tmp.resolve()):

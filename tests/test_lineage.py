@@ -128,3 +128,22 @@ def test_review_step_allow_missing_param() -> None:
         step.make_config({"allow_missing": "yes"})
     with pytest.raises(RecipeError):
         step.make_config({"allow_misssing": True})
+
+
+def test_a_split_emptied_by_a_step_still_opens(tmp_path: Path) -> None:
+    """A step that rejects every row of a split (crop on face-less images) writes a loadable empty split."""
+    import datasets
+
+    from ferdata.dataset import core_features, lineage_features, new_manifest, save_dataset
+
+    empty = datasets.Dataset.from_dict({k: [] for k in lineage_features(core_features(["happy"]))},
+                                       features=lineage_features(core_features(["happy"])))
+    full = datasets.Dataset.from_dict({"image": [Image.new("L", (8, 8))], "label": [0], "id": ["a"], "source": ["t"],
+                                       "origin": ["o"], "root_id": ["a"], "parent_id": [None]},
+                                      features=lineage_features(core_features(["happy"])))
+    save_dataset(datasets.DatasetDict({"train": full, "test": full.select([])}), tmp_path / "o",
+                 manifest=new_manifest())
+    dd = open_dataset(tmp_path / "o")
+    assert {k: len(v) for k, v in dd.items()} == {"train": 1, "test": 0}
+    save_dataset(datasets.DatasetDict({"train": empty}), tmp_path / "e", manifest=new_manifest(), num_proc=2)
+    assert len(open_dataset(tmp_path / "e")["train"]) == 0
