@@ -106,7 +106,7 @@ class Context:
         return self._index.get(rid)
 
     def tiles(self, split: str, rows: list[int], *, extra: list[list[str]] | None = None,
-              cls: list[str] | None = None) -> list[dict[str, Any]]:
+              cls: list[str] | None = None, side: int | None = None) -> list[dict[str, Any]]:
         """Tiles (src, alt, caption) of rows of a split; decodes only these rows."""
         if not rows:
             return []
@@ -119,7 +119,7 @@ class Context:
             label = self.label_name(labels[row])
             out.append(self.tile(raw, rid=rid, split=split, label=label, source=sources[row] or "",
                                  origin=origins[row] or "", extra=(extra or [[]] * len(rows))[k],
-                                 cls=(cls or [""] * len(rows))[k]))
+                                 cls=(cls or [""] * len(rows))[k], side=side))
         return out
 
     def tile(self, raw: Any, *, rid: str, split: str, label: str, source: str, origin: str,
@@ -547,7 +547,8 @@ def sr_pairs(ctx: Context, *, before: datasets.DatasetDict | None = None, count:
             lr = {r: pixels[line] for r, line in wanted.items() if line in pixels}
             how = f"the source CSV {Path(csv_param).name}"
     pairs = []
-    out_tiles = ctx.tiles(split, rows, extra=[["output"]] * len(rows))
+    display = int(params.get("size") or 224)
+    out_tiles = ctx.tiles(split, rows, extra=[["output"]] * len(rows), side=display)  # at full size
     for r, out_tile in zip(rows, out_tiles, strict=True):
         if r not in lr:
             continue
@@ -555,7 +556,7 @@ def sr_pairs(ctx: Context, *, before: datasets.DatasetDict | None = None, count:
         pairs.append({"lr": src, "out": out_tile, "alt": f"input of {short(out_tile['id'])} before upscaling"})
     info = ctx.manifest["steps"][idx].get("info") or {}
     return {"pairs": pairs, "params": params, "info": info, "how": how, "split": split,
-            "display": int(params.get("size") or 224)}
+            "display": display}
 
 
 def _resolve_origin(origin: str, manifest: dict[str, Any]) -> Path | None:
