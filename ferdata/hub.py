@@ -64,7 +64,9 @@ def dataset_card(path: str | Path, *, pretty_name: str | None = None, license: s
         >>> print(dataset_card("fer2013")[:3])   # doctest: +SKIP
         ---
     """
-    import yaml
+    from datasets.info import DatasetInfo, DatasetInfosDict
+    from datasets.splits import SplitDict, SplitInfo
+    from huggingface_hub import DatasetCard, DatasetCardData
 
     from ferdata import __version__
     from ferdata.dataset import class_counts, label_names, open_dataset, read_manifest
@@ -77,18 +79,19 @@ def dataset_card(path: str | Path, *, pretty_name: str | None = None, license: s
     first = next(iter(dd.values()))
     total = sum(len(ds) for ds in dd.values())
     pretty = pretty_name or (manifest.get("recipe") or {}).get("name") or path.name
-    meta = {
-        "license": license,
-        "task_categories": ["image-classification"],
-        "tags": ["facial-expression-recognition", "ferdata"],
-        "size_categories": [size_category(total)],
-        "pretty_name": pretty,
-        "configs": [{"config_name": "default",
-                     "data_files": [{"split": s, "path": f"data/{s}-*.parquet"} for s in dd]}],
-        # the same YAML form push_to_hub writes (private helper of datasets, stable since 2.x)
-        "dataset_info": {"features": first.features._to_yaml_list(),
-                         "splits": [{"name": s, "num_examples": len(ds)} for s, ds in dd.items()]},
-    }
+    meta = DatasetCardData(
+        license=license,
+        task_categories=["image-classification"],
+        tags=["facial-expression-recognition", "ferdata"],
+        size_categories=[size_category(total)],
+        pretty_name=pretty,
+        configs=[{"config_name": "default", "data_files": [{"split": s, "path": f"data/{s}-*.parquet"} for s in dd]}],
+    )
+    splits = SplitDict()
+    for s, ds in dd.items():
+        splits.add(SplitInfo(name=s, num_examples=len(ds), num_bytes=int(ds.data.nbytes) if ds._indices is None else 0))
+    # dataset_info (features and splits) in the YAML form push_to_hub writes, through datasets' public API
+    DatasetInfosDict({"default": DatasetInfo(features=first.features, splits=splits)}).to_dataset_card_data(meta)
     sources = Counter()
     for ds in dd.values():
         sources.update(ds["source"])
@@ -124,7 +127,7 @@ def dataset_card(path: str | Path, *, pretty_name: str | None = None, license: s
         class_weights=weights_text,
         license=license,
     )
-    return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n\n" + body
+    return str(DatasetCard(f"---\n{meta.to_yaml()}\n---\n\n{body}"))
 
 
 def export_hub(path: str | Path, out: str | Path, *, overwrite: bool = False, license: str = "other",
