@@ -1257,46 +1257,7 @@ def report_cmd(directory: Path, out: Path | None, per_class: int, assets: bool, 
                           budget_mb=budget_mb, review=not no_review)
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
-    click.echo(f"report: {result.bytes / 1e6:.1f} MB, {result.images} images, sections "
-               f"{', '.join(result.sections)} in {result.seconds:.1f}s -> {result.path}")
-
-
-# ---------------------------------------------------------------- report
-
-@cli.command("report")
-@click.argument("directory", metavar="DIR", type=existing("DIR", file_okay=False))
-@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="The HTML file.  [default: DIR/report.html]")
-@click.option("--per-class", type=click.IntRange(0, 1000), default=24, show_default=True,
-              help="Sample tiles per class and split (0: no sample grid).")
-@click.option("--assets", is_flag=True, help="Write thumbnails as files beside the page (lazy-loaded) instead of "
-                                             "embedding them; for very large reports.")
-@click.option("--before", type=existing("before", file_okay=False), default=None,
-              help="The dataset before an upscale step, for the super-resolution pairs.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sampled tiles.")
-@click.option("--budget-mb", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
-              help="Warn when the report is larger than this.")
-@click.option("--no-review", is_flag=True, help="Tiles are not clickable (no review.csv button).")
-def report_cmd(directory: Path, out: Path | None, per_class: int, assets: bool, before: Path | None, seed: int,
-               budget_mb: float, no_review: bool) -> None:
-    """Write one self-contained HTML report of a dataset or run directory (opens offline).
-
-    Sections appear when their columns exist: data card, pipeline funnel, classes per split,
-    samples, duplicates, rejects, quality, label suspects, super-resolution pairs, face crops;
-    for train/evaluate/refine runs: learning curves, confusion matrix, per-class P/R/F1, rounds.
-    Click tiles to mark rejects and save a review.csv for `ferdata apply-review`.
-
-    Example:
-
-        ferdata report fer2013-improved --per-class 24
-    """
-    from ferdata.report import write_report
-
-    result = write_report(directory, out, per_class=per_class, assets=assets, before=before, seed=seed,
-                          budget_mb=budget_mb, review=not no_review)
-    for warning in result.warnings:
-        click.echo(f"warning: {warning}", err=True)
-    click.echo(f"report: {result.bytes / 1e6:.1f} MB, {result.images} images, sections "
+    click.echo(f"report: {result.bytes / 1e6:.2f} MB, {result.images} images, sections "
                f"{', '.join(result.sections)} in {result.seconds:.1f}s -> {result.path}")
 
 

@@ -194,7 +194,7 @@ def write_report(
         sections["run"] = run
     name = title or (manifest.get("recipe") or {}).get("name") or path.name
     html = _environment().get_template("report.html.j2").render(
-        title=name, path=str(path), sections=sections, lazy=assets, review=review,
+        title=name, path=str(path), sections=sections, lazy=assets, review=review and store.count > 0,
         per_class=per_class, version=_version(), warnings=warnings)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp"

@@ -262,7 +262,7 @@ def duplicates(ctx: Context, *, max_groups: int = 40, max_members: int = 8) -> d
                                                 "id": ctx.col(split, "id")[i], "reason": reasons[i] if reasons else "",
                                                 "details": details, "label": ctx.label_name(ctx.col(split, "label")[i])})
     else:  # no group column: survivors found through duplicate_of
-        for group, items in list(members.items()):
+        for items in list(members.values()):
             sid = next((m["survivor"] for m in items if m.get("survivor")), None)
             where = ctx.find(sid) if sid else None
             if where:
