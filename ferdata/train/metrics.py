@@ -4,6 +4,11 @@ Conventions: the confusion matrix has true classes as rows and predicted classes
 (paper 002); precision of a class never predicted, and recall of a class absent from the data,
 are reported as 0.0 with a warning naming the class (never a silent NaN).
 
+The counts and per-class scores are scikit-learn's (``sklearn.metrics.confusion_matrix`` and
+``precision_recall_fscore_support`` with ``zero_division=0``); this module adds the input checks,
+the warnings, and a macro F1 over the classes present in ``y_true`` only. Top-k accuracy stays
+here: its tie rule (lower class id first) differs from ``sklearn.metrics.top_k_accuracy_score``.
+
 Example:
     >>> confusion_matrix([0, 1, 1], [0, 1, 0], 2).tolist()
     [[1, 0], [1, 1]]
@@ -39,9 +44,11 @@ def confusion_matrix(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] |
         if arr.size and (arr.min() < 0 or arr.max() >= num_classes):
             bad = sorted(set(arr[(arr < 0) | (arr >= num_classes)].tolist()))
             raise UsageError(f"{name} has labels outside 0..{num_classes - 1}: {bad}")
-    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(cm, (t, p), 1)
-    return cm
+    from sklearn.metrics import confusion_matrix as sk_confusion_matrix
+
+    if not t.size:
+        return np.zeros((num_classes, num_classes), dtype=np.int64)
+    return sk_confusion_matrix(t, p, labels=np.arange(num_classes)).astype(np.int64)
 
 
 def top_k_accuracy(y_true: Sequence[int] | np.ndarray, probs: np.ndarray, k: int = 2) -> float:
@@ -82,6 +89,8 @@ def classification_report(
         >>> r["accuracy"], r["per_class"]["sad"]["recall"]
         (0.6667, 0.5)
     """
+    from sklearn.metrics import precision_recall_fscore_support
+
     names = list(label_names)
     c = len(names)
     cm = confusion_matrix(y_true, y_pred, c)
@@ -89,13 +98,17 @@ def classification_report(
     tp = np.diag(cm).astype(np.float64)
     support = cm.sum(axis=1)
     predicted = cm.sum(axis=0)
+    if n:
+        precisions, recalls, f1_scores, _ = precision_recall_fscore_support(
+            np.asarray(y_true, dtype=np.int64).ravel(), np.asarray(y_pred, dtype=np.int64).ravel(),
+            labels=np.arange(c), average=None, zero_division=0.0)
+    else:
+        precisions = recalls = f1_scores = np.zeros(c)
     warnings: list[str] = []
     per_class: dict[str, dict[str, float | int]] = {}
     f1s = []
     for i, name in enumerate(names):
-        precision = tp[i] / predicted[i] if predicted[i] else 0.0
-        recall = tp[i] / support[i] if support[i] else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        precision, recall, f1 = float(precisions[i]), float(recalls[i]), float(f1_scores[i])
         if support[i] == 0:
             warnings.append(f"class {name!r} has no example: recall and F1 reported as 0.0 and left out of macro F1")
         else:
