@@ -791,7 +791,12 @@ def _int_pair(value: str) -> tuple[int, int]:
 @click.option("--activation", type=click.Choice(["relu", "tanh"]), default="relu", show_default=True)
 @click.option("--no-skip", is_flag=True, help="Plain 5-3-3 ESPCN, without the linear skip convolution.")
 @click.option("--degradations", default="area,bicubic,blur_jpeg", show_default=True,
-              help="LR-making methods mixed in training: area, bicubic, blur_jpeg.")
+              help="LR-making methods mixed in training, NAME or NAME:WEIGHT: area, bicubic, bilinear, cv_cubic, "
+                   "cv_linear, nearest, blur1_area, area_jpeg75, area_noise2, blur_jpeg, mix, mix_smooth, mix_aliased "
+                   "(see docs/sr.md).")
+@click.option("--variants", type=click.IntRange(min=1), default=4, show_default=True,
+              help="LR versions drawn per image for each random degradation (mix*, blur_jpeg).")
+@click.option("--init", default=None, help="Start from these weights: a packaged name (espcn_x4) or a .pb / .keras path.")
 @click.option("--patience", type=click.IntRange(min=1), default=8, show_default=True, help="Early-stopping patience (epochs).")
 @common_options
 def train_espcn_cmd(hr_dir: Path, out: Path, scale: str, filters: str, degradations: str, no_skip: bool,
@@ -799,7 +804,8 @@ def train_espcn_cmd(hr_dir: Path, out: Path, scale: str, filters: str, degradati
     """Train an ESPCN super-resolution model on a folder of high-resolution gray faces.
 
     Writes MODEL_DIR/model.keras, MODEL_DIR/espcn_xS.pb (for cv2.dnn_superres), metrics.json and
-    model_card.md with the held-out PSNR table (10 % of HR_DIR by file-name hash, never trained on).
+    model_card.md with the held-out PSNR table for every degradation (the people of 10 % of
+    HR_DIR by name hash, never trained on).
 
     Example:
 

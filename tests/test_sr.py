@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ferdata.errors import UsageError
-from ferdata.sr.data import degrade, psnr, split_of
+from ferdata.sr.data import DEGRADATIONS, ROBUST_EVAL, degrade, person_of, psnr, split_of
 from ferdata.sr.upscaler import Upscaler, packaged_models
 
 
@@ -27,7 +27,7 @@ def _smooth_faces(n: int, size: int, seed: int = 0) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def hr_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """24 train, 4 validation and 4 held-out 48x48 images, named so the hash split lands them there."""
+    """24 train, 4 validation and 4 held-out 48x48 images, two per person, named so the person split lands them there."""
     from PIL import Image
 
     root = tmp_path_factory.mktemp("hr")
@@ -35,12 +35,13 @@ def hr_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     images = iter(_smooth_faces(32, 48))
     i = 0
     while any(want.values()):
-        name = f"face_{i:04d}.png"
+        person = f"Person_{i:03d}"
         i += 1
-        split = split_of(name)
+        split = split_of(f"{person}_0001.png")
         if want[split]:
-            want[split] -= 1
-            Image.fromarray(next(images)).save(root / name)
+            for k in (1, 2):
+                want[split] -= 1
+                Image.fromarray(next(images)).save(root / f"{person}_{k:04d}.png")
     return root
 
 
@@ -53,6 +54,26 @@ def tiny_model(hr_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
                               learning_rate=3e-3, patience=4)
     metrics = train_espcn(hr_dir, out=out, config=config, verbose=False)
     return out, metrics
+
+
+def test_person_split_and_degradation_pool() -> None:
+    assert person_of("Colin_Powell_0042.png") == "Colin_Powell" and person_of("Abdullah_0002") == "Abdullah"
+    names = [f"Person_{i:03d}_{k:04d}.png" for i in range(200) for k in (1, 2, 3)]
+    by_person: dict[str, set[str]] = {}
+    for name in names:
+        by_person.setdefault(person_of(name), set()).add(split_of(name))
+    assert all(len(s) == 1 for s in by_person.values())  # no person in two splits
+    shares = {s: sum(split_of(n) == s for n in names) / len(names) for s in ("heldout", "validation", "train")}
+    assert 0.04 < shares["heldout"] < 0.18 and shares["train"] > 0.7
+    hr = _face_like(1, seed=7, side=144)[0]
+    outs = {d: degrade(hr, 4, d, rng=np.random.default_rng(1)) for d in DEGRADATIONS}
+    assert {o.shape for o in outs.values()} == {(36, 36)} and {o.dtype for o in outs.values()} == {np.dtype(np.uint8)}
+    assert not np.array_equal(outs["area"], outs["cv_cubic"]) and not np.array_equal(outs["area"], outs["area_noise2"])
+    mixes = [degrade(hr, 4, "mix", rng=np.random.default_rng(s)) for s in range(6)]
+    assert len({m.tobytes() for m in mixes}) == 6  # random chains differ
+    assert np.array_equal(degrade(hr, 4, "mix", rng=np.random.default_rng(3)), mixes[3])  # and are seeded
+    with pytest.raises(UsageError, match="degradation must be one of area, bicubic"):
+        degrade(hr, 4, "sharpen")
 
 
 def test_build_espcn_shapes_and_validation() -> None:
@@ -85,7 +106,7 @@ def test_tiny_training_lowers_loss_and_writes_outputs(tiny_model: tuple[Path, di
     assert {"model.keras", "espcn_x2.pb", "metrics.json", "model_card.md"} <= {p.name for p in out.iterdir()}
     assert metrics["data"] == {"hr_dir": metrics["data"]["hr_dir"], "train_images": 24, "validation_images": 4,
                                "heldout_images": 4, "hr_size": [48, 48]}
-    assert set(metrics["heldout"]) == {"area", "bicubic"}
+    assert set(metrics["heldout"]) == set(ROBUST_EVAL)
     card = (out / "model_card.md").read_text()
     assert "Held-out PSNR" in card and "| area |" in card
     assert json.loads((out / "metrics.json").read_text())["scale"] == 2
@@ -106,6 +127,20 @@ def test_exported_graph_runs_in_opencv_like_tf(tiny_model: tuple[Path, dict]) ->
     assert np.abs(ocv.astype(int) - tf_out).max() <= 1
     assert np.abs(keras_out.astype(int) - tf_out).max() <= 1
     assert np.array_equal(Upscaler.load(pb, 2, backend="opencv").upscale(images), ocv)
+
+
+def test_init_weights_from_pb_and_keras(tiny_model: tuple[Path, dict]) -> None:
+    from ferdata.sr.model import build_espcn
+    from ferdata.sr.train import load_initial_weights, predict_images
+
+    images = _smooth_faces(2, 16, seed=9)
+    reference = Upscaler.load(tiny_model[0] / "espcn_x2.pb", 2).upscale(images)
+    for source in ("espcn_x2.pb", "model.keras"):
+        model = build_espcn(2, filters=(8, 4))
+        load_initial_weights(model, str(tiny_model[0] / source))
+        assert np.abs(predict_images(model, images).astype(int) - reference).max() <= 1
+    with pytest.raises(UsageError, match="do not match the model being trained"):
+        load_initial_weights(build_espcn(2, filters=(4, 4)), str(tiny_model[0] / "espcn_x2.pb"))
 
 
 def test_packaged_model_beats_bicubic_on_smooth_images() -> None:
@@ -291,7 +326,9 @@ def test_cli_upscale_errors(fer_dir: Path, tmp_path: Path, run_cli) -> None:
     code, _, err = run_cli("train-espcn", tmp_path, "--out", tmp_path / "m", "--scale", "5")
     assert code == 2 and "'5' is not one of '2', '3', '4'" in err
     code, _, err = run_cli("train-espcn", tmp_path, "--out", tmp_path / "m", "--degradations", "area,sharpen")
-    assert code == 2 and "degradations must be among area, bicubic, blur_jpeg, got sharpen" in err
+    assert code == 2 and "degradations must be among area, bicubic, bilinear" in err and err.strip().endswith("got sharpen")
+    code, _, err = run_cli("train-espcn", tmp_path, "--out", tmp_path / "m", "--degradations", "mix:-1")
+    assert code == 2 and err.strip().endswith("got mix:-1")
 
 
 def test_build_fer2013_improved_recipe(fer_csv: Path, tmp_path: Path, run_cli) -> None:

@@ -20,6 +20,15 @@ The references are measured (``python tests/benchmarks/bench_sr.py --only spectr
 Medians of ``high_band_fraction``: area 0.0141, Pillow bicubic 0.0129, Pillow bilinear 0.0111,
 blur sigma 1 + area 0.0103, OpenCV cubic / linear / nearest 0.0196-0.0198; FER2013-dev 0.0148.
 :data:`ALIASED_THRESHOLD` sits halfway between the area and the aliased medians.
+
+The statistic depends on the image side (a smaller image of the same face keeps more real
+detail near its Nyquist frequency), so each image is compared with the threshold for its side:
+halfway between the area and the lowest aliased median of the same faces downscaled to that side
+(:data:`THRESHOLDS`: 36 px 0.0274, 48 px 0.0169, 64 px 0.0086; log-linear in between, the end
+values beyond). The separation shrinks with the side (at 64 px the aliased medians are only
+1.2-1.35x the area median, at 48 px 1.4x, at 36 px 1.4-1.6x), and it is a property of the
+content as well as of the resize: images with much less fine detail than faces read as smooth.
+The decision is on the median of ``fraction / threshold(side)`` (``score``; > 1 is aliased).
 """
 
 from __future__ import annotations
@@ -32,8 +41,10 @@ import numpy as np
 
 from ferdata.errors import UsageError
 
-#: median high-band fraction above which a sample is called aliased (halfway 0.0141 .. 0.0197)
+#: median high-band fraction above which a 48x48 sample is called aliased (halfway 0.0141 .. 0.0196)
 ALIASED_THRESHOLD = 0.0169
+#: image side -> threshold (halfway between the area and the lowest aliased median at that side)
+THRESHOLDS = {36: 0.0274, 48: ALIASED_THRESHOLD, 64: 0.0086}
 #: radial frequency (fraction of Nyquist) where the top band starts
 HIGH_BAND = 0.75
 #: where the mid band starts (``high_mid_ratio``)
@@ -54,16 +65,18 @@ class DegradationEstimate:
         regime: ``smooth`` (area / antialiased downscale, blur) or ``aliased`` (plain resize).
         high_band_fraction: median share of power above 0.75 Nyquist.
         high_mid_ratio: median top-band / mid-band power.
-        threshold: the ``high_band_fraction`` above which the sample is ``aliased``.
+        score: median of each image's fraction over the threshold for its side (> 1: aliased).
+        threshold: the threshold for the sample's median side.
         images: images measured; skipped: too small or not decodable.
         quartiles: 25th and 75th percentile of ``high_band_fraction``.
-        share_above: share of the images above the threshold one by one.
+        share_above: share of the images above their threshold one by one.
         references: medians of downscaled real faces per method (module docstring).
     """
 
     regime: str
     high_band_fraction: float
     high_mid_ratio: float
+    score: float
     threshold: float
     images: int
     skipped: int
@@ -80,9 +93,9 @@ class DegradationEstimate:
     def summary(self) -> str:
         """One line for the terminal."""
         return (f"regime {self.regime}: median high-band (>{HIGH_BAND} Nyquist) energy fraction "
-                f"{self.high_band_fraction:.4f} (threshold {self.threshold:.4f}; area 0.0141, antialiased "
-                f"0.0111-0.0129, aliased 0.0196-0.0198), high/mid ratio {self.high_mid_ratio:.3f}, "
-                f"{self.share_above * 100:.0f} % of {self.images} images above the threshold")
+                f"{self.high_band_fraction:.4f} against threshold {self.threshold:.4f} (score {self.score:.2f}; "
+                f"faces at 48 px: area 0.0141, antialiased 0.0111-0.0129, aliased 0.0196-0.0198), high/mid ratio "
+                f"{self.high_mid_ratio:.3f}, {self.share_above * 100:.0f} % of {self.images} images above")
 
 
 def _gray(image: np.ndarray) -> np.ndarray:
@@ -119,12 +132,28 @@ def band_powers(image: np.ndarray) -> tuple[float, float]:
     return float(high / total), float(high / mid) if mid > 0 else 0.0
 
 
-def estimate_degradation(images: Iterable[np.ndarray], *, threshold: float = ALIASED_THRESHOLD) -> DegradationEstimate:
+def threshold_for(side: float) -> float:
+    """The aliased threshold of ``high_band_fraction`` for images of this side (module docstring).
+
+    Example:
+        >>> threshold_for(48)
+        0.0169
+    """
+    sides = sorted(THRESHOLDS)
+    if side <= sides[0]:
+        return THRESHOLDS[sides[0]]
+    if side >= sides[-1]:
+        return THRESHOLDS[sides[-1]]
+    logs = np.log(sides)
+    return round(float(np.exp(np.interp(np.log(side), logs, np.log([THRESHOLDS[k] for k in sides])))), 5)
+
+
+def estimate_degradation(images: Iterable[np.ndarray], *, threshold: float | None = None) -> DegradationEstimate:
     """Estimate how a sample of low-resolution images was made (``smooth`` or ``aliased``).
 
     Args:
         images: uint8 gray ``(H, W)`` or RGB ``(H, W, 3)`` images (any sizes; a stack works too).
-        threshold: median ``high_band_fraction`` above which the sample is ``aliased``.
+        threshold: one fixed threshold instead of :func:`threshold_for` each image's side.
 
     Returns:
         The :class:`DegradationEstimate`.
@@ -136,7 +165,7 @@ def estimate_degradation(images: Iterable[np.ndarray], *, threshold: float = ALI
         >>> estimate_degradation(faces_48).regime       # doctest: +SKIP
         'smooth'
     """
-    fractions, ratios, skipped = [], [], 0
+    fractions, ratios, limits, sides, skipped = [], [], [], [], 0
     for im in images:
         im = np.asarray(im)
         if im.ndim < 2 or min(im.shape[:2]) < MIN_SIDE:
@@ -148,20 +177,24 @@ def estimate_degradation(images: Iterable[np.ndarray], *, threshold: float = ALI
             continue
         fractions.append(frac)
         ratios.append(ratio)
+        side = float(np.sqrt(im.shape[0] * im.shape[1]))
+        sides.append(side)
+        limits.append(threshold if threshold is not None else threshold_for(side))
     if not fractions:
         raise UsageError(f"no image of at least {MIN_SIDE}x{MIN_SIDE} pixels with any contrast to estimate the "
                          f"degradation from ({skipped} skipped)")
-    f = np.asarray(fractions)
-    median = float(np.median(f))
+    f, lim = np.asarray(fractions), np.asarray(limits)
+    score = float(np.median(f / lim))
     return DegradationEstimate(
-        regime="aliased" if median > threshold else "smooth",
-        high_band_fraction=round(median, 5),
+        regime="aliased" if score > 1.0 else "smooth",
+        high_band_fraction=round(float(np.median(f)), 5),
         high_mid_ratio=round(float(np.median(ratios)), 4),
-        threshold=threshold,
+        score=round(score, 4),
+        threshold=threshold if threshold is not None else threshold_for(float(np.median(sides))),
         images=len(f),
         skipped=skipped,
         quartiles=(round(float(np.percentile(f, 25)), 5), round(float(np.percentile(f, 75)), 5)),
-        share_above=round(float(np.mean(f > threshold)), 4),
+        share_above=round(float(np.mean(f > lim)), 4),
     )
 
 

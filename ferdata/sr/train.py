@@ -17,6 +17,7 @@ early stopping on it (best weights restored). The ``heldout`` split is only eval
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ferdata.errors import UsageError
-from ferdata.sr.data import DEGRADATIONS, crop_to_multiple, degrade_all, load_hr_folder, psnr, resize_stack
+from ferdata.sr.data import DEGRADATIONS, RANDOM, ROBUST_EVAL, crop_to_multiple, degrade_all, load_hr_folder, psnr, resize_stack
 from ferdata.sr.model import SCALES, build_espcn
 
 if TYPE_CHECKING:
@@ -44,8 +45,11 @@ class EspcnTrainConfig:
     filters: tuple[int, int] = (64, 32)
     activation: str = "relu"
     skip: bool = True
-    #: degradations mixed in the training pairs (one drawn per patch)
+    #: degradations mixed in the training pairs, each optionally ``name:weight`` (one drawn per
+    #: patch with probability proportional to its weight; default weight 1)
     degradations: tuple[str, ...] = ("area", "bicubic", "blur_jpeg")
+    #: LR versions drawn per HR image for each random degradation (mix, blur_jpeg, ...)
+    variants: int = 4
     #: side of an LR training patch (HR patch = patch * scale)
     patch: int = 24
     batch_size: int = 32
@@ -57,6 +61,9 @@ class EspcnTrainConfig:
     #: epochs without validation-PSNR gain before stopping
     patience: int = 8
     seed: int = 0
+    #: start from these weights (a packaged name such as espcn_x4, or a .pb / .keras path) instead
+    #: of a random initialisation; the architecture must match
+    init: str | None = None
     #: use at most this many training images (tests)
     limit: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -68,40 +75,82 @@ class EspcnTrainConfig:
         if len(self.filters) != 2 or min(self.filters) < 1:
             raise UsageError(f"filters must be two positive integers, got {self.filters!r}")
         self.degradations = tuple(self.degradations)
-        bad = [d for d in self.degradations if d not in DEGRADATIONS]
+        bad = [d for d in self.degradations if parse_degradation(d) is None]
         if bad or not self.degradations:
-            raise UsageError(f"degradations must be among {', '.join(DEGRADATIONS)}, got {', '.join(bad) or '(none)'}")
-        for name in ("patch", "batch_size", "steps_per_epoch", "epochs", "patience"):
+            raise UsageError(f"degradations must be among {', '.join(DEGRADATIONS)} (optionally NAME:WEIGHT with a "
+                             f"positive weight), got {', '.join(bad) or '(none)'}")
+        for name in ("patch", "batch_size", "steps_per_epoch", "epochs", "patience", "variants"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if not 0 < self.learning_rate < 1:
             raise UsageError(f"learning_rate must be in (0, 1), got {self.learning_rate!r}")
 
 
+def parse_degradation(text: str) -> tuple[str, float] | None:
+    """``"mix:3"`` -> ``("mix", 3.0)``; ``"area"`` -> ``("area", 1.0)``; ``None`` when not valid.
+
+    Example:
+        >>> parse_degradation("mix:3")
+        ('mix', 3.0)
+    """
+    name, _, weight = text.strip().partition(":")
+    try:
+        w = float(weight) if weight else 1.0
+    except ValueError:
+        return None
+    return (name, w) if name in DEGRADATIONS and w > 0 else None
+
+
+def make_training_lr(hr: np.ndarray, scale: int, degradations: tuple[str, ...], *, variants: int,
+                     seed: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The LR stacks of the training set: one per fixed degradation, ``variants`` per random one.
+
+    Returns:
+        ``(D, N, h, w)`` uint8 stacks, the draw probability of each stack and its degradation name.
+    """
+    stacks, weights, names = [], [], []
+    for k, text in enumerate(degradations):
+        parsed = parse_degradation(text)
+        if parsed is None:
+            raise UsageError(f"bad degradation {text!r}")
+        name, w = parsed
+        draws = variants if name in RANDOM else 1
+        for v in range(draws):
+            stacks.append(degrade_all(hr, scale, name, seed=seed + 1000 * k + v))
+            weights.append(w / draws)
+            names.append(name)
+    p = np.asarray(weights, np.float64)
+    return np.stack(stacks), p / p.sum(), names
+
+
 class PatchSampler:
     """Random aligned (LR, HR) patch batches from in-memory image stacks (seeded, reproducible).
 
     Args:
-        lr: ``(D, N, h, w)`` uint8 LR stacks, one per degradation.
+        lr: ``(D, N, h, w)`` uint8 LR stacks, one per degradation (draw).
         hr: ``(N, h*scale, w*scale)`` uint8 HR stack.
         scale: the upscale factor.
         patch: LR patch side.
         batch_size: patches per batch.
         seed: random seed.
+        weights: draw probability of each LR stack (default: uniform).
     """
 
-    def __init__(self, lr: np.ndarray, hr: np.ndarray, *, scale: int, patch: int, batch_size: int, seed: int) -> None:
+    def __init__(self, lr: np.ndarray, hr: np.ndarray, *, scale: int, patch: int, batch_size: int, seed: int,
+                 weights: np.ndarray | None = None) -> None:
         if patch > min(lr.shape[-2:]):
             raise UsageError(f"patch {patch} is larger than the LR images {lr.shape[-2:]}")
         self.lr, self.hr, self.scale, self.patch, self.batch_size = lr, hr, scale, patch, batch_size
         self.rng = np.random.default_rng(seed)
+        self.weights = None if weights is None else np.asarray(weights, np.float64) / np.sum(weights)
 
     def batch(self) -> tuple[np.ndarray, np.ndarray]:
         """One batch of float32 ``(B, p, p, 1)`` LR and ``(B, p*s, p*s, 1)`` HR patches in [0, 1]."""
         d, n, h, w = self.lr.shape
         p, s, b = self.patch, self.scale, self.batch_size
         rng = self.rng
-        di, ni = rng.integers(0, d, b), rng.integers(0, n, b)
+        di = rng.choice(d, size=b, p=self.weights) if self.weights is not None else rng.integers(0, d, b)
+        ni = rng.integers(0, n, b)
         ys, xs, flips = rng.integers(0, h - p + 1, b), rng.integers(0, w - p + 1, b), rng.random(b) < 0.5
         lr = np.empty((b, p, p), np.uint8)
         hr = np.empty((b, p * s, p * s), np.uint8)
@@ -215,8 +264,11 @@ def export_frozen_graph(model: keras.Model, path: str | Path) -> Path:
 
 
 def evaluate_model(model: Any, hr: np.ndarray, scale: int, *,
-                   methods: tuple[str, ...] = ("area", "bicubic")) -> dict[str, dict[str, float]]:
-    """Held-out PSNR of ``model`` and of bicubic for each LR-making method (4-px border shaved)."""
+                   methods: tuple[str, ...] = ROBUST_EVAL) -> dict[str, dict[str, float]]:
+    """Held-out PSNR of ``model`` and of bicubic for each LR-making method (4-px border shaved).
+
+    ``model`` is a Keras model or any callable on float ``(N, h, w, 1)`` batches in [0, 1].
+    """
     hr = crop_to_multiple(hr, scale)
     size = (hr.shape[2], hr.shape[1])
     table = {}
@@ -226,6 +278,43 @@ def evaluate_model(model: Any, hr: np.ndarray, scale: int, *,
         ours = psnr(hr, predict_images(model, lr))
         table[method] = {"bicubic": round(bicubic, 3), "espcn": round(ours, 3), "gain": round(ours - bicubic, 3)}
     return table
+
+
+def load_initial_weights(model: keras.Model, init: str) -> str:
+    """Copy the weights of a packaged model name, an OpenCV-format ``.pb`` made by ferdata or a
+    ``.keras`` file into ``model`` (same layers and shapes); return the file used.
+
+    Raises:
+        UsageError: for an unknown model or one whose layers do not match.
+    """
+    from ferdata.sr.upscaler import resolve_model
+
+    _, path = resolve_model(init, int(model.get_layer("depth_to_space").block_size))
+    names = [n for n in ("conv1", "conv2", "conv3", "skip") if any(layer.name == n for layer in model.layers)]
+    if path.suffix.lower() == ".keras":
+        import keras
+
+        from ferdata.sr.model import depth_to_space_layer
+
+        depth_to_space_layer()
+        source = keras.saving.load_model(path, compile=False)
+        arrays = [w for n in names for w in source.get_layer(n).get_weights()]
+    else:
+        import tensorflow as tf
+        from tensorflow.python.framework import tensor_util
+
+        graph_def = tf.compat.v1.GraphDef()
+        graph_def.ParseFromString(path.read_bytes())
+        # export_frozen_graph writes kernel, bias per convolution in the order conv1, conv2, conv3, skip
+        arrays = [tensor_util.MakeNdarray(n.attr["value"].tensor) for n in graph_def.node
+                  if n.op == "Const" and n.name.split("/")[-1] in ("filter", "bias")]
+    target = [w for n in names for w in model.get_layer(n).get_weights()]
+    if [a.shape for a in arrays] != [t.shape for t in target]:
+        raise UsageError(f"--init {init}: its layers {[a.shape for a in arrays]} do not match the model being trained "
+                         f"{[t.shape for t in target]} (same --scale, --filters and skip needed)")
+    for k, n in enumerate(names):
+        model.get_layer(n).set_weights(arrays[2 * k:2 * k + 2])
+    return str(path)
 
 
 def train_espcn(hr_dir: str | Path, *, out: str | Path, config: EspcnTrainConfig | None = None,
@@ -258,12 +347,13 @@ def train_espcn(hr_dir: str | Path, *, out: str | Path, config: EspcnTrainConfig
     names, hr_train = load_hr_folder(hr_dir, split="train", limit=config.limit)
     _, hr_val = load_hr_folder(hr_dir, split="validation", limit=None if config.limit is None else max(4, config.limit // 4))
     hr_train, hr_val = crop_to_multiple(hr_train, s), crop_to_multiple(hr_val, s)
-    lr_train = np.stack([degrade_all(hr_train, s, d, seed=config.seed + i) for i, d in enumerate(config.degradations)])
-    lr_val = {d: degrade_all(hr_val, s, d, seed=config.seed + 100) for d in ("area", "bicubic")}
+    lr_train, weights, _ = make_training_lr(hr_train, s, config.degradations, variants=config.variants, seed=config.seed)
+    lr_val = {d: degrade_all(hr_val, s, d, seed=config.seed + 100) for d in ROBUST_EVAL}
     sampler = PatchSampler(lr_train, hr_train, scale=s, patch=min(config.patch, *lr_train.shape[-2:]),
-                           batch_size=config.batch_size, seed=config.seed)
+                           batch_size=config.batch_size, seed=config.seed, weights=weights)
 
     model = build_espcn(s, 1, config.filters, activation=config.activation, skip=config.skip)
+    init_file = load_initial_weights(model, config.init) if config.init else None
     total = config.steps_per_epoch * config.epochs
     schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, total, alpha=config.min_lr_fraction)
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss="mse")
@@ -286,6 +376,8 @@ def train_espcn(hr_dir: str | Path, *, out: str | Path, config: EspcnTrainConfig
         "config": {k: v for k, v in asdict(config).items() if k != "extra"},
         "data": {"hr_dir": str(hr_dir), "train_images": len(names), "validation_images": len(hr_val),
                  "heldout_images": len(hr_held), "hr_size": list(hr_train.shape[1:])},
+        "init_file": init_file,
+        "init_sha256": hashlib.sha256(Path(init_file).read_bytes()).hexdigest() if init_file else None,
         "parameters": int(model.count_params()),
         "pb_bytes": pb.stat().st_size,
         "train_seconds": round(seconds, 1),
@@ -307,8 +399,11 @@ def model_card(metrics: dict[str, Any]) -> str:
     command = metrics.get("command") or (
         f"ferdata train-espcn {d['hr_dir']} --scale {s} --out MODEL_DIR --epochs {c['epochs']} "
         f"--steps-per-epoch {c['steps_per_epoch']} --patch {c['patch']} --batch-size {c['batch_size']} "
-        f"--lr {c['learning_rate']} --filters {c['filters'][0]},{c['filters'][1]} --degradations {','.join(c['degradations'])}")
+        f"--lr {c['learning_rate']} --filters {c['filters'][0]},{c['filters'][1]} --degradations {','.join(c['degradations'])}"
+        + (f" --init {c['init']}" if c.get("init") else ""))
     skip = ", plus a linear 5x5 input-to-output skip convolution" if c["skip"] else ""
+    init = (f"\n- **Initial weights**: `{c['init']}` (fine-tuned from it; sha256 {metrics.get('init_sha256', '')[:16]}...)."
+            if c.get("init") else "")
     return f"""# {metrics['model']}: ESPCN x{s} trained on faces (ferdata)
 
 Gray / Y-channel super-resolution by sub-pixel convolution (Shi et al. 2016), 5-3-3 layout with
@@ -316,10 +411,11 @@ Gray / Y-channel super-resolution by sub-pixel convolution (Shi et al. 2016), 5-
 {metrics['parameters']:,} parameters, frozen graph {metrics['pb_bytes']:,} bytes.
 
 - **Command**: `{command}`
-- **Data**: `{d['hr_dir']}` ({d['hr_size'][0]}x{d['hr_size'][1]} gray faces); split by sha256 of the file name:
-  {d['train_images']} train, {d['validation_images']} validation (early stopping), {d['heldout_images']} held out
-  (evaluation only, never trained on).
-- **Degradation**: LR made per patch by one of {', '.join(c['degradations'])} (see `ferdata.sr.data`).
+- **Data**: `{d['hr_dir']}` ({d['hr_size'][0]}x{d['hr_size'][1]} gray faces); split by person (sha256 of the name
+  in the file name): {d['train_images']} train, {d['validation_images']} validation (early stopping),
+  {d['heldout_images']} held out (evaluation only, never trained on).
+- **Degradation**: LR made per patch by one of {', '.join(c['degradations'])} (see `ferdata.sr.data`;
+  {c.get('variants', 1)} draws per image of each random one).{init}
 - **Training**: {c['patch']}x{c['patch']} LR patches, batch {c['batch_size']}, {c['steps_per_epoch']} steps x up to
   {c['epochs']} epochs ({metrics['epochs_run']} run, {metrics['train_seconds']:.0f} s), Adam lr {c['learning_rate']}
   cosine-decayed to x{c['min_lr_fraction']}, MSE on [0, 1],
