@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 import numpy as np
+import pytest
 from packaging.requirements import Requirement
+
+tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
 
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 

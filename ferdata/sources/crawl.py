@@ -231,7 +231,7 @@ class _Crawl:
 
     def session(self) -> Any:
         if not hasattr(self._local, "session"):
-            self._local.session = make_session(trust_env=not self.policy.loopback_only)
+            self._local.session = make_session(trust_env=not self.policy.loopback_only, policy=self.policy)
         return self._local.session
 
     def parser(self) -> Any:

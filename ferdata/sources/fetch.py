@@ -9,8 +9,10 @@
   applies to the decoded bytes);
 * redirects followed by hand, at most ``max_redirects``, a URL seen twice is a ``redirect_loop``;
   only ``http``/``https``, and with ``loopback_only`` only 127.0.0.1 / localhost / ::1;
-* bounded retries with exponential backoff, only for transient failures (timeouts, connection
-  errors, HTTP 429 and 5xx).
+* bounded retries with exponential backoff, only for transient failures (connect and read
+  timeouts, connection errors, HTTP 429 and 5xx), by ``urllib3.util.Retry`` on the session's
+  adapter (:func:`retry_policy`; a ``Retry-After`` header is not obeyed, so a hostile server
+  cannot stall the crawl). A body that stalls after the headers is not retried in the same run.
 
 It returns a :class:`Fetched` whose ``reason`` is ``""`` on success or a ledger code:
 ``http_<status>``, ``timeout``, ``connection_error``, ``too_large``, ``redirect_loop``,
@@ -105,13 +107,43 @@ def check_url(url: str, *, loopback_only: bool = False) -> str:
     return ""
 
 
-def make_session(*, trust_env: bool = True) -> Any:
-    """A ``requests`` session with ferdata's User-Agent (``trust_env=False`` ignores proxy variables)."""
+#: HTTP statuses worth retrying (the ``http_*`` codes of :data:`TRANSIENT`).
+RETRY_STATUSES = frozenset(int(r.split("_")[1]) for r in TRANSIENT if r.startswith("http_"))
+
+
+def retry_policy(policy: FetchPolicy) -> Any:
+    """The ``urllib3.util.Retry`` of a policy: ``retries`` more tries of a GET that timed out, failed to
+    connect or answered 429/5xx, backoff ``retry_backoff * 2**(n-1)`` seconds, no redirects (followed by
+    hand), ``Retry-After`` ignored, and the last answer returned instead of raised."""
+    from urllib3.util import Retry
+
+    return Retry(total=policy.retries, connect=policy.retries, read=policy.retries, status=policy.retries,
+                 other=0, redirect=False, allowed_methods=frozenset({"GET"}), status_forcelist=RETRY_STATUSES,
+                 backoff_factor=policy.retry_backoff, respect_retry_after_header=False, raise_on_status=False)
+
+
+def _use_retries(session: Any, policy: FetchPolicy) -> None:
+    """Mount an adapter retrying as ``policy`` says (once per session and retry setting)."""
+    key = (policy.retries, policy.retry_backoff)
+    if getattr(session, "_ferdata_retries", None) == key:
+        return
+    from requests.adapters import HTTPAdapter
+
+    adapter = HTTPAdapter(max_retries=retry_policy(policy))
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session._ferdata_retries = key
+
+
+def make_session(*, trust_env: bool = True, policy: FetchPolicy | None = None) -> Any:
+    """A ``requests`` session with ferdata's User-Agent and ``policy``'s retries (``trust_env=False``
+    ignores proxy variables)."""
     import requests
 
     session = requests.Session()
     session.trust_env = trust_env
     session.headers.update({"User-Agent": USER_AGENT, "Accept": "image/*,*/*;q=0.5"})
+    _use_retries(session, policy or FetchPolicy())
     return session
 
 
@@ -131,18 +163,23 @@ def fetch_url(url: str, policy: FetchPolicy, session: Any) -> Fetched:
         >>> got.reason or len(got.data)                                                      # doctest: +SKIP
         18233
     """
-    result = Fetched(url)
-    for attempt in range(policy.retries + 1):
-        result = _fetch_once(url, policy, session)
-        result.attempts = attempt + 1
-        if result.reason not in TRANSIENT:
-            break
-        if attempt < policy.retries:
-            time.sleep(policy.retry_backoff * (2**attempt))
-    return result
+    _use_retries(session, policy)
+    return _fetch(url, policy, session)
 
 
-def _fetch_once(url: str, policy: FetchPolicy, session: Any) -> Fetched:
+def _attempts(response: Any) -> int:
+    retries = getattr(getattr(response, "raw", None), "retries", None)
+    return len(getattr(retries, "history", ()) or ()) + 1
+
+
+def _fetch(url: str, policy: FetchPolicy, session: Any) -> Fetched:
+    got = _fetch_hops(url, policy, session)
+    if got.attempts == 0:  # failed before an answer: the adapter made every try
+        got.attempts = policy.retries + 1 if got.reason in TRANSIENT else 1
+    return got
+
+
+def _fetch_hops(url: str, policy: FetchPolicy, session: Any) -> Fetched:
     import requests
 
     start = time.monotonic()
@@ -163,7 +200,8 @@ def _fetch_once(url: str, policy: FetchPolicy, session: Any) -> Fetched:
                     current = target
                     continue
                 if r.status_code != 200:
-                    return Fetched(url, f"http_{r.status_code}", f"HTTP {r.status_code} from {current}")
+                    return Fetched(url, f"http_{r.status_code}", f"HTTP {r.status_code} from {current}",
+                                   attempts=_attempts(r))
                 length = r.headers.get("Content-Length", "")
                 if length.strip().isdigit() and int(length) > policy.max_bytes:
                     return Fetched(url, "too_large", f"Content-Length {int(length)} exceeds {policy.max_bytes} bytes")
@@ -176,7 +214,7 @@ def _fetch_once(url: str, policy: FetchPolicy, session: Any) -> Fetched:
                         return Fetched(url, "timeout", f"download took over {policy.total_timeout:g}s")
                     chunks.append(chunk)
                 return Fetched(url, data=b"".join(chunks), final_url=current,
-                               content_type=r.headers.get("Content-Type", ""))
+                               content_type=r.headers.get("Content-Type", ""), attempts=_attempts(r))
         return Fetched(url, "too_many_redirects", f"more than {policy.max_redirects} redirects: {' -> '.join(seen)}")
     except requests.exceptions.Timeout as e:
         return Fetched(url, "timeout", f"{type(e).__name__} (connect {policy.connect_timeout:g}s, "
