@@ -307,7 +307,8 @@ def duplicates(ctx: Context, *, max_groups: int = 40, max_members: int = 8) -> d
         shown.append({"group": g, "short": short(g), "size": len(ms), "splits": splits, "labels": labels,
                       "cross_split": len(splits) > 1, "conflict": len(labels) > 1, "tiles": tiles})
     return {"groups": shown, "total": len(summary), "cross_split": cross, "conflicts": conflicts,
-            "rows_removed": sum(1 for r in ctx.rejects if r.get("reason") in DUPLICATE_REASONS)}
+            "rows_removed": sum(1 for r in ctx.rejects if r.get("reason") in DUPLICATE_REASONS),
+            "rows_marked": sum(1 for ms in groups.values() for m in ms if m["kind"] == "marked")}
 
 
 def rejects(ctx: Context, *, per_reason: int = 8) -> dict[str, Any] | None:
@@ -559,8 +560,32 @@ def sr_pairs(ctx: Context, *, before: datasets.DatasetDict | None = None, count:
             "display": display}
 
 
-def _resolve_origin(origin: str, manifest: dict[str, Any]) -> Path | None:
-    if not origin or origin.startswith(("http://", "https://")):
+def _crawl_caches(manifest: dict[str, Any]) -> list[Any]:
+    """The crawl fetch caches named in ``ferdata.json`` that still exist (read-only use)."""
+    from ferdata.sources.fetch import FetchCache
+
+    caches = []
+    for entry in manifest.get("steps", []):
+        if not isinstance(entry, dict):
+            continue
+        for where in (entry.get("info") or {}, entry.get("params") or {}):
+            root = where.get("cache") if isinstance(where, dict) else None
+            if isinstance(root, str) and (Path(root) / "index.jsonl").is_file():
+                caches.append(FetchCache(root))
+                break
+    return caches
+
+
+def _resolve_origin(origin: str, manifest: dict[str, Any], caches: list[Any] | None = None) -> Path | bytes | None:
+    """The source photo of a row: a local file (absolute, or under the importer's ``src``) or the
+    crawl cache's copy of a URL; None when it no longer resolves."""
+    if not origin:
+        return None
+    if origin.startswith(("http://", "https://")):
+        for cache in caches or []:
+            got = cache.lookup(origin)
+            if got is not None and getattr(got, "data", None):
+                return bytes(got.data)
         return None
     p = Path(origin)
     if p.is_absolute():
@@ -589,17 +614,19 @@ def faces(ctx: Context, *, count: int = 8) -> dict[str, Any] | None:
     crops = ctx.tiles(split, rows, extra=[[f"confidence {confs[r]:.3f}" if isinstance(confs[r], float) else ""]
                                           for r in rows])
     items = []
+    caches = _crawl_caches(ctx.manifest)
     for r, crop in zip(rows, crops, strict=True):
         item: dict[str, Any] = {"crop": crop, "box": boxes[r], "keypoints": kps[r] or {}, "source": None}
-        path = _resolve_origin(str(origins[r] or ""), ctx.manifest)
-        if path is not None and boxes[r]:
+        found = _resolve_origin(str(origins[r] or ""), ctx.manifest, caches)
+        if found is not None and boxes[r]:
             from ferdata.report.images import image_size
 
-            size = image_size(str(path))
+            value = found if isinstance(found, bytes) else str(found)
+            size = image_size(value)
             if size:
                 w, h = size
                 scale = min(1.0, 240 / max(w, h))
-                src = ctx.store.src(str(path), key=f"src:{path}", side=240)
+                src = ctx.store.src(value, key=f"src:{origins[r]}", side=240)
                 if src:
                     x, y, bw, bh = (float(v) * scale for v in boxes[r])
                     points = [(k, float(v[0]) * scale, float(v[1]) * scale) for k, v in (kps[r] or {}).items() if v]
