@@ -332,15 +332,24 @@ def balance_cmd(src: Path, out: Path, strategy: str, per_class: int | None, spli
 @click.option("--names", default=None, help="Split names, one per ratio (default train,validation[,test]).")
 @click.option("--resplit", is_flag=True, help="Pool every split and split anew (default: keep existing splits).")
 @click.option("--group-column", default="group", show_default=True, help="Rows sharing this value stay together.")
+@click.option("--group", "group_kind", type=click.Choice(["duplicate", "similar"]), default=None,
+              help="similar = keep dedupe's similar_group together (same person or session, other photos; "
+                   "includes the duplicate groups); duplicate = the group column.")
 @common_options
 def split_cmd(src: Path, out: Path, ratios: str, names: str | None, resplit: bool, group_column: str,
-              **opts: Any) -> None:
+              group_kind: str | None, **opts: Any) -> None:
     """Stratified, seeded, group-aware split (duplicate clusters never cross splits).
 
     Example:
 
         ferdata split nhfi --out nhfi-split --ratios 0.8,0.2
+
+        ferdata split fer2013-dedup --out fer2013-split --resplit --group similar
     """
+    if group_kind == "similar":
+        from ferdata.dedupe import SIMILAR_COLUMN
+
+        group_column = SIMILAR_COLUMN
     run_step_command("split", {"ratios": ratios, "names": names, "resplit": resplit, "group_column": group_column},
                      inputs=[src], out=out, **opts)
 
@@ -711,7 +720,14 @@ def drop_flagged_cmd(input_dir: Path, out: Path, num_proc: int, seed: int, limit
 @click.option("--method", type=click.Choice(["phash", "dhash", "whash", "ahash"]), default="phash",
               show_default=True, help="Perceptual hash (64 bits, imagehash); stored as a column and reused.")
 @click.option("--threshold", type=int, default=None,
-              help="Largest Hamming distance (0..64) between near duplicates [8]; 0 = identical hashes only.")
+              help="Candidate radius: largest Hamming distance (0..64) between a near duplicate and its survivor "
+                   "[16]; 0 = identical hashes only.")
+@click.option("--verify", type=click.Choice(["phasecorr", "none"]), default=None,
+              help="Verifier of candidate pairs [phasecorr: registered detail correlation]; none = radius only.")
+@click.option("--min-score", type=float, default=None,
+              help="Smallest verifier score (-1..1) of a near duplicate, i.e. the same photograph [0.6].")
+@click.option("--similar-score", type=float, default=None,
+              help="Smallest verifier score (-1..1) linking kept rows into one similar_group [0.4].")
 @click.option("--keep", default="test,validation,train", show_default=True, metavar="first|largest|SPLITS",
               help="Survivor of each group: first row, largest image, or a split preference list.")
 @click.option("--on-conflict", type=click.Choice(["keep", "drop", "majority"]), default="keep", show_default=True,
@@ -722,7 +738,8 @@ def drop_flagged_cmd(input_dir: Path, out: Path, num_proc: int, seed: int, limit
 @click.option("--report", "report", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the groups report (.csv or .json) here [OUT/dedupe_groups.csv with --report-only].")
 @common_options
-def dedupe_cmd(input_dir: Path, out: Path, method: str, threshold: int | None, keep: str, on_conflict: str,
+def dedupe_cmd(input_dir: Path, out: Path, method: str, threshold: int | None, verify: str | None,
+               min_score: float | None, similar_score: float | None, keep: str, on_conflict: str,
                report_only: bool, report: Path | None, num_proc: int, seed: int, limit: int | None,
                overwrite: bool) -> None:
     """Exact (same pixels) and near (perceptual hash) duplicates, split leakage, label conflicts.
@@ -739,8 +756,8 @@ def dedupe_cmd(input_dir: Path, out: Path, method: str, threshold: int | None, k
     """
     from ferdata.dedupe import REPORT_NAME, report_path
 
-    params = {"method": method, "threshold": threshold, "keep": keep, "on_conflict": on_conflict,
-              "report_only": report_only}
+    params = {"method": method, "threshold": threshold, "verify": verify, "min_score": min_score,
+              "similar_score": similar_score, "keep": keep, "on_conflict": on_conflict, "report_only": report_only}
     with report_path(out, report_only=report_only, report=report) as params["report"]:
         entry = run_step_command("dedupe", params, inputs=[input_dir], out=out, num_proc=num_proc, seed=seed,
                                  limit=limit, overwrite=overwrite)
@@ -758,6 +775,11 @@ def _dedupe_summary(info: dict[str, Any], report: Path) -> list[str]:
     lines = [f"groups: {info.get('groups', 0)} ({info.get('rows_in_groups', 0)} rows), exact duplicate rows "
              f"{info.get('exact_duplicate_rows', 0)}, label conflicts {info.get('label_conflict_groups', 0)}, "
              f"constant images {info.get('constant_images', 0)}"]
+    if info.get("verify", "none") != "none":
+        lines.append(f"verifier {info['verify']}: {info.get('verified_pairs', 0)} of {info.get('near_hash_pairs', 0)} "
+                     f"candidate pairs scored, {info.get('rejected_by_verifier', 0)} rejected (score < "
+                     f"{info.get('min_score')}); similar groups (same person, other photo; kept) "
+                     f"{info.get('similar_groups', 0)} ({info.get('similar_rows', 0)} rows)")
     leakage = info.get("leakage_groups", {})
     if leakage:
         lines.append("split leakage (groups): " + ", ".join(f"{k} {v}" for k, v in leakage.items()))

@@ -53,7 +53,12 @@ KEEP_POLICIES = ("first", "largest")
 #: Default survivor policy: a split preference, evaluation splits first.
 DEFAULT_KEEP = "test,validation,train"
 DEFAULT_METHOD = "phash"
-DEFAULT_THRESHOLD = 8
+#: candidate radius (phash bits), verifier and its thresholds: chosen from the labelled real pairs
+#: (tests/data/fer2013-dev-pairs.csv, table in docs/dedupe.md)
+DEFAULT_THRESHOLD = 16
+DEFAULT_VERIFY = "phasecorr"
+DEFAULT_MIN_SCORE = 0.6
+DEFAULT_SIMILAR_SCORE = 0.4
 
 # candidate pairs materialised at once by the index (bounds memory: ~16 bytes each, a few arrays)
 _CANDIDATE_BUDGET = 1 << 22
@@ -473,6 +478,160 @@ def is_constant(pixels: np.ndarray) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
+# the verifier: is a candidate pair the same photograph?
+
+#: verifiers: ``phasecorr`` (register, then correlate the detail) or ``none`` (hash distance only)
+VERIFIERS = ("phasecorr", "none")
+#: side of the gray square every image is compared at
+VERIFY_SIZE = 48
+#: zoom factors tried on either side (a 2-4 px re-crop of a 48 px face resized back is a 4-9 % zoom)
+VERIFY_ZOOMS = (1.0, 1.045, 1.09)
+#: largest shift (pixels at VERIFY_SIZE) the registration looks for
+VERIFY_MAX_SHIFT = 6
+#: sigma (pixels) of the Gaussian blur subtracted to keep only the detail (the "high-pass" image)
+VERIFY_SIGMA = 1.5
+#: zoomed comparisons are only tried for pairs whose unzoomed score is at least this (a different
+#: face scores ~0.1-0.4; every labelled same-photo pair but 2 of 208 and every synthetic 2-4 px
+#: re-crop that needs a zoom scores at least this unzoomed: tests/benchmarks/bench_dedupe.py)
+VERIFY_ZOOM_FLOOR = 0.35
+_VERIFY_BATCH = 2048
+_COMBOS = ((0, 1), (0, 2), (1, 0), (2, 0))  # (zoom index of a, zoom index of b) after (0, 0)
+
+
+def verify_array(pixels: np.ndarray) -> np.ndarray:
+    """An image as the verifier sees it: gray ``VERIFY_SIZE`` x ``VERIFY_SIZE`` float32.
+
+    Args:
+        pixels: uint8 gray ``(H, W)``, RGB ``(H, W, 3)`` or RGBA array of any size.
+    """
+    import cv2
+
+    arr = np.asarray(pixels)
+    if arr.ndim == 3:
+        arr = cv2.cvtColor(np.ascontiguousarray(arr[..., :3], dtype=np.uint8), cv2.COLOR_RGB2GRAY)
+    arr = np.ascontiguousarray(arr, dtype=np.uint8)
+    if arr.shape != (VERIFY_SIZE, VERIFY_SIZE):
+        arr = cv2.resize(arr, (VERIFY_SIZE, VERIFY_SIZE), interpolation=cv2.INTER_AREA)
+    return arr.astype(np.float32)
+
+
+def _zoom(img: np.ndarray, z: float) -> np.ndarray:
+    """``img`` magnified by ``z`` about its centre (same size; the border is cut off)."""
+    import cv2
+
+    if z == 1.0:
+        return img
+    c = (VERIFY_SIZE - 1) / 2
+    m = np.array([[z, 0, (1 - z) * c], [0, z, (1 - z) * c]], dtype=np.float32)
+    return cv2.warpAffine(img, m, (VERIFY_SIZE, VERIFY_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+
+def _detail_spectra(images: np.ndarray) -> np.ndarray:
+    """Spectra (``rfft2``) of the windowed, unit-energy detail of a stack of verifier images.
+
+    Detail = the image minus its Gaussian blur (sigma VERIFY_SIGMA), times a Hann window (so
+    circular shifts barely wrap), scaled to unit energy: the product of two spectra, transformed
+    back, is then the normalised cross-correlation of the two details at every shift.
+    """
+    import scipy.fft
+    from scipy.ndimage import gaussian_filter
+
+    x = images.astype(np.float32)
+    x = x - gaussian_filter(x, (0, VERIFY_SIGMA, VERIFY_SIGMA), mode="reflect")
+    x *= _window()
+    x -= x.mean(axis=(1, 2), keepdims=True)
+    x /= np.sqrt((x * x).sum(axis=(1, 2), keepdims=True)) + 1e-6
+    return scipy.fft.rfft2(x, workers=1)
+
+
+def _window() -> np.ndarray:
+    return np.outer(np.hanning(VERIFY_SIZE), np.hanning(VERIFY_SIZE)).astype(np.float32)
+
+
+def _correlate(fa: np.ndarray, fb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Peak of the normalised cross-correlation within +-VERIFY_MAX_SHIFT, and its shift (dy, dx)."""
+    import scipy.fft
+
+    size, ms = VERIFY_SIZE, VERIFY_MAX_SHIFT
+    surface = scipy.fft.irfft2(fa * np.conj(fb), s=(size, size), workers=1)
+    shifts = np.r_[0:ms + 1, size - ms:size]
+    window = surface[:, shifts][:, :, shifts].reshape(len(fa), -1)
+    peak = window.argmax(axis=1)
+    dy, dx = shifts[peak // len(shifts)], shifts[peak % len(shifts)]
+    return (window[np.arange(len(fa)), peak].astype(np.float64), np.where(dy > size // 2, dy - size, dy),
+            np.where(dx > size // 2, dx - size, dx))
+
+
+@dataclass
+class VerifyResult:
+    """Scores of a batch of pairs (arrays aligned with the pairs)."""
+
+    #: the verdict score: normalised correlation of the registered details, -1..1
+    score: np.ndarray
+    #: zoom of a over b of the best registration (>1: a is the tighter crop)
+    zoom: np.ndarray
+    #: shift (pixels at VERIFY_SIZE) of b onto a
+    dy: np.ndarray
+    dx: np.ndarray
+
+
+def verify_pairs(images: Sequence[np.ndarray] | np.ndarray, i: np.ndarray | Sequence[int],
+                 j: np.ndarray | Sequence[int]) -> VerifyResult:
+    """Score whether each pair ``(images[i[k]], images[j[k]])`` shows the same photograph.
+
+    The verifier compares the *detail* of the two images (image minus a sigma-1.5 blur: hair
+    strands, skin texture, edges), windowed and normalised: the peak of their cross-correlation
+    within +-VERIFY_MAX_SHIFT px registers the shift, and its value is the score. When the
+    unzoomed score is at least VERIFY_ZOOM_FLOOR, either side is also magnified by VERIFY_ZOOMS
+    (re-crops) and the best registration wins. Two prints of one photograph share their detail
+    and score ~0.4-1.0; two photographs of centred gray faces share only the layout and score
+    ~0.0-0.4 (see docs/dedupe.md for the labelled real table).
+
+    Args:
+        images: arrays from :func:`verify_array` (gray float32, VERIFY_SIZE square).
+        i, j: indices of the pairs.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> face = verify_array(rng.integers(0, 255, (48, 48)).astype(np.uint8))
+        >>> shifted = np.roll(face, 2, axis=1)
+        >>> float(verify_pairs([face, shifted], [0], [1]).score[0]) > 0.8
+        True
+    """
+    i, j = np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64)
+    m = len(i)
+    score, zoom = np.full(m, -1.0), np.ones(m)
+    dy, dx = np.zeros(m, dtype=np.int64), np.zeros(m, dtype=np.int64)
+    if not m:
+        return VerifyResult(score, zoom, dy, dx)
+    for lo in range(0, m, _VERIFY_BATCH):
+        sl = slice(lo, min(m, lo + _VERIFY_BATCH))
+        uniq, inv = np.unique(np.concatenate([i[sl], j[sl]]), return_inverse=True)
+        k = sl.stop - sl.start
+        ia, ib = inv[:k], inv[k:]
+        stack = np.stack([images[u] for u in uniq])
+        spectra = {0: _detail_spectra(stack)}
+        s, y, x = _correlate(spectra[0][ia], spectra[0][ib])
+        score[sl], dy[sl], dx[sl] = s, y, x
+        retry = np.nonzero(s >= VERIFY_ZOOM_FLOOR)[0]
+        if not len(retry):
+            continue
+        need = np.unique(np.concatenate([ia[retry], ib[retry]]))
+        for z in range(1, len(VERIFY_ZOOMS)):
+            zoomed = np.zeros_like(spectra[0])
+            zoomed[need] = _detail_spectra(np.stack([_zoom(stack[u], VERIFY_ZOOMS[z]) for u in need]))
+            spectra[z] = zoomed
+        rows = retry + lo
+        for za, zb in _COMBOS:
+            s2, y2, x2 = _correlate(spectra[za][ia[retry]], spectra[zb][ib[retry]])
+            better = s2 > score[rows]
+            sel = rows[better]
+            score[sel], dy[sel], dx[sel] = s2[better], y2[better], x2[better]
+            zoom[sel] = VERIFY_ZOOMS[za] / VERIFY_ZOOMS[zb]
+    return VerifyResult(score, zoom, dy, dx)
+
+
+# ---------------------------------------------------------------------------------------------
 # the dedupe step
 
 STEP = "dedupe"
@@ -482,9 +641,13 @@ CONSTANT_COLUMN = "is_constant"
 GROUP_COLUMN = "group"
 GROUP_SIZE_COLUMN = "group_size"
 #: columns added by ``report_only`` runs, where nothing is removed
-REPORT_COLUMNS = ("is_duplicate", "duplicate_of", "duplicate_distance", "duplicate_reason")
+REPORT_COLUMNS = ("is_duplicate", "duplicate_of", "duplicate_distance", "duplicate_reason", "duplicate_score")
+#: the "same person, different photo" group: duplicate groups linked by a verifier score of at
+#: least ``similar_score`` (``ferdata split --group similar`` keeps each one in one split)
+SIMILAR_COLUMN = "similar_group"
 REPORT_FIELDS = ("group", "group_size", "split", "index", "id", "origin", "label", "hash", "is_constant",
-                 "action", "reason", "duplicate_of", "distance", "label_conflict", "new_label")
+                 "action", "reason", "duplicate_of", "distance", "verify_score", "group_diameter",
+                 "similar_group", "similar_group_size", "label_conflict", "new_label")
 
 
 @dataclass
@@ -493,8 +656,16 @@ class DedupeConfig:
 
     #: perceptual hash: phash, dhash, whash or ahash (64 bits each)
     method: str = DEFAULT_METHOD
-    #: largest Hamming distance between near duplicates, 0..64 (0: identical hashes only)
+    #: candidate radius: largest Hamming distance between a near duplicate and its survivor, 0..64
+    #: (0: identical hashes only)
     threshold: int = DEFAULT_THRESHOLD
+    #: verifier of candidate pairs: phasecorr (registered detail correlation) or none (radius only)
+    verify: str = DEFAULT_VERIFY
+    #: smallest verifier score of a near duplicate (same photograph), -1..1
+    min_score: float = DEFAULT_MIN_SCORE
+    #: smallest verifier score linking two kept rows into one similar_group (same person or
+    #: session, a different photo), -1..1; >= min_score turns it off
+    similar_score: float = DEFAULT_SIMILAR_SCORE
     #: survivor of a group: "first", "largest", or a split preference such as "test,validation,train"
     keep: str = DEFAULT_KEEP
     #: groups whose members carry different labels: keep (the survivor's label), drop (the whole
@@ -509,6 +680,13 @@ class DedupeConfig:
     def __post_init__(self) -> None:
         check_method(self.method)
         self.threshold = check_threshold(self.threshold)
+        if self.verify not in VERIFIERS:
+            raise UsageError(f"verify {self.verify!r} is not allowed; allowed: {', '.join(VERIFIERS)}")
+        for name in ("min_score", "similar_score"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not -1.0 <= float(value) <= 1.0:
+                raise UsageError(f"{name} must be a number in -1..1 (verifier correlation), got {value!r}")
+            setattr(self, name, float(value))
         if self.on_conflict not in ON_CONFLICT:
             raise UsageError(f"on_conflict {self.on_conflict!r} is not allowed; allowed: {', '.join(ON_CONFLICT)}")
         self.keep = str(self.keep).strip()
@@ -667,6 +845,146 @@ def _components(n: int, edges_a: np.ndarray, edges_b: np.ndarray) -> np.ndarray:
     return labels
 
 
+@dataclass
+class _Grouping:
+    """What :func:`_group_rows` decides, per row of the concatenated splits."""
+
+    #: the row each row is kept as (itself for a survivor)
+    survivor: np.ndarray
+    #: verifier score against the survivor (NaN: survivor, exact copy or no verifier)
+    score: np.ndarray
+    #: True for a pixel-identical copy of another row of its group (always ``exact_duplicate``)
+    is_copy: np.ndarray
+    #: similar-group component of each row (meaningful on survivors)
+    similar: np.ndarray
+    #: id index of each row (rows with the same pixels share it)
+    id_inv: np.ndarray
+    info: dict[str, Any]
+
+
+# survivors whose candidate pairs are verified in one batch (the decisions stay sequential)
+_GREEDY_BLOCK = 512
+
+
+def _verify_images(dd: datasets.DatasetDict, splits: list[str], rows: np.ndarray) -> dict[int, np.ndarray]:
+    """Verifier arrays (:func:`verify_array`) of the given global rows."""
+    from ferdata.images import to_array
+
+    offsets = np.concatenate([[0], np.cumsum([len(dd[s]) for s in splits])])
+    out: dict[int, np.ndarray] = {}
+    for k, split in enumerate(splits):
+        lo, hi = offsets[k], offsets[k + 1]
+        local = rows[(rows >= lo) & (rows < hi)] - lo
+        if not len(local):
+            continue
+        raw = dd[split].cast_column("image", _raw_image_feature()).select(local.tolist())
+        for r, value in zip(local.tolist(), _column(raw, "image").to_pylist(), strict=True):
+            out[int(r + lo)] = verify_array(to_array(value))
+    return out
+
+
+def _raw_image_feature() -> Any:
+    import datasets
+
+    return datasets.Image(decode=False)
+
+
+def _group_rows(dd: datasets.DatasetDict, splits: list[str], config: DedupeConfig, *, rank: np.ndarray,
+                id_keys: np.ndarray, hashes: np.ndarray, const: np.ndarray) -> _Grouping:
+    """Survivor-first grouping: no chaining, every member within the radius of its own survivor.
+
+    1. Rows with the same ``id`` (identical pixels) are one unit; its first row in keep order
+       represents it, the others are its copies (``exact_duplicate``, always).
+    2. Candidate pairs: representatives (not constant) whose hashes are within ``threshold``.
+    3. In keep order (``rank``, then dataset order), each representative not yet grouped becomes
+       a survivor; each of its candidates not yet grouped joins its group when the verifier
+       confirms the pair (score >= ``min_score``; every candidate with ``verify="none"``). A
+       row is therefore never grouped through a third row: a~b~c with a~c beyond the radius
+       (or unverified) leaves c to be a survivor of its own.
+    4. Similar groups: a survivor's candidates that scored at least ``similar_score`` but were not
+       confirmed (or that another group took first) link the two groups; linked groups are
+       connected components (a session of one person stays together).
+    """
+    n = len(id_keys)
+    order = np.lexsort((np.arange(n), rank)) if n else np.empty(0, np.int64)
+    survivor = np.arange(n, dtype=np.int64)
+    score = np.full(n, np.nan)
+    is_copy = np.zeros(n, dtype=bool)
+    info: dict[str, Any] = {"candidate_pairs": 0, "verified_pairs": 0, "rejected_by_verifier": 0,
+                            "similar_links": 0}
+    if not n:
+        return _Grouping(survivor, score, is_copy, np.empty(0, np.int64), np.empty(0, np.int64), info)
+    _, id_inv = np.unique(id_keys, return_inverse=True)
+    _, first = np.unique(id_inv[order], return_index=True)
+    rep_of_id = order[first]
+    survivor[:] = rep_of_id[id_inv]
+    is_copy = survivor != np.arange(n)
+    # candidates: representatives that are not constant, in keep order (local index = turn)
+    reps = rep_of_id[np.argsort(np.argsort(order)[rep_of_id], kind="stable")]
+    cand = reps[~const[reps]]
+    m = len(cand)
+    li, lj, _ = find_duplicate_arrays(hashes[cand], config.threshold) if m > 1 else (np.empty(0, np.int64),) * 3
+    info["candidate_pairs"] = int(len(li))
+    src, dst = np.concatenate([li, lj]), np.concatenate([lj, li])
+    eid = np.concatenate([np.arange(len(li)), np.arange(len(li))])
+    by_src = np.argsort(src, kind="stable")
+    dst, eid = dst[by_src], eid[by_src]
+    indptr = np.searchsorted(src[by_src], np.arange(m + 1))
+    escore = np.full(len(li), np.nan)
+    verify = config.verify != "none"
+    images: dict[int, np.ndarray] = {}
+    if verify and len(li):
+        images = _verify_images(dd, splits, cand[np.unique(np.concatenate([li, lj]))])
+    owner = np.full(m, -1, dtype=np.int64)  # local survivor of each candidate row
+    links: list[tuple[int, int]] = []
+    turn = 0
+    while turn < m:
+        block: list[int] = []
+        while turn < m and len(block) < _GREEDY_BLOCK:
+            if owner[turn] < 0:
+                block.append(turn)
+            turn += 1
+        if verify:
+            todo = [eid[indptr[u]:indptr[u + 1]][owner[dst[indptr[u]:indptr[u + 1]]] < 0] for u in block]
+            todo_e = np.unique(np.concatenate(todo)) if todo else np.empty(0, np.int64)
+            todo_e = todo_e[np.isnan(escore[todo_e])]
+            if len(todo_e):
+                local = {int(r): k for k, r in enumerate(np.unique(np.concatenate([li[todo_e], lj[todo_e]])))}
+                stack = [images[int(cand[r])] for r in local]
+                result = verify_pairs(stack, [local[int(r)] for r in li[todo_e]], [local[int(r)] for r in lj[todo_e]])
+                escore[todo_e] = result.score
+                info["verified_pairs"] += int(len(todo_e))
+        for u in block:
+            if owner[u] >= 0:
+                continue
+            owner[u] = u
+            nb, e = dst[indptr[u]:indptr[u + 1]], eid[indptr[u]:indptr[u + 1]]
+            free = owner[nb] < 0
+            nb, e = nb[free], e[free]
+            if verify:
+                s = escore[e]
+                ok = s >= config.min_score
+                info["rejected_by_verifier"] += int((~ok).sum())
+                for v in nb[~ok & (s >= config.similar_score)].tolist():
+                    links.append((u, v))
+                score[cand[nb[ok]]] = s[ok]
+            else:
+                ok = np.ones(len(nb), dtype=bool)
+            owner[nb[ok]] = u
+    survivor[cand] = cand[owner]
+    survivor = survivor[survivor]  # copies follow their representative
+    # similar groups over survivors (a link to a row that another survivor took links that group)
+    sim = np.arange(n, dtype=np.int64)
+    if links:
+        a = np.array([cand[u] for u, _ in links])
+        b = survivor[np.array([cand[v] for _, v in links])]
+        keep = a != b
+        info["similar_links"] = int(keep.sum())
+        if keep.any():
+            sim = _components(n, a[keep], b[keep])
+    return _Grouping(survivor, score, is_copy, sim, id_inv, info)
+
+
 def dedupe_dataset(dd: datasets.DatasetDict, config: DedupeConfig | None = None, *, num_proc: int = 1,
                    step: str = STEP) -> DedupeResult:
     """Find exact and near duplicates of ``dd`` and remove (or, with ``report_only``, mark) them.
@@ -709,28 +1027,7 @@ def dedupe_dataset(dd: datasets.DatasetDict, config: DedupeConfig | None = None,
     hashes = as_hash_array(gather(method)) if n else np.empty(0, np.uint64)
     const = np.array(gather(CONSTANT_COLUMN), dtype=bool)
 
-    # links: same id, and near hashes among non-constant rows (via their distinct values)
-    _, id_inv = np.unique(id_keys, return_inverse=True) if n else (None, np.empty(0, np.int64))
-    id_rep = np.full(id_inv.max() + 1 if n else 0, -1, dtype=np.int64)
-    id_rep[id_inv[::-1]] = np.arange(n)[::-1]
-    ea, eb = [np.arange(n)], [id_rep[id_inv]]
-    nonconst = np.nonzero(~const)[0]
-    near_pairs = 0
-    if len(nonconst):
-        uniq, inv = np.unique(hashes[nonconst], return_inverse=True)
-        rep = np.full(len(uniq), -1, dtype=np.int64)
-        rep[inv[::-1]] = nonconst[::-1]
-        ea.append(nonconst)
-        eb.append(rep[inv])
-        ui, uj, _ = _unique_pairs(uniq, config.threshold, "auto")
-        near_pairs = len(ui)
-        ea.append(rep[ui])
-        eb.append(rep[uj])
-    comp = _components(n, np.concatenate(ea), np.concatenate(eb)) if n else np.empty(0, np.int64)
-    comp_size = np.bincount(comp) if n else np.empty(0, np.int64)
-    size = comp_size[comp] if n else np.empty(0, np.int64)
-
-    # survivor order inside each group
+    # survivor preference: the keep policy, then dataset order
     if config.keep == "first":
         rank = np.zeros(n, dtype=np.int64)
     elif config.keep == "largest":
@@ -739,23 +1036,43 @@ def dedupe_dataset(dd: datasets.DatasetDict, config: DedupeConfig | None = None,
         pref = [s.strip() for s in config.keep.split(",")]
         split_rank = np.array([pref.index(s) if s in pref else len(pref) + i for i, s in enumerate(splits)])
         rank = split_rank[split_of] if n else np.empty(0, np.int64)
-    order = np.lexsort((np.arange(n), rank, comp))
-    first_in_comp = np.ones(n, dtype=bool)
-    first_in_comp[1:] = comp[order][1:] != comp[order][:-1]
+    grouping = _group_rows(dd, splits, config, rank=rank, id_keys=id_keys, hashes=hashes, const=const)
+    survivor, score, id_inv = grouping.survivor, grouping.score, grouping.id_inv
+    near_pairs = grouping.info["candidate_pairs"]
+    _, comp = np.unique(survivor, return_inverse=True) if n else (None, np.empty(0, np.int64))
+    comp_size = np.bincount(comp) if n else np.empty(0, np.int64)
+    size = comp_size[comp] if n else np.empty(0, np.int64)
     survivor_of_comp = np.empty(comp_size.shape, dtype=np.int64)
-    survivor_of_comp[comp[order][first_in_comp]] = order[first_in_comp]
-    survivor = survivor_of_comp[comp] if n else np.empty(0, np.int64)
+    survivor_of_comp[comp] = survivor
     # group value: the smallest id of the group (independent of the keep policy and row order)
     group_id = np.empty(len(comp_size), dtype=object)
     for row in np.lexsort((id_keys, comp)) if n else []:
         if group_id[comp[row]] is None:
             group_id[comp[row]] = ids[row]
     distance = popcount(hashes ^ hashes[survivor]) if n else np.empty(0, np.uint8)
+    # similar groups: duplicate groups linked by the verifier; value = their smallest group value
+    sim_comp = grouping.similar[survivor_of_comp] if n else np.empty(0, np.int64)
+    best: dict[int, str] = {}
+    for c, g in enumerate(group_id):
+        k = int(sim_comp[c])
+        if k not in best or g < best[k]:
+            best[k] = g
+    similar_id = np.array([best[int(k)] for k in sim_comp], dtype=object)
+    similar_size = np.bincount(sim_comp[comp])[sim_comp[comp]] if n else np.empty(0, np.int64)
+    # diameter: the largest hash distance between two members of a group
+    diameter = np.zeros(len(comp_size), dtype=np.int64)
+    by_comp = np.argsort(comp, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(comp_size)]) if n else np.zeros(1, np.int64)
+    for c in np.nonzero(comp_size > 1)[0]:
+        hs = np.unique(hashes[by_comp[starts[c]:starts[c + 1]]])
+        if len(hs) > 1:
+            diameter[c] = int(popcount(hs[:, None] ^ hs[None, :]).max())
 
     # label conflicts
     in_group = size > 1
     action = np.where(in_group & (np.arange(n) != survivor), "remove", "keep").astype(object)
-    reason = np.where(id_keys == id_keys[survivor], "exact_duplicate", "near_duplicate").astype(object)
+    reason = np.where(grouping.is_copy | (id_keys == id_keys[survivor]), "exact_duplicate",
+                      "near_duplicate").astype(object)
     reason[action == "keep"] = ""
     new_label = labels.copy()
     conflict_rows = np.zeros(n, dtype=bool)
@@ -795,6 +1112,17 @@ def dedupe_dataset(dd: datasets.DatasetDict, config: DedupeConfig | None = None,
             for a, b in combinations(present, 2):
                 leakage[f"{splits[a]}/{splits[b]}"] += 1
 
+    # similar groups (same person or session, other photos): reported, kept, leakage counted
+    similar_members: dict[str, list[int]] = defaultdict(list)
+    for row in np.nonzero(similar_size > 1)[0]:
+        similar_members[str(similar_id[comp[row]])].append(int(row))
+    similar_groups, similar_rows = len(similar_members), int(sum(len(v) for v in similar_members.values()))
+    similar_leakage: Counter[str] = Counter()
+    for rows in similar_members.values():
+        present = sorted(set(split_of[rows].tolist()))
+        for a, b in combinations(present, 2):
+            similar_leakage[f"{splits[a]}/{splits[b]}"] += 1
+
     # ledger rows and report rows
     removed = np.nonzero(action == "remove")[0]
     new_rejects: list[dict[str, str]] = []
@@ -805,25 +1133,32 @@ def dedupe_dataset(dd: datasets.DatasetDict, config: DedupeConfig | None = None,
     for row in removed:
         s = int(survivor[row])
         details = {"duplicate_of": ids[s], "distance": int(distance[row]), "group": group_id[comp[row]],
-                   "group_size": int(size[row]), "split": splits[split_of[row]],
-                   "survivor_split": splits[split_of[s]], "label": label_name(labels[row]),
-                   "survivor_label": label_name(labels[s]), "method": method, "threshold": config.threshold}
+                   "group_size": int(size[row]), "group_diameter": int(diameter[comp[row]]),
+                   "split": splits[split_of[row]], "survivor_split": splits[split_of[s]],
+                   "label": label_name(labels[row]), "survivor_label": label_name(labels[s]), "method": method,
+                   "threshold": config.threshold, "verify": config.verify,
+                   "verify_score": None if np.isnan(score[row]) else round(float(score[row]), 4),
+                   "min_score": config.min_score, "similar_group": similar_id[comp[row]]}
         if reason[row] == "label_conflict":
             details["labels"] = sorted({label_name(labels[k]) for k in members_of[int(comp[row])]})
         new_rejects.append(make_reject(ids[row], origins[row], step, reason[row], details))
     groups: list[dict[str, Any]] = []
-    for c in sorted(members_of, key=lambda c: group_id[c]):
-        rows = sorted(members_of[c], key=lambda r: (r != survivor_of_comp[c], r))
-        for row in rows:
-            s = int(survivor[row])
-            groups.append({
-                "group": group_id[c], "group_size": int(size[row]), "split": splits[split_of[row]],
-                "index": int(index_in_split[row]), "id": ids[row], "origin": origins[row],
-                "label": label_name(labels[row]), "hash": f"{int(hashes[row]):016x}", "is_constant": bool(const[row]),
-                "action": action[row], "reason": reason[row], "duplicate_of": ids[s] if row != s else "",
-                "distance": int(distance[row]), "label_conflict": bool(conflict_rows[row]),
-                "new_label": label_name(new_label[row]) if new_label[row] != labels[row] else "",
-            })
+    # report rows: every member of a duplicate group, and every row of a similar group
+    reported = np.nonzero(in_group | (similar_size > 1))[0]
+    for row in sorted(reported.tolist(), key=lambda r: (similar_id[comp[r]], group_id[comp[r]],
+                                                         r != survivor[r], r)):
+        s = int(survivor[row])
+        c = comp[row]
+        groups.append({
+            "group": group_id[c], "group_size": int(size[row]), "split": splits[split_of[row]],
+            "index": int(index_in_split[row]), "id": ids[row], "origin": origins[row],
+            "label": label_name(labels[row]), "hash": f"{int(hashes[row]):016x}", "is_constant": bool(const[row]),
+            "action": action[row], "reason": reason[row], "duplicate_of": ids[s] if row != s else "",
+            "distance": int(distance[row]), "verify_score": "" if np.isnan(score[row]) else round(float(score[row]), 4),
+            "group_diameter": int(diameter[c]), "similar_group": similar_id[c],
+            "similar_group_size": int(similar_size[row]), "label_conflict": bool(conflict_rows[row]),
+            "new_label": label_name(new_label[row]) if new_label[row] != labels[row] else "",
+        })
 
     # the output dataset
     offsets = np.concatenate([[0], np.cumsum(sizes)])
@@ -833,12 +1168,13 @@ def dedupe_dataset(dd: datasets.DatasetDict, config: DedupeConfig | None = None,
     out = {}
     for k, split in enumerate(splits):
         ds = dd[split]
-        stale = [c for c in (GROUP_COLUMN, GROUP_SIZE_COLUMN, *REPORT_COLUMNS) if c in ds.column_names]
+        stale = [c for c in (GROUP_COLUMN, GROUP_SIZE_COLUMN, SIMILAR_COLUMN, *REPORT_COLUMNS) if c in ds.column_names]
         if stale:  # a previous dedupe run: its groups are recomputed
             ds = ds.remove_columns(stale)
         lo, hi = offsets[k], offsets[k + 1]
         ds = _add_column(ds, fingerprint, GROUP_COLUMN, [str(g) for g in group_id[comp[lo:hi]]])
         ds = _add_column(ds, fingerprint, GROUP_SIZE_COLUMN, size[lo:hi].astype(np.int64).tolist())
+        ds = _add_column(ds, fingerprint, SIMILAR_COLUMN, [str(g) for g in similar_id[comp[lo:hi]]])
         if config.report_only:
             part = slice(lo, hi)
             removing = action[part] == "remove"
@@ -848,6 +1184,7 @@ def dedupe_dataset(dd: datasets.DatasetDict, config: DedupeConfig | None = None,
             ds = _add_column(ds, fingerprint, "duplicate_distance", [int(d) if r else -1 for d, r in zip(distance[part], removing,
                                                                                          strict=True)])
             ds = _add_column(ds, fingerprint, "duplicate_reason", [str(x) for x in reason[part]])
+            ds = _add_column(ds, fingerprint, "duplicate_score", [-2.0 if np.isnan(x) else float(x) for x in score[part]])
         else:
             changed = {int(i - lo): int(new_label[i]) for i in range(lo, hi) if action[i] == "relabel"}
             if changed:
@@ -870,6 +1207,11 @@ def dedupe_dataset(dd: datasets.DatasetDict, config: DedupeConfig | None = None,
         "label_conflict_groups": conflict_groups, "relabelled": relabelled,
         "eval_survivors_not_relabelled": eval_not_relabelled,
         "leakage_groups": dict(sorted(leakage.items())), "leakage_rows": leak_rows,
+        "verify": config.verify, "min_score": config.min_score, "similar_score": config.similar_score,
+        "verified_pairs": grouping.info["verified_pairs"], "rejected_by_verifier": grouping.info["rejected_by_verifier"],
+        "max_group_diameter": int(diameter.max()) if len(diameter) else 0,
+        "similar_groups": similar_groups, "similar_rows": similar_rows,
+        "similar_leakage_groups": dict(sorted(similar_leakage.items())),
     }
     info["exact_duplicate_rows"] = int(n - (id_inv.max() + 1)) if n else 0
     if config.report:

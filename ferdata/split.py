@@ -218,6 +218,9 @@ def split_step(data: datasets.DatasetDict, config: SplitConfig, ctx: StepContext
         total = sum(r for _, r in wanted)
         names, ratios = [n for n, _ in wanted], [r / total for _, r in wanted]
         pool = data[source]
+    if config.group_column == "similar_group" and config.group_column not in pool.column_names:
+        raise UsageError("--group similar needs the similar_group column that `ferdata dedupe` writes; "
+                         f"{', '.join(pool.column_names)} found: run ferdata dedupe first")
     groups = row_groups(pool, config.group_column)
     where = assign(pool["label"], ratios, groups=groups, seed=ctx.seed)
     result = dict(kept)

@@ -13,9 +13,12 @@ from ferdata.dataset import open_dataset, read_manifest, read_rejects
 from ferdata.dedupe import (
     DedupeConfig,
     brute_force_pairs,
+    dedupe_dataset,
     find_duplicate_arrays,
     find_duplicates,
     image_hash,
+    verify_array,
+    verify_pairs,
 )
 from ferdata.errors import UsageError
 
@@ -151,7 +154,7 @@ def _line(origin: str) -> int:
 
 
 def test_planted_duplicates(planted_dir: Path, tmp_path: Path, run_cli) -> None:
-    code, out, err = run_cli("dedupe", planted_dir, "--out", tmp_path / "d", "-q")
+    code, out, err = run_cli("dedupe", planted_dir, "--out", tmp_path / "d")  # not -q: the detail lines
     assert code == 0, err
     assert "leakage" in out and "test/train" in out.replace("train/test", "test/train")
     dd = open_dataset(tmp_path / "d")
@@ -183,7 +186,7 @@ def test_planted_duplicates(planted_dir: Path, tmp_path: Path, run_cli) -> None:
 def test_constant_images_not_grouped_by_hash(planted_dir: Path) -> None:
     from ferdata.dedupe import dedupe_dataset
 
-    result = dedupe_dataset(open_dataset(planted_dir), DedupeConfig(threshold=64, report_only=True))
+    result = dedupe_dataset(open_dataset(planted_dir), DedupeConfig(threshold=64, verify="none", report_only=True))
     train = result.data["train"]
     rows = {_line(o): (g, c) for o, g, c in zip(train["origin"], train["group"], train["is_constant"], strict=True)}
     assert rows[8][1] and rows[10][1]
@@ -229,7 +232,7 @@ def test_keep_first_and_largest(planted_dir: Path, tmp_path: Path) -> None:
 
 
 def test_report_only(planted_dir: Path, tmp_path: Path, run_cli) -> None:
-    code, out, err = run_cli("dedupe", planted_dir, "--out", tmp_path / "r", "--report-only", "-q")
+    code, out, err = run_cli("dedupe", planted_dir, "--out", tmp_path / "r", "--report-only")
     assert code == 0, err
     assert "would remove" in out and "dedupe_groups.csv" in out
     assert "test#0 happy keep | train#0 happy remove (exact_duplicate, d=0)" in out  # the groups are printed
@@ -338,3 +341,180 @@ def test_real_fer2013_dev_duplicates(tmp_path: Path) -> None:
     info = entry["info"]
     assert info["exact_duplicate_rows"] > 0  # FER2013 is known to contain exact duplicates
     assert info["groups"] >= info["exact_duplicate_rows"] // 4
+
+
+# ------------------------------------------------------------------ no chaining, verifier, exact copies (issue 13)
+
+def _memory_dd(splits: dict[str, list[tuple[np.ndarray, int]]], hashes: dict[str, list[str]] | None = None):
+    """A DatasetDict in memory: (pixels, label) rows per split; optional precomputed phash per split."""
+    import io
+
+    import datasets
+    from PIL import Image
+
+    from ferdata.images import pixel_id
+
+    def png(x: np.ndarray) -> dict:
+        buf = io.BytesIO()
+        Image.fromarray(x).save(buf, format="PNG")
+        return {"bytes": buf.getvalue(), "path": None}
+
+    out = {}
+    for split, rows in splits.items():
+        cols = {"image": [png(x) for x, _ in rows], "label": [y for _, y in rows],
+                "id": [pixel_id(x) for x, _ in rows], "origin": [f"{split}#{k}" for k in range(len(rows))]}
+        features = {"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b", "c"]),
+                    "id": datasets.Value("string"), "origin": datasets.Value("string")}
+        if hashes is not None:
+            cols.update({"phash": hashes[split], "phash_of": cols["id"], "is_constant": [False] * len(rows)})
+            features.update({"phash": datasets.Value("string"), "phash_of": datasets.Value("string"),
+                             "is_constant": datasets.Value("bool")})
+        out[split] = datasets.Dataset.from_dict(cols, features=datasets.Features(features))
+    return datasets.DatasetDict(out)
+
+
+def _textured(base: np.ndarray, seed: int, amplitude: int = 30) -> np.ndarray:
+    """``base`` plus a fine random texture (2-px grain): same layout (phash), other detail per seed."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    grain = np.asarray(Image.fromarray(rng.integers(0, 256, (24, 24), dtype=np.uint8)).resize((48, 48), Image.BICUBIC))
+    return np.clip(base.astype(int) + (grain.astype(int) - 128) * amplitude // 128, 0, 255).astype(np.uint8)
+
+
+def _ledger(result) -> dict[str, dict]:
+    return {r["origin"]: {**r, "details": json.loads(r["details"])} for r in result.rejects}
+
+
+def test_no_chaining_a_b_c() -> None:
+    """a~b and b~c within the radius, a~c beyond it: b joins a, c stays (it is its own survivor)."""
+    h = {"train": ["0000000000000000", "000000000000000f", "00000000000000ff"]}  # d(a,b)=4, d(b,c)=4, d(a,c)=8
+    dd = _memory_dd({"train": [(_smooth(k), 0) for k in (1, 2, 3)]}, h)
+    result = dedupe_dataset(dd, DedupeConfig(threshold=4, verify="none"))
+    assert sorted(result.data["train"]["origin"]) == ["train#0", "train#2"]
+    ledger = _ledger(result)
+    assert set(ledger) == {"train#1"} and ledger["train#1"]["details"]["distance"] == 4
+    assert ledger["train#1"]["details"]["group_diameter"] == 4
+    # the old connected-components rule would have put all three in one group
+    assert result.info["max_group_diameter"] == 4
+
+
+def test_removed_rows_within_threshold_of_own_survivor() -> None:
+    """Chains of random hashes: every removed row is within the radius of its own survivor."""
+    rng = np.random.default_rng(5)
+    values = []
+    for _ in range(40):  # 40 chains of 5 hashes, each 2-3 bits from the previous one
+        h = int(rng.integers(0, 2**63))
+        for _ in range(5):
+            values.append(h)
+            for bit in rng.choice(64, int(rng.integers(2, 4)), replace=False):
+                h ^= 1 << int(bit)
+    n = len(values)
+    dd = _memory_dd({"train": [(_smooth(1000 + k), 0) for k in range(n)]}, {"train": [f"{v:016x}" for v in values]})
+    result = dedupe_dataset(dd, DedupeConfig(threshold=6, verify="none"))
+    hashes = dict(zip(dd["train"]["id"], values, strict=True))
+    ledger = _ledger(result)
+    assert ledger, "the fixture must produce near duplicates"
+    for row in ledger.values():
+        d = row["details"]
+        assert d["distance"] <= 6
+        assert bin(hashes[row["id"]] ^ hashes[d["duplicate_of"]]).count("1") == d["distance"]
+        assert d["group_diameter"] <= 12
+    kept_ids = set(result.data["train"]["id"])
+    assert all(row["details"]["duplicate_of"] in kept_ids for row in ledger.values())
+
+
+def test_verifier_rejects_other_face_accepts_recrop() -> None:
+    """Same layout, other detail (hash distance small) is kept; a 3-px shifted re-crop is removed."""
+    from PIL import Image
+
+    base = _smooth(7)
+    a = _textured(base, 1)
+    other = _textured(base, 2)  # another "face" with the same low-frequency layout
+    recrop = np.asarray(Image.fromarray(a).crop((1, 2, 46, 47)).resize((48, 48), Image.BILINEAR))
+    dist = int(bin(int(image_hash(a), 16) ^ int(image_hash(other), 16)).count("1"))
+    assert dist <= DedupeConfig().threshold  # a candidate: only the verifier can tell them apart
+    dd = _memory_dd({"train": [(a, 0), (other, 0), (recrop, 0)]})
+    result = dedupe_dataset(dd, DedupeConfig())
+    ledger = _ledger(result)
+    assert set(ledger) == {"train#2"}, {k: v["details"] for k, v in ledger.items()}
+    details = ledger["train#2"]["details"]
+    assert ledger["train#2"]["reason"] == "near_duplicate" and details["verify_score"] >= DedupeConfig().min_score
+    assert details["verify"] == "phasecorr" and details["distance"] <= DedupeConfig().threshold
+    assert result.info["rejected_by_verifier"] >= 1
+    # without the verifier the other face would go too
+    assert len(dedupe_dataset(dd, DedupeConfig(verify="none")).rejects) == 2
+    scores = verify_pairs([verify_array(x) for x in (a, other, recrop)], [0, 0], [1, 2]).score
+    assert scores[0] < DedupeConfig().min_score <= scores[1]
+
+
+def test_exact_copies_always_exact_duplicate() -> None:
+    """A pixel-identical copy is exact_duplicate even when its twin is itself a near duplicate."""
+    from PIL import Image
+
+    a = _textured(_smooth(11), 3)
+    near = np.asarray(Image.fromarray(a).crop((1, 1, 47, 47)).resize((48, 48), Image.BILINEAR))
+    dd = _memory_dd({"test": [(near, 0)], "train": [(a, 0), (a, 0), (_smooth(12), 1)]})
+    result = dedupe_dataset(dd, DedupeConfig())
+    ledger = _ledger(result)
+    assert set(ledger) == {"train#0", "train#1"}
+    assert ledger["train#0"]["reason"] == "near_duplicate"
+    assert ledger["train#1"]["reason"] == "exact_duplicate"
+    survivor = dd["test"]["id"][0]
+    assert {r["details"]["duplicate_of"] for r in ledger.values()} == {survivor}
+    assert result.info["removed"]["exact_duplicate"] == result.info["exact_duplicate_rows"] == 1
+
+
+def test_similar_group_and_split_group_similar(tmp_path: Path, run_cli) -> None:
+    """Kept rows linked by a mid verifier score share similar_group; split --group similar uses it."""
+    from ferdata.dataset import save_dataset
+
+    base = _smooth(21)
+    rows = [(_textured(base, s, amplitude=12), 0) for s in (1, 2)] + [(_smooth(30 + k), k % 3) for k in range(6)]
+    dd = _memory_dd({"train": rows})
+    scores = verify_pairs([verify_array(x) for x, _ in rows[:2]], [0], [1]).score
+    config = DedupeConfig(similar_score=float(scores[0]) - 0.01, min_score=min(1.0, float(scores[0]) + 0.01))
+    result = dedupe_dataset(dd, config)
+    train = result.data["train"]
+    assert len(train) == len(rows)  # nothing removed: similar rows are kept
+    sim = train["similar_group"]
+    assert sim[0] == sim[1] and train["group"][0] != train["group"][1]
+    assert len(set(sim[2:])) == 6 and result.info["similar_groups"] == 1
+    save_dataset(result.data, tmp_path / "d", manifest={"steps": []})
+    code, _, err = run_cli("split", tmp_path / "d", "--out", tmp_path / "s", "--ratios", "0.5,0.5", "--group",
+                           "similar", "-q")
+    assert code == 0, err
+    out = open_dataset(tmp_path / "s")
+    where = {g: s for s in out for g in out[s]["similar_group"]}
+    assert len({s for s in out if sim[0] in out[s]["similar_group"]}) == 1 and where
+    save_dataset(_memory_dd({"train": rows}), tmp_path / "plain", manifest={"steps": []})
+    code, _, err = run_cli("split", tmp_path / "plain", "--out", tmp_path / "s2", "--group", "similar")
+    assert code == 2 and "similar_group" in err and "ferdata dedupe" in err
+
+
+def test_verify_options_validated(planted_dir: Path, tmp_path: Path, run_cli) -> None:
+    with pytest.raises(UsageError, match="min_score"):
+        DedupeConfig(min_score=1.5)
+    with pytest.raises(UsageError, match="verify"):
+        DedupeConfig(verify="ecc")
+    code, _, err = run_cli("dedupe", planted_dir, "--out", tmp_path / "o", "--min-score", "2")
+    assert code == 2 and "min_score must be a number in -1..1" in err
+
+
+def test_real_labelled_pairs() -> None:
+    """On the labelled fer2013-dev pairs the default verifier keeps its measured precision."""
+    from PIL import Image
+
+    from tests.conftest import shared_data
+
+    root = shared_data("fer2013-dev")
+    rows = list(csv.DictReader((Path(__file__).parent / "data" / "fer2013-dev-pairs.csv").open()))
+    assert len(rows) >= 300
+    files = sorted({r[k] for r in rows for k in ("a", "b")})
+    pos = {f: k for k, f in enumerate(files)}
+    images = [verify_array(np.asarray(Image.open(root / f).convert("L"))) for f in files]
+    score = verify_pairs(images, [pos[r["a"]] for r in rows], [pos[r["b"]] for r in rows]).score
+    same = np.array([r["label"] == "same_photo" for r in rows])
+    called = score >= DedupeConfig().min_score
+    assert (called & same).sum() / called.sum() >= 0.98
+    assert (called & same).sum() / same.sum() >= 0.95

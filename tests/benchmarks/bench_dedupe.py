@@ -36,6 +36,8 @@ DATA = ROOT.parent / "shared" / "data"
 
 from ferdata.dedupe import (  # noqa: E402
     DEFAULT_METHOD,
+    DEFAULT_MIN_SCORE,
+    DEFAULT_SIMILAR_SCORE,
     DEFAULT_THRESHOLD,
     METHODS,
     brute_force_pairs,
@@ -305,9 +307,160 @@ def hashing(limit: int | None = None) -> None:
                   f"({seconds:.1f}s)")
 
 
+PAIRS_CSV = ROOT / "tests" / "data" / "fer2013-dev-pairs.csv"
+RADII = (4, 6, 8, 10, 12, 14, 16, 18, 20)
+SCORES = (0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
+
+
+def _pr(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float, int]:
+    tp = int((pred & truth).sum())
+    found = int(pred.sum())
+    return (tp / found if found else 1.0), tp / max(1, int(truth.sum())), found
+
+
+def real() -> None:
+    """Precision / recall on the labelled real pairs (tests/data/fer2013-dev-pairs.csv).
+
+    Each pair was labelled by looking at it (same_photo / same_person / different_people). A
+    method calls a pair a duplicate when the phash distance is within the radius and (for the
+    verified rows) the verifier score is at least the threshold. Also: how the similar-group
+    threshold catches same_person pairs among the pairs not called duplicates.
+    """
+    import csv
+
+    from PIL import Image
+
+    from ferdata.dedupe import verify_array, verify_pairs
+
+    root = DATA / "fer2013-dev"
+    if not root.exists():
+        raise SystemExit(f"skipped: {root} is absent (see ../shared/data/README.md)")
+    rows = list(csv.DictReader(PAIRS_CSV.open()))
+    files = sorted({r[k] for r in rows for k in ("a", "b")})
+    pos = {f: k for k, f in enumerate(files)}
+    arrays = [np.asarray(Image.open(root / f).convert("L"), dtype=np.uint8) for f in files]
+    assert all(pixel_id(arrays[pos[r["a"]]]) == r["a_id"] for r in rows), "fer2013-dev differs from the labels"
+    ph = np.array([int(image_hash(x, "phash"), 16) for x in arrays], dtype=np.uint64)
+    a = np.array([pos[r["a"]] for r in rows])
+    b = np.array([pos[r["b"]] for r in rows])
+    dist = np.bitwise_count(ph[a] ^ ph[b])
+    label = np.array([r["label"] for r in rows])
+    start = time.perf_counter()
+    score = verify_pairs([verify_array(x) for x in arrays], a, b).score
+    seconds = time.perf_counter() - start
+    same = label == "same_photo"
+    counts = {k: int((label == k).sum()) for k in ("same_photo", "same_person", "different_people")}
+    print(f"real: {len(rows)} labelled fer2013-dev pairs {counts}, phash distance 0-{dist.max()}; "
+          f"verifier {seconds:.2f}s")
+    print("method           radius  min_score  precision  recall  called  (same_photo pairs: precision / recall)")
+    for r in RADII:
+        p, rec, found = _pr(dist <= r, same)
+        print(f"phash only       {r:6}          -  {p:9.4f}  {rec:6.4f}  {found:6}")
+    for r in RADII:
+        for t in SCORES:
+            p, rec, found = _pr((dist <= r) & (score >= t), same)
+            mark = " <- default" if (r, t) == (DEFAULT_THRESHOLD, DEFAULT_MIN_SCORE) else ""
+            print(f"phash+phasecorr  {r:6}  {t:9.2f}  {p:9.4f}  {rec:6.4f}  {found:6}{mark}")
+    print("verifier score by label (min / 5 % / median / 95 % / max):")
+    for k in counts:
+        v = score[label == k]
+        print(f"  {k:17} " + " / ".join(f"{x:.3f}" for x in np.percentile(v, [0, 5, 50, 95, 100])))
+    print("similar groups: pairs with similar_score <= score < min_score at the default radius; "
+          "share of same_person pairs caught, and what else is caught:")
+    for t in (0.3, 0.35, 0.4, 0.45, 0.5):
+        sel = (dist <= DEFAULT_THRESHOLD) & (score >= t) & (score < DEFAULT_MIN_SCORE)
+        per = {k: int((sel & (label == k)).sum()) for k in counts}
+        mark = " <- default" if t == DEFAULT_SIMILAR_SCORE else ""
+        print(f"  similar_score {t:.2f}: same_person {per['same_person']}/{counts['same_person']}, "
+              f"different_people {per['different_people']}, same_photo {per['same_photo']}{mark}")
+
+
+def verified(copies_per_transform: int = 400) -> None:
+    """The synthetic transforms through the verifier: recall per transform and precision."""
+    from ferdata.dedupe import verify_array, verify_pairs
+
+    rng = np.random.default_rng(0)
+    loaded = load_dev_images()
+    ph = np.array([int(image_hash(x, "phash"), 16) for x in loaded], dtype=np.uint64)
+    ci, cj, _ = find_duplicate_arrays(ph, 6)
+    known = set(ci.tolist()) | set(cj.tolist())
+    originals = [x for k, x in enumerate(loaded) if k not in known]
+    n = len(originals)
+    items, source, kind = list(originals), list(range(n)), ["original"] * n
+    for name in TRANSFORMS:
+        for k in rng.choice(n, copies_per_transform, replace=False):
+            items.append(transform(originals[k], name, rng))
+            source.append(int(k))
+            kind.append(name)
+    source_arr, kind_arr = np.array(source), np.array(kind)
+    hv = np.array([int(image_hash(x, "phash"), 16) for x in items], dtype=np.uint64)
+    i, j, d = find_duplicate_arrays(hv, max(RADII))
+    start = time.perf_counter()
+    score = verify_pairs([verify_array(x) for x in items], i, j).score
+    seconds = time.perf_counter() - start
+    same = source_arr[i] == source_arr[j]
+    orig_orig = (kind_arr[i] == "original") & (kind_arr[j] == "original")
+    print(f"verified (synthetic): {len(items)} images, {len(i)} candidate pairs within {max(RADII)} verified in "
+          f"{seconds:.1f}s; precision over pairs with a copy; orig-orig = pairs of two untouched images called")
+    print("radius  min_score  precision  " + "  ".join(f"{t:>10}" for t in TRANSFORMS) + "  orig-orig")
+    for r in RADII:
+        for t in (None, *SCORES):
+            sel = (d <= r) if t is None else (d <= r) & (score >= t)
+            tp, found = int((sel & same).sum()), int((sel & ~orig_orig).sum())
+            per = [int((sel & same & (((kind_arr[i] == "original") & (kind_arr[j] == x)) |
+                                      ((kind_arr[j] == "original") & (kind_arr[i] == x)))).sum()) / copies_per_transform
+                   for x in TRANSFORMS]
+            mark = " <- default" if (r, t) == (DEFAULT_THRESHOLD, DEFAULT_MIN_SCORE) else ""
+            print(f"{r:6}  {'-' if t is None else f'{t:.2f}':>9}  {tp / found if found else 1.0:9.4f}  "
+                  + "  ".join(f"{x:10.3f}" for x in per) + f"  {int((sel & orig_orig).sum()):9}{mark}")
+
+
+def pipeline(copies: int = 10) -> None:
+    """The whole dedupe step on fer2013-dev x copies (one untouched + transformed copies each).
+
+    Baseline in the same run: the same step with ``verify="none"`` (radius only, no verifier).
+    """
+    import datasets
+
+    from ferdata.dedupe import DedupeConfig, dedupe_dataset
+
+    rng = np.random.default_rng(0)
+    loaded = load_dev_images()
+    kinds = (*TRANSFORMS, "jpeg", "noise", "brightness", "downup")
+    images, labels = [], []
+    for k, arr in enumerate(loaded):
+        images.append(arr)
+        for c in range(copies - 1):
+            images.append(transform(arr, kinds[c % len(kinds)], rng))
+    ids = [pixel_id(x) for x in images]
+    from PIL import Image
+
+    def png(x: np.ndarray) -> dict:
+        buf = io.BytesIO()
+        Image.fromarray(x).save(buf, format="PNG")
+        return {"bytes": buf.getvalue(), "path": None}
+
+    labels = [0] * len(images)
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["x"]),
+                                  "id": datasets.Value("string"), "origin": datasets.Value("string")})
+    ds = datasets.Dataset.from_dict({"image": [png(x) for x in images], "label": labels, "id": ids,
+                                     "origin": [f"row{k}" for k in range(len(images))]}, features=features)
+    dd = datasets.DatasetDict({"train": ds})
+    for cfg in (DedupeConfig(verify="none"), DedupeConfig()):
+        for num_proc in (2,):
+            t0, c0 = time.perf_counter(), time.process_time()
+            res = dedupe_dataset(dd, cfg, num_proc=num_proc)
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            info = res.info
+            print(f"pipeline: fer2013-dev x{copies} = {len(images)} rows, verify={cfg.verify}, radius {cfg.threshold}, "
+                  f"num_proc {num_proc}: {wall:.1f}s wall / {cpu:.1f}s CPU of this process (hashing workers not "
+                  f"counted); removed {info['removed']}, candidate pairs {info['near_hash_pairs']}, "
+                  f"verified {info['verified_pairs']}, max group diameter {info['max_group_diameter']}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", nargs="*", default=["quality", "speed", "hashing", "step"])
+    parser.add_argument("which", nargs="*", default=["real", "verified", "quality", "pipeline", "speed", "hashing", "step"])
     parser.add_argument("--n", type=int, default=1_000_000, help="hashes in the large speed run (default 1e6)")
     parser.add_argument("--copies", type=int, default=400, help="copies per transform in the quality run")
     args = parser.parse_args()
@@ -320,8 +473,14 @@ def main() -> None:
             hashing()
         elif which == "step":
             step(args.n)
+        elif which == "real":
+            real()
+        elif which == "verified":
+            verified(args.copies)
+        elif which == "pipeline":
+            pipeline()
         else:
-            raise SystemExit(f"unknown benchmark {which!r}; choose from quality, speed, hashing, step")
+            raise SystemExit(f"unknown benchmark {which!r}; choose from quality, real, verified, pipeline, speed, hashing, step")
 
 
 def test_bench_dedupe() -> None:
