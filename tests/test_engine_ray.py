@@ -71,6 +71,14 @@ def test_engine_options_are_validated(run_cli, tmp_path: Path, fer_csv: Path) ->
     assert not (tmp_path / "x").exists()
 
 
+def test_missing_ray_is_a_usage_error(run_cli, tmp_path: Path, fer_csv: Path, monkeypatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    code, _, err = run_cli("build", TINY, "--source", fer_csv, "--out", tmp_path / "x", "--engine", "ray")
+    assert code == 2 and err.strip() == "Error: --engine ray needs Ray Data: pip install 'ferdata[ray]'"
+
+
 def test_tiny_recipe_ray_equals_local(ray_local, run_cli, tmp_path: Path, fer_csv: Path) -> None:
     local = _build(run_cli, TINY, fer_csv, tmp_path / "local")
     on_ray = _build(run_cli, TINY, fer_csv, tmp_path / "ray", "--engine", "ray")

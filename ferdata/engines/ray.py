@@ -225,6 +225,8 @@ class RayEngine:
 
         from ferdata.progress import progress_bars_disabled
 
+        # ferdata configures only its own logger: Ray Data's per-dataset INFO lines stay in Ray's logs
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
         context = ray.data.DataContext.get_current()
         context.max_errored_blocks = 0
         context.execution_options.preserve_order = True

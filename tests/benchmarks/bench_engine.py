@@ -1,0 +1,146 @@
+"""Engine benchmark: the fer2013-improved recipe on the local engine and on Ray, stage by stage.
+
+Run: ``python tests/benchmarks/bench_engine.py [--rows 1000] [--csv ../shared/data/fer2013-dev.csv]
+[--hashes 1000000]``. Uses ../shared/data/fer2013-dev.csv when present (else a generated CSV).
+
+1. Stages: ``ferdata build fer2013-improved`` on the first ``--rows`` rows of the CSV with the local
+   engine (the baseline), then with Ray on 1 CPU (1 worker process, 1 ESPCN actor) and on 2 CPUs
+   (2 worker processes, 2 ESPCN actors). Prints rows/s of every stage side by side (the stage's
+   ``seconds`` in ``ferdata.json``: driver work plus the Ray round trip), Ray's start-up time and
+   the whole build, and checks the three outputs have the same ids and labels.
+2. Narrow gather: what a global dedupe decides on, gathered to the driver: ``--hashes`` synthetic
+   64-bit hashes (plus 1% near copies) through ``ferdata.dedupe.find_duplicates`` at radius 8,
+   time and the driver's peak memory, beside the bytes of the columns themselves.
+
+Every figure is measured in the same run; nothing is compared with remembered numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # a Ray started here listens on 127.0.0.1
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+def _csv(path: Path | None, rows: int, work: Path) -> Path:
+    """The first ``rows`` data rows of ``path`` (or a generated CSV) as a new CSV in ``work``."""
+    out = work / "fer.csv"
+    if path is not None and path.exists():
+        with path.open() as src, out.open("w") as dst:
+            for i, line in enumerate(src):
+                if i > rows:
+                    break
+                dst.write(line)
+        return out
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from conftest import write_fer_csv
+
+    return write_fer_csv(out, max(1, rows // 7), seed=1)
+
+
+def _run(csv: Path, out: Path, engine) -> tuple[dict, float]:
+    from ferdata.pipeline import build, load_recipe
+    from ferdata.steps import StepContext
+
+    start = time.perf_counter()
+    manifest = build(load_recipe("fer2013-improved", {"source": str(csv)}), out, ctx=StepContext(), engine=engine)
+    return manifest, time.perf_counter() - start
+
+
+def bench_stages(csv: Path, work: Path) -> None:
+    import ray
+
+    from ferdata.dataset import open_dataset
+    from ferdata.engines.local import LocalEngine
+    from ferdata.engines.ray import RayEngine
+
+    runs: dict[str, tuple[dict, float, float]] = {}
+    manifest, total = _run(csv, work / "local", LocalEngine())
+    runs["local"] = (manifest, total, 0.0)
+    for cpus in (1, 2):
+        name = f"ray {cpus} cpu"
+        with RayEngine(num_cpus=cpus, actors=cpus, object_store_memory=512 * 1024**2) as engine:
+            t = time.perf_counter()
+            engine.start()
+            startup = time.perf_counter() - t
+            manifest, total = _run(csv, work / name.replace(" ", "-"), engine)
+        assert not ray.is_initialized()
+        runs[name] = (manifest, total, startup)
+    base = open_dataset(work / "local")
+    for name in runs:
+        if name == "local":
+            continue
+        other = open_dataset(work / name.replace(" ", "-"))
+        same = all(base[s]["id"] == other[s]["id"] and base[s]["label"] == other[s]["label"] for s in base)
+        print(f"{name}: same ids and labels as local: {same}")
+    names = list(runs)
+    print(f"\nfer2013-improved on {csv} ({sum(runs['local'][0]['splits'].values())} rows out)")
+    print(f"{'stage':<16}{'rows in':>9}" + "".join(f"{n + ' rows/s':>18}" for n in names))
+    steps = runs["local"][0]["steps"]
+    for i, entry in enumerate(steps):
+        cells = []
+        for n in names:
+            e = runs[n][0]["steps"][i]
+            cells.append(f"{e['input_rows'] / e['seconds'] if e['seconds'] and e['input_rows'] else float('nan'):>18.1f}")
+        print(f"{entry['step']:<16}{entry['input_rows']:>9}" + "".join(cells))
+    print(f"{'ray start (s)':<25}" + "".join(f"{runs[n][2]:>18.1f}" for n in names))
+    print(f"{'whole build (s)':<25}" + "".join(f"{runs[n][1]:>18.1f}" for n in names))
+
+
+def bench_gather(n: int) -> None:
+    import numpy as np
+
+    from ferdata.dedupe import find_duplicates
+
+    rng = np.random.default_rng(0)
+    hashes = rng.integers(0, 2**63, n, dtype=np.int64).astype(np.uint64)
+    near = rng.choice(n, n // 100, replace=False)
+    flips = np.uint64(1) << rng.integers(0, 64, len(near)).astype(np.uint64)
+    hashes = np.concatenate([hashes, hashes[near] ^ flips])
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t = time.perf_counter()
+    pairs = find_duplicates(hashes, 8)
+    seconds = time.perf_counter() - t
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"\nnarrow gather: {len(hashes):,} hashes ({hashes.nbytes / 1e6:.0f} MB as uint64) -> {len(pairs):,} pairs "
+          f"within 8 bits (planted {len(near):,}) in {seconds:.1f} s; driver peak RSS {peak:.0f} MB "
+          f"(before: {before:.0f} MB)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1000)
+    parser.add_argument("--csv", type=Path, default=DATA / "fer2013-dev.csv")
+    parser.add_argument("--hashes", type=int, default=1_000_000)
+    parser.add_argument("--only", choices=["stages", "gather"], default=None)
+    args = parser.parse_args()
+    from ferdata.progress import disable_progress_bars
+
+    disable_progress_bars()
+    work = Path(tempfile.mkdtemp(prefix="bench-engine-"))
+    try:
+        if args.only in (None, "stages"):
+            bench_stages(_csv(args.csv, args.rows, work), work)
+        if args.only in (None, "gather"):
+            bench_gather(args.hashes)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def test_bench_engine_smoke() -> None:  # pragma: no cover - the benchmarks are not part of CI
+    sys.argv = ["bench_engine.py", "--rows", "100", "--hashes", "10000"]
+    main()
+
+
+if __name__ == "__main__":
+    main()
