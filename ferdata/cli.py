@@ -358,8 +358,9 @@ def split_cmd(src: Path, out: Path, ratios: str, names: str | None, resplit: boo
 @click.argument("recipe")
 @out_option
 @click.option("--strict", is_flag=True, help="Fail (write nothing) when a class falls short of its target.")
-@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="Run per-row work here (local) or on a Ray cluster (ray; pip install 'ferdata[ray]').")
+@click.option("--engine", default="local", show_default=True, metavar="local|ray",
+              help="Run per-row work here (local) or on a Ray cluster (ray; pip install 'ferdata[ray]'). Any other "
+                   "value sets the recipe's own engine variable (btfer's search engine: --engine bing).")
 @click.option("--ray-address", default=None, metavar="auto|ray://HOST:PORT",
               help="With --engine ray: the cluster to join (default: start Ray on this machine for the build).")
 @common_options
@@ -380,8 +381,19 @@ def build_cmd(ctx: click.Context, recipe: str, out: Path, strict: bool, engine: 
     from ferdata.engines import get_engine
     from ferdata.pipeline import build, load_recipe
 
+    from ferdata.errors import RecipeError
+
     variables = parse_variables(ctx.args)
-    plan = load_recipe(recipe, variables)
+    if engine not in _RUN_ENGINES:  # a recipe variable of the same name (btfer: bing, loopback ...)
+        variables["engine"] = engine
+        engine = "local"
+    try:
+        plan = load_recipe(recipe, variables)
+    except RecipeError as e:
+        if "no variable engine" in str(e):
+            raise click.BadParameter(f"{variables['engine']!r} is not local or ray, and recipe {recipe!r} has no "
+                                     "engine variable to take it", param_hint="--engine") from e
+        raise
     with get_engine(engine, address=ray_address) as runner:
         manifest = build(plan, out, ctx=context(num_proc, seed, limit), overwrite=overwrite, strict=strict,
                          engine=runner)
@@ -396,6 +408,9 @@ def build_cmd(ctx: click.Context, recipe: str, out: Path, strict: bool, engine: 
         losses = ", ".join(f"{step} -{n}" for step, n in report["lost_by_step"].items()) or "none after the source"
         click.echo(f"warning: {name} is short of its target by {report['missing']} ({report['source_step']} made "
                    f"{report['made']}; lost by step: {losses})", err=True)
+
+
+_RUN_ENGINES = ("local", "ray")
 
 
 def parse_variables(args: list[str]) -> dict[str, str]:

@@ -64,7 +64,8 @@ class DemoResult:
         rejected = sum(e["rejected"] for e in steps)
         rows = sum(self.manifest["splits"].values())
         return (f"demo: {rows} faces {self.manifest['splits']} from {candidates} crawled candidates "
-                f"({rejected} left out, each in the rejects ledger with its step and reason) in {self.seconds:.0f}s -> {self.out}")
+                f"({rejected} left out, each in the rejects ledger with its step and reason) in {self.seconds:.0f}s "
+                f"-> {self.out}")
 
 
 def check_demo_dependencies() -> None:

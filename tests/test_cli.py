@@ -100,3 +100,9 @@ def test_info_terminal_and_json(tmp_path: Path, fer_csv: Path, run_cli) -> None:
     assert code == 0 and out.count("\n") == 1
     code, _, err = run_cli("info", tmp_path)
     assert code == 2 and "Error:" in err and "Traceback" not in err
+
+
+def test_build_engine_is_local_ray_or_the_recipes_own_variable(tmp_path: Path, fer_csv: Path, run_cli) -> None:
+    code, _, err = run_cli("build", RECIPE, "--source", fer_csv, "--engine", "bing", "--out", tmp_path / "o")
+    assert code == 2 and "'bing' is not local or ray" in err and "no engine variable" in err
+    assert not (tmp_path / "o").exists()
