@@ -336,7 +336,7 @@ def rejects(ctx: Context, *, per_reason: int = 8) -> dict[str, Any] | None:
                             origin=str(r.get("origin") or ""), extra=info, cls="removed")
             tile["review"] = False
             if tile["src"] is None:
-                tile["missing"] = "no image kept (undecodable, or a ledger from before thumbnails)"
+                tile["missing"] = "no image kept (never decoded, or a ledger from before thumbnails)"
             tiles.append(tile)
         examples.append({"step": step, "reason": reason, "count": n, "anchor": f"rejects-{step}-{reason}",
                          "tiles": tiles})
@@ -436,8 +436,9 @@ def suspects(ctx: Context, *, per_cell: int = 8, max_rows: int = 200) -> dict[st
         found.append({"split": "ledger", "row": None, "given": d.get("label"), "top1": d.get("predicted"),
                       "conf1": d.get("confidence"), "top2": None, "conf2": None, "label_conf": d.get("label_confidence"),
                       "ferplus": None, "ledger": r})
-    if not found:
-        return None
+    if not found:  # refine ran and suspected nothing: say so; no refine at all: no section
+        return {"mode": mode, "count": 0, "names": ctx.names, "matrix": [], "galleries": [], "table": [],
+                "more": 0} if mode else None
     for s in found:
         s["given_name"], s["top1_name"] = ctx.label_name(s["given"]), ctx.label_name(s["top1"])
         s["top2_name"] = ctx.label_name(s["top2"]) if s["top2"] is not None else ""

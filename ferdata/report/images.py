@@ -82,6 +82,8 @@ class ImageStore:
 
     def src(self, value: Any, *, key: str, side: int = 96, quality: int = 82) -> str | None:
         """The ``src`` of an image value shrunk to at most ``side`` px (None when it does not decode)."""
+        if value is None:  # nothing kept (e.g. a ledger row without thumbnail): not a failure
+            return None
         cache_key = (key, side)
         if key and cache_key in self._done:
             return self._done[cache_key]
