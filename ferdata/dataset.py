@@ -453,6 +453,25 @@ def save_dataset(
     return out
 
 
+def _remove_stale_siblings(out: Path) -> None:
+    """Remove the temporary siblings of ``out`` left by a killed process (``.OUT.tmp-PID-*`` and
+    ``.OUT.old-PID-*`` whose process is gone); those of a running process are left alone."""
+    import glob
+
+    for kind in ("tmp", "old"):
+        for path in out.parent.glob(f".{glob.escape(out.name)}.{kind}-*-*"):
+            pid = path.name[len(out.name) + len(kind) + 3:].split("-", 1)[0]
+            if not pid.isdigit() or int(pid) == os.getpid():
+                continue
+            try:
+                os.kill(int(pid), 0)
+                continue  # still running: not ours to remove
+            except ProcessLookupError:
+                shutil.rmtree(path, ignore_errors=True)
+            except PermissionError:
+                continue
+
+
 @contextlib.contextmanager
 def atomic_dir(out: str | Path) -> Iterator[Path]:
     """Write a directory atomically: yield an empty temporary sibling of ``out``, then rename it to
@@ -464,12 +483,13 @@ def atomic_dir(out: str | Path) -> Iterator[Path]:
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    _remove_stale_siblings(out)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
         yield tmp
         if out.exists():
-            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+            old = out.parent / f".{out.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             os.replace(out, old)
             os.replace(tmp, out)
             shutil.rmtree(old, ignore_errors=True)

@@ -13,12 +13,15 @@ from ferdata.dataset import class_counts, open_dataset, read_manifest, read_reje
 from ferdata.errors import RecipeError
 from ferdata.pipeline import load_recipe
 from ferdata.split import assign
-from tests.conftest import CRAFTED, write_fer_csv
+from tests.conftest import CLASSES, CRAFTED, write_fer_csv
 
 RECIPE = CRAFTED / "tiny-recipe.yaml"
 
 
 def test_balance_undersample_and_weights(fer_dir: Path, tmp_path: Path, run_cli) -> None:
+    from tests.test_integrity import digest
+
+    before = digest(fer_dir)
     code, out, err = run_cli("balance", fer_dir, "--out", tmp_path / "b", "--strategy", "undersample",
                              "--per-class", "2", "-q")
     assert code == 0, err
@@ -29,7 +32,7 @@ def test_balance_undersample_and_weights(fer_dir: Path, tmp_path: Path, run_cli)
     assert len(rejects) == 14 and {r["reason"] for r in rejects} == {"undersampled"}
     weights = read_manifest(tmp_path / "b")["class_weights"]["train"]
     assert weights["simple"]["happy"] == 1.0 and weights["inverse"]["happy"] == pytest.approx(1 / 7, abs=1e-3)
-    assert (fer_dir / "dataset_dict.json").exists() and not list(fer_dir.rglob("cache-*"))  # input untouched
+    assert digest(fer_dir) == before  # input untouched: same file names and bytes
 
 
 def test_oversample_marks_repeats_and_spares_test(tmp_path: Path, run_cli) -> None:
@@ -170,9 +173,10 @@ def test_build_recipe_resumes_after_kill(tmp_path: Path, fer_csv: Path, run_cli,
     assert code == 0, err
     assert calls["import"] == 0  # resumed after the finished steps
     again = open_dataset(tmp_path / "again")
-    for split in full:
-        assert sorted(again[split]["id"]) == sorted(full[split]["id"])
-    assert len(read_rejects(tmp_path / "again")) == len(read_rejects(tmp_path / "full"))
+    assert list(again) == list(full)
+    for split in full:  # the same rows in the same order with the same labels
+        assert again[split]["id"] == full[split]["id"] and again[split]["label"] == full[split]["label"]
+    assert read_rejects(tmp_path / "again") == read_rejects(tmp_path / "full")
     assert not list(tmp_path.glob(".again*"))
 
 
@@ -202,4 +206,8 @@ def test_class_weights_in_manifest_shape(fer_dir: Path) -> None:
     weights = all_class_weights(open_dataset(fer_dir))
     assert set(weights) == {"train", "validation", "test"}
     assert set(weights["train"]) == {"simple", "conservative", "inverse"}
-    json.dumps(weights)
+    for split, methods in weights.items():  # every class has the same count: every class the same weight
+        for method, per_class in methods.items():
+            assert set(per_class) == set(CLASSES) and len(set(per_class.values())) == 1, (split, method)
+    assert set(weights["train"]["simple"].values()) == {1.0}
+    assert json.loads(json.dumps(weights)) == weights
