@@ -176,6 +176,21 @@ def test_suspect_matrix_links_to_galleries(report_html: Path) -> None:
     assert cells and all(h[1:] in page.ids for h in cells)
 
 
+def test_refine_columns_without_suspects_say_so(report_dir: Path, tmp_path: Path) -> None:
+    import datasets
+
+    from ferdata.dataset import open_dataset, read_manifest, save_dataset
+    from ferdata.report import write_report
+
+    dd = open_dataset(report_dir)
+    clean = datasets.DatasetDict({k: ds.map(lambda b: {"suspect_label": [False] * len(b["id"])}, batched=True)
+                                  for k, ds in dd.items()})
+    save_dataset(clean, tmp_path / "clean", manifest=read_manifest(report_dir))
+    result = write_report(tmp_path / "clean", per_class=0)
+    text = result.path.read_text(encoding="utf-8")
+    assert "suspects" in result.sections and "0 rows whose label" in text and 'class="cm"' not in text
+
+
 def test_assets_mode_writes_lazy_files(report_dir: Path, tmp_path: Path) -> None:
     from ferdata.report import write_report
 
