@@ -629,7 +629,24 @@ def test_limit_build_is_a_trial(fer_csv: Path, tmp_path: Path, run_cli) -> None:
     assert code == 0, err
     manifest = read_manifest(tmp_path / "t")
     assert manifest["trial"] is True and [e["limit"] for e in manifest["steps"]] == [3, 3, 3]
-    assert manifest["steps"][0]["limited_out"] is None or manifest["steps"][0]["limited_out"] >= 0
+    lines = len(fer_csv.read_text().splitlines()) - 1
+    assert [e["limited_out"] for e in manifest["steps"]] == [lines - 3, 0, 0]  # import reads 3 lines
+
+
+@pytest.mark.parametrize("source", ["folder", "fer2013", "hf", "affectnet"])
+def test_source_limit_counts_what_it_left_out(data: dict[str, Path], tmp_path: Path, run_cli, source: str) -> None:
+    from ferdata.dataset import read_manifest, read_rejects
+
+    src = {"folder": "@folder", "fer2013": "@csv", "hf": "@base", "affectnet": "@affectnet"}[source]
+    code, _, err = run_cli("import", source, data[src], "--out", tmp_path / "i", "--limit", "2", "-q")
+    assert code == 0, err
+    manifest = read_manifest(tmp_path / "i")
+    entry = manifest["steps"][0]
+    items = _source_items(Case(source, f"import_{source}"), data)
+    assert manifest["trial"] is True and entry["limit"] == 2
+    assert entry["kept"] + len(read_rejects(tmp_path / "i")) + entry["limited_out"] == items
+    per = 2 * len(read_manifest(data["@base"])["splits"]) if source == "hf" else 2  # hf: 2 of each split
+    assert entry["limited_out"] == items - per
 
 
 @pytest.mark.parametrize("damage", ["truncated", "not-json", "wrong-shape"])
@@ -652,23 +669,44 @@ def test_corrupt_state_starts_over(fer_csv: Path, full_build: Path, tmp_path: Pa
     assert not (tmp_path / ".b.build").exists()
 
 
-def test_final_output_replaced_only_by_rename(fer_csv: Path, full_build: Path, tmp_path: Path, run_cli,
-                                              monkeypatch) -> None:
-    """--overwrite: a build that fails at the end leaves the old output whole (no delete before the rename)."""
-    import ferdata.hub
-
+def test_final_output_replaced_only_by_rename(fer_csv: Path, tmp_path: Path, run_cli, monkeypatch) -> None:
+    """--overwrite: when the final rename fails, the old output is still there, whole (it is never
+    deleted before the new one is in place)."""
     out = tmp_path / "o"
     assert _build(run_cli, fer_csv, out)[0] == 0
     before = digest(out)
+    real_replace = os.replace
 
-    def broken_export(*a: Any, **k: Any) -> None:
-        raise RuntimeError("export failed")
+    def failing_replace(src: Any, dst: Any) -> None:
+        if Path(dst) == out and ".old-" not in Path(src).name:
+            raise OSError("disk full")
+        real_replace(src, dst)
 
-    monkeypatch.setattr(ferdata.hub, "export", broken_export)
+    monkeypatch.setattr(os, "replace", failing_replace)
     code, _, err = _build(run_cli, fer_csv, out, "--overwrite", "--seed", "1")
-    assert code == 1 and "export failed" in err
+    assert code == 1 and "disk full" in err
+    monkeypatch.setattr(os, "replace", real_replace)
     assert digest(out) == before
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".o.tmp")] == []
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".o.tmp") or p.name.startswith(".o.old")] == []
+
+
+def test_dedupe_report_is_inside_the_output(data: dict[str, Path], tmp_path: Path, run_cli) -> None:
+    """dedupe --report-only: the groups report is written into the output before it is renamed into
+    place (from the library as from the CLI), and the manifest names it."""
+    from ferdata.dataset import read_manifest
+    from ferdata.steps import apply_step
+
+    _, entry = apply_step("dedupe", {"report_only": True}, inputs=[data["@base"]], out=tmp_path / "d")
+    manifest = read_manifest(tmp_path / "d")
+    assert (tmp_path / "d" / "dedupe_groups.csv").read_text().startswith("group,")
+    assert manifest["files"] == ["dedupe_groups.csv"] and entry["params"]["report"] == "dedupe_groups.csv"
+    code, _, err = run_cli("dedupe", data["@base"], "--out", tmp_path / "c", "--report-only", "-q")
+    assert code == 0, err
+    assert (tmp_path / "c" / "dedupe_groups.csv").read_text() == (tmp_path / "d" / "dedupe_groups.csv").read_text()
+    # a later command does not claim the report it did not copy
+    code, _, err = run_cli("split", tmp_path / "c", "--out", tmp_path / "s", "-q")
+    assert code == 0, err
+    assert "files" not in read_manifest(tmp_path / "s") and not (tmp_path / "s" / "dedupe_groups.csv").exists()
 
 
 def _kill_when(cmd: list[str], condition: Any, *, timeout: float = 120) -> str:

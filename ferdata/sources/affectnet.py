@@ -96,6 +96,7 @@ def import_affectnet(data: None, config: AffectNetConfig, ctx: StepContext) -> S
     src = check_input(config.src, kind="AffectNet folder", is_dir=True)
     files = [(str(p), str(root / "annotations"), split) for split, root in _layout(src)
              for p in sorted((root / "images").iterdir()) if p.is_file() and not p.name.startswith(".")]
+    limited_out = max(0, len(files) - ctx.limit) if ctx.limit is not None else 0  # recorded (a trial)
     if ctx.limit is not None:
         files = files[: ctx.limit]
     if not files:
@@ -107,4 +108,4 @@ def import_affectnet(data: None, config: AffectNetConfig, ctx: StepContext) -> S
     if config.classes != 8:
         dd, more = apply_grouping(dd, config.classes, step="import_affectnet")
         rejects += more
-    return StepOutput(dd, rejects, info={"source": str(src), "files": len(files)})
+    return StepOutput(dd, rejects, info={"source": str(src), "files": len(files), "limited_out": limited_out})

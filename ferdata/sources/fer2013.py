@@ -422,6 +422,9 @@ def import_fer2013(data: None, config: Fer2013Config, ctx: StepContext) -> StepO
                     ferplus_votes_order=list(FERPLUS_VOTES))
     dd, rejects = rows_to_dataset(generate_rows, gen_kwargs, names, cache_dir=ctx.scratch(), step="import_fer2013",
                                   extra_features=extra_features)
+    if ctx.limit is not None:  # a trial: the data lines not read are counted (recorded as limited_out)
+        with open(path, newline="", encoding="utf-8", errors="replace") as f:
+            info["limited_out"] = max(0, sum(1 for _ in csv.reader(f)) - 1 - ctx.limit)
     if config.classes != 7 or len(names) != 7:
         dd, more = apply_grouping(dd, config.classes, step="import_fer2013")
         rejects += more

@@ -93,6 +93,7 @@ def import_folder(data: None, config: FolderConfig, ctx: StepContext) -> StepOut
     files = scan_folders(src, mapping)
     if not files:
         raise UsageError(f"no files found in the class folders of {src}")
+    limited_out = max(0, len(files) - ctx.limit) if ctx.limit is not None else 0  # recorded (a trial)
     if ctx.limit is not None:
         files = files[: ctx.limit]
     names = LabelMaps.load().names_for({name for _, name, _ in files})
@@ -104,5 +105,5 @@ def import_folder(data: None, config: FolderConfig, ctx: StepContext) -> StepOut
     if config.classes != 7:
         dd, more = apply_grouping(dd, config.classes, step="import_folder")
         rejects += more
-    return StepOutput(dd, rejects, info={"source": str(src), "files": len(files)})
+    return StepOutput(dd, rejects, info={"source": str(src), "files": len(files), "limited_out": limited_out})
 

@@ -131,9 +131,10 @@ def import_hf(data: None, config: HfConfig, ctx: StepContext) -> StepOutput:
             rows.append(pixels_row(pixels, names.index(name), origin=origin, source=source, split=split))
         return {k: [r[k] for r in rows] for k in row_features(names)}
 
-    parts = {}
+    parts, limited_out = {}, 0
     for split, ds in raw.items():
-        if ctx.limit is not None:
+        if ctx.limit is not None:  # like every step with a dataset input: the first N rows of each split
+            limited_out += max(0, len(ds) - ctx.limit)
             ds = ds.select(range(min(ctx.limit, len(ds))))
         ds = ds.cast_column(config.image_column, datasets.Image(decode=False))
         parts[split] = ds.map(convert, batched=True, with_indices=True, fn_kwargs={"split": split},
@@ -144,4 +145,4 @@ def import_hf(data: None, config: HfConfig, ctx: StepContext) -> StepOutput:
     if config.classes != 7:
         dd, more = apply_grouping(dd, config.classes, step="import_hf")
         rejects += more
-    return StepOutput(dd, rejects, info={"source": config.src})
+    return StepOutput(dd, rejects, info={"source": config.src, "limited_out": limited_out})
