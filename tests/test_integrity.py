@@ -529,10 +529,23 @@ def test_no_fork_after_tensorflow(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
     assert safe_num_proc(4, what="t1") == 4
-    monkeypatch.setitem(sys.modules, "tensorflow", sys)  # any module object: only the name is looked up
+    import types
+
+    import datasets
+
+    from ferdata.engines import map_batches
+
+    fake = types.ModuleType("tensorflow")  # only the name is looked up (datasets also checks tf.Tensor)
+    fake.Tensor = type("Tensor", (), {})  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "tensorflow", fake)
     with captured_logs() as logs:
         assert safe_num_proc(4, what="t2") == 1 and safe_num_proc(1, what="t2") == 1
+        # every per-row step maps through the engine: its workers are not forked either
+        ds = datasets.Dataset.from_dict({"a": list(range(8))})
+        out = map_batches(ds, lambda b: {"pid": [os.getpid()] * len(b["a"])}, batched=True, num_proc=2)
+    assert set(out["pid"]) == {os.getpid()}
     assert "TensorFlow is loaded" in logs.getvalue() and "--num-proc 4 runs as 1" in logs.getvalue()
+    assert "Dataset.map: TensorFlow is loaded" in logs.getvalue()
 
 
 # ---------------------------------------------------------------- --limit: recorded, or refused
