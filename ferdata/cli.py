@@ -742,7 +742,7 @@ def drop_flagged_cmd(input_dir: Path, out: Path, num_proc: int, seed: int, limit
 @click.option("--min-score", type=float, default=None,
               help="Smallest verifier score (-1..1) of a near duplicate, i.e. the same photograph [0.6].")
 @click.option("--similar-score", type=float, default=None,
-              help="Smallest verifier score (-1..1) linking kept rows into one similar_group [0.4].")
+              help="Smallest verifier score (-1..1) linking kept rows into one similar_group [0.5].")
 @click.option("--keep", default="test,validation,train", show_default=True, metavar="first|largest|SPLITS",
               help="Survivor of each group: first row, largest image, or a split preference list.")
 @click.option("--on-conflict", type=click.Choice(["keep", "drop", "majority"]), default="keep", show_default=True,
