@@ -737,8 +737,8 @@ def drop_flagged_cmd(input_dir: Path, out: Path, num_proc: int, seed: int, limit
 @click.option("--threshold", type=int, default=None,
               help="Candidate radius: largest Hamming distance (0..64) between a near duplicate and its survivor "
                    "[16]; 0 = identical hashes only.")
-@click.option("--verify", type=click.Choice(["phasecorr", "none"]), default=None,
-              help="Verifier of candidate pairs [phasecorr: registered detail correlation]; none = radius only.")
+@click.option("--verify", type=click.Choice(["xcorr", "none"]), default=None,
+              help="Verifier of candidate pairs [xcorr: registered detail correlation]; none = radius only.")
 @click.option("--min-score", type=float, default=None,
               help="Smallest verifier score (-1..1) of a near duplicate, i.e. the same photograph [0.6].")
 @click.option("--similar-score", type=float, default=None,

@@ -56,7 +56,7 @@ DEFAULT_METHOD = "phash"
 #: candidate radius (phash bits), verifier and its thresholds: chosen from the labelled real pairs
 #: (tests/data/fer2013-dev-pairs.csv, table in docs/dedupe.md)
 DEFAULT_THRESHOLD = 16
-DEFAULT_VERIFY = "phasecorr"
+DEFAULT_VERIFY = "xcorr"
 DEFAULT_MIN_SCORE = 0.6
 DEFAULT_SIMILAR_SCORE = 0.5
 
@@ -480,8 +480,8 @@ def is_constant(pixels: np.ndarray) -> bool:
 # ---------------------------------------------------------------------------------------------
 # the verifier: is a candidate pair the same photograph?
 
-#: verifiers: ``phasecorr`` (register, then correlate the detail) or ``none`` (hash distance only)
-VERIFIERS = ("phasecorr", "none")
+#: verifiers: ``xcorr`` (register, then correlate the detail) or ``none`` (hash distance only)
+VERIFIERS = ("xcorr", "none")
 #: side of the gray square every image is compared at
 VERIFY_SIZE = 48
 #: zoom factors tried on either side (a 2-4 px re-crop of a 48 px face resized back is a 4-9 % zoom)
@@ -673,7 +673,7 @@ class DedupeConfig:
     #: candidate radius: largest Hamming distance between a near duplicate and its survivor, 0..64
     #: (0: identical hashes only)
     threshold: int = DEFAULT_THRESHOLD
-    #: verifier of candidate pairs: phasecorr (registered detail correlation) or none (radius only)
+    #: verifier of candidate pairs: xcorr (registered detail correlation) or none (radius only)
     verify: str = DEFAULT_VERIFY
     #: smallest verifier score of a near duplicate (same photograph), -1..1
     min_score: float = DEFAULT_MIN_SCORE
@@ -1073,6 +1073,8 @@ def dedupe_dataset(dd: datasets.DatasetDict, config: DedupeConfig | None = None,
             best[k] = g
     similar_id = np.array([best[int(k)] for k in sim_comp], dtype=object)
     similar_size = np.bincount(sim_comp[comp])[sim_comp[comp]] if n else np.empty(0, np.int64)
+    # rows of a similar group that links two or more duplicate groups
+    linked = np.bincount(sim_comp)[sim_comp[comp]] > 1 if n else np.zeros(0, dtype=bool)
     # diameter: the largest hash distance between two members of a group
     diameter = np.zeros(len(comp_size), dtype=np.int64)
     by_comp = np.argsort(comp, kind="stable")
@@ -1128,7 +1130,7 @@ def dedupe_dataset(dd: datasets.DatasetDict, config: DedupeConfig | None = None,
 
     # similar groups (same person or session, other photos): reported, kept, leakage counted
     similar_members: dict[str, list[int]] = defaultdict(list)
-    for row in np.nonzero(similar_size > 1)[0]:
+    for row in np.nonzero(linked)[0]:
         similar_members[str(similar_id[comp[row]])].append(int(row))
     similar_groups, similar_rows = len(similar_members), int(sum(len(v) for v in similar_members.values()))
     similar_leakage: Counter[str] = Counter()
@@ -1158,7 +1160,7 @@ def dedupe_dataset(dd: datasets.DatasetDict, config: DedupeConfig | None = None,
         new_rejects.append(make_reject(ids[row], origins[row], step, reason[row], details))
     groups: list[dict[str, Any]] = []
     # report rows: every member of a duplicate group, and every row of a similar group
-    reported = np.nonzero(in_group | (similar_size > 1))[0]
+    reported = np.nonzero(in_group | linked)[0]
     for row in sorted(reported.tolist(), key=lambda r: (similar_id[comp[r]], group_id[comp[r]],
                                                          r != survivor[r], r)):
         s = int(survivor[row])

@@ -443,7 +443,7 @@ def test_verifier_rejects_other_face_accepts_recrop() -> None:
     assert set(ledger) == {"train#2"}, {k: v["details"] for k, v in ledger.items()}
     details = ledger["train#2"]["details"]
     assert ledger["train#2"]["reason"] == "near_duplicate" and details["verify_score"] >= DedupeConfig().min_score
-    assert details["verify"] == "phasecorr" and details["distance"] <= DedupeConfig().threshold
+    assert details["verify"] == "xcorr" and details["distance"] <= DedupeConfig().threshold
     assert result.info["rejected_by_verifier"] >= 1
     # without the verifier the other face would go too
     assert len(dedupe_dataset(dd, DedupeConfig(verify="none")).rejects) == 2

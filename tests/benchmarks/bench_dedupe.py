@@ -360,7 +360,7 @@ def real() -> None:
         for t in SCORES:
             p, rec, found = _pr((dist <= r) & (score >= t), same)
             mark = " <- default" if (r, t) == (DEFAULT_THRESHOLD, DEFAULT_MIN_SCORE) else ""
-            print(f"phash+phasecorr  {r:6}  {t:9.2f}  {p:9.4f}  {rec:6.4f}  {found:6}{mark}")
+            print(f"phash+xcorr  {r:6}  {t:9.2f}  {p:9.4f}  {rec:6.4f}  {found:6}{mark}")
     print("verifier score by label (min / 5 % / median / 95 % / max):")
     for k in counts:
         v = score[label == k]
