@@ -155,6 +155,20 @@ def test_packaged_model_beats_bicubic_on_smooth_images() -> None:
     assert psnr(hr, ours) > psnr(hr, bicubic)
 
 
+def test_packaged_models_each_win_in_their_regime() -> None:
+    """espcn_x4 is better on area-made LR, espcn_x4_aliased on plain cv2.resize (aliased) LR; both load in OpenCV."""
+    assert {"espcn_x4", "espcn_x4_aliased"} <= set(packaged_models())
+    assert all(p.stat().st_size < 200_000 for p in packaged_models().values())
+    hr = _face_like(6, seed=0, side=96)
+    smooth, aliased = Upscaler.load("espcn_x4"), Upscaler.load("espcn_x4_aliased")
+    area = np.stack([degrade(im, 4, "area") for im in hr])
+    cubic = np.stack([degrade(im, 4, "cv_cubic") for im in hr])
+    assert psnr(hr, smooth.upscale(area)) > psnr(hr, aliased.upscale(area)) + 0.2
+    assert psnr(hr, aliased.upscale(cubic)) > psnr(hr, smooth.upscale(cubic)) + 0.5
+    ocv = Upscaler.load("espcn_x4_aliased", backend="opencv").upscale(cubic)
+    assert np.abs(ocv.astype(int) - aliased.upscale(cubic)).max() <= 1
+
+
 def test_upscale_shapes_dtypes_and_colour() -> None:
     up = Upscaler.load(scale=4)
     gray = np.random.default_rng(0).integers(0, 256, (3, 48, 48), dtype=np.uint8)
@@ -198,7 +212,7 @@ def test_bad_models_are_one_line_errors(tmp_path: Path, tiny_model: tuple[Path, 
         Upscaler.load(tiny_model[0] / "espcn_x2.pb", 4)
     with pytest.raises(UsageError, match="not an x4 super-resolution model"):
         Upscaler.load(tiny_model[0] / "espcn_x2.pb", 4, backend="opencv")
-    with pytest.raises(UsageError, match="unknown model 'nope'; packaged models: espcn_x4"):
+    with pytest.raises(UsageError, match="unknown model 'nope'; packaged models: espcn_x4, espcn_x4_aliased"):
         Upscaler.load("nope")
     with pytest.raises(UsageError, match="model file not found"):
         Upscaler.load(tmp_path / "missing.pb")
@@ -206,6 +220,7 @@ def test_bad_models_are_one_line_errors(tmp_path: Path, tiny_model: tuple[Path, 
 
 def test_cli_upscale_dataset_keeps_labels_and_lineage(fer_dir: Path, tmp_path: Path, run_cli) -> None:
     from ferdata.dataset import open_dataset, read_manifest
+    from ferdata.sr.step import auto_candidates
 
     out = tmp_path / "up"
     # --num-proc 2: the step must not fork workers after TensorFlow has run (they deadlock)
@@ -221,7 +236,10 @@ def test_cli_upscale_dataset_keeps_labels_and_lineage(fer_dir: Path, tmp_path: P
     assert row["image"].size == (100, 100) and row["image"].mode == "L"
     entry = read_manifest(out)["steps"][-1]
     assert entry["step"] == "upscale"
-    assert entry["info"]["model"] == "espcn_x4" and entry["info"]["output_size"] == "100x100"
+    assert entry["info"]["output_size"] == "100x100"
+    # white-noise pixels carry as much top-band energy as an aliased downscale: --model auto says so
+    assert entry["info"]["auto"]["estimate"]["regime"] == "aliased"
+    assert entry["info"]["model"] == entry["info"]["auto"]["chosen"] == auto_candidates(4)["aliased"]
     assert read_manifest(out)["steps"][0]["step"] == "import_fer2013"
 
 
