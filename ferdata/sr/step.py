@@ -167,7 +167,6 @@ def upscale_step(data: Any, config: UpscaleConfig, ctx: StepContext) -> StepOutp
     from ferdata.dataset import lineage_features, partition_rejects
     from ferdata.engines import map_batches
     from ferdata.images import to_array
-
     from ferdata.sr.spectrum import sample_dataset_images
 
     params = {k: v for k, v in asdict(config).items()}
