@@ -191,6 +191,23 @@ def test_refine_columns_without_suspects_say_so(report_dir: Path, tmp_path: Path
     assert "suspects" in result.sections and "0 rows whose label" in text and 'class="cm"' not in text
 
 
+def test_similar_groups_section(report_dir: Path, tmp_path: Path) -> None:
+    import datasets
+
+    from ferdata.dataset import open_dataset, read_manifest, save_dataset
+    from ferdata.report import write_report
+
+    dd = open_dataset(report_dir)
+    marked = datasets.DatasetDict({k: ds.map(lambda b, idx, k=k: {"similar_group": [
+        ("g-cross" if i == 0 else "g-train" if k == "train" and i in (1, 2, 3) else None) for i in idx]},
+        batched=True, with_indices=True) for k, ds in dd.items()})
+    save_dataset(marked, tmp_path / "sim", manifest=read_manifest(report_dir))
+    text = write_report(tmp_path / "sim", per_class=0).path.read_text(encoding="utf-8")
+    section = text[text.index('<section id="similar"'):text.index("</section>", text.index('<section id="similar"'))]
+    assert "2 groups of kept rows" in section and section.count('class="group') == 2
+    assert section.index("CROSS-SPLIT") < section.index("g-train")  # the group spanning splits comes first
+
+
 def test_assets_mode_writes_lazy_files(report_dir: Path, tmp_path: Path) -> None:
     from ferdata.report import write_report
 

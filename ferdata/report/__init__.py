@@ -42,7 +42,7 @@ REPORT_FILE = "report.html"
 #: Default size budget (MB): the command warns past it.
 DEFAULT_BUDGET_MB = 10.0
 DEFAULT_PER_CLASS = 24
-SECTION_IDS = ("card", "funnel", "distribution", "samples", "duplicates", "rejects", "quality", "suspects", "sr",
+SECTION_IDS = ("card", "funnel", "distribution", "samples", "duplicates", "similar", "rejects", "quality", "suspects", "sr",
                "faces", "run")
 
 
@@ -178,6 +178,7 @@ def write_report(
         sections["card"] = collect.data_card(ctx, data_dir)
         builders = (("funnel", lambda: collect.funnel(ctx)), ("distribution", lambda: collect.distribution(ctx)),
                     ("samples", lambda: collect.samples(ctx, per_class)), ("duplicates", lambda: collect.duplicates(ctx)),
+                    ("similar", lambda: collect.similar(ctx)),
                     ("rejects", lambda: collect.rejects(ctx)), ("quality", lambda: collect.quality(ctx)),
                     ("suspects", lambda: collect.suspects(ctx)), ("sr", lambda: collect.sr_pairs(ctx, before=before_dd)),
                     ("faces", lambda: collect.faces(ctx)))

@@ -293,8 +293,15 @@ def duplicates(ctx: Context, *, max_groups: int = 40, max_members: int = 8) -> d
             if not keep and d.get("distance") not in (None, ""):
                 extra.append(f"distance {d.get('distance')}")
             for key, value in sorted(d.items()):
-                if "verif" in key or "similar" in key or key.endswith("_score"):
-                    extra.append(f"{key} {value:.3g}" if isinstance(value, float) else f"{key} {value}")
+                # a verifier's score of this pair (not the thresholds or the method recorded beside it)
+                if value in (None, "") or not key.endswith("_score") or key in ("min_score", "similar_score"):
+                    continue
+                if isinstance(value, float):
+                    extra.append(f"{key} {value:.3g}")
+                elif isinstance(value, str) and len(value) > 16:
+                    extra.append(f"{key} {short(value)}")
+                else:
+                    extra.append(f"{key} {value}")
             cls = "survivor" if keep else "removed"
             if m["kind"] == "removed":
                 tiles.append(ctx.tile(m.get("thumb"), rid=m["id"], split=m.get("split") or "?",
@@ -309,6 +316,31 @@ def duplicates(ctx: Context, *, max_groups: int = 40, max_members: int = 8) -> d
     return {"groups": shown, "total": len(summary), "cross_split": cross, "conflicts": conflicts,
             "rows_removed": sum(1 for r in ctx.rejects if r.get("reason") in DUPLICATE_REASONS),
             "rows_marked": sum(1 for ms in groups.values() for m in ms if m["kind"] == "marked")}
+
+
+def similar(ctx: Context, *, max_groups: int = 20, max_members: int = 8) -> dict[str, Any] | None:
+    """Kept rows dedupe linked as the same person or session (``similar_group``), not duplicates."""
+    if not ctx.has("similar_group"):
+        return None
+    members: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    for split in ctx.dd:
+        for i, g in enumerate(ctx.col(split, "similar_group")):
+            if g:
+                members[str(g)].append((split, i))
+    groups = [(g, ms) for g, ms in members.items() if len(ms) > 1]
+    if not groups:
+        return None
+    groups.sort(key=lambda t: (len({s for s, _ in t[1]}) < 2, -len(t[1]), t[0]))
+    shown = []
+    for g, ms in groups[:max_groups]:
+        tiles = []
+        for split, i in ms[:max_members]:
+            tiles.extend(ctx.tiles(split, [i], extra=[[f"label {ctx.label_name(ctx.col(split, 'label')[i])}"]]))
+        splits = sorted({s for s, _ in ms})
+        shown.append({"group": g, "short": short(g), "size": len(ms), "splits": splits, "cross_split": len(splits) > 1,
+                      "tiles": tiles})
+    return {"groups": shown, "total": len(groups), "rows": sum(len(ms) for _, ms in groups),
+            "cross_split": sum(1 for _, ms in groups if len({s for s, _ in ms}) > 1)}
 
 
 def rejects(ctx: Context, *, per_reason: int = 8) -> dict[str, Any] | None:
