@@ -1263,12 +1263,16 @@ def format_groups(rows: Sequence[dict[str, Any]], *, limit: int = 10) -> list[st
 
     Example:
         >>> format_groups([{"group": "ab12cd34ef", "split": "test", "index": 3, "label": "happy",
-        ...                 "action": "keep", "reason": "", "distance": 0}])
-        ['ab12cd34ef  test#3 happy keep']
+        ...                 "action": "keep", "reason": "", "distance": 0},
+        ...                {"group": "ab12cd34ef", "split": "train", "index": 7, "label": "happy",
+        ...                 "action": "remove", "reason": "near_duplicate", "distance": 6}])
+        ['ab12cd34ef  test#3 happy keep | train#7 happy remove (near_duplicate, d=6)']
     """
     by_group: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         by_group[str(row["group"])].append(row)
+    # rows reported only for their similar group are singletons here: not duplicate groups
+    by_group = {g: m for g, m in by_group.items() if len(m) > 1 or m[0].get("action") != "keep"}
     lines = []
     for group, members in list(by_group.items())[:limit]:
         parts = [f"{m['split']}#{m['index']} {m['label']} {m['action']}"

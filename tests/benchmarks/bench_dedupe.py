@@ -427,8 +427,8 @@ def pipeline(copies: int = 10) -> None:
     rng = np.random.default_rng(0)
     loaded = load_dev_images()
     kinds = (*TRANSFORMS, "jpeg", "noise", "brightness", "downup")
-    images, labels = [], []
-    for k, arr in enumerate(loaded):
+    images = []
+    for arr in loaded:
         images.append(arr)
         for c in range(copies - 1):
             images.append(transform(arr, kinds[c % len(kinds)], rng))
