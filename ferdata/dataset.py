@@ -196,6 +196,41 @@ def add_ledger_thumbnails(rejects: Sequence[dict[str, Any]], data: datasets.Data
     return n
 
 
+def add_ledger_lineage(rejects: Sequence[dict[str, Any]], data: datasets.DatasetDict | None) -> int:
+    """Give ledger rows without a ``root_id`` the lineage of the row of ``data`` with the same ``id``.
+
+    ``data`` is the step's input (None for a source step: a row rejected on entry is its own root).
+    So a ledger row always says which photo it came from, and a review of the crawl output knows a
+    crop that a later step removed (:func:`ferdata.review.review_exclusions`).
+
+    Returns:
+        The number of rows that got a ``root_id``.
+    """
+    want = {r["id"] for r in rejects if not r.get(ROOT_ID) and r.get("id")}
+    if not want:
+        return 0
+    found: dict[str, tuple[str, str]] = {}
+    if data is None:
+        found = {i: (i, "") for i in want}
+    for ds in (data or {}).values():
+        if "id" not in ds.column_names or not len(ds):
+            continue
+        columns = [c for c in ("id", *LINEAGE_COLUMNS) if c in ds.column_names]
+        table = ds.select_columns(columns)
+        ids = table["id"]
+        roots = table[ROOT_ID] if ROOT_ID in columns else [None] * len(ids)
+        parents = table[PARENT_ID] if PARENT_ID in columns else [None] * len(ids)
+        for rid, root, parent in zip(ids, roots, parents, strict=True):
+            if rid in want and rid not in found:
+                found[rid] = (root or rid, parent or "")
+    n = 0
+    for r in rejects:
+        if not r.get(ROOT_ID) and r.get("id") in found:
+            r[ROOT_ID], r[PARENT_ID] = found[r["id"]]  # type: ignore[index]
+            n += 1
+    return n
+
+
 def _json_default(value: Any) -> Any:
     if hasattr(value, "item"):
         return value.item()
@@ -386,6 +421,8 @@ def write_rejects(rows: Sequence[dict[str, str]], file: str | Path) -> None:
     import pyarrow.parquet as pq
 
     columns = {c: pa.array([r.get(c, "") for r in rows], type=pa.string()) for c in REJECT_COLUMNS}
+    for c in LINEAGE_COLUMNS:  # the removed row's lineage ("" where unknown), see add_ledger_lineage
+        columns[c] = pa.array([r.get(c) or "" for r in rows], type=pa.string())
     columns[THUMBNAIL] = pa.array([r.get(THUMBNAIL) for r in rows], type=pa.binary())
     pq.write_table(pa.table(columns), str(file))
 

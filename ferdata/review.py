@@ -246,7 +246,8 @@ def review_exclusions(data: datasets.DatasetDict, config: ReviewExclusionsConfig
     for ds in data.values():
         for column in _lineage_columns(ds):
             present.update(x for x in ds[column] if x)
-    removed_before = (rejected - present) & {r.get("id") for r in ctx.ledger}
+    earlier = {x for r in ctx.ledger for x in (r.get("id"), r.get("root_id"), r.get("parent_id")) if x}
+    removed_before = (rejected - present) & earlier
     missing = sorted(rejected - present - removed_before)
     if missing and not config.allow_missing and ctx.limit is None:  # a --limit trial sees part of the rows
         raise ManifestError(f"review_exclusions: {len(missing)} rejected id(s) in {config.review_csv} match no row "

@@ -250,7 +250,7 @@ def run_step(step: Step, data: datasets.DatasetDict | None, config: Any, ctx: St
     ``input_rows == kept + rejected + limited_out`` for every step that neither adds nor splits rows.
     Worker pools are guarded by :func:`safe_num_proc` for the duration of the step.
     """
-    from ferdata.dataset import add_ledger_thumbnails, no_input_caching
+    from ferdata.dataset import add_ledger_lineage, add_ledger_thumbnails, no_input_caching
 
     if step.source and data is not None:
         raise RecipeError(f"step {step.name!r} creates a dataset and must come first in a recipe")
@@ -273,6 +273,7 @@ def run_step(step: Step, data: datasets.DatasetDict | None, config: Any, ctx: St
         ctx.num_proc = requested
     seconds = time.perf_counter() - start
     add_ledger_thumbnails(out.rejects, data)  # removed rows keep a small picture in the ledger
+    add_ledger_lineage(out.rejects, data)  # ... and the root_id / parent_id of the row removed
     if step.source:
         limited_out = out.info.pop("limited_out", 0 if ctx.limit is None else None)
     entry = {

@@ -147,3 +147,19 @@ def test_a_split_emptied_by_a_step_still_opens(tmp_path: Path) -> None:
     assert {k: len(v) for k, v in dd.items()} == {"train": 1, "test": 0}
     save_dataset(datasets.DatasetDict({"train": empty}), tmp_path / "e", manifest=new_manifest(), num_proc=2)
     assert len(open_dataset(tmp_path / "e")["train"]) == 0
+
+
+def test_review_of_a_photo_whose_crop_was_removed_later(pipeline: dict[str, Path], tmp_path: Path, run_cli) -> None:
+    """The ledger keeps the removed crop's root_id, so rejecting its photo is accounted for, not an error."""
+    code, _, err = run_cli("balance", pipeline["crop"], "--out", tmp_path / "bal", "--strategy", "undersample", "-q")
+    assert code == 0, err
+    ledger = [r for r in read_rejects(tmp_path / "bal") if r["step"] == "balance"]
+    crawl = {r["origin"]: r["id"] for r in open_dataset(pipeline["crawl"])["train"]}
+    assert len(ledger) == 1 and ledger[0]["root_id"] == crawl[ledger[0]["origin"]] != ledger[0]["id"]
+    assert ledger[0]["parent_id"] == ledger[0]["root_id"]
+    review = _review(pipeline["review"] / "review.csv", tmp_path / "review.csv", {"a.png", "b.png"})
+    code, _, err = run_cli("apply-review", tmp_path / "bal", review, "--out", tmp_path / "o", "-q")
+    assert code == 0, err
+    info = read_manifest(tmp_path / "o")["steps"][-1]["info"]
+    assert info["excluded"] == 1 and info["removed_before"] == 1 and info["rejected_ids_not_found"] == 0
+    assert [o.split("/")[-1] for o in open_dataset(tmp_path / "o")["train"]["origin"]] == ["c.png"]
