@@ -113,12 +113,16 @@ class Context:
         raws = raw_images(self.dd[split], rows)
         ids, labels = self.col(split, "id"), self.col(split, "label")
         sources, origins = self.col(split, "source"), self.col(split, "origin")
+        votes = self.col(split, "ferplus_votes") if "ferplus_votes" in self.dd[split].column_names else None
         out = []
         for k, (row, raw) in enumerate(zip(rows, raws, strict=True)):
             rid = ids[row] or ""
             label = self.label_name(labels[row])
+            lines = list((extra or [[]] * len(rows))[k])
+            if votes is not None and votes[row] is not None and not any(x.startswith("FER+") for x in lines):
+                lines.append(_ferplus(votes[row]))
             out.append(self.tile(raw, rid=rid, split=split, label=label, source=sources[row] or "",
-                                 origin=origins[row] or "", extra=(extra or [[]] * len(rows))[k],
+                                 origin=origins[row] or "", extra=lines,
                                  cls=(cls or [""] * len(rows))[k], side=side))
         return out
 
