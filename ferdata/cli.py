@@ -99,7 +99,7 @@ def _debug_traceback() -> None:
 
 # ---------------------------------------------------------------- shared options
 
-QUIET_HELP = "Quiet: no progress, step lines or tables; only warnings, errors and the final summary line."
+QUIET_HELP = "Quiet: no progress bars, step lines or tables; only warnings, errors and the result lines."
 
 
 def set_quiet(quiet: bool) -> None:
@@ -586,7 +586,7 @@ def _clahe_options(fn: F) -> F:
 def _echo_face_rate(entry: dict[str, Any]) -> None:
     info = entry.get("info", {})
     if "no_face_rate" in info:
-        say(f"no usable face in {info['no_face']} of {info['input_rows']} images "
+        click.echo(f"no usable face in {info['no_face']} of {info['input_rows']} images "
                    f"({100 * info['no_face_rate']:.1f}%)")
 
 
@@ -706,7 +706,7 @@ def filter_cmd(input_dir: Path, out: Path, num_proc: int, seed: int, limit: int 
                              limit=limit, overwrite=overwrite)
     flagged = entry.get("info", {}).get("flagged", {})
     if flagged:
-        say("flagged: " + ", ".join(f"{k} {v}" for k, v in flagged.items()))
+        click.echo("flagged: " + ", ".join(f"{k} {v}" for k, v in flagged.items()))
 
 
 @cli.command("drop-flagged")
@@ -778,7 +778,7 @@ def dedupe_cmd(input_dir: Path, out: Path, method: str, threshold: int | None, v
                                  limit=limit, overwrite=overwrite)
     report = report or out / REPORT_NAME
     for line in _dedupe_summary(entry.get("info", {}), report):
-        say(line)
+        click.echo(line)
     if report_only and report.exists():
         from ferdata.dedupe import format_groups, read_groups_report
 
