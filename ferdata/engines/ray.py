@@ -13,7 +13,7 @@ MTCNN crops, ESPCN upscaling, label regrouping), which this engine sends to the 
    under ``compute=ActorPoolStrategy(...)`` (one model per actor, TensorFlow/OpenCV capped to the
    actor's CPUs), others as tasks; the pool is kept one CPU smaller than the cluster so read and
    write tasks never starve;
-3. the result blocks come back in order (``preserve_order``) into an Arrow file that becomes the
+3. the result blocks stream back in order (``preserve_order``) into an Arrow file that becomes the
    ``datasets.Dataset`` the step continues with.
 
 Bad rows never kill a job and never vanish: the steps mark a bad row with ``_reject_reason``
@@ -331,8 +331,8 @@ class RayEngine:
         rows = 0
         schema = features.arrow_schema
         with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
-            for ref in rds.to_arrow_refs():
-                block = ray.get(ref)
+            # whole blocks, streamed in order as they finish (preserve_order)
+            for block in rds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=1):
                 if block.num_rows == 0:
                     continue
                 nodes.update(block.column(NODE_COLUMN).to_pylist())

@@ -1,7 +1,7 @@
 """Engine benchmark: the fer2013-improved recipe on the local engine and on Ray, stage by stage.
 
 Run: ``python tests/benchmarks/bench_engine.py [--rows 1000] [--csv ../shared/data/fer2013-dev.csv]
-[--hashes 1000000]``. Uses ../shared/data/fer2013-dev.csv when present (else a generated CSV).
+[--hashes 1000000] [--order local,ray1,ray2]``. Uses ../shared/data/fer2013-dev.csv when present (else a generated CSV).
 
 1. Stages: ``ferdata build fer2013-improved`` on the first ``--rows`` rows of the CSV with the local
    engine (the baseline), then with Ray on 1 CPU (1 worker process, 1 ESPCN actor) and on 2 CPUs
@@ -57,7 +57,7 @@ def _run(csv: Path, out: Path, engine) -> tuple[dict, float]:
     return manifest, time.perf_counter() - start
 
 
-def bench_stages(csv: Path, work: Path) -> None:
+def bench_stages(csv: Path, work: Path, order: list[str]) -> None:
     import ray
 
     from ferdata.dataset import open_dataset
@@ -65,9 +65,12 @@ def bench_stages(csv: Path, work: Path) -> None:
     from ferdata.engines.ray import RayEngine
 
     runs: dict[str, tuple[dict, float, float]] = {}
-    manifest, total = _run(csv, work / "local", LocalEngine())
-    runs["local"] = (manifest, total, 0.0)
-    for cpus in (1, 2):
+    for key in order:  # the machine may be shared: run the engines in both orders to see the noise
+        if key == "local":
+            manifest, total = _run(csv, work / "local", LocalEngine())
+            runs["local"] = (manifest, total, 0.0)
+            continue
+        cpus = int(key.removeprefix("ray"))
         name = f"ray {cpus} cpu"
         with RayEngine(num_cpus=cpus, actors=cpus, object_store_memory=512 * 1024**2) as engine:
             t = time.perf_counter()
@@ -76,6 +79,7 @@ def bench_stages(csv: Path, work: Path) -> None:
             manifest, total = _run(csv, work / name.replace(" ", "-"), engine)
         assert not ray.is_initialized()
         runs[name] = (manifest, total, startup)
+    runs = dict(sorted(runs.items(), key=lambda kv: (kv[0] != "local", kv[0])))
     base = open_dataset(work / "local")
     for name in runs:
         if name == "local":
@@ -123,6 +127,7 @@ def main() -> None:
     parser.add_argument("--csv", type=Path, default=DATA / "fer2013-dev.csv")
     parser.add_argument("--hashes", type=int, default=1_000_000)
     parser.add_argument("--only", choices=["stages", "gather"], default=None)
+    parser.add_argument("--order", default="local,ray1,ray2", help="engines in the order they run")
     args = parser.parse_args()
     from ferdata.progress import disable_progress_bars
 
@@ -130,7 +135,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-engine-"))
     try:
         if args.only in (None, "stages"):
-            bench_stages(_csv(args.csv, args.rows, work), work)
+            bench_stages(_csv(args.csv, args.rows, work), work, args.order.split(","))
         if args.only in (None, "gather"):
             bench_gather(args.hashes)
     finally:
