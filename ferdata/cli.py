@@ -975,7 +975,8 @@ def _image_size(value: str | None) -> int | tuple[int, int] | None:
 @cli.command("train")
 @click.argument("src", type=existing("DIR", file_okay=False))
 @out_option
-@click.option("--model", "model_name", type=click.Choice(["shallow-cnn", "fer-cnn", "efficientnet-b0", "tiny-cnn"]),
+@click.option("--model", "model_name",
+              type=click.Choice(["shallow-cnn", "fer-cnn", "efficientnet-b0", "tiny-cnn", "refine-cnn"]),
               default="shallow-cnn", show_default=True, help="Model factory (see docs/training.md).")
 @click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True, help="Maximum epochs.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
@@ -994,10 +995,13 @@ def _image_size(value: str | None) -> int | tuple[int, int] | None:
 @click.option("--weights", default="imagenet", show_default=True,
               help="efficientnet-b0 backbone weights: imagenet, none, or a local .h5 file.")
 @click.option("--allow-download", is_flag=True, help="Let Keras download ImageNet weights (efficientnet-b0).")
+@click.option("--soft-labels", default=None,
+              help="Train on the vote distribution of this column (ferplus_votes: FER+'s cross-entropy mode).")
 @common_options
 def train_cmd(src: Path, out: Path, model_name: str, epochs: int, batch_size: int, lr: float, class_weights: str,
               augment: str, image_size: str | None, channels: str | None, patience: int, val_fraction: float,
-              weights: str, allow_download: bool, num_proc: int, seed: int, limit: int | None, overwrite: bool) -> None:
+              weights: str, allow_download: bool, soft_labels: str | None, num_proc: int, seed: int, limit: int | None,
+              overwrite: bool) -> None:
     """Train a model on a dataset directory; write a run directory.
 
     RUN gets model.keras (best validation-accuracy epoch), history.csv, accuracy.png and loss.png,
@@ -1016,8 +1020,7 @@ def train_cmd(src: Path, out: Path, model_name: str, epochs: int, batch_size: in
                        class_weights=class_weights, augment=augment, image_size=_image_size(image_size),
                        channels=int(channels) if channels else None, patience=patience, val_fraction=val_fraction,
                        weights=None if weights.lower() == "none" else weights, allow_download=allow_download,
-                       seed=seed, limit=limit, overwrite=overwrite, verbose=0 if progress_bars_disabled() else 2,
-                       notes=notes)
+                       seed=seed, limit=limit, overwrite=overwrite, verbose=0, notes=notes, soft_labels=soft_labels)
     _print_notes(notes)
     _print_metrics(result["metrics"])
     click.echo(f"train: best epoch {result['best_epoch']} of {result['epochs_run']} -> {out}")
@@ -1181,17 +1184,28 @@ def apply_review_cmd(dataset: Path, review_csv: Path, out: Path, allow_missing: 
 @cli.command("refine")
 @click.argument("dataset_dir", metavar="DIR", type=existing("DIR", file_okay=False))
 @out_option
-@click.option("--model", default="fer-cnn", show_default=True,
-              help="CNN trained from scratch every round: shallow-cnn, fer-cnn, efficientnet-b0, tiny-cnn.")
-@click.option("--rounds", type=int, default=5, show_default=True, help="Maximum number of trainings.")
-@click.option("--epochs", type=int, default=40, show_default=True, help="Epochs per training (best val-acc epoch kept).")
+@click.option("--model", default="auto", show_default=True,
+              help="CNN trained from scratch every round: auto (relabel: fer-cnn, flag/prune: refine-cnn), "
+                   "refine-cnn, fer-cnn, shallow-cnn, efficientnet-b0, tiny-cnn.")
+@click.option("--rounds", type=int, default=None, help="Maximum number of trainings [default: relabel 5, flag/prune 1].")
+@click.option("--epochs", type=int, default=None,
+              help="Epochs per training, best val-acc epoch kept [default: relabel 40, flag/prune 20].")
 @click.option("--precision-target", type=float, default=0.90, show_default=True,
               help="Stop when every class's precision on the current set reaches this, in (0, 1].")
 @click.option("--offdiag-max", type=int, default=9, show_default=True,
               help="... or when every off-diagonal count of the confusion matrix is at most this.")
 @click.option("--mode", type=click.Choice(["relabel", "prune", "flag"]), default="relabel", show_default=True,
               help="relabel (paper 000), prune (disagreeing rows to the ledger) or flag (annotate only).")
-@click.option("--cv", type=int, default=None, help="K: out-of-sample K-fold predictions each round (default: in-sample).")
+@click.option("--cv", type=int, default=None,
+              help="K: out-of-sample K-fold predictions each round; 1: in-sample [default: relabel 1, flag/prune 5].")
+@click.option("--rule", type=click.Choice(["argmax", "confident"]), default=None,
+              help="Suspect rule: argmax (predicted != given) or confident (confident learning's per-class "
+                   "thresholds) [default: relabel argmax, flag/prune confident].")
+@click.option("--top", type=click.IntRange(min=1), default=None,
+              help="Flag exactly the K rows ranked most suspect (lowest normalised margin) instead of the rule.")
+@click.option("--max-flag-rate", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
+              help="Guard: above this share of suspects (or under 2x chance accuracy) nothing is changed.")
+@click.option("--force", is_flag=True, help="Act on the suspects even when the guard refuses.")
 @click.option("--include-validation", is_flag=True, help="Also refine the validation split.")
 @click.option("--include-test", is_flag=True, help="Also refine the test split (its scores become optimistic).")
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Training batch size.")
@@ -1204,7 +1218,12 @@ def apply_review_cmd(dataset: Path, review_csv: Path, out: Path, allow_missing: 
 @common_options
 def refine_cmd(dataset_dir: Path, out: Path, num_proc: int, seed: int, limit: int | None, overwrite: bool,
                no_compare: bool, **options: Any) -> None:
-    """Refine labels with paper 000's loop: train, keep the diagonal, repeat; relabel with the last model.
+    """Find label errors (flag / prune, out-of-sample) or relabel with paper 000's loop.
+
+    --mode flag|prune: one 5-fold out-of-sample pass of refine-cnn, suspects by confident
+    learning (--rule, --top K). --mode relabel: paper 000's loop (train, keep the diagonal,
+    repeat; relabel with the last model). A guard refuses to change anything when the model
+    cannot judge the labels (accuracy under 2x chance, or more suspects than --max-flag-rate).
 
     Writes RUN (--out): rounds.csv, distribution.csv, comparison.csv, summary.md, a confusion
     matrix and learning curves per round, and RUN/dataset (the refined dataset directory). The
@@ -1225,6 +1244,14 @@ def refine_cmd(dataset_dir: Path, out: Path, num_proc: int, seed: int, limit: in
                     on_round=lambda r: click.echo(f"round {r['round']}: {r['total']} images, val accuracy "
                                                   f"{r['val_accuracy']:.4f}, kept {r['kept']}"
                                                   f"{', stop: ' + r['stop'] if r['stop'] else ''}", err=True))
+    guard = result.guard
+    if guard.get("triggered"):
+        click.echo(f"WARNING: refine guard: {guard['reason']}; "
+                   + ("acted anyway (--force)" if guard.get("forced") else
+                      "NOTHING was flagged, pruned or relabelled (pass --force to act anyway)"), err=True)
+    click.echo(f"suspects: {guard.get('suspects', 0)} ({guard.get('rule')}), model accuracy on the given labels "
+               f"{guard.get('accuracy', 0):.4f} ({'out-of-sample' if guard.get('out_of_sample') else 'in-sample'}), "
+               f"chance {guard.get('chance', 0):.4f}")
     for row in result.comparison:
         click.echo(f"{row['dataset']}: held-out accuracy {row['heldout_accuracy']:.4f} ({row['heldout_split']})")
     click.echo(f"refine: {len(result.rounds)} rounds, stopped by {result.stop_reason} -> {result.dataset_dir}")

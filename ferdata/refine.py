@@ -60,37 +60,62 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MODES = ("relabel", "prune", "flag")
+#: How a row becomes a suspect: predicted != given (paper 000) or the confident-learning rule.
+RULES = ("argmax", "confident")
+#: Defaults that depend on the mode: (model, rounds, epochs, out-of-sample folds, rule).
+MODE_DEFAULTS: dict[str, tuple[str, int, int, int | None, str]] = {
+    "relabel": ("fer-cnn", 5, 40, 1, "argmax"),     # paper 000 (in-sample predictions)
+    "prune": ("refine-cnn", 1, 20, 5, "confident"),
+    "flag": ("refine-cnn", 1, 20, 5, "confident"),
+}
+#: The guard: out-of-sample accuracy must reach this multiple of chance (1 / classes) to judge labels.
+MIN_ACCURACY_OVER_CHANCE = 2.0
 STATE_FILE = "state.json"
 STATE_FORMAT = "ferdata-refine/1"
 STEP_NAME = "refine"
 #: Options that only change what happens after the loop: a finished run can be finished again with
 #: other values (e.g. ``--mode prune`` on a copy of a relabel run) without retraining the rounds.
-_FINAL_PHASE_OPTIONS = ("mode", "compare")
+_FINAL_PHASE_OPTIONS = ("mode", "compare", "rule", "top", "max_flag_rate", "force")
 
 
 @dataclass
 class RefineConfig:
     """Options of the refinement loop (defaults: paper 000).
 
+    ``model``, ``rounds``, ``epochs``, ``cv`` and ``rule`` left at None (``"auto"`` for the
+    model) take the mode's defaults (:data:`MODE_DEFAULTS`): paper 000 for ``relabel``; for
+    ``flag`` and ``prune`` one out-of-sample 5-fold pass of ``refine-cnn`` (20 epochs) and the
+    confident-learning rule.
+
     Example:
         >>> RefineConfig(model="tiny-cnn", rounds=3, epochs=5).mode
         'relabel'
+        >>> RefineConfig(mode="flag").cv, RefineConfig(mode="flag").model
+        (5, 'refine-cnn')
     """
 
-    #: CNN trained every round (a ``ferdata.train.build_model`` name)
-    model: str = "fer-cnn"
-    #: maximum number of trainings (the paper needed 5)
-    rounds: int = 5
-    #: epochs per training (the paper: 40 to 100)
-    epochs: int = 40
+    #: CNN trained every round (a ``ferdata.train.build_model`` name, or "auto": the mode's default)
+    model: str = "auto"
+    #: maximum number of trainings (the paper needed 5); None: 5 for relabel, 1 for flag/prune
+    rounds: int | None = None
+    #: epochs per training (the paper: 40 to 100); None: 40 for relabel, 20 for flag/prune
+    epochs: int | None = None
     #: stop when every class's precision on the current set reaches this
     precision_target: float = 0.90
     #: ... or when every off-diagonal count of the confusion matrix is at most this ("single digits")
     offdiag_max: int = 9
     #: relabel (the paper) | prune | flag
     mode: str = "relabel"
-    #: K for out-of-sample K-fold predictions each round; None or 1 = in-sample (the paper)
+    #: K for out-of-sample K-fold predictions each round; 1 = in-sample (the paper); None: 5 for flag/prune
     cv: int | None = None
+    #: suspect rule: argmax (predicted != given) | confident (confident learning); None: the mode's
+    rule: str | None = None
+    #: flag exactly the K rows ranked most suspect (lowest normalised margin) instead of the rule
+    top: int | None = None
+    #: the guard: above this share of suspect rows nothing is flagged, pruned or relabelled (unless force)
+    max_flag_rate: float = 0.5
+    #: act on the suspects even when the guard says the model cannot judge the labels
+    force: bool = False
     #: seed of the splits and of every training
     seed: int = 0
     #: also refine the validation split (never by default)
@@ -117,8 +142,27 @@ class RefineConfig:
         from ferdata.train.data import AUGMENT_PRESETS
         from ferdata.train.models import MODEL_NAMES
 
+        if self.mode not in MODES:
+            raise UsageError(f"unknown mode {self.mode!r}; valid modes: {', '.join(MODES)}")
+        model, rounds, epochs, cv, rule = MODE_DEFAULTS[self.mode]
+        if self.model == "auto":
+            self.model = model
+        if self.rounds is None:
+            self.rounds = rounds
+        if self.epochs is None:
+            self.epochs = epochs
+        if self.cv is None:
+            self.cv = cv
+        if self.rule is None:
+            self.rule = rule
         if self.model not in MODEL_NAMES:
-            raise UsageError(f"unknown model {self.model!r}; valid models: {', '.join(MODEL_NAMES)}")
+            raise UsageError(f"unknown model {self.model!r}; valid models: auto, {', '.join(MODEL_NAMES)}")
+        if self.rule not in RULES:
+            raise UsageError(f"unknown rule {self.rule!r}; valid rules: {', '.join(RULES)}")
+        if self.top is not None and (not isinstance(self.top, int) or self.top < 1):
+            raise UsageError(f"top must be a whole number >= 1, got {self.top!r}")
+        if not 0 < float(self.max_flag_rate) <= 1:
+            raise UsageError(f"max_flag_rate must be in (0, 1], got {self.max_flag_rate!r}")
         if not isinstance(self.rounds, int) or self.rounds < 1:
             raise UsageError(f"rounds must be a whole number >= 1, got {self.rounds!r}")
         if not isinstance(self.epochs, int) or self.epochs < 1:
@@ -127,12 +171,8 @@ class RefineConfig:
             raise UsageError(f"precision_target must be in (0, 1], got {self.precision_target!r}")
         if not isinstance(self.offdiag_max, int) or self.offdiag_max < 0:
             raise UsageError(f"offdiag_max must be a whole number >= 0, got {self.offdiag_max!r}")
-        if self.mode not in MODES:
-            raise UsageError(f"unknown mode {self.mode!r}; valid modes: {', '.join(MODES)}")
         if self.cv is not None and (not isinstance(self.cv, int) or self.cv < 1):
             raise UsageError(f"cv must be a whole number >= 2 (or 1/None for in-sample predictions), got {self.cv!r}")
-        if self.cv == 1:
-            self.cv = None
         if self.batch_size < 1:
             raise UsageError(f"batch_size must be >= 1, got {self.batch_size!r}")
         if not self.lr > 0:
@@ -149,6 +189,12 @@ class RefineConfig:
             raise UsageError(f"image_size must be >= 8 pixels (or None for the images' size), got {self.image_size!r}")
 
 
+    @property
+    def out_of_sample(self) -> bool:
+        """True when each round predicts with K-fold models that did not train on the row (cv >= 2)."""
+        return self.cv is not None and self.cv > 1
+
+
 @dataclass
 class RefineResult:
     """What :func:`refine` returns (everything is also in the run directory)."""
@@ -161,6 +207,8 @@ class RefineResult:
     comparison: list[dict[str, Any]] = field(default_factory=list)
     #: per class: original and refined counts
     distribution: list[dict[str, Any]] = field(default_factory=list)
+    #: the guard's verdict (accuracy vs chance, suspect share, triggered, reason, suspects acted on)
+    guard: dict[str, Any] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- pure helpers
@@ -181,6 +229,38 @@ def stratified_folds(labels: Sequence[int] | np.ndarray, k: int, *, seed: int) -
         folds[idx] = (np.arange(len(idx)) + offset) % k
         offset += len(idx)
     return folds
+
+
+def carve(labels: Sequence[int] | np.ndarray, fraction: float, *, seed: int,
+          groups: Sequence[Any] | np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(rest, part) positions, ``fraction`` of every class in ``part``; rows of one group stay together.
+
+    Without groups this is :func:`ferdata.split.stratified_split` (exact per-class shares); with
+    groups (``ferdata.split.row_groups``: shared ``group``, ``id`` or ``root_id``) it is
+    :func:`ferdata.split.assign`, so repeats and duplicates never straddle the carve.
+
+    Example:
+        >>> groups = np.repeat(np.arange(10), 2)                     # 10 pairs of repeats
+        >>> rest, part = carve([0] * 10 + [1] * 10, 0.2, seed=0, groups=groups)
+        >>> len(part), set(groups[rest]) & set(groups[part])
+        (4, set())
+    """
+    if groups is None:
+        return stratified_split(labels, fraction, seed=seed)
+    from ferdata.split import assign
+
+    where = assign(labels, [1 - fraction, fraction], groups=list(groups), seed=seed)
+    return np.flatnonzero(where == 0).astype(np.int64), np.flatnonzero(where == 1).astype(np.int64)
+
+
+def group_folds(labels: Sequence[int] | np.ndarray, k: int, *, seed: int,
+                groups: Sequence[Any] | np.ndarray | None = None) -> np.ndarray:
+    """Fold of every position (:func:`stratified_folds`), keeping each group in one fold."""
+    if groups is None:
+        return stratified_folds(labels, k, seed=seed)
+    from ferdata.split import assign
+
+    return assign(labels, [1.0 / k] * k, groups=list(groups), seed=seed)
 
 
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
@@ -245,6 +325,104 @@ def flag_row(label: int, probs: Sequence[float]) -> dict[str, Any]:
     }
 
 
+def label_scores(labels: Sequence[int] | np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(self-confidence, normalised margin) of every row: p(given) and p(given) - max p(other), in [-1, 1].
+
+    The lower, the more suspect; both rank label errors (Northcutt et al. 2021, "ranking").
+
+    Example:
+        >>> sc, margin = label_scores([0, 1], np.array([[0.7, 0.3], [0.6, 0.4]]))
+        >>> sc.round(2).tolist(), margin.round(2).tolist()
+        ([0.7, 0.4], [0.4, -0.2])
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    rows = np.arange(len(labels))
+    self_conf = probs[rows, labels] if len(labels) else np.zeros(0)
+    others = probs.copy()
+    if len(labels):
+        others[rows, labels] = -np.inf
+    best_other = others.max(axis=1) if probs.shape[1] > 1 and len(labels) else np.zeros(len(labels))
+    return self_conf, self_conf - best_other
+
+
+def confident_thresholds(labels: Sequence[int] | np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Per-class thresholds of confident learning: t_j = mean p_j over the rows labelled j.
+
+    A class with no row gets a threshold above 1 (no row is ever confidently in it).
+
+    Example:
+        >>> confident_thresholds([0, 0, 1], np.array([[0.8, 0.2], [0.6, 0.4], [0.3, 0.7]])).round(2).tolist()
+        [0.7, 0.7]
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    out = np.full(probs.shape[1], 1.0 + 1e-6)
+    for j in range(probs.shape[1]):
+        rows = labels == j
+        if rows.any():
+            out[j] = probs[rows, j].mean()
+    return out
+
+
+def find_suspects(labels: Sequence[int] | np.ndarray, probs: np.ndarray, *, rule: str = "confident",
+                  top: int | None = None) -> np.ndarray:
+    """Which rows look mislabelled, from (ideally out-of-sample) class probabilities.
+
+    * ``argmax``: the predicted class differs from the given one (paper 000);
+    * ``confident``: confident learning's off-diagonal of the confident joint (Northcutt et al.
+      2021): a row labelled i is suspect when some other class j reaches its threshold
+      (:func:`confident_thresholds`) and the most probable of the classes that reach theirs is j;
+    * ``top=K``: the K rows with the lowest normalised margin (:func:`label_scores`), whatever the rule.
+
+    Example:
+        >>> find_suspects([0, 0, 1, 1], np.array([[.9, .1], [.2, .8], [.1, .9], [.8, .2]]), rule="argmax").tolist()
+        [False, True, False, True]
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    if top is not None:
+        _, margin = label_scores(labels, probs)
+        out = np.zeros(len(labels), dtype=bool)
+        out[np.argsort(margin, kind="stable")[:top]] = True
+        return out
+    if rule == "argmax":
+        return probs.argmax(axis=1) != labels
+    if rule != "confident":
+        raise UsageError(f"unknown rule {rule!r}; valid rules: {', '.join(RULES)}")
+    above = probs >= confident_thresholds(labels, probs)[None, :]
+    confident_class = np.where(above, probs, -1.0).argmax(axis=1)
+    return above.any(axis=1) & (confident_class != labels)
+
+
+def guard_check(labels: Sequence[int] | np.ndarray, probs: np.ndarray, suspects: np.ndarray, *, classes: int,
+                max_flag_rate: float, out_of_sample: bool) -> dict[str, Any]:
+    """Can this model judge these labels? Accuracy against 2x chance, suspect share against ``max_flag_rate``.
+
+    Returns:
+        ``{"accuracy", "chance", "flag_rate", "max_flag_rate", "out_of_sample", "triggered", "reason"}``.
+
+    Example:
+        >>> guard_check([0, 1, 0, 1], np.eye(2)[[1, 0, 1, 0]], np.ones(4, bool), classes=2, max_flag_rate=0.5,
+        ...             out_of_sample=True)["triggered"]
+        True
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    accuracy = float(np.mean(np.asarray(probs).argmax(axis=1) == labels)) if len(labels) else 0.0
+    chance = 1.0 / max(1, classes)
+    rate = float(np.mean(suspects)) if len(suspects) else 0.0
+    reasons = []
+    if accuracy < MIN_ACCURACY_OVER_CHANCE * chance:
+        reasons.append(f"{'out-of-sample' if out_of_sample else 'in-sample'} accuracy {accuracy:.3f} is under "
+                       f"{MIN_ACCURACY_OVER_CHANCE:g}x chance ({MIN_ACCURACY_OVER_CHANCE * chance:.3f} for {classes} "
+                       "classes): the model has not learnt enough to judge labels")
+    if rate > max_flag_rate:
+        reasons.append(f"{rate:.1%} of the rows would be suspects, above --max-flag-rate {max_flag_rate:g}")
+    return {"accuracy": round(accuracy, 4), "chance": round(chance, 4), "flag_rate": round(rate, 4),
+            "max_flag_rate": max_flag_rate, "out_of_sample": out_of_sample, "triggered": bool(reasons),
+            "reason": "; ".join(reasons)}
+
+
 # ---------------------------------------------------------------- training glue (ferdata.train)
 
 @dataclass
@@ -274,7 +452,7 @@ class _Trainer:
         result = fit_model(model, self._tf(train, shuffle=True, augment=self.config.augment),
                            self._tf(val, shuffle=False, augment="none"), epochs=self.config.epochs, lr=self.config.lr,
                            class_weight=None, out_dir=out_dir, patience=self.config.patience, seed=self.config.seed,
-                           verbose=0)
+                           verbose=0, progress=f"{self.config.model} {out_dir.parent.name}/{out_dir.name}")
         return model, _history_dict(result)
 
     def predict(self, model: Any, ds: datasets.Dataset) -> np.ndarray:
@@ -330,8 +508,16 @@ class _Run:
         if not self.pool_splits:
             raise UsageError(f"nothing to refine: the dataset has only the splits {', '.join(self.dd)}; "
                              "pass --include-validation or --include-test to refine them")
-        parts = [self.dd[s].select_columns(["image", "label"]) for s in self.pool_splits]
+        from ferdata.split import row_groups
+
+        keep_columns = ["image", "label"] + [k for k in ("group", "id", "root_id")
+                                             if all(k in self.dd[s].column_names for s in self.pool_splits)]
+        parts = [self.dd[s].select_columns(keep_columns) for s in self.pool_splits]
         self.pool = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+        # rows sharing a group, an id or a root_id never straddle a carve (held-out, 80/20, folds)
+        groups = row_groups(self.pool)
+        self.groups = None if groups is None else np.asarray(groups, dtype=object)
+        self.pool = self.pool.select_columns(["image", "label"])
         self.offsets = dict(zip(self.pool_splits, np.cumsum([0] + [len(p) for p in parts[:-1]]).tolist(), strict=True))
         self.labels = np.asarray(self.pool["label"], dtype=np.int64)
         present = np.unique(self.labels)
@@ -347,7 +533,7 @@ class _Run:
             self.work = np.arange(len(self.pool), dtype=np.int64)
         else:
             self.heldout_name = f"carved {c.heldout_fraction:.0%} of {'+'.join(self.pool_splits)}"
-            rest, carved = stratified_split(self.labels, c.heldout_fraction, seed=c.seed + 7919)
+            rest, carved = carve(self.labels, c.heldout_fraction, seed=c.seed + 7919, groups=self.groups)
             self.heldout = self.pool.select(carved)
             self.work = rest
         from ferdata.train.data import image_shape
@@ -355,6 +541,9 @@ class _Run:
         height, width, self.channels = image_shape(self.pool)
         self.image_size = c.image_size or max(height, width)
         self.trainer = _Trainer(c, self.image_size, self.channels, self.num_classes)
+
+    def _groups(self, positions: np.ndarray) -> np.ndarray | None:
+        return None if self.groups is None else self.groups[positions]
 
     # -- state
 
@@ -406,7 +595,7 @@ class _Run:
             shutil.rmtree(rdir)
         rdir.mkdir(parents=True)
         start = time.perf_counter()
-        if c.cv:
+        if c.out_of_sample:
             probs_current, probs_all, info, histories = self._round_cv(current, labels, rdir)
         else:
             probs_current, probs_all, info, histories = self._round_in_sample(current, labels, rdir, k)
@@ -447,7 +636,7 @@ class _Run:
     def _round_in_sample(self, current: np.ndarray, labels: np.ndarray, rdir: Path, k: int
                          ) -> tuple[np.ndarray, np.ndarray, dict[str, Any], list[dict[str, list[float]]]]:
         c = self.config
-        tr, va = stratified_split(labels, c.val_fraction, seed=c.seed * 1000 + k)
+        tr, va = carve(labels, c.val_fraction, seed=c.seed * 1000 + k, groups=self._groups(current))
         model, history = self.trainer.fit(self.pool.select(current[tr]), self.pool.select(current[va]), rdir / "train")
         probs_all = self.trainer.predict(model, self.pool)
         probs_current = probs_all[current]
@@ -462,7 +651,7 @@ class _Run:
 
         c = self.config
         k_folds = int(c.cv or 2)
-        folds = stratified_folds(labels, k_folds, seed=c.seed)
+        folds = group_folds(labels, k_folds, seed=c.seed, groups=self._groups(current))
         outside = np.setdiff1d(np.arange(len(self.pool)), current)
         probs_current = np.zeros((len(current), self.num_classes), dtype=np.float32)
         probs_outside = np.zeros((len(outside), self.num_classes), dtype=np.float32)
@@ -470,7 +659,8 @@ class _Run:
         for f in progress(range(k_folds), desc=f"cv folds ({k_folds})", total=k_folds):
             held = np.flatnonzero(folds == f)
             fit_pos = np.flatnonzero(folds != f)
-            tr, va = stratified_split(labels[fit_pos], c.val_fraction, seed=c.seed * 1000 + f)
+            fit_groups = self._groups(current[fit_pos])
+            tr, va = carve(labels[fit_pos], c.val_fraction, seed=c.seed * 1000 + f, groups=fit_groups)
             tr, va = fit_pos[tr], fit_pos[va]
             model, history = self.trainer.fit(self.pool.select(current[tr]), self.pool.select(current[va]),
                                               rdir / f"fold_{f}")
@@ -495,12 +685,35 @@ class _Run:
     def final_probs(self) -> np.ndarray:
         return np.load(self.run_dir / "rounds" / f"round_{self.state['final_round']}" / "probs.npy")
 
+    def judge(self, probs: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+        """(suspect mask of every pool row, the guard's verdict); the guard empties the mask unless forced."""
+        cached = getattr(self, "_judged", None)
+        if cached is not None:
+            return cached
+        c = self.config
+        suspects = find_suspects(self.labels, probs, rule=str(c.rule), top=c.top)
+        guard = guard_check(self.labels, probs, suspects, classes=len(self.present), max_flag_rate=c.max_flag_rate,
+                            out_of_sample=c.out_of_sample)
+        guard.update(rule=c.rule if c.top is None else f"top {c.top} by normalised margin", forced=c.force,
+                     candidates=int(suspects.sum()))
+        if guard["triggered"]:
+            if c.force:
+                logger.warning("refine guard: %s; acting anyway (--force)", guard["reason"])
+            else:
+                logger.warning("refine guard: %s; NOTHING is flagged, pruned or relabelled (pass --force to act "
+                               "anyway, or use a model/epochs that learn these data)", guard["reason"])
+                suspects = np.zeros_like(suspects)
+        guard["suspects"] = int(suspects.sum())
+        self._judged = (suspects, guard)
+        return self._judged
+
     def refined_labels(self, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(labels after refinement for every pool row, mask of rows kept in the refined training data)."""
+        suspects, _ = self.judge(probs)
         pred = probs.argmax(axis=1).astype(np.int64)
         if self.config.mode == "relabel":
-            return pred, np.ones(len(pred), dtype=bool)
-        return self.labels.copy(), pred == self.labels
+            return np.where(suspects, pred, self.labels), np.ones(len(pred), dtype=bool)
+        return self.labels.copy(), ~suspects
 
     def compare(self, probs: np.ndarray) -> list[dict[str, Any]]:
         """Train the same CNN on the original and the refined training data; evaluate on the held-out split."""
@@ -509,7 +722,10 @@ class _Run:
         held_labels = np.asarray(self.heldout["label"], dtype=np.int64)
         rows = []
         # prune and flag train on the same rows (those the model agrees with): one cached training serves both
-        refined_key = "refined-relabel" if c.mode == "relabel" else "refined-agree"
+        import hashlib
+
+        digest = hashlib.sha256(np.packbits(keep).tobytes() + new_labels.astype(np.int64).tobytes()).hexdigest()[:12]
+        refined_key = f"refined-{'relabel' if c.mode == 'relabel' else 'agree'}-{digest}"
         variants = [("original", "original", self.work, self.labels[self.work]),
                     ("refined", refined_key, self.work[keep[self.work]], new_labels[self.work[keep[self.work]]])]
         for name, key, idx, labels in variants:
@@ -518,7 +734,7 @@ class _Run:
                 rows.append(json.loads((cdir / "result.json").read_text(encoding="utf-8")))
                 continue
             data = _with_labels(self.pool.select(idx), labels)
-            tr, va = stratified_split(labels, c.val_fraction, seed=c.seed * 1000)
+            tr, va = carve(labels, c.val_fraction, seed=c.seed * 1000, groups=self._groups(idx))
             if cdir.exists():
                 shutil.rmtree(cdir)
             cdir.mkdir(parents=True)
@@ -559,12 +775,14 @@ class _Run:
 
         c = self.config
         out = self.run_dir / "dataset"
+        suspects, guard = self.judge(probs)
         class_label = self.dd[self.pool_splits[0]].features["label"]
         splits = {}
         for split, ds in self.dd.items():
             if split in self.pool_splits:
-                part = probs[self.offsets[split]: self.offsets[split] + len(ds)]
-                ds = ds.map(_annotate_batch, batched=True, with_indices=True, fn_kwargs={"probs": part, "mode": c.mode},
+                lo, hi = self.offsets[split], self.offsets[split] + len(ds)
+                kwargs = {"probs": probs[lo:hi], "suspects": suspects[lo:hi], "mode": c.mode}
+                ds = ds.map(_annotate_batch, batched=True, with_indices=True, fn_kwargs=kwargs,
                             num_proc=num_proc if num_proc and num_proc > 1 else None, desc=f"refine {split}")
             elif c.mode != "prune":
                 ds = ds.map(_untouched_batch, batched=True, fn_kwargs={"mode": c.mode}, desc=f"keep {split}")
@@ -576,7 +794,7 @@ class _Run:
         manifest = read_manifest(self.source)
         info = {"mode": c.mode, "relabelled_splits": self.pool_splits, "untouched_splits": self.untouched_splits,
                 "rounds": len(self.state["rounds"]), "stop_reason": self.state["stop_reason"],
-                "heldout": self.heldout_name, "run_dir": str(self.run_dir.resolve()),
+                "heldout": self.heldout_name, "run_dir": str(self.run_dir.resolve()), "guard": guard,
                 "note": (f"labels of {', '.join(self.untouched_splits)} were never changed" if self.untouched_splits
                          else "every split was refined, test included: scores on it are optimistic")}
         rows_in = sum(len(d) for d in self.dd.values())
@@ -589,20 +807,28 @@ class _Run:
         return out
 
 
-def _annotate_batch(batch: dict[str, list], indices: list[int], *, probs: np.ndarray, mode: str) -> dict[str, list]:
-    """Per-row result of the final model for one batch of a refined split."""
-    rows = [flag_row(label, probs[i]) for label, i in zip(batch["label"], indices, strict=True)]
+def _annotate_batch(batch: dict[str, list], indices: list[int], *, probs: np.ndarray, suspects: np.ndarray,
+                    mode: str) -> dict[str, list]:
+    """Per-row result of the final model for one batch of a refined split (``suspects``: the judged mask)."""
+    rows = []
+    for label, i in zip(batch["label"], indices, strict=True):
+        row = flag_row(label, probs[i])
+        row["suspect_label"] = bool(suspects[i])
+        row["label_margin"] = float(label_scores([label], probs[i][None, :])[1][0])
+        rows.append(row)
     if mode == "relabel":
-        return {"label_original": list(batch["label"]), "label": [r["predicted"] for r in rows],
+        new = [r["predicted"] if r["suspect_label"] else int(lab) for lab, r in zip(batch["label"], rows, strict=True)]
+        return {"label_original": list(batch["label"]), "label": new,
                 "relabel_confidence": [r["top1_confidence"] for r in rows],
-                "relabeled": [r["suspect_label"] for r in rows]}
+                "relabeled": [n != int(lab) for n, lab in zip(new, batch["label"], strict=True)]}
     if mode == "prune":
         reasons = ["label_disagreement" if r["suspect_label"] else None for r in rows]
         details = [json.dumps({"label": int(lab), "predicted": r["predicted"], "confidence": round(r["top1_confidence"], 4),
-                               "label_confidence": round(r["label_confidence"], 4)}) if r["suspect_label"] else None
+                               "label_confidence": round(r["label_confidence"], 4),
+                               "margin": round(r["label_margin"], 4)}) if r["suspect_label"] else None
                    for lab, r in zip(batch["label"], rows, strict=True)]
         return {REJECT_REASON: reasons, REJECT_DETAILS: details}
-    return {key: [r[key] for r in rows] for key in ("suspect_label", "label_confidence", "top1_label",
+    return {key: [r[key] for r in rows] for key in ("suspect_label", "label_confidence", "label_margin", "top1_label",
                                                     "top1_confidence", "top2_label", "top2_confidence")}
 
 
@@ -614,8 +840,8 @@ def _new_features(mode: str, class_label: Any) -> dict[str, Any]:
     if mode == "relabel":
         return {"label": class_label, "label_original": class_label, "relabel_confidence": score, "relabeled": flag}
     if mode == "flag":
-        return {"suspect_label": flag, "label_confidence": score, "top1_label": class_label, "top1_confidence": score,
-                "top2_label": class_label, "top2_confidence": score}
+        return {"suspect_label": flag, "label_confidence": score, "label_margin": score, "top1_label": class_label,
+                "top1_confidence": score, "top2_label": class_label, "top2_confidence": score}
     return {}
 
 
@@ -624,7 +850,8 @@ def _untouched_batch(batch: dict[str, list], *, mode: str) -> dict[str, list]:
     n = len(batch["label"])
     if mode == "relabel":
         return {"label_original": list(batch["label"]), "relabel_confidence": [None] * n, "relabeled": [False] * n}
-    return {"suspect_label": [False] * n, "label_confidence": [None] * n, "top1_label": [None] * n,
+    return {"suspect_label": [False] * n, "label_confidence": [None] * n, "label_margin": [None] * n,
+            "top1_label": [None] * n,
             "top1_confidence": [None] * n, "top2_label": [None] * n, "top2_confidence": [None] * n}
 
 
@@ -763,14 +990,21 @@ def refine(
     _write_csv(out / "distribution.csv", distribution)
     _write_csv(out / "comparison.csv", comparison)
     notes = [f"input: {source}", f"mode: {config.mode}, model: {config.model}, epochs: {config.epochs}, "
-             f"predictions: {'out-of-sample, ' + str(config.cv) + '-fold' if config.cv else 'in-sample (paper)'}",
+             f"predictions: {'out-of-sample, ' + str(config.cv) + '-fold' if config.out_of_sample else 'in-sample (paper)'}",
              f"stopped after round {run.state['final_round']}: {run.state['stop_reason']}",
              f"refined splits: {', '.join(run.pool_splits)}; untouched: {', '.join(run.untouched_splits) or 'none'}"]
     if "test" in run.pool_splits:
         notes.append("WARNING: the test split was refined too (--include-test); scores measured on it are optimistic")
+    _, guard = run.judge(probs)
+    notes.append(f"suspects: {guard['suspects']} of {len(run.labels)} rows (rule: {guard['rule']}); model accuracy "
+                 f"on the given labels {guard['accuracy']:.4f} ({'out-of-sample' if config.out_of_sample else 'in-sample'}), "
+                 f"chance {guard['chance']:.4f}")
+    if guard["triggered"]:
+        notes.append(f"WARNING (guard): {guard['reason']}; "
+                     + ("acted anyway (--force)" if config.force else "nothing was flagged, pruned or relabelled"))
     (out / "summary.md").write_text(summary_markdown(rounds, distribution, comparison,
                                                      title=f"ferdata refine: {source.name}", notes=notes),
                                     encoding="utf-8")
     run.state["done"] = True
     run._save_state()
-    return RefineResult(out, dataset_dir, rounds, run.state["stop_reason"], comparison, distribution)
+    return RefineResult(out, dataset_dir, rounds, run.state["stop_reason"], comparison, distribution, guard)

@@ -145,7 +145,8 @@ def test_flag_row_top2() -> None:
 @pytest.mark.parametrize(("option", "value", "message"), [
     ("--precision-target", "1.5", "precision_target must be in (0, 1], got 1.5"),
     ("--precision-target", "0", "precision_target must be in (0, 1], got 0.0"),
-    ("--model", "resnet", "unknown model 'resnet'; valid models: shallow-cnn, fer-cnn"),
+    ("--model", "resnet", "unknown model 'resnet'; valid models: auto, shallow-cnn, fer-cnn"),
+    ("--max-flag-rate", "1.5", "1.5 is not in the range"),
     ("--cv", "-2", "cv must be a whole number >= 2"),
     ("--rounds", "0", "rounds must be a whole number >= 1"),
 ])
@@ -281,7 +282,7 @@ def test_flag_mode_changes_no_label(noisy, tmp_path: Path) -> None:
     import datasets
 
     src, truth = noisy
-    result = refine(src, tmp_path / "run", fast_config(rounds=1, mode="flag", compare=False))
+    result = refine(src, tmp_path / "run", fast_config(rounds=1, mode="flag", cv=1, rule="argmax", compare=False))
     original = datasets.load_from_disk(str(src))
     refined = datasets.load_from_disk(str(result.dataset_dir))
     for split in original:
@@ -336,7 +337,8 @@ def test_a_finished_run_finishes_again_in_another_mode_without_training(paper_ru
     copy = tmp_path / "copy"
     shutil.copytree(run, copy)
     trained: list[int] = []
-    result = refine(noisy[0], copy, fast_config(mode="flag", compare=False), on_round=lambda r: trained.append(r["round"]))
+    result = refine(noisy[0], copy, fast_config(mode="flag", cv=1, rule="argmax", compare=False),
+                    on_round=lambda r: trained.append(r["round"]))
     assert trained == []
     assert (copy / "rounds.csv").read_text() == (run / "rounds.csv").read_text()
     train = datasets.load_from_disk(str(result.dataset_dir))["train"]
@@ -366,3 +368,129 @@ def test_refining_every_split_carves_the_held_out_split_first(noisy, tmp_path: P
     refined = datasets.load_from_disk(str(result.dataset_dir))
     assert len(refined["test"]) == len(truth["test"]) and any(refined["test"]["relabeled"])
     assert "WARNING: the test split was refined too" in (tmp_path / "run" / "summary.md").read_text()
+
+
+# ---------------------------------------------------------------- issue 14: rules, guard, ranking, grouping
+
+def test_confident_learning_rule_by_hand() -> None:
+    from ferdata.refine import confident_thresholds, find_suspects, label_scores
+
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7],    # row 2: labelled 0, p1 = 0.7 >= t1 = 0.65
+                      [0.3, 0.7], [0.2, 0.8], [0.55, 0.45]])  # row 5: p0 = 0.55 < t0 = 0.667: not confident
+    t = confident_thresholds(labels, probs)
+    assert t.tolist() == pytest.approx([2 / 3, 0.65])
+    assert find_suspects(labels, probs, rule="confident").tolist() == [False, False, True, False, False, False]
+    assert find_suspects(labels, probs, rule="argmax").tolist() == [False, False, True, False, False, True]
+    sc, margin = label_scores(labels, probs)
+    assert margin.tolist() == pytest.approx([0.8, 0.6, -0.4, 0.4, 0.6, -0.1])
+    assert find_suspects(labels, probs, top=1).tolist() == [False, False, True, False, False, False]
+    assert find_suspects(labels, probs, top=2).sum() == 2 and find_suspects(labels, probs, top=2)[5]
+
+
+def test_guard_check_by_hand() -> None:
+    from ferdata.refine import guard_check
+
+    labels = np.array([0, 1, 2, 3] * 5)
+    good = np.eye(4)[labels] * 0.7 + 0.075
+    ok = guard_check(labels, good, np.zeros(20, bool), classes=4, max_flag_rate=0.5, out_of_sample=True)
+    assert not ok["triggered"] and ok["accuracy"] == 1.0 and ok["chance"] == 0.25
+    weak = np.roll(good, 1, axis=0)          # accuracy 0: under 2x chance
+    g = guard_check(labels, weak, np.zeros(20, bool), classes=4, max_flag_rate=0.5, out_of_sample=True)
+    assert g["triggered"] and "2x chance" in g["reason"]
+    many = np.arange(20) < 12                # 60 % suspects
+    g = guard_check(labels, good, many, classes=4, max_flag_rate=0.5, out_of_sample=True)
+    assert g["triggered"] and "--max-flag-rate 0.5" in g["reason"] and "2x chance" not in g["reason"]
+
+
+def test_carving_keeps_repeats_together() -> None:
+    from ferdata.refine import carve, group_folds
+
+    labels = np.repeat([0, 1, 2], 20)
+    groups = np.repeat(np.arange(30), 2)     # every image twice (oversampled repeats)
+    rest, part = carve(labels, 0.2, seed=3, groups=groups)
+    assert not set(groups[rest]) & set(groups[part]) and len(rest) + len(part) == 60
+    assert 8 <= len(part) <= 16
+    folds = group_folds(labels, 3, seed=0, groups=groups)
+    assert all(len(set(folds[groups == g])) == 1 for g in range(30))
+    assert all(np.unique(labels[folds == f]).tolist() == [0, 1, 2] for f in range(3))   # every class in every fold
+    assert min(np.bincount(folds, minlength=3)) >= 14
+
+
+def test_held_out_carve_and_folds_group_by_id(tmp_path: Path) -> None:
+    """Repeated rows (same id) never straddle the held-out carve of refine (issue 12, defect 6)."""
+    import datasets
+
+    from ferdata.dataset import new_manifest, save_dataset
+    from ferdata.refine import _Run
+
+    src = tmp_path / "src"
+    write_noisy_dataset(src, per_class=20)
+    train = datasets.load_from_disk(str(src))["train"]
+    doubled = datasets.concatenate_datasets([train, train])      # every id twice
+    save_dataset(datasets.DatasetDict({"train": doubled}), tmp_path / "doubled", manifest=new_manifest())
+    run = _Run(tmp_path / "doubled", tmp_path / "run", fast_config(mode="flag", heldout_fraction=0.2), overwrite=False)
+    ids = np.asarray(doubled["id"])
+    carved = np.setdiff1d(np.arange(len(ids)), run.work)
+    assert len(carved) > 0 and not set(ids[run.work]) & set(ids[carved])
+
+
+def random_label_dataset(out: Path, *, n: int = 160, seed: int = 0) -> None:
+    """Noise images with random labels: nothing to learn."""
+    import datasets
+
+    from ferdata.dataset import core_features, new_manifest, save_dataset
+    from ferdata.images import encode_png, pixel_id
+
+    rng = np.random.default_rng(seed)
+    rows: dict[str, list] = {"image": [], "label": [], "id": [], "source": [], "origin": []}
+    for i in range(n):
+        px = rng.integers(0, 256, (16, 16)).astype(np.uint8)
+        rows["image"].append({"bytes": encode_png(px), "path": None})
+        rows["label"].append(int(rng.integers(0, 4)))
+        rows["id"].append(pixel_id(px))
+        rows["source"].append("synthetic")
+        rows["origin"].append(str(i))
+    save_dataset(datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows, features=core_features(NAMES))}),
+                 out, manifest=new_manifest(seed=seed))
+
+
+def test_guard_refuses_to_flag_unlearnable_labels(tmp_path: Path, run_cli) -> None:
+    import datasets
+
+    random_label_dataset(tmp_path / "random")
+    code, out, err = run_cli("refine", tmp_path / "random", "--out", tmp_path / "run", "--mode", "flag", "--cv", "2",
+                             *FAST, "--no-compare", "-q")
+    assert code == 0, err
+    assert "WARNING: refine guard" in err and "NOTHING was flagged" in err
+    flagged = datasets.load_from_disk(str(tmp_path / "run" / "dataset"))["train"]["suspect_label"]
+    assert not any(flagged)
+    assert "WARNING (guard)" in (tmp_path / "run" / "summary.md").read_text()
+    # --force acts on the suspects anyway (finishing the same run: no training)
+    code, out, err = run_cli("refine", tmp_path / "random", "--out", tmp_path / "run", "--mode", "flag", "--cv", "2",
+                             *FAST, "--no-compare", "--force", "-q")
+    assert code == 0, err
+    assert "acted anyway" in err
+    assert any(datasets.load_from_disk(str(tmp_path / "run" / "dataset"))["train"]["suspect_label"])
+
+
+def test_default_flag_run_finds_exactly_the_flipped_labels(noisy, tmp_path: Path, run_cli) -> None:
+    """Out-of-sample folds and the confident rule (the flag defaults) on easy data: precision and recall 1.0."""
+    import datasets
+
+    src, truth = noisy
+    code, out, err = run_cli("refine", src, "--out", tmp_path / "run", "--mode", "flag", "--cv", "2", "--model",
+                             "tiny-cnn", "--epochs", "12", "--batch-size", "16", "--lr", "0.01", "--patience", "0",
+                             "--no-compare", "-q")
+    assert code == 0, err
+    train = datasets.load_from_disk(str(tmp_path / "run" / "dataset"))["train"]
+    suspect = np.asarray(train["suspect_label"])
+    flipped = np.asarray(train["label"]) != truth["train"]
+    assert flipped.sum() > 20
+    assert (suspect & flipped).sum() / max(1, suspect.sum()) == 1.0   # precision
+    assert (suspect & flipped).sum() / flipped.sum() == 1.0           # recall
+    manifest = json.loads((tmp_path / "run" / "dataset" / "ferdata.json").read_text())
+    params = manifest["steps"][-1]["params"]
+    assert (params["cv"], params["rule"], params["rounds"]) == (2, "confident", 1)
+    margin = np.asarray(train["label_margin"])
+    assert margin[suspect].max() < margin[~suspect].min()             # the ranking puts every flip first

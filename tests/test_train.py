@@ -290,3 +290,34 @@ def test_train_limit_never_writes_into_its_input(stripes_dir: Path, tmp_path: Pa
     assert _digest(src) == before
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["train_examples"] + run["validation_examples"] == 40
+
+
+def test_soft_labels_are_the_ferplus_vote_distribution(tmp_path: Path, run_cli) -> None:
+    import datasets
+
+    from ferdata.dataset import core_features
+    from ferdata.images import encode_png, pixel_id
+    from ferdata.train import to_tf_dataset
+
+    names = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
+    #          neutral happy surprise sad angry disgust fear contempt unknown NF
+    votes = [[6, 0, 0, 0, 4, 0, 0, 0, 0, 0],   # neutral 0.6, angry 0.4
+             [0, 9, 1, 0, 0, 0, 0, 0, 0, 0],   # happy 1.0 (the single surprise vote is an outlier)
+             [0, 0, 0, 0, 0, 0, 0, 0, 0, 10]]  # no usable vote: its one-hot label (sad)
+    features = core_features(names)
+    features["ferplus_votes"] = datasets.Sequence(datasets.Value("int32"), length=10)
+    images = [np.full((8, 8), 40 * i, np.uint8) for i in range(3)]
+    ds = datasets.Dataset.from_dict({"image": [{"bytes": encode_png(im), "path": None} for im in images],
+                                     "label": [4, 3, 5], "id": [pixel_id(im) for im in images],
+                                     "source": ["t"] * 3, "origin": ["t"] * 3, "ferplus_votes": votes},
+                                    features=features)
+    _, targets = next(iter(to_tf_dataset(ds, batch_size=3, soft_labels="ferplus_votes")))
+    expected = np.zeros((3, 7), np.float32)
+    expected[0, names.index("neutral")], expected[0, names.index("angry")] = 0.6, 0.4
+    expected[1, names.index("happy")] = 1.0
+    expected[2, names.index("sad")] = 1.0
+    np.testing.assert_allclose(targets.numpy(), expected, atol=1e-6)
+    save_dir(tmp_path / "d", train=ds)
+    code, _, err = run_cli("train", tmp_path / "d", "--model", "tiny-cnn", "--soft-labels", "votes",
+                           "--out", tmp_path / "r")
+    assert code == 2 and "'votes' not found" in err and err.count("\n") == 1

@@ -109,6 +109,7 @@ def to_tf_dataset(
     augment: str = "none",
     num_classes: int | None = None,
     label_index: dict[int, int] | None = None,
+    soft_labels: str | None = None,
 ) -> tf.data.Dataset:
     """A ferdata dataset as a batched, prefetched ``tf.data.Dataset`` of ``(image, one_hot_label)``.
 
@@ -125,6 +126,9 @@ def to_tf_dataset(
         augment: ``none``, ``paper001`` or ``paper002`` (module doc).
         num_classes: length of the one-hot vectors; defaults to the number of label names.
         label_index: optional ``{dataset label id: model class id}`` remapping (see ``evaluate``).
+        soft_labels: a column of FER+ vote counts (``ferplus_votes``): the targets become the vote
+            distribution over the label names (FER+'s outlier rule; unknown/NF ignored) instead of
+            one-hot; a row without usable votes keeps its one-hot label.
 
     Returns:
         Batches of ``float32`` images ``(B, H, W, C)`` in 0..255 and ``float32`` one-hot labels.
@@ -164,7 +168,12 @@ def to_tf_dataset(
         mapping = np.full(len(names), -1, dtype=np.int64)
         for k, v in label_index.items():
             mapping[int(k)] = int(v)
-    columns = ds.select_columns(["image", "label"]).cast_column("image", _undecoded())
+    if soft_labels is not None and soft_labels not in ds.column_names:
+        raise UsageError(f"--soft-labels column {soft_labels!r} not found; columns: {', '.join(ds.column_names)}")
+    if soft_labels is not None and label_index is not None:
+        raise UsageError("soft_labels and label_index cannot be combined")
+    selected = ["image", "label"] + ([soft_labels] if soft_labels else [])
+    columns = ds.select_columns(selected).cast_column("image", _undecoded())
     n = len(columns)
     epoch = [0]
 
@@ -176,14 +185,19 @@ def to_tf_dataset(
         for start in range(0, n, _CHUNK):
             idx = order[start:start + _CHUNK]
             rows = columns[idx.tolist()] if shuffle else columns[int(start):int(start) + _CHUNK]
-            for image, label in zip(rows["image"], rows["label"], strict=True):
+            softs = rows[soft_labels] if soft_labels else [None] * len(rows["label"])
+            for image, label, votes in zip(rows["image"], rows["label"], softs, strict=True):
                 data = image.get("bytes")
                 if data is None:
                     with open(image["path"], "rb") as f:
                         data = f.read()
-                yield data, mapping[label]
+                if soft_labels:
+                    yield data, _soft_target(votes, int(label), names, depth)
+                else:
+                    yield data, mapping[label]
 
-    signature = (tf.TensorSpec((), tf.string), tf.TensorSpec((), tf.int64))
+    target_spec = tf.TensorSpec((depth,), tf.float32) if soft_labels else tf.TensorSpec((), tf.int64)
+    signature = (tf.TensorSpec((), tf.string), target_spec)
     data = tf.data.Dataset.from_generator(generate, output_signature=signature)
     height, width = size
 
@@ -193,7 +207,7 @@ def to_tf_dataset(
         image = tf.image.resize(image, (height, width), method="bilinear")
         image = tf.clip_by_value(image, 0.0, 255.0)
         image = tf.ensure_shape(image, (height, width, out_channels))
-        return image, tf.one_hot(label, depth, dtype=tf.float32)
+        return image, (label if soft_labels else tf.one_hot(label, depth, dtype=tf.float32))
 
     data = data.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     data = data.batch(batch_size)
@@ -206,6 +220,19 @@ def to_tf_dataset(
         data = data.map(augment_batch, num_parallel_calls=tf.data.AUTOTUNE)
     data = data.prefetch(tf.data.AUTOTUNE)
     return data.apply(tf.data.experimental.assert_cardinality((n + batch_size - 1) // batch_size))
+
+
+def _soft_target(votes: Any, label: int, names: list[str], depth: int) -> np.ndarray:
+    """The FER+ vote distribution over ``names`` (one-hot ``label`` when no vote is usable)."""
+    from ferdata.sources.fer2013 import ferplus_distribution
+
+    out = np.zeros(depth, dtype=np.float32)
+    if votes is not None:
+        out[:len(names)] = ferplus_distribution(votes, names)[:depth]
+    if out.sum() <= 0:
+        out[:] = 0.0
+        out[label] = 1.0
+    return out
 
 
 def labels_of(source: Any, *, split: str = "train") -> np.ndarray:

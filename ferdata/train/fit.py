@@ -85,6 +85,7 @@ def fit_model(
     seed: int = 0,
     verbose: int = 0,
     callbacks: list[Any] | None = None,
+    progress: str | None = "train",
 ) -> keras.callbacks.History:
     """Compile and train a model; end with the weights of its best validation-accuracy epoch.
 
@@ -105,6 +106,8 @@ def fit_model(
         seed: seeds Python, NumPy and TensorFlow (deterministic as far as TF's kernels allow).
         verbose: Keras verbosity (0 silent, 1 progress bar, 2 one line per epoch).
         callbacks: extra Keras callbacks (e.g. a refinement monitor), run after the built-in ones.
+        progress: the label of a tqdm bar over epochs on stderr (loss and accuracies as postfix; off
+            under ``-q`` / ``disable_progress_bars()``); None for no bar.
 
     Returns:
         The Keras ``History``; ``history.best_epoch`` is the restored epoch (1-based).
@@ -134,6 +137,10 @@ def fit_model(
         cbs.append(keras.callbacks.CSVLogger(str(out / "history.csv")))
         cbs.append(keras.callbacks.ModelCheckpoint(str(out / "best.weights.h5"), monitor=f"{prefix}accuracy",
                                                    mode="max", save_best_only=True, save_weights_only=True))
+    if progress is not None:
+        from ferdata.progress import epoch_bar
+
+        cbs.append(epoch_bar(int(epochs), desc=progress, metrics=(f"{prefix}loss", "accuracy", "val_accuracy")))
     cbs.extend(callbacks or [])
     history = model.fit(train_ds, validation_data=val_ds, epochs=int(epochs), class_weight=class_weight,
                         callbacks=cbs, verbose=verbose, shuffle=False)

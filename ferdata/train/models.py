@@ -17,6 +17,12 @@ built-in normalisation for ``efficientnet-b0``), so datasets feed raw pixel valu
 * ``tiny-cnn`` -- a small, fast CNN for tests, benchmarks and CPU-bound refinement runs: three
   3x3 convolutions (16, 32, 64) with ReLU and 2x2 max pooling, dropout 0.25, Dense ``num_classes``
   softmax after global average pooling (about 24k parameters at any input size).
+* ``refine-cnn`` -- the default of ``ferdata refine --mode flag|prune``: a CNN that learns at 1k-30k
+  48x48 images within 20 epochs on CPU (measured in docs/refine.md): three stages of two 3x3
+  convolutions (32, 64, 128) with BatchNorm (momentum 0.9, so its statistics settle within the few
+  hundred steps of a small dataset) and ReLU, 2x2 max pooling after each stage, global
+  average pooling, dropout 0.5, Dense 128 + ReLU, dropout 0.5, Dense ``num_classes`` softmax
+  (about 300k parameters at any input size), trained with Adam 1e-3.
 """
 
 from __future__ import annotations
@@ -30,13 +36,14 @@ from ferdata.errors import FerdataError, UsageError
 if TYPE_CHECKING:
     import keras
 
-MODEL_NAMES = ("shallow-cnn", "fer-cnn", "efficientnet-b0", "tiny-cnn")
+MODEL_NAMES = ("shallow-cnn", "fer-cnn", "efficientnet-b0", "tiny-cnn", "refine-cnn")
 #: The input each model was designed for, used when a command is given no --image-size/--channels.
 DEFAULT_INPUT = {
     "shallow-cnn": (224, 224, 1),
     "fer-cnn": (48, 48, 1),
     "efficientnet-b0": (224, 224, 3),
     "tiny-cnn": (48, 48, 1),
+    "refine-cnn": (48, 48, 1),
 }
 _EFFNET_WEIGHTS_FILE = "efficientnetb0_notop.h5"
 
@@ -88,10 +95,11 @@ def build_model(
         raise UsageError(f"input channels must be 1 or 3, got {c}")
     if int(num_classes) < 2:
         raise UsageError(f"num_classes must be at least 2, got {num_classes}")
-    minimum = {"shallow-cnn": 8, "fer-cnn": 16, "tiny-cnn": 8, "efficientnet-b0": 32}[name]
+    minimum = {"shallow-cnn": 8, "fer-cnn": 16, "tiny-cnn": 8, "efficientnet-b0": 32, "refine-cnn": 8}[name]
     if min(h, w) < minimum:
         raise UsageError(f"{name} needs images of at least {minimum}x{minimum}, got {h}x{w}; use --image-size")
-    builder = {"shallow-cnn": _shallow_cnn, "fer-cnn": _fer_cnn, "tiny-cnn": _tiny_cnn}.get(name)
+    builder = {"shallow-cnn": _shallow_cnn, "fer-cnn": _fer_cnn, "tiny-cnn": _tiny_cnn,
+               "refine-cnn": _refine_cnn}.get(name)
     if builder is not None:
         return builder((h, w, c), int(num_classes))
     return _efficientnet_b0((h, w, c), int(num_classes), weights=weights, allow_download=allow_download)
@@ -152,6 +160,26 @@ def _tiny_cnn(shape: tuple[int, int, int], num_classes: int) -> keras.Model:
     x = layers.Dropout(0.25, name="dropout")(x)
     outputs = layers.Dense(num_classes, activation="softmax", name="predictions", dtype="float32")(x)
     return keras.Model(inputs, outputs, name="tiny_cnn")
+
+
+def _refine_cnn(shape: tuple[int, int, int], num_classes: int) -> keras.Model:
+    import keras
+    from keras import layers
+
+    inputs = keras.Input(shape=shape, name="image")
+    x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
+    for stage, filters in enumerate((32, 64, 128), start=1):
+        for j in (1, 2):
+            x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{stage}_{j}")(x)
+            x = layers.BatchNormalization(momentum=0.9, name=f"bn{stage}_{j}")(x)
+            x = layers.Activation("relu", name=f"relu{stage}_{j}")(x)
+        x = layers.MaxPooling2D(2, name=f"pool{stage}")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = layers.Dropout(0.5, name="dropout1")(x)
+    x = layers.Dense(128, activation="relu", name="fc1")(x)
+    x = layers.Dropout(0.5, name="dropout2")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="predictions", dtype="float32")(x)
+    return keras.Model(inputs, outputs, name="refine_cnn")
 
 
 def _keras_cache_file(filename: str) -> Path:

@@ -129,6 +129,7 @@ def train_run(
     overwrite: bool = False,
     verbose: int = 0,
     notes: list[str] | None = None,
+    soft_labels: str | None = None,
 ) -> dict[str, Any]:
     """Train a model on a dataset directory and write a run directory (see the module doc).
 
@@ -152,6 +153,8 @@ def train_run(
         overwrite: replace an existing ``out``.
         verbose: Keras verbosity.
         notes: a list that receives human-readable notes (split created, resizing ...).
+        soft_labels: train on the vote distribution of this column (``ferplus_votes``, FER+'s
+            cross-entropy mode) instead of one-hot labels; validation and metrics use ``label``.
 
     Returns:
         ``{"out", "best_epoch", "epochs_run", "metrics", "notes"}``.
@@ -215,14 +218,17 @@ def train_run(
     cw = None if class_weights == "none" else compute_weights(list(counts.values()), class_weights)
     keras.utils.set_random_seed(seed)
     net = build_model(model, (size[0], size[1], chans), len(names), weights=weights, allow_download=allow_download)
+    if soft_labels is not None:
+        notes.append(f"soft labels: training targets are the vote distribution of {soft_labels!r} (FER+ outlier rule)")
     train_ds = to_tf_dataset(train, image_size=size, channels=chans, batch_size=batch_size, shuffle=True,
-                             seed=seed, augment=augment, num_classes=len(names))
+                             seed=seed, augment=augment, num_classes=len(names), soft_labels=soft_labels)
     val_ds = to_tf_dataset(validation, image_size=size, channels=chans, batch_size=batch_size,
                            num_classes=len(names))
     with atomic_dir(out) as tmp:
         start = time.perf_counter()
         history = fit_model(net, train_ds, val_ds, epochs=epochs, lr=lr, class_weight=cw, out_dir=tmp,
-                            patience=DEFAULT_PATIENCE if patience is None else patience, seed=seed, verbose=verbose)
+                            patience=DEFAULT_PATIENCE if patience is None else patience, seed=seed, verbose=verbose,
+                            progress=f"train {model}" if not verbose else None)
         train_seconds = time.perf_counter() - start
         net.save(tmp / "model.keras")
         (tmp / "best.weights.h5").unlink(missing_ok=True)  # model.keras holds the same weights
@@ -233,7 +239,8 @@ def train_run(
             "dataset": str(Path(dataset_dir).resolve()), "label_names": names, "epochs": epochs,
             "epochs_run": len(history.history.get("loss", [])), "best_epoch": history.best_epoch,
             "batch_size": batch_size, "lr": lr, "class_weights": class_weights, "class_weight_values": cw,
-            "augment": augment, "seed": seed, "train_examples": len(train), "validation_examples": len(validation),
+            "augment": augment, "soft_labels": soft_labels, "seed": seed, "train_examples": len(train),
+            "validation_examples": len(validation),
             "validation_split": "created" if split_note else "validation", "train_class_counts": counts,
             "train_seconds": round(train_seconds, 1), "notes": notes,
         }
