@@ -568,6 +568,32 @@ def test_limit_is_recorded_as_a_trial(data: dict[str, Path], tmp_path: Path, run
     assert read_manifest(tmp_path / "s")["trial"] is True and read_manifest(tmp_path / "s")["steps"][-1]["limit"] is None
 
 
+_LIMIT_CASES = [c for c in CASES if c.step not in _SOURCES and c.input == "@base" and c.step != "upscale"]
+
+
+@pytest.mark.parametrize("case_id", case_params("limit", _LIMIT_CASES))
+def test_limit_cuts_every_split_and_says_so(runner: Runner, case_id: str, tmp_path: Path) -> None:
+    """--limit 2 on every (cheap) step: the step sees 2 rows of each split, whatever it reads (the
+    cut is central, so a step reading Arrow columns directly must honour it too), and the rows
+    left out are counted."""
+    from ferdata.dataset import open_dataset, read_manifest, read_rejects
+    from ferdata.steps import StepContext, apply_step
+
+    case = _CASE[case_id]
+    inp = runner.input_of(case)
+    _, entry = apply_step(case.step, _resolve(case.params, runner.data), inputs=[inp], out=tmp_path / "l",
+                          ctx=StepContext(seed=3, limit=2))
+    sizes = {split: len(ds) for split, ds in open_dataset(inp).items()}
+    assert entry["limit"] == 2 and entry["limited_out"] == sum(max(0, n - 2) for n in sizes.values())
+    assert read_manifest(tmp_path / "l")["trial"] is True
+    new = len(read_rejects(tmp_path / "l")) - len(read_rejects(inp))
+    if not case.adds_rows:
+        assert entry["input_rows"] == entry["kept"] + new + entry["limited_out"]
+    if not (case.adds_rows or case.moves_rows):
+        out = open_dataset(tmp_path / "l")
+        assert all(len(out[split]) <= min(2, n) for split, n in sizes.items() if split in out)
+
+
 def test_commands_that_cannot_limit_refuse_it(data: dict[str, Path], tmp_path: Path, run_cli) -> None:
     code, _, err = run_cli("evaluate", tmp_path, data["@base"], "--limit", "3")
     assert code == 2 and "--limit" in err and err.count("\n") == 1
