@@ -154,8 +154,8 @@ def test_duplicates_cross_split_first_and_survivor_marked(report_html: Path) -> 
     section = text[text.index('<section id="duplicates"'):text.index("</section>", text.index('<section id="duplicates"'))]
     assert section.count('class="group') == 3
     assert section.index("CROSS-SPLIT") < section.index('<div class="group">')  # leakage group comes first
-    assert section.count("SURVIVOR (kept)") == 3 and section.count("figure class=\"tile survivor\"") == 3
-    assert section.count("removed (exact)") == 3
+    assert section.count(">SURVIVOR (kept)<") == 3 and section.count("figure class=\"tile survivor\"") == 3
+    assert section.count(">removed (exact)<") == 3
 
 
 def test_rejects_and_quality_sections(report_dir: Path, report_html: Path) -> None:
