@@ -150,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n| input | accuracy (FER2013 labels) | macro-F1 | accuracy (FER+ majority) | macro-F1 (FER+) |")
     print("|---|---|---|---|---|")
     for label, rs in results.items():
-        cells = [f"{np.mean([r[k] for r in rs]):.4f} ± {np.std([r[k] for r in rs]):.4f}" for k in ("acc", "f1", "acc_plus", "f1_plus")]
+        keys = ("acc", "f1", "acc_plus", "f1_plus")
+        cells = [f"{np.mean([r[k] for r in rs]):.4f} ± {np.std([r[k] for r in rs]):.4f}" for k in keys]
         print(f"| {label} ({len(rs)} seeds) | " + " | ".join(cells) + " |")
     return 0
 
