@@ -951,40 +951,64 @@ def _group_rows(dd: datasets.DatasetDict, splits: list[str], config: DedupeConfi
         images = _verify_images(dd, splits, cand[np.unique(np.concatenate([li, lj]))])
     owner = np.full(m, -1, dtype=np.int64)  # local survivor of each candidate row
     links: list[tuple[int, int]] = []
+
+    def score_edges(edges: np.ndarray) -> None:
+        """Verify the candidate pairs ``edges`` not scored yet, in one batch."""
+        edges = np.unique(edges)
+        edges = edges[np.isnan(escore[edges])]
+        if not verify or not len(edges):
+            return
+        local = {int(r): k for k, r in enumerate(np.unique(np.concatenate([li[edges], lj[edges]])))}
+        stack = [images[int(cand[r])] for r in local]
+        result = verify_pairs(stack, [local[int(r)] for r in li[edges]], [local[int(r)] for r in lj[edges]])
+        escore[edges] = result.score
+        info["verified_pairs"] += int(len(edges))
+
+    def claim(u: int, nb: np.ndarray, e: np.ndarray) -> None:
+        """Survivor ``u`` takes its free candidates ``nb`` (edges ``e``) that the verifier confirms."""
+        free = owner[nb] < 0
+        nb, e = nb[free], e[free]
+        if verify:
+            sc = escore[e]
+            ok = sc >= config.min_score
+            info["rejected_by_verifier"] += int((~ok).sum())
+            links.extend((u, int(v)) for v in nb[~ok & (sc >= config.similar_score)])
+            score[cand[nb[ok]]] = sc[ok]
+        else:
+            ok = np.ones(len(nb), dtype=bool)
+        owner[nb[ok]] = u
+
     turn = 0
+    in_block = np.zeros(m, dtype=bool)
     while turn < m:
+        # a block of rows not yet grouped, in turn order; the decisions are the sequential greedy's:
+        # a block row can only be taken by an earlier block row, so the pairs inside the block are
+        # scored first, the block's survivors found, and only then their pairs to later rows scored
         block: list[int] = []
         while turn < m and len(block) < _GREEDY_BLOCK:
             if owner[turn] < 0:
                 block.append(turn)
             turn += 1
-        if verify:
-            todo = [eid[indptr[u]:indptr[u + 1]][owner[dst[indptr[u]:indptr[u + 1]]] < 0] for u in block]
-            todo_e = np.unique(np.concatenate(todo)) if todo else np.empty(0, np.int64)
-            todo_e = todo_e[np.isnan(escore[todo_e])]
-            if len(todo_e):
-                local = {int(r): k for k, r in enumerate(np.unique(np.concatenate([li[todo_e], lj[todo_e]])))}
-                stack = [images[int(cand[r])] for r in local]
-                result = verify_pairs(stack, [local[int(r)] for r in li[todo_e]], [local[int(r)] for r in lj[todo_e]])
-                escore[todo_e] = result.score
-                info["verified_pairs"] += int(len(todo_e))
+        in_block[block] = True
+        inside = [eid[indptr[u]:indptr[u + 1]][in_block[dst[indptr[u]:indptr[u + 1]]]] for u in block]
+        score_edges(np.concatenate(inside) if inside else np.empty(0, np.int64))
+        survivors: list[int] = []
         for u in block:
             if owner[u] >= 0:
                 continue
             owner[u] = u
-            nb, e = dst[indptr[u]:indptr[u + 1]], eid[indptr[u]:indptr[u + 1]]
-            free = owner[nb] < 0
-            nb, e = nb[free], e[free]
-            if verify:
-                s = escore[e]
-                ok = s >= config.min_score
-                info["rejected_by_verifier"] += int((~ok).sum())
-                for v in nb[~ok & (s >= config.similar_score)].tolist():
-                    links.append((u, v))
-                score[cand[nb[ok]]] = s[ok]
-            else:
-                ok = np.ones(len(nb), dtype=bool)
-            owner[nb[ok]] = u
+            survivors.append(u)
+            sl = slice(indptr[u], indptr[u + 1])
+            here = in_block[dst[sl]]
+            claim(u, dst[sl][here], eid[sl][here])
+        outside = [eid[indptr[u]:indptr[u + 1]][~in_block[dst[indptr[u]:indptr[u + 1]]]
+                                                 & (owner[dst[indptr[u]:indptr[u + 1]]] < 0)] for u in survivors]
+        score_edges(np.concatenate(outside) if outside else np.empty(0, np.int64))
+        for u in survivors:
+            sl = slice(indptr[u], indptr[u + 1])
+            later = ~in_block[dst[sl]]
+            claim(u, dst[sl][later], eid[sl][later])
+        in_block[block] = False
     survivor[cand] = cand[owner]
     survivor = survivor[survivor]  # copies follow their representative
     # similar groups over survivors (a link to a row that another survivor took links that group)
