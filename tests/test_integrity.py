@@ -147,7 +147,7 @@ def _gray_images(n: int, seed: int) -> list[np.ndarray]:
 
     rng = np.random.default_rng(seed)
     out = []
-    for i in range(n):
+    for _ in range(n):
         noise = Image.fromarray(rng.integers(0, 256, (12, 12), dtype=np.uint8)).resize((48, 48), Image.BICUBIC)
         arr = np.asarray(noise.filter(ImageFilter.GaussianBlur(1)), dtype=np.float32)
         arr = arr * (0.3 + 0.7 * rng.random()) + rng.integers(0, 60)
