@@ -208,6 +208,15 @@ def test_similar_groups_section(report_dir: Path, tmp_path: Path) -> None:
     assert section.index("CROSS-SPLIT") < section.index("g-train")  # the group spanning splits comes first
 
 
+def test_same_inputs_same_bytes_and_the_seed_changes_the_sample(report_dir: Path, tmp_path: Path) -> None:
+    from ferdata.report import write_report
+
+    a = write_report(report_dir, tmp_path / "a.html", per_class=2).path.read_bytes()
+    b = write_report(report_dir, tmp_path / "b.html", per_class=2).path.read_bytes()
+    c = write_report(report_dir, tmp_path / "c.html", per_class=2, seed=1).path.read_bytes()
+    assert a == b and a != c
+
+
 def test_assets_mode_writes_lazy_files(report_dir: Path, tmp_path: Path) -> None:
     from ferdata.report import write_report
 
