@@ -521,3 +521,25 @@ def test_real_labelled_pairs() -> None:
     called = score >= DedupeConfig().min_score
     assert (called & same).sum() / called.sum() >= 0.98
     assert (called & same).sum() / same.sum() >= 0.95
+
+
+def test_greedy_blocks_decide_like_one_by_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scoring a block of turns at once gives exactly the one-survivor-at-a-time decisions."""
+    import ferdata.dedupe as dedupe
+
+    rng = np.random.default_rng(9)
+    values = []
+    for _ in range(12):  # 12 chains of 6 hashes, each 2-4 bits from the previous one
+        h = int(rng.integers(0, 2**63))
+        for _ in range(6):
+            values.append(h)
+            for bit in rng.choice(64, int(rng.integers(2, 5)), replace=False):
+                h ^= 1 << int(bit)
+    dd = _memory_dd({"train": [(_smooth(2000 + k), 0) for k in range(len(values))]},
+                    {"train": [f"{v:016x}" for v in values]})
+    outcomes = []
+    for block in (1, 5, 512):
+        monkeypatch.setattr(dedupe, "_GREEDY_BLOCK", block)
+        result = dedupe_dataset(dd, DedupeConfig(threshold=8, verify="none", report_only=True))
+        outcomes.append(result.data["train"]["duplicate_of"])
+    assert any(outcomes[0]) and outcomes[0] == outcomes[1] == outcomes[2]
