@@ -1,14 +1,17 @@
 """Engine benchmark: the fer2013-improved recipe on the local engine and on Ray, stage by stage.
 
 Run: ``python tests/benchmarks/bench_engine.py [--rows 1000] [--csv ../shared/data/fer2013-dev.csv]
-[--hashes 1000000] [--order local,ray1,ray2]``. Uses ../shared/data/fer2013-dev.csv when present (else a generated CSV).
+[--hashes 1000000] [--order local,ray1,ray2] [--scenes 48] [--only stages|crop|gather]``.
+Uses ../shared/data/fer2013-dev.csv when present (else a generated CSV) and faces-hr-144.
 
 1. Stages: ``ferdata build fer2013-improved`` on the first ``--rows`` rows of the CSV with the local
    engine (the baseline), then with Ray on 1 CPU (1 worker process, 1 ESPCN actor) and on 2 CPUs
    (2 worker processes, 2 ESPCN actors). Prints rows/s of every stage side by side (the stage's
    ``seconds`` in ``ferdata.json``: driver work plus the Ray round trip), Ray's start-up time and
    the whole build, and checks the three outputs have the same ids and labels.
-2. Narrow gather: what a global dedupe decides on, gathered to the driver: ``--hashes`` synthetic
+2. Crop: MTCNN ``crop`` on ``--scenes`` 640x480 scenes of pasted faces-hr-144 faces, local and on
+   Ray with 1 and 2 actors (a CPU more than actors each), photos/s and the 2-to-1 scaling ratio.
+3. Narrow gather: what a global dedupe decides on, gathered to the driver: ``--hashes`` synthetic
    64-bit hashes (plus 1% near copies) through ``ferdata.dedupe.find_duplicates`` at radius 8,
    time and the driver's peak memory, beside the bytes of the columns themselves.
 
@@ -101,6 +104,50 @@ def bench_stages(csv: Path, work: Path, order: list[str]) -> None:
     print(f"{'whole build (s)':<25}" + "".join(f"{runs[n][1]:>18.1f}" for n in names))
 
 
+def bench_crop(n: int) -> None:
+    """MTCNN ``crop`` on ``n`` 640x480 scenes of pasted real faces: local, then Ray with 1 and 2 actors."""
+    import datasets
+    import numpy as np
+    import ray
+
+    from ferdata.dataset import core_features
+    from ferdata.engines.local import LocalEngine
+    from ferdata.engines.ray import RayEngine
+    from ferdata.images import encode_png, pixel_id
+    from ferdata.steps import StepContext, get_step
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_faces import make_scene
+
+    faces = sorted((DATA / "faces-hr-144").glob("*.png"))
+    if not faces:
+        print(f"\ncrop: skipped, real faces absent ({DATA / 'faces-hr-144'})")
+        return
+    rng = np.random.default_rng(0)
+    scenes = [make_scene(rng, faces, 480, 640, 200)[0] for _ in range(n)]
+    table = {"image": [{"bytes": encode_png(im), "path": None} for im in scenes], "label": [0] * n,
+             "id": [pixel_id(im) for im in scenes], "source": ["bench"] * n, "origin": [str(i) for i in range(n)]}
+    dd = datasets.DatasetDict({"train": datasets.Dataset.from_dict(table, features=core_features(["angry"]))})
+    step = get_step("crop")
+    config = step.make_config({})
+    rates: dict[str, float] = {}
+    ids: dict[str, list[str]] = {}
+    for name, actors in (("local", 0), ("ray 1 actor", 1), ("ray 2 actors", 2)):
+        if actors:
+            with RayEngine(num_cpus=actors + 1, actors=actors, object_store_memory=512 * 1024**2) as engine:
+                engine.start()
+                out, entry = engine.run_step(step, dd, config, StepContext())
+            assert not ray.is_initialized()
+        else:
+            out, entry = LocalEngine().run_step(step, dd, config, StepContext())
+        rates[name] = n / entry["seconds"]
+        ids[name] = out.data["train"]["id"]
+    print(f"\ncrop (MTCNN) on {n} 640x480 scenes, photos/s (step seconds, actor start included):")
+    for name, rate in rates.items():
+        print(f"  {name:<14}{rate:8.2f}   same crops as local: {ids[name] == ids['local']}")
+    print(f"  2 actors / 1 actor: {rates['ray 2 actors'] / rates['ray 1 actor']:.2f}x")
+
+
 def bench_gather(n: int) -> None:
     import numpy as np
 
@@ -126,7 +173,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1000)
     parser.add_argument("--csv", type=Path, default=DATA / "fer2013-dev.csv")
     parser.add_argument("--hashes", type=int, default=1_000_000)
-    parser.add_argument("--only", choices=["stages", "gather"], default=None)
+    parser.add_argument("--scenes", type=int, default=48)
+    parser.add_argument("--only", choices=["stages", "crop", "gather"], default=None)
     parser.add_argument("--order", default="local,ray1,ray2", help="engines in the order they run")
     args = parser.parse_args()
     from ferdata.progress import disable_progress_bars
@@ -136,6 +184,8 @@ def main() -> None:
     try:
         if args.only in (None, "stages"):
             bench_stages(_csv(args.csv, args.rows, work), work, args.order.split(","))
+        if args.only in (None, "crop"):
+            bench_crop(args.scenes)
         if args.only in (None, "gather"):
             bench_gather(args.hashes)
     finally:
