@@ -604,14 +604,14 @@ class _Run:
         precision = class_precision(cm)
         kept = current[pred == labels]
         reason = stop_reason(cm, precision_target=c.precision_target, offdiag_max=c.offdiag_max)
+        if not reason and k >= int(c.rounds or 1):   # the last round: no next set to build
+            reason = "max_rounds"
         if not reason:
             dropped = [self.names[i] for i in self.present if not np.any(self.labels[kept] == i)]
             if dropped:
                 reason = f"class_dropped:{','.join(dropped)}"
                 logger.warning("round %d: keeping only correctly predicted images would leave no image of %s; "
                                "stopping with the model of round %d", k, ", ".join(dropped), k)
-            elif k >= c.rounds:
-                reason = "max_rounds"
         row: dict[str, Any] = {"round": k, "images_train": info["images_train"], "images_val": info["images_val"],
                                "total": int(len(current)), "val_accuracy": info["val_accuracy"],
                                "accuracy": round(float(np.mean(pred == labels)), 4) if len(current) else 0.0}
