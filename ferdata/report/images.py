@@ -23,15 +23,38 @@ logger = logging.getLogger(__name__)
 _REUSE_BYTES = 8_000
 
 
+#: per dataset fingerprint: (is an Image column read straight from Arrow, chunk start offsets)
+_LAYOUT: dict[str, tuple[bool, list[int]]] = {}
+
+
 def raw_images(ds: datasets.Dataset, rows: list[int]) -> list[dict[str, Any] | None]:
-    """Undecoded ``image`` values (``{"bytes", "path"}``) of ``rows`` of ``ds``, read from Arrow."""
+    """Undecoded ``image`` values (``{"bytes", "path"}``) of ``rows`` of ``ds``, read from Arrow.
+
+    Rows are read as scalars from their Arrow chunk (no ``take`` over a many-chunk column, no copy
+    of the features per call), so the report's one-row reads stay cheap on concatenated datasets.
+    """
+    import bisect
+
     import datasets
-    import pyarrow as pa
 
     if not rows or "image" not in ds.column_names:
         return [None] * len(rows)
-    if ds._indices is None and isinstance(ds.features["image"], datasets.Image):
-        return ds.data.column("image").take(pa.array(rows, type=pa.int64())).to_pylist()
+    key = f"{ds._fingerprint}:{id(ds.data)}"
+    if key not in _LAYOUT:
+        direct = ds._indices is None and isinstance(ds.features["image"], datasets.Image)
+        starts = [0]
+        if direct:
+            for chunk in ds.data.column("image").chunks:
+                starts.append(starts[-1] + len(chunk))
+        _LAYOUT[key] = (direct, starts)
+    direct, starts = _LAYOUT[key]
+    if direct:
+        col = ds.data.column("image")
+        out = []
+        for r in rows:
+            k = bisect.bisect_right(starts, r) - 1
+            out.append(col.chunk(k)[r - starts[k]].as_py())
+        return out
     sub = ds.select_columns(["image"]).select(rows).cast_column("image", datasets.Image(decode=False))
     return list(sub["image"])
 
