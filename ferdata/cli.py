@@ -262,6 +262,28 @@ def import_folder_cmd(src: Path, out: Path, label_map: Path | None, name: str | 
                                        "name": name, "classes": int(classes)}, inputs=[], out=out, **opts)
 
 
+@import_group.command("ferplus")
+@click.argument("src", type=existing("SRC", file_okay=False))
+@out_option
+@click.option("--classes", type=click.Choice(["8", "7", "6", "3"]), default="7", show_default=True,
+              help="Class grouping (paper 003); contempt is a class only with 8.")
+@click.option("--ferplus-mode", type=click.Choice(["majority", "plurality", "probability"]), default="majority",
+              show_default=True, help="The FER+ rule turning 10 votes into a label.")
+@common_options
+def import_ferplus_cmd(src: Path, out: Path, classes: str, ferplus_mode: str, **opts: Any) -> None:
+    """Import FER+'s folder layout: SRC/FER2013Train|FER2013Valid|FER2013Test with label.csv + PNGs.
+
+    label.csv rows are `name,"(x, y, w, h)",<10 votes>`; the label follows the FER+ rule and
+    ferplus_votes keeps the votes. Rows FER+ cannot label go to the ledger with the reason.
+
+    Example:
+
+        ferdata import ferplus FERPlus/data --out ferplus
+    """
+    run_step_command("import_ferplus", {"src": str(src), "classes": int(classes), "ferplus_mode": ferplus_mode},
+                     inputs=[], out=out, **opts)
+
+
 @import_group.command("affectnet")
 @click.argument("src", type=existing("SRC", file_okay=False))
 @out_option

@@ -220,3 +220,33 @@ def test_real_fer2013_dev_with_ferplus(tmp_path: Path, run_cli) -> None:
     assert len(ds) + len(rejects) == 3436
     # the 17 rows FER+ dropped have NF = 10
     assert sum(r["reason"] == "ferplus_not_face" for r in rejects) >= 17
+
+
+def test_ferplus_folder_layout(tmp_path: Path, run_cli) -> None:
+    from PIL import Image
+
+    rows = {"FER2013Train": [("fer0000000.png", [0, 9, 0, 0, 0, 0, 0, 0, 1, 0]),    # happy
+                             ("fer0000001.png", [4, 0, 0, 0, 4, 0, 0, 0, 2, 0]),    # no majority
+                             ("fer0000002.png", [0, 0, 0, 0, 0, 0, 0, 8, 2, 0]),    # contempt
+                             ("fer0000009.png", [0, 0, 0, 0, 8, 0, 0, 0, 2, 0])],   # PNG missing
+            "FER2013Valid": [("fer0000003.png", [0, 0, 0, 7, 0, 0, 3, 0, 0, 0])]}   # sad
+    rng = np.random.default_rng(0)
+    for folder, items in rows.items():
+        (tmp_path / "src" / folder).mkdir(parents=True)
+        lines = []
+        for name, votes in items:
+            if name != "fer0000009.png":
+                Image.fromarray(rng.integers(0, 256, (48, 48), dtype=np.uint8)).save(tmp_path / "src" / folder / name)
+            lines.append(f'{name},"(0, 0, 48, 48)",' + ",".join(map(str, votes)))
+        (tmp_path / "src" / folder / "label.csv").write_text("\n".join(lines) + "\n")
+    code, out, err = run_cli("import", "ferplus", tmp_path / "src", "--out", tmp_path / "o", "-q")
+    assert code == 0, err
+    dd = open_dataset(tmp_path / "o")
+    names = dd["train"].features["label"].names
+    assert [names[x] for x in dd["train"]["label"]] == ["happy"]
+    assert [names[x] for x in dd["validation"]["label"]] == ["sad"]
+    assert dd["train"]["ferplus_votes"] == [[0, 9, 0, 0, 0, 0, 0, 0, 1, 0]]
+    reasons = sorted(r["reason"] for r in read_rejects(tmp_path / "o"))
+    assert reasons == ["class_not_in_grouping", "ferplus_no_majority", "missing_file"]
+    code, _, err = run_cli("import", "ferplus", tmp_path, "--out", tmp_path / "o2")
+    assert code == 2 and "FER2013Train/label.csv" in err

@@ -429,3 +429,96 @@ def import_fer2013(data: None, config: Fer2013Config, ctx: StepContext) -> StepO
         dd, more = apply_grouping(dd, config.classes, step="import_fer2013")
         rejects += more
     return StepOutput(dd, rejects, info=info)
+
+
+# ---------------------------------------------------------------- the FER+ folder layout
+
+#: FER+'s folders (generate_training_data.py) -> ferdata split names.
+FERPLUS_FOLDERS = {"FER2013Train": "train", "FER2013Valid": "validation", "FER2013Test": "test"}
+FERPLUS_SOURCE = "ferplus"
+
+
+@dataclass
+class FerplusFolderConfig:
+    """Options of the FER+ folder importer (``ROOT/FER2013Train/label.csv`` + PNGs, also Valid/Test)."""
+
+    src: str = ""
+    #: class grouping (paper 003); contempt is a class only with 8
+    classes: int = 7
+    #: FER+ rule turning votes into a label: majority | plurality | probability
+    ferplus_mode: str = "majority"
+
+    def __post_init__(self) -> None:
+        if not self.src:
+            raise UsageError("import_ferplus needs src: a folder with FER2013Train/label.csv (and Valid/Test)")
+        if self.classes not in GROUPINGS:
+            raise UsageError(f"classes must be one of {', '.join(map(str, GROUPINGS))}, got {self.classes}")
+        if self.ferplus_mode not in FERPLUS_MODES:
+            raise UsageError(f"ferplus_mode must be one of {', '.join(FERPLUS_MODES)}, got {self.ferplus_mode!r}")
+
+
+def ferplus_folder_rows(root: str, ferplus_mode: str, limit: int | None) -> Iterator[dict[str, Any]]:
+    """One row per line of every ``label.csv``: ``name,"(x, y, w, h)",<10 votes>`` (no header)."""
+    from ferdata.sources import file_row
+
+    names = LabelMaps.load().names_for({"contempt"})
+    made = 0
+    for folder, split in FERPLUS_FOLDERS.items():
+        label_file = Path(root) / folder / "label.csv"
+        if not label_file.is_file():
+            continue
+        _check_text(str(label_file), "expected FER+'s label.csv: image name, face box, 10 vote counts")
+        with _open(str(label_file)) as f:
+            for line_no, row in enumerate(csv.reader(f), start=1):
+                if limit is not None and made >= limit:
+                    return
+                if _blank(row):
+                    continue
+                made += 1
+                origin = f"{folder}/label.csv#L{line_no}"
+
+                def bad(reason: str, details: str, origin: str = origin, split: str = split,
+                        votes: list[int] | None = None) -> dict[str, Any]:
+                    return {**reject_row(reason, details, origin=origin, source=FERPLUS_SOURCE, split=split),
+                            "ferplus_votes": votes}
+
+                try:
+                    votes = [int(v.strip()) for v in row[-len(FERPLUS_VOTES):]]
+                    if len(row) < len(FERPLUS_VOTES) + 1 or min(votes) < 0:
+                        raise ValueError("too few columns or a negative vote")
+                except ValueError:
+                    yield bad("bad_ferplus_votes", f"expected name, box and {len(FERPLUS_VOTES)} whole vote counts")
+                    continue
+                image = Path(root) / folder / row[0].strip()
+                if not row[0].strip() or not image.is_file():
+                    yield bad("missing_file", f"{_printable(row[0].strip())!r} not found in {folder}", votes=votes)
+                    continue
+                winner, reason = ferplus_label(votes, ferplus_mode)
+                if winner is None:
+                    yield bad(reason, '{"votes": ' + str(votes) + f', "mode": "{ferplus_mode}"}}', votes=votes)
+                    continue
+                out = file_row(image.read_bytes(), names.index(FERPLUS_CLASSES[winner]),
+                               origin=f"{folder}/{row[0].strip()}", source=FERPLUS_SOURCE, split=split)
+                yield {**out, "ferplus_votes": votes}
+
+
+@register_step("import_ferplus", FerplusFolderConfig, source=True)
+def import_ferplus(data: None, config: FerplusFolderConfig, ctx: StepContext) -> StepOutput:
+    """Import FER+'s folder layout: FER2013Train|Valid|Test/label.csv + PNGs, labels by the FER+ rule."""
+    import datasets
+
+    from ferdata.labels_step import apply_grouping
+
+    root = check_input(config.src, kind="FER+ folder", is_dir=True)
+    present = [f for f in FERPLUS_FOLDERS if (root / f / "label.csv").is_file()]
+    if not present:
+        raise UsageError(f"{root} holds no FER+ label file: expected {', '.join(f + '/label.csv' for f in FERPLUS_FOLDERS)}")
+    names = LabelMaps.load().names_for({"contempt"})
+    extra = {"ferplus_votes": datasets.Sequence(datasets.Value("int32"), length=len(FERPLUS_VOTES))}
+    dd, rejects = rows_to_dataset(ferplus_folder_rows, {"root": str(root), "ferplus_mode": config.ferplus_mode,
+                                                        "limit": ctx.limit},
+                                  names, cache_dir=ctx.scratch(), step="import_ferplus", extra_features=extra)
+    dd, more = apply_grouping(dd, config.classes, step="import_ferplus")
+    return StepOutput(dd, rejects + more, info={"source": str(root), "folders": present,
+                                                "ferplus_mode": config.ferplus_mode,
+                                                "ferplus_votes_order": list(FERPLUS_VOTES)})
