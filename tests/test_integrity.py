@@ -2,8 +2,9 @@
 
 One table (``CASES``) gives every registered step at least one minimal configuration on a tiny
 generated dataset (train/validation/test of 48x48 gray images, with an exact duplicate inside
-train and one shared by train and test under another label). ``test_every_step_is_covered``
-fails when a step is registered without an entry here, so the next step added cannot escape.
+train, and one image twice in train as happy and once in test as sad: a label conflict).
+``test_every_step_is_covered`` fails when a step is registered without an entry here, so the
+next step added cannot escape.
 
 Invariants (each a parametrised test over ``CASES``):
 
@@ -182,9 +183,10 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                 Image.fromarray(next(images)).save(folder / split / name / f"{i}.png")
     Image.fromarray(_face(0)).save(folder / "train" / "happy" / "face.png")
     Image.fromarray(_face(1)).save(folder / "test" / "neutral" / "face.png")
-    # an exact duplicate inside train, and one image in train (happy) and test (sad): a label conflict
+    # an exact duplicate inside train, and one image in train (happy, twice) and test (sad): a label conflict
     (folder / "train" / "angry" / "copy.png").write_bytes((folder / "train" / "angry" / "1.png").read_bytes())
-    (folder / "train" / "happy" / "leak.png").write_bytes((folder / "test" / "sad" / "0.png").read_bytes())
+    for name in ("leak.png", "leak2.png"):  # two train copies: a majority vote would relabel the test copy
+        (folder / "train" / "happy" / name).write_bytes((folder / "test" / "sad" / "0.png").read_bytes())
     (folder / "train" / "sad" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")  # to the ledger
     base = root / "base"
     apply_step("import_folder", {"src": str(folder), "name": "tiny"}, out=base)
