@@ -31,7 +31,8 @@ def ray_local():
     """One small Ray instance for the module."""
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(num_cpus=2, object_store_memory=512 * 1024**2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, object_store_memory=512 * 1024**2, include_dashboard=False,
+             log_to_driver=False)
     yield ray
     ray.shutdown()
 

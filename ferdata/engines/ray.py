@@ -216,7 +216,8 @@ class RayEngine:
             raise UsageError("--engine ray needs Ray Data: pip install 'ferdata[ray]'") from e
         if not ray.is_initialized():
             if self.address is None:
-                ray.init(num_cpus=self.num_cpus, object_store_memory=self.object_store_memory,
+                # "local": a new instance even when `ray start` left a cluster on this machine
+                ray.init(address="local", num_cpus=self.num_cpus, object_store_memory=self.object_store_memory,
                          include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
             else:
                 ray.init(address=self.address, log_to_driver=False, logging_level=logging.WARNING)
