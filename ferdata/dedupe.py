@@ -8,10 +8,11 @@ Two layers:
   index it uses).
 * the registered step ``dedupe`` (``ferdata dedupe IN --out DIR``): hashes every image with
   ``imagehash`` into a column (``phash`` by default, reused when present), groups exact
-  duplicates (same decoded pixels: the row ``id``) and near duplicates (hashes within
-  ``threshold``) into clusters, records a ``group`` column for ``split``, reports split leakage
-  and label conflicts, and moves every removed row to the rejects ledger with ``duplicate_of`` and
-  the distance.
+  duplicates (same decoded pixels: the row ``id``) and near duplicates (candidates within
+  ``threshold`` of their survivor's hash, confirmed by the ``xcorr`` verifier: the same
+  photograph), survivor-first and without chaining; records ``group`` and ``similar_group``
+  columns for ``split``, reports split leakage and label conflicts, and moves every removed row
+  to the rejects ledger with ``duplicate_of``, the distance and the verifier score.
 
 Constant images (every pixel the same value) get ``is_constant = True``. Their perceptual hashes
 are degenerate (a black and a white frame hash alike), so they are grouped **only** with rows of
@@ -1027,12 +1028,14 @@ def dedupe_dataset(dd: datasets.DatasetDict, config: DedupeConfig | None = None,
                    step: str = STEP) -> DedupeResult:
     """Find exact and near duplicates of ``dd`` and remove (or, with ``report_only``, mark) them.
 
-    Rows are grouped when they have the same ``id`` (identical decoded pixels) or, unless one of
-    them is constant, when their hashes are within ``config.threshold``; groups are the
-    connected components of these links (so a chain a~b~c is one group). The survivor of each
-    group is chosen by ``config.keep``; the others go to the ledger (reason ``exact_duplicate``
-    or ``near_duplicate``, details with ``duplicate_of``, ``distance`` to the survivor, splits
-    and labels). Groups whose members carry different labels follow ``config.on_conflict``.
+    Rows with the same ``id`` (identical decoded pixels) are always one group (``exact_duplicate``).
+    Near duplicates are found survivor-first, without chaining (see :func:`_group_rows`): in keep
+    order, each row not yet grouped becomes a survivor and takes the candidates within
+    ``config.threshold`` of its hash that the verifier confirms (``verify_score >= min_score``).
+    The others go to the ledger (reason ``exact_duplicate`` or ``near_duplicate``, details with
+    ``duplicate_of``, ``distance`` to the survivor, ``verify_score``, ``group_diameter``, splits and
+    labels). Kept rows linked by a score of at least ``similar_score`` share a ``similar_group``.
+    Groups whose members carry different labels follow ``config.on_conflict``.
 
     Returns:
         A :class:`DedupeResult`; its ``info`` holds the counts for ``ferdata.json``.
