@@ -102,13 +102,20 @@ def lr_probs(ds, labels: np.ndarray, seed: int, kind: str = "pixels", folds: int
 
 def probs_for(src: Path, run: Path, ds, labels: np.ndarray, args: argparse.Namespace) -> np.ndarray:  # type: ignore[no-untyped-def]
     """Out-of-sample probabilities from ``--probs``: the refine model (``model``) or a cheap HOG/pixel LR."""
+    cache = run.parent / f"{run.name}-{args.probs}-cv{args.cv}-e{args.epochs}-probs.npy"
+    if cache.exists():
+        probs = np.load(cache)
+        print(f"  reusing {cache}: accuracy on the given labels {np.mean(probs.argmax(1) == labels):.3f}")
+        return probs
     if args.probs == "model":
-        return oos_probs(src, run, args)[0]
-    start, cpu0 = time.perf_counter(), time.process_time()
-    probs = lr_probs(ds, labels, args.seed, "hog" if args.probs == "hog-lr" else "pixels", args.cv)
-    print(f"  {args.probs} {args.cv}-fold out-of-sample probabilities: {time.perf_counter() - start:.0f} s wall, "
-          f"{time.process_time() - cpu0:.0f} s CPU, accuracy on the given labels "
-          f"{np.mean(probs.argmax(1) == labels):.3f}", flush=True)
+        probs = oos_probs(src, run, args)[0]
+    else:
+        start, cpu0 = time.perf_counter(), time.process_time()
+        probs = lr_probs(ds, labels, args.seed, "hog" if args.probs == "hog-lr" else "pixels", args.cv)
+        print(f"  {args.probs} {args.cv}-fold out-of-sample probabilities: {time.perf_counter() - start:.0f} s wall, "
+              f"{time.process_time() - cpu0:.0f} s CPU, accuracy on the given labels "
+              f"{np.mean(probs.argmax(1) == labels):.3f}", flush=True)
+    np.save(cache, probs)
     return probs
 
 
@@ -118,11 +125,17 @@ def rule_rows(labels: np.ndarray, probs: np.ndarray, errors: np.ndarray, scored:
 
     rows = []
     confident = find_suspects(labels, probs, rule="confident")
-    for name, found in (("argmax (predicted != given)", find_suspects(labels, probs, rule="argmax")),
-                        ("confident (confident learning)", confident),
-                        (f"top {int(confident.sum())} by normalised margin",
-                         find_suspects(labels, probs, top=max(1, int(confident.sum()))))):
-        rows.append((f"{prefix}{name}", prf(found, errors, scored)))
+    candidates = [("argmax (predicted != given)", find_suspects(labels, probs, rule="argmax")),
+                  ("confident (confident learning)", confident),
+                  (f"top {int(confident.sum())} by normalised margin",
+                   find_suspects(labels, probs, top=max(1, int(confident.sum()))))]
+    for share in (0.1, 0.2, 0.3):
+        k = max(1, int(round(share * len(labels))))
+        candidates.append((f"top {k} ({share:.0%}) by normalised margin", find_suspects(labels, probs, top=k)))
+    for name, found in candidates:
+        rate = float(found.mean())
+        rows.append((f"{prefix}{name}{' [guard: flag rate %.0f%% > 50%%]' % (100 * rate) if rate > 0.5 else ''}",
+                     prf(found, errors, scored)))
     return rows
 
 
