@@ -779,11 +779,13 @@ def dedupe_cmd(input_dir: Path, out: Path, method: str, threshold: int | None, v
                min_score: float | None, similar_score: float | None, keep: str, on_conflict: str,
                report_only: bool, report: Path | None, num_proc: int, seed: int, limit: int | None,
                overwrite: bool) -> None:
-    """Exact (same pixels) and near (perceptual hash) duplicates, split leakage, label conflicts.
+    """Exact (same pixels) and near (same photo) duplicates, split leakage, label conflicts.
 
-    Groups get a `group` column (kept together by `ferdata split`); by default the copy in the
+    Near duplicates: perceptual-hash candidates within --threshold of a group's survivor, each
+    confirmed by the verifier (--min-score); no chaining. Groups get `group` and `similar_group`
+    columns (kept together by `ferdata split`, `--group similar`); by default the copy in the
     test, then validation split survives and every removed row goes to the rejects ledger with
-    duplicate_of and the distance.
+    duplicate_of, the distance and the verifier score.
 
     Example:
 
