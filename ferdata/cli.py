@@ -822,6 +822,9 @@ def _dedupe_summary(info: dict[str, Any], report: Path) -> list[str]:
     leakage = info.get("leakage_groups", {})
     if leakage:
         lines.append("split leakage (groups): " + ", ".join(f"{k} {v}" for k, v in leakage.items()))
+    similar_leakage = info.get("similar_leakage_groups", {})
+    if similar_leakage:
+        lines.append("split leakage (similar groups): " + ", ".join(f"{k} {v}" for k, v in similar_leakage.items()))
     if info.get("report_only"):
         would = info.get("would_remove", {})
         lines.append("would remove: " + (", ".join(f"{k} {v}" for k, v in would.items()) or "nothing")
