@@ -1227,7 +1227,7 @@ def apply_review_cmd(dataset: Path, review_csv: Path, out: Path, allow_missing: 
               help="K: out-of-sample K-fold predictions each round; 1: in-sample [default: relabel 1, flag/prune 5].")
 @click.option("--rule", type=click.Choice(["argmax", "confident"]), default=None,
               help="Suspect rule: argmax (predicted != given) or confident (confident learning's per-class "
-                   "thresholds) [default: relabel argmax, flag/prune confident].")
+                   "thresholds) [default: argmax].")
 @click.option("--top", type=click.IntRange(min=1), default=None,
               help="Flag exactly the K rows ranked most suspect (lowest normalised margin) instead of the rule.")
 @click.option("--max-flag-rate", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
@@ -1247,9 +1247,10 @@ def refine_cmd(dataset_dir: Path, out: Path, num_proc: int, seed: int, limit: in
                no_compare: bool, **options: Any) -> None:
     """Find label errors (flag / prune, out-of-sample) or relabel with paper 000's loop.
 
-    --mode flag|prune: one 5-fold out-of-sample pass of refine-cnn, suspects by confident
-    learning (--rule, --top K). --mode relabel: paper 000's loop (train, keep the diagonal,
-    repeat; relabel with the last model). A guard refuses to change anything when the model
+    --mode flag|prune: one 5-fold out-of-sample pass of refine-cnn, suspects where the
+    prediction differs (--rule argmax|confident, or --top K by normalised margin).
+    --mode relabel: paper 000's loop (train, keep the diagonal, repeat; relabel with the last
+    model). A guard refuses to change anything when the model
     cannot judge the labels (accuracy under 2x chance, or more suspects than --max-flag-rate).
 
     Writes RUN (--out): rounds.csv, distribution.csv, comparison.csv, summary.md, a confusion

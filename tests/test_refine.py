@@ -475,11 +475,12 @@ def test_guard_refuses_to_flag_unlearnable_labels(tmp_path: Path, run_cli) -> No
 
 
 def test_default_flag_run_finds_exactly_the_flipped_labels(noisy, tmp_path: Path, run_cli) -> None:
-    """Out-of-sample folds and the confident rule (the flag defaults) on easy data: precision and recall 1.0."""
+    """Out-of-sample folds (the flag default) and the confident rule on easy data: precision and recall 1.0."""
     import datasets
 
     src, truth = noisy
-    code, out, err = run_cli("refine", src, "--out", tmp_path / "run", "--mode", "flag", "--cv", "2", "--model",
+    code, out, err = run_cli("refine", src, "--out", tmp_path / "run", "--mode", "flag", "--rule", "confident",
+                             "--cv", "2", "--model",
                              "tiny-cnn", "--epochs", "12", "--batch-size", "16", "--lr", "0.01", "--patience", "0",
                              "--no-compare", "-q")
     assert code == 0, err
