@@ -139,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
           f"validation {len(parts['validation'])}, test {len(parts['test'])} "
           f"({int(np.sum(ferplus[parts['test']] >= 0))} with a FER+ majority)\n", flush=True)
     results: dict[str, list[dict[str, float]]] = {}
-    for label, x in versions.items():
-        for seed in seeds:
+    for seed in seeds:  # seed-major: a run cut short still has every condition for its finished seeds
+        for label, x in versions.items():
             t = time.perf_counter()
             r = train_and_test(x, labels, ferplus, parts, model_name=args.model, seed=seed, epochs=args.epochs,
                                batch_size=args.batch_size)
