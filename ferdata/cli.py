@@ -1260,7 +1260,7 @@ def refine_cmd(dataset_dir: Path, out: Path, num_proc: int, seed: int, limit: in
 
     Example:
 
-        ferdata refine fer2013 --out fer2013-refine --mode relabel
+        ferdata refine fer2013 --out fer2013-flags --mode flag
     """
     from ferdata.errors import UsageError
     from ferdata.refine import RefineConfig, refine
