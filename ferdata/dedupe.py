@@ -590,15 +590,28 @@ def _inverse_dft() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return ey, np.ascontiguousarray(ex.real, dtype=np.float32), np.ascontiguousarray(ex.imag, dtype=np.float32)
 
 
-def _correlate(fa: np.ndarray, fb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Peak of the normalised cross-correlation within +-VERIFY_MAX_SHIFT, and its shift (dy, dx)."""
+def _correlate(fa: np.ndarray | tuple[np.ndarray, np.ndarray],
+               fb: np.ndarray | tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Peak of the normalised cross-correlation within +-VERIFY_MAX_SHIFT, and its shift (dy, dx).
+
+    ``fa`` and ``fb`` are stacks of spectra, or ``(store, positions)`` from
+    :meth:`DetailSpectra.slots` (gathered into one buffer, without temporaries).
+    """
     size, shifts = VERIFY_SIZE, _shifts()
     ey, exr, exi = _inverse_dft()
-    q = ey @ (fa * np.conj(fb))  # (pairs, shifts, half spectrum): inverse DFT along the rows
-    window = (q.real @ exr - q.imag @ exi).reshape(len(fa), -1)  # inverse real DFT along the columns
+    if isinstance(fa, tuple):
+        (da, sa), (db, sb) = fa, fb
+        prod = np.take(da, sa, axis=0)
+        other = np.take(db, sb, axis=0)
+        np.conjugate(other, out=other)
+        np.multiply(prod, other, out=prod)
+    else:
+        prod = fa * np.conj(fb)
+    q = ey @ prod  # (pairs, shifts, half spectrum): inverse DFT along the rows
+    window = (q.real @ exr - q.imag @ exi).reshape(len(q), -1)  # inverse real DFT along the columns
     peak = window.argmax(axis=1)
     dy, dx = shifts[peak // len(shifts)], shifts[peak % len(shifts)]
-    return (window[np.arange(len(fa)), peak].astype(np.float64), np.where(dy > size // 2, dy - size, dy),
+    return (window[np.arange(len(q)), peak].astype(np.float64), np.where(dy > size // 2, dy - size, dy),
             np.where(dx > size // 2, dx - size, dx))
 
 
@@ -640,6 +653,11 @@ class DetailSpectra:
 
     def get(self, z: int, rows: np.ndarray) -> np.ndarray:
         """Spectra at zoom index ``z`` of ``rows`` (computing the missing ones in one batch)."""
+        data, slots = self.slots(z, rows)
+        return data[slots]
+
+    def slots(self, z: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(store, positions)``: the spectra at zoom index ``z`` of ``rows`` are ``store[positions]``."""
         rows = np.asarray(rows, dtype=np.int64)
         slot = self._slot[z]
         missing = np.unique(rows[slot[rows] < 0])
@@ -657,7 +675,7 @@ class DetailSpectra:
             data[used:used + len(missing)] = spectra
             slot[missing] = np.arange(used, used + len(missing))
             self._used[z] = used + len(missing)
-        return self._data[z][slot[rows]]
+        return self._data[z], slot[rows]
 
 
 def verify_pairs(images: Sequence[np.ndarray] | np.ndarray | DetailSpectra, i: np.ndarray | Sequence[int],
@@ -698,7 +716,7 @@ def verify_pairs(images: Sequence[np.ndarray] | np.ndarray | DetailSpectra, i: n
     for lo in range(0, m, _VERIFY_BATCH):
         sl = slice(lo, min(m, lo + _VERIFY_BATCH))
         ia, ib = i[sl], j[sl]
-        s, y, x = _correlate(spectra.get(0, ia), spectra.get(0, ib))
+        s, y, x = _correlate(spectra.slots(0, ia), spectra.slots(0, ib))
         score[sl], dy[sl], dx[sl] = s, y, x
         retry = s >= VERIFY_ZOOM_FLOOR
         if accept_at is not None:
@@ -708,7 +726,7 @@ def verify_pairs(images: Sequence[np.ndarray] | np.ndarray | DetailSpectra, i: n
             continue
         rows = retry + lo
         for za, zb in _COMBOS:
-            s2, y2, x2 = _correlate(spectra.get(za, ia[retry]), spectra.get(zb, ib[retry]))
+            s2, y2, x2 = _correlate(spectra.slots(za, ia[retry]), spectra.slots(zb, ib[retry]))
             better = s2 > score[rows]
             sel = rows[better]
             score[sel], dy[sel], dx[sel] = s2[better], y2[better], x2[better]
@@ -965,11 +983,31 @@ def _verify_images(dd: datasets.DatasetDict, splits: list[str], rows: np.ndarray
         raw = dd[split].cast_column("image", _raw_image_feature()).select(local.tolist())
         for r, value in zip(local.tolist(), _column(raw, "image").to_pylist(), strict=True):
             try:
-                out[int(r + lo)] = verify_array(to_array(value))
+                gray = _gray_png(value)
+                out[int(r + lo)] = verify_array(to_array(value) if gray is None else gray)
             except ImageRejected:  # only with reused hashes of a row whose image went bad: never confirmed
                 logger.warning("dedupe: row %d has no decodable image; it is not verified as a duplicate", r + lo)
                 out[int(r + lo)] = np.zeros((VERIFY_SIZE, VERIFY_SIZE), dtype=np.float32)
     return out
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _gray_png(value: Any) -> np.ndarray | None:
+    """The pixels of an 8-bit grayscale PNG held as bytes (OpenCV, ~3x faster than Pillow), else None.
+
+    Only this unambiguous layout (IHDR bit depth 8, colour type 0, one channel decoded) takes
+    the fast path; its pixels are the ones :func:`ferdata.images.to_array` returns (mode "L").
+    Everything else (other layouts, paths, PIL images) returns None for the general decoder.
+    """
+    import cv2
+
+    data = value.get("bytes") if isinstance(value, dict) else None
+    if not data or len(data) < 33 or data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR" or data[24] != 8 or data[25] != 0:
+        return None
+    arr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    return arr if arr is not None and arr.ndim == 2 and arr.dtype == np.uint8 else None
 
 
 def _raw_image_feature() -> Any:
