@@ -543,3 +543,58 @@ def test_greedy_blocks_decide_like_one_by_one(monkeypatch: pytest.MonkeyPatch) -
         result = dedupe_dataset(dd, DedupeConfig(threshold=8, verify="none", report_only=True))
         outcomes.append(result.data["train"]["duplicate_of"])
     assert any(outcomes[0]) and outcomes[0] == outcomes[1] == outcomes[2]
+
+
+def test_verifier_fast_paths_keep_the_scores() -> None:
+    """Cached spectra, the windowed inverse DFT and accept_at give the plain verifier's verdicts."""
+    import scipy.fft
+
+    from ferdata import dedupe
+
+    faces = [_textured(_smooth(40 + k), k) for k in range(6)]
+    copies = [np.roll(f, (1, 2), axis=(0, 1)) for f in faces[:3]]
+    images = [verify_array(x) for x in faces + copies]
+    i, j = np.array([0, 1, 2, 0, 1, 3, 4]), np.array([6, 7, 8, 1, 5, 4, 5])
+    plain = verify_pairs(images, i, j)
+    spectra = dedupe.DetailSpectra(images)
+    first = verify_pairs(spectra, i[:3], j[:3])  # the same spectra reused by a second call
+    again = verify_pairs(spectra, i, j)
+    assert np.array_equal(again.score, plain.score) and np.array_equal(first.score, plain.score[:3])
+    assert (plain.score[:3] >= DedupeConfig().min_score).all() and (plain.score[3:] < DedupeConfig().min_score).all()
+    fast = verify_pairs(images, i, j, accept_at=0.6)
+    assert np.array_equal(fast.score >= 0.6, plain.score >= 0.6)
+    assert np.array_equal(fast.score[plain.score < 0.6], plain.score[plain.score < 0.6])
+    # the 13 x 13 window equals the full irfft2 surface at those shifts
+    fa, fb = (dedupe._detail_spectra(np.stack(images[k:k + 3])) for k in (0, 6))
+    surface = scipy.fft.irfft2(fa * np.conj(fb), s=(48, 48))
+    shifts = dedupe._shifts()
+    best = surface[:, shifts][:, :, shifts].reshape(3, -1).max(axis=1)
+    assert np.allclose(dedupe._correlate(fa, fb)[0], best, atol=1e-5)
+
+
+def test_gray_png_fast_decode_matches_pillow() -> None:
+    """The OpenCV fast path returns Pillow's pixels for 8-bit gray PNGs and declines anything else."""
+    import io
+
+    from PIL import Image
+
+    from ferdata.dedupe import _gray_png
+    from ferdata.images import encode_png, to_array
+
+    gray = _textured(_smooth(3), 1)
+    for data in (encode_png(gray), _png_bytes(Image.fromarray(gray))):
+        value = {"bytes": data, "path": None}
+        assert np.array_equal(_gray_png(value), to_array(value))
+    rgb = np.stack([gray, gray // 2, gray // 3], axis=-1)
+    buf = io.BytesIO()
+    Image.fromarray(gray).save(buf, format="JPEG")
+    for data in (encode_png(rgb), buf.getvalue(), b"", b"\x89PNG\r\n\x1a\n"):
+        assert _gray_png({"bytes": data, "path": None}) is None
+
+
+def _png_bytes(img) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
