@@ -758,7 +758,7 @@ def drop_flagged_cmd(input_dir: Path, out: Path, num_proc: int, seed: int, limit
               show_default=True, help="Perceptual hash (64 bits, imagehash); stored as a column and reused.")
 @click.option("--threshold", type=int, default=None,
               help="Candidate radius: largest Hamming distance (0..64) between a near duplicate and its survivor "
-                   "[16]; 0 = identical hashes only.")
+                   "[18]; 0 = identical hashes only.")
 @click.option("--verify", type=click.Choice(["xcorr", "none"]), default=None,
               help="Verifier of candidate pairs [xcorr: registered detail correlation]; none = radius only.")
 @click.option("--min-score", type=float, default=None,

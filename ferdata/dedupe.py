@@ -57,7 +57,7 @@ DEFAULT_KEEP = "test,validation,train"
 DEFAULT_METHOD = "phash"
 #: candidate radius (phash bits), verifier and its thresholds: chosen from the labelled real pairs
 #: (tests/data/fer2013-dev-pairs.csv, table in docs/dedupe.md)
-DEFAULT_THRESHOLD = 16
+DEFAULT_THRESHOLD = 18
 DEFAULT_VERIFY = "xcorr"
 DEFAULT_MIN_SCORE = 0.6
 DEFAULT_SIMILAR_SCORE = 0.5
