@@ -775,8 +775,12 @@ class _Run:
 
         from ferdata.dataset import partition_rejects, read_manifest, read_rejects, save_dataset
 
+        from ferdata.steps import safe_num_proc
+
         c = self.config
         out = self.run_dir / "dataset"
+        # training ran in this process, so TensorFlow is loaded: forking workers now can deadlock
+        num_proc = safe_num_proc(num_proc, what=STEP_NAME)
         suspects, guard = self.judge(probs)
         class_label = self.dd[self.pool_splits[0]].features["label"]
         splits = {}
@@ -785,7 +789,7 @@ class _Run:
                 lo, hi = self.offsets[split], self.offsets[split] + len(ds)
                 kwargs = {"probs": probs[lo:hi], "suspects": suspects[lo:hi], "mode": c.mode}
                 ds = ds.map(_annotate_batch, batched=True, with_indices=True, fn_kwargs=kwargs,
-                            num_proc=num_proc if num_proc and num_proc > 1 else None, desc=f"refine {split}")
+                            num_proc=num_proc if num_proc > 1 else None, desc=f"refine {split}")
             elif c.mode != "prune":
                 ds = ds.map(_untouched_batch, batched=True, fn_kwargs={"mode": c.mode}, desc=f"keep {split}")
             for column, feature in _new_features(c.mode, class_label).items():
@@ -800,7 +804,8 @@ class _Run:
                 "note": (f"labels of {', '.join(self.untouched_splits)} were never changed" if self.untouched_splits
                          else "every split was refined, test included: scores on it are optimistic")}
         rows_in = sum(len(d) for d in self.dd.values())
-        entry = {"step": STEP_NAME, "params": dataclasses.asdict(c), "input_rows": rows_in,
+        entry = {"step": STEP_NAME, "params": dataclasses.asdict(c), "seed": c.seed, "limit": None,
+                 "limited_out": 0, "input_rows": rows_in,
                  "kept": sum(len(d) for d in dd.values()), "rejected": len(rejects),
                  "rejected_by_reason": {"label_disagreement": len(rejects)} if rejects else {}, "info": info}
         manifest["steps"] = [*manifest.get("steps", []), entry]

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ferdata.dataset import read_manifest
 from ferdata.errors import OutputExists, UsageError
 from ferdata.refine import (
     RefineConfig,
@@ -295,6 +296,9 @@ def test_flag_mode_changes_no_label(noisy, tmp_path: Path) -> None:
     assert np.all(np.asarray(train["top1_label"])[suspect] != np.asarray(train["label"])[suspect])
     assert not any(refined["test"]["suspect_label"])
     assert refined["train"].features["top2_label"].names == NAMES
+    entry = read_manifest(result.dataset_dir)["steps"][-1]  # recorded like every other step
+    assert entry["step"] == "refine" and entry["seed"] == 0 and entry["limit"] is None and entry["limited_out"] == 0
+    assert entry["input_rows"] == entry["kept"] + entry["rejected"] + entry["limited_out"]
 
 
 def test_class_dropping_to_zero_keeps_the_last_good_round(noisy, tmp_path: Path, monkeypatch) -> None:
