@@ -901,8 +901,9 @@ def progress_off() -> bool:
 @click.option("--espcn", "inp", required=True, type=existing("IN"),
               help="Input: a dataset directory, a class-folder image tree, or a FER2013 CSV.")
 @out_option
-@click.option("--scale", type=click.Choice(["2", "3", "4"]), default="4", show_default=True,
-              help="Upscale factor the model must have.")
+@click.option("--scale", type=click.Choice(["auto", "2", "3", "4"]), default="auto", show_default=True,
+              help="Upscale factor the model must have; auto: the native packaged factor for the input side and "
+                   "--size (48->96: x2, 48->112/144: x3, 48->224: x4).")
 @click.option("--size", type=click.IntRange(min=1), default=224, show_default=True, help="Output side in pixels (square).")
 @click.option("--model", default="auto", show_default=True,
               help="auto: pick the packaged model from the inputs' spectrum (see sr-inspect); or a packaged name "
@@ -926,7 +927,7 @@ def upscale_cmd(inp: Path, out: Path, scale: str, size: int, model: str | None, 
     """
     from ferdata.sr.step import upscale_input
 
-    params = {"scale": int(scale), "size": size, "model": model, "backend": backend, "resize": resize,
+    params = {"scale": scale if scale == "auto" else int(scale), "size": size, "model": model, "backend": backend, "resize": resize,
               "allow_downscale": allow_downscale}
     _, entries = upscale_input(inp, out=out, params=params, ctx=context(num_proc, seed, limit), overwrite=overwrite)
     for entry in entries:

@@ -212,7 +212,7 @@ def test_bad_models_are_one_line_errors(tmp_path: Path, tiny_model: tuple[Path, 
         Upscaler.load(tiny_model[0] / "espcn_x2.pb", 4)
     with pytest.raises(UsageError, match="not an x4 super-resolution model"):
         Upscaler.load(tiny_model[0] / "espcn_x2.pb", 4, backend="opencv")
-    with pytest.raises(UsageError, match="unknown model 'nope'; packaged models: espcn_x4, espcn_x4_aliased"):
+    with pytest.raises(UsageError, match="unknown model 'nope'; packaged models: espcn_x2, espcn_x3, espcn_x4, espcn_x4_aliased"):
         Upscaler.load("nope")
     with pytest.raises(UsageError, match="model file not found"):
         Upscaler.load(tmp_path / "missing.pb")
@@ -220,7 +220,7 @@ def test_bad_models_are_one_line_errors(tmp_path: Path, tiny_model: tuple[Path, 
 
 def test_cli_upscale_dataset_keeps_labels_and_lineage(fer_dir: Path, tmp_path: Path, run_cli) -> None:
     from ferdata.dataset import open_dataset, read_manifest
-    from ferdata.sr.step import auto_candidates
+    from ferdata.sr.step import auto_candidates, native_scale
 
     out = tmp_path / "up"
     # --num-proc 2: the step must not fork workers after TensorFlow has run (they deadlock)
@@ -239,6 +239,8 @@ def test_cli_upscale_dataset_keeps_labels_and_lineage(fer_dir: Path, tmp_path: P
     assert entry["info"]["output_size"] == "100x100"
     # white-noise pixels carry as much top-band energy as an aliased downscale: --model auto says so
     assert entry["info"]["auto"]["estimate"]["regime"] == "aliased"
+    # ... and the native scale for 48 -> 100 counts only factors with an aliased model
+    assert entry["info"]["scale"] == native_scale(48, 100, "aliased") == 4 and entry["info"]["scale_requested"] == "auto"
     assert entry["info"]["model"] == entry["info"]["auto"]["chosen"] == auto_candidates(4)["aliased"]
     assert read_manifest(out)["steps"][0]["step"] == "import_fer2013"
 
@@ -316,7 +318,7 @@ def test_cli_upscale_model_auto_records_regime(kind: str, tmp_path: Path, run_cl
     code, stdout, err = run_cli("sr-inspect", root)
     assert code == 0, err
     assert stdout.startswith(f"regime {regime}:") and f"would use: {auto_candidates(4)[regime]}" in stdout
-    code, stdout, err = run_cli("upscale", "--espcn", root, "--out", tmp_path / "up", "--size", 96, "-q")
+    code, stdout, err = run_cli("upscale", "--espcn", root, "--out", tmp_path / "up", "--size", 96, "--scale", "4", "-q")
     assert code == 0, err
     auto = read_manifest(tmp_path / "up")["steps"][-1]["info"]["auto"]
     assert auto["estimate"]["regime"] == regime and auto["estimate"]["images"] == 10
@@ -331,12 +333,14 @@ def test_cli_upscale_errors(fer_dir: Path, tmp_path: Path, run_cli) -> None:
     assert code == 0, err
     junk = tmp_path / "bad.pb"
     junk.write_bytes(b"garbage")
-    code, _, err = run_cli("upscale", "--espcn", fer_dir, "--out", tmp_path / "c", "--model", junk)
+    code, _, err = run_cli("upscale", "--espcn", fer_dir, "--out", tmp_path / "c", "--model", junk, "--scale", "4")
     assert code == 2 and err.startswith("Error: model bad.pb is not") and len(err.strip().splitlines()) == 1
-    code, _, err = run_cli("upscale", "--espcn", fer_dir, "--out", tmp_path / "d", "--scale", "2", "--model", "espcn_x2")
-    assert code == 2 and "unknown model 'espcn_x2'" in err
-    code, _, err = run_cli("upscale", "--espcn", fer_dir, "--out", tmp_path / "d", "--scale", "2")
-    assert code == 2 and err.startswith("Error: --model auto: no packaged x2 model (packaged: espcn_x4")
+    code, _, err = run_cli("upscale", "--espcn", fer_dir, "--out", tmp_path / "d", "--scale", "2", "--model", "espcn_x5")
+    assert code == 2 and "unknown model 'espcn_x5'" in err
+    code, _, err = run_cli("upscale", "--espcn", fer_dir, "--out", tmp_path / "d", "--scale", "2", "--model", "espcn_x4")
+    assert code == 2 and "model espcn_x4 is not an x2 super-resolution model" in err
+    code, _, err = run_cli("upscale", "--espcn", fer_dir, "--out", tmp_path / "d", "--model", junk)
+    assert code == 2 and "scale auto needs model auto or a packaged name" in err and "--scale 2|3|4" in err
     code, _, err = run_cli("sr-inspect", tmp_path / "nothing")
     assert code == 2 and "does not exist" in err
     code, _, err = run_cli("upscale", "--espcn", tmp_path / "nothing", "--out", tmp_path / "e")
@@ -370,3 +374,34 @@ def test_build_fer2013_improved_recipe(fer_csv: Path, tmp_path: Path, run_cli) -
     assert {(im.size, im.mode) for s in dd.values() for im in s["image"]} == {((224, 224), "L")}
     assert "parent_id" in dd["test"].column_names and len(dd["test"]) == 7 + 1
     assert (tmp_path / "fer224" / "hub" / "README.md").exists()
+
+
+def test_native_scale_picks_the_packaged_factor_that_reaches_the_size() -> None:
+    """48 -> 96 uses x2, 48 -> 112/144 x3, 48 -> 224 x4 (where those models are packaged); they load in OpenCV too."""
+    from ferdata.sr.step import native_scale
+
+    have = {s for s in (2, 3, 4) if f"espcn_x{s}" in packaged_models()}
+    assert {3, 4} <= have  # espcn_x2 ships only if it beats bicubic (docs/sr.md)
+    assert [native_scale(48, n) for n in (96, 112, 144, 192, 224)] == [2 if 2 in have else 3, 3, 3, 4, 4]
+    assert native_scale(48, None) == 4 and native_scale(None, 96) == 4 and native_scale(48, 96, "aliased") == 4
+    for s in sorted(have - {4}):
+        lr = np.stack([degrade(im, s, "area") for im in _face_like(2, seed=5, side=72)])
+        up = Upscaler.load(f"espcn_x{s}", s)
+        assert up.upscale(lr).shape == (2, 72, 72)
+        ocv = Upscaler.load(f"espcn_x{s}", s, backend="opencv").upscale(lr)
+        assert np.abs(ocv.astype(int) - up.upscale(lr)).max() <= 1
+
+
+def test_native_models_beat_bicubic_on_real_heldout_faces() -> None:
+    """espcn_x2 / espcn_x3 against bicubic on 24 real held-out faces of faces-hr-144 (area-made LR)."""
+    import cv2
+
+    from tests.conftest import shared_data
+
+    root = shared_data("faces-hr-144")
+    files = sorted(p for p in root.glob("*.png") if split_of(p.name) == "heldout")[:24]
+    hr = np.stack([cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in files])
+    for s in sorted({s for s in (2, 3) if f"espcn_x{s}" in packaged_models()}):
+        lr = np.stack([degrade(im, s, "area") for im in hr])
+        bicubic = np.stack([cv2.resize(im, hr.shape[1:][::-1], interpolation=cv2.INTER_CUBIC) for im in lr])
+        assert psnr(hr, Upscaler.load(f"espcn_x{s}", s).upscale(lr)) > psnr(hr, bicubic) + 0.1

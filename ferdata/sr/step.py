@@ -21,6 +21,7 @@ target the step stops with a usage error before any work.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -46,7 +47,8 @@ class UpscaleConfig:
 
     #: output side in pixels (square); None = scale x input
     size: int | None = 224
-    scale: int = 4
+    #: 2, 3, 4, or "auto": the native packaged scale for the first image and ``size`` (:func:`native_scale`)
+    scale: int | str = AUTO
     #: "auto" (pick a packaged model from the inputs' spectrum, see ferdata.sr.spectrum), a packaged
     #: model name, or a path to a .pb / .keras (None = packaged espcn_x{scale})
     model: str | None = AUTO
@@ -59,8 +61,8 @@ class UpscaleConfig:
     def __post_init__(self) -> None:
         from ferdata.sr.model import SCALES
 
-        if self.scale not in SCALES:
-            raise UsageError(f"scale must be one of {', '.join(map(str, SCALES))}, got {self.scale!r}")
+        if self.scale not in SCALES and self.scale != AUTO:
+            raise UsageError(f"scale must be one of {', '.join(map(str, SCALES))} or auto, got {self.scale!r}")
         if self.size is not None and (not isinstance(self.size, int) or self.size < 1):
             raise UsageError(f"size must be a positive number of pixels, got {self.size!r}")
         if self.backend not in BACKENDS:
@@ -72,6 +74,29 @@ class UpscaleConfig:
 
 
 _upscalers: dict[tuple[Any, ...], Upscaler] = {}
+
+
+def native_scale(side: int | None, size: int | None, regime: str | None = None) -> int:
+    """``scale: auto``: the factor of the packaged ``espcn_x{s}`` that reaches ``size`` from an
+    input of ``side`` pixels with the least resampling -- the smallest packaged factor whose output
+    is at least ``size`` (48 -> 96: 2; 48 -> 112 or 144: 3), else the largest packaged one (48 -> 224: 4);
+    4 when ``size`` or ``side`` is unknown. With ``regime="aliased"`` only factors that have a
+    packaged ``espcn_x{s}_aliased`` count (the smooth models lose to bicubic on aliased inputs).
+
+    Example:
+        >>> native_scale(48, 96), native_scale(48, 224)   # doctest: +SKIP
+        (2, 4)
+    """
+    from ferdata.sr.model import SCALES
+    from ferdata.sr.upscaler import packaged_models
+
+    models = packaged_models()
+    suffix = "_aliased" if regime == "aliased" else ""
+    have = [s for s in SCALES if f"espcn_x{s}{suffix}" in models]
+    if not have or side is None or size is None:
+        return 4
+    reach = [s for s in have if s * side >= size]
+    return min(reach) if reach else max(have)
 
 
 def auto_candidates(scale: int) -> dict[str, str]:
@@ -170,13 +195,36 @@ def upscale_step(data: Any, config: UpscaleConfig, ctx: StepContext) -> StepOutp
     from ferdata.sr.spectrum import sample_dataset_images
 
     params = {k: v for k, v in asdict(config).items()}
-    auto: dict[str, Any] | None = None
+    scale = config.scale
+    sample: list[np.ndarray] = []
     if config.model == AUTO:
-        auto_candidates(config.scale)  # fail fast before decoding
+        if scale != AUTO:
+            auto_candidates(scale)  # fail fast before decoding
         sample_from = {k: v.select(range(min(ctx.limit, len(v)))) if ctx.limit is not None else v for k, v in data.items()}
         sample, _ = sample_dataset_images(sample_from, n=AUTO_SAMPLE, seed=ctx.seed)
-        params["model"], auto = choose_model(sample, config.scale)
-    up = get_upscaler(params["model"], config.scale, config.backend)  # fail fast on a bad model
+    if scale == AUTO:
+        from ferdata.sr.spectrum import estimate_degradation
+
+        first_image = next((ds.cast_column("image", datasets.Image(decode=False))[0]["image"]
+                            for ds in data.values() if len(ds)), None)
+        try:
+            regime = estimate_degradation(sample).regime if sample else None
+        except UsageError:
+            regime = None
+        scale = native_scale(max(to_array(first_image).shape[:2]) if first_image is not None else None, config.size,
+                             regime)
+        if config.model not in (AUTO, None):
+            factor = re.fullmatch(r"espcn_x([234])(_\w+)?", str(config.model))
+            if factor is None:
+                raise UsageError(f"scale auto needs model auto or a packaged name, got model {config.model!r}; "
+                                 "pass --scale 2|3|4 to match that model")
+            scale = int(factor.group(1))
+        params["scale"] = scale
+    auto: dict[str, Any] | None = None
+    if config.model == AUTO:
+        auto_candidates(scale)
+        params["model"], auto = choose_model(sample, scale)
+    up = get_upscaler(params["model"], scale, config.backend)  # fail fast on a bad model
     in_sizes: Counter[str] = Counter()
     out = {}
     for split, ds in data.items():
@@ -205,8 +253,8 @@ def upscale_step(data: Any, config: UpscaleConfig, ctx: StepContext) -> StepOutp
             w, h = ds.cast_column("image", datasets.Image())[0]["image"].size
             out_size = f"{h}x{w}"
             break
-    info = {"model": up.name, "model_file": str(up.path), "scale": config.scale, "backend": config.backend,
-            "resize": config.resize, "input_sizes_first_row": dict(in_sizes), "output_size": out_size}
+    info = {"model": up.name, "model_file": str(up.path), "scale": scale, "scale_requested": config.scale,
+            "backend": config.backend, "resize": config.resize, "input_sizes_first_row": dict(in_sizes), "output_size": out_size}
     if auto is not None:
         info["auto"] = auto
     return StepOutput(kept, rejects, info=info)
@@ -246,7 +294,9 @@ def upscale_input(inp: str | Path, *, out: str | Path, params: dict[str, Any], c
     step_up = get_step("upscale")
     config_up = step_up.make_config(params)
     out = prepare_output(out, overwrite=overwrite, inputs=[inp])
-    if config_up.model == AUTO:
+    if config_up.scale == AUTO:
+        pass  # the scale depends on the imported images; a bad model still fails before any upscaling
+    elif config_up.model == AUTO:
         auto_candidates(config_up.scale)  # no model for the scale: fail before importing
     else:
         get_upscaler(config_up.model, config_up.scale, config_up.backend)  # bad model: fail before importing
