@@ -927,8 +927,8 @@ def upscale_cmd(inp: Path, out: Path, scale: str, size: int, model: str | None, 
     """
     from ferdata.sr.step import upscale_input
 
-    params = {"scale": scale if scale == "auto" else int(scale), "size": size, "model": model, "backend": backend, "resize": resize,
-              "allow_downscale": allow_downscale}
+    params = {"scale": scale if scale == "auto" else int(scale), "size": size, "model": model, "backend": backend,
+              "resize": resize, "allow_downscale": allow_downscale}
     _, entries = upscale_input(inp, out=out, params=params, ctx=context(num_proc, seed, limit), overwrite=overwrite)
     for entry in entries:
         print_summary(entry, out)
