@@ -967,6 +967,8 @@ class _Grouping:
 
 # survivors whose candidate pairs are verified in one batch (the decisions stay sequential)
 _GREEDY_BLOCK = 512
+# rows above which a brute-force candidate search gets a warning (quadratic: minutes and more)
+_LARGE_ROWS = 200_000
 
 
 def _verify_images(dd: datasets.DatasetDict, splits: list[str], rows: np.ndarray) -> dict[int, np.ndarray]:
@@ -1050,6 +1052,11 @@ def _group_rows(dd: datasets.DatasetDict, splits: list[str], config: DedupeConfi
     reps = rep_of_id[np.argsort(np.argsort(order)[rep_of_id], kind="stable")]
     cand = reps[~const[reps]]
     m = len(cand)
+    if m > _LARGE_ROWS and _plan(m, config.threshold).brute:
+        logger.warning("dedupe: %d rows at radius %d: the exact candidate search is quadratic here (the "
+                       "multi-index does not pay off at this radius; ~%.0f min for a million rows, and the "
+                       "candidates to verify grow with the square of the rows); for datasets this large pass "
+                       "--threshold 10 or less (docs/dedupe.md)", m, config.threshold, 28 * (m / 1e6) ** 2)
     li, lj, _ = find_duplicate_arrays(hashes[cand], config.threshold) if m > 1 else (np.empty(0, np.int64),) * 3
     info["candidate_pairs"] = int(len(li))
     src, dst = np.concatenate([li, lj]), np.concatenate([lj, li])
