@@ -17,10 +17,16 @@ Three tables, each with its baselines measured in the same run:
    (b) FER2013 labels without the flagged rows, (c) FER+ majority labels; accuracy on the FER+
    labels of the untouched split.
 
+4. **models** (``--sections models --on synthetic|real --models a,b@lr``) -- candidate refine models
+   trained on the same folds (fixed epochs, no early stopping), each with the rule table: how the
+   default of ``--model auto`` was chosen.
+
 Run:  nice -n 10 python tests/benchmarks/bench_refine.py                      (defaults: refine-cnn, --cv 5, 20 epochs)
       nice -n 10 python tests/benchmarks/bench_refine.py --cv 3 --epochs 10 --sections real   (quicker)
       nice -n 10 python tests/benchmarks/bench_refine.py --probs hog-lr --sections real,synthetic  (no CNN: the
           rules on HOG + logistic-regression probabilities; minutes even on a loaded machine)
+      nice -n 10 python tests/benchmarks/bench_refine.py --sections models --on synthetic --cv 3 --epochs 12 \
+          --models shallow-cnn,refine-cnn     (the candidate table of docs/refine.md; --on real for real noise)
 """
 
 from __future__ import annotations
@@ -50,6 +56,21 @@ def ferplus_truth(votes: list[list[int]], names: list[str]) -> np.ndarray:
         if v[top] >= 5 and top < len(FERPLUS_CLASSES) and FERPLUS_CLASSES[top] in names:
             out[i] = names.index(FERPLUS_CLASSES[top])
     return out
+
+
+def synthetic_flips(labels: np.ndarray, truth: np.ndarray, votes: list[list[int]], seed: int
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Clean rows (FER2013 == FER+ with >= 8 of 10 votes), which 20 % are flipped, and the noisy labels."""
+    clean = np.flatnonzero([(t >= 0 and t == lab and max(v) >= 8) for t, lab, v in zip(truth, labels, votes,
+                                                                                        strict=True)])
+    rng = np.random.default_rng(seed)
+    true = labels[clean]
+    flip = rng.random(len(true)) < 0.2
+    noisy = true.copy()
+    present = np.unique(true)
+    for i in np.flatnonzero(flip):
+        noisy[i] = int(rng.choice([c for c in present if c != true[i]]))
+    return clean, flip, noisy
 
 
 def prf(found: np.ndarray, errors: np.ndarray, scored: np.ndarray | None = None) -> tuple[float, float, float, int]:
@@ -150,6 +171,34 @@ def cleanlab_row(labels: np.ndarray, probs: np.ndarray, errors: np.ndarray, scor
     return [("cleanlab find_label_issues (same probs)", prf(issues, errors, scored))]
 
 
+def compare_models(x: np.ndarray, y: np.ndarray, errors: np.ndarray, scored: np.ndarray | None, num_classes: int,
+                   args: argparse.Namespace, title: str) -> None:
+    """Candidate refine models on the same stratified folds: fixed epochs, Adam, batch 64, no early stopping.
+
+    ``--models name[@lr],...``; each gets the rule table (plus cleanlab when installed) of its own
+    out-of-sample probabilities, so the default of ``--model auto`` can be read off one run.
+    """
+    import keras
+    from sklearn.model_selection import StratifiedKFold
+
+    from ferdata.train import build_model
+
+    for cand in args.models.split(","):
+        name, _, lr = cand.partition("@")
+        probs = np.zeros((len(y), num_classes), np.float32)
+        start = time.perf_counter()
+        for k, (tr, te) in enumerate(StratifiedKFold(args.cv, shuffle=True, random_state=args.seed).split(x, y)):
+            keras.utils.set_random_seed(args.seed + k)
+            model = build_model(name, x.shape[1:], num_classes)
+            model.compile(optimizer=keras.optimizers.Adam(float(lr or 1e-3)), loss="sparse_categorical_crossentropy")
+            model.fit(x[tr], y[tr], batch_size=64, epochs=args.epochs, verbose=0)
+            probs[te] = model.predict(x[te], batch_size=256, verbose=0)
+            print(f"  {cand} fold {k + 1}/{args.cv}: {time.perf_counter() - start:.0f} s", flush=True)
+        rows = rule_rows(y, probs, errors, scored, "") + cleanlab_row(y, probs, errors, scored)
+        print_table(f"{title} | {cand} | {args.cv} folds x {args.epochs} epochs | {time.perf_counter() - start:.0f} s "
+                    f"wall | out-of-sample accuracy {np.mean(probs.argmax(1) == y):.3f}", rows)
+
+
 def print_table(title: str, rows: list[tuple[str, tuple[float, float, float, int]]]) -> None:
     print(f"\n{title}\n| flags | found | precision | recall | F1 |\n|---|---|---|---|---|")
     for name, (p, r, f, n) in rows:
@@ -172,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probs", choices=("model", "hog-lr", "pixel-lr"), default="model",
                         help="where the out-of-sample probabilities come from: the refine model (refine --mode flag), "
                              "or a cheap logistic regression on HOG / pixels (minutes on a loaded CPU)")
+    parser.add_argument("--models", default="shallow-cnn,refine-cnn",
+                        help="section models: candidate refine models name[@lr],... on the same folds")
+    parser.add_argument("--on", choices=("synthetic", "real"), default="synthetic", help="data of section models")
     parser.add_argument("--work", default=None, help="scratch directory (default: a temporary one)")
     args = parser.parse_args(argv)
     if not CSV.exists() or not VOTES.exists():
@@ -201,6 +253,15 @@ def main(argv: list[str] | None = None) -> int:
           f"of those FER2013 disagrees on {int(((truth >= 0) & (truth != labels)).sum())} "
           f"({((truth >= 0) & (truth != labels)).sum() / max(1, (truth >= 0).sum()):.1%})", flush=True)
 
+    if "models" in sections:
+        x = np.stack([np.asarray(im.convert("L"), np.float32) for im in full["image"]])[..., None]
+        if args.on == "synthetic":
+            clean, flip, noisy = synthetic_flips(labels, truth, votes, args.seed)
+            print(f"models on synthetic flips: {len(clean)} clean rows, {int(flip.sum())} flipped", flush=True)
+            compare_models(x[clean], noisy, flip, None, len(names), args, "Synthetic 20 % flips")
+        else:
+            compare_models(x, labels, truth != labels, truth >= 0, len(names), args, "Real noise vs FER+")
+
     if "real" in sections:
         scored = truth >= 0
         errors = truth != labels
@@ -214,16 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         print_table(f"Real noise: flags vs FER+ (>= 5 votes), {int(scored.sum())} rows scored", rows)
 
     if "synthetic" in sections:
-        clean = np.flatnonzero([(t >= 0 and t == lab and max(v) >= 8) for t, lab, v in zip(truth, labels, votes,
-                                                                                            strict=True)])
-        rng = np.random.default_rng(args.seed)
+        clean, flip, noisy = synthetic_flips(labels, truth, votes, args.seed)
         sub = full.select(clean.tolist())
-        true = labels[clean]
-        flip = rng.random(len(true)) < 0.2
-        noisy = true.copy()
-        present = np.unique(true)
-        for i in np.flatnonzero(flip):
-            noisy[i] = int(rng.choice([c for c in present if c != true[i]]))
         sub = sub.remove_columns("label").add_column("label", noisy.tolist(), feature=full.features["label"])
         src = save(datasets.DatasetDict({"train": sub}), work / "synthetic")
         print(f"\nsynthetic: {len(clean)} clean rows (FER2013 == FER+ with >= 8 of 10 votes), "
