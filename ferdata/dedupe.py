@@ -1056,7 +1056,7 @@ def _group_rows(dd: datasets.DatasetDict, splits: list[str], config: DedupeConfi
         logger.warning("dedupe: %d rows at radius %d: the exact candidate search is quadratic here (the "
                        "multi-index does not pay off at this radius; ~%.0f min for a million rows, and the "
                        "candidates to verify grow with the square of the rows); for datasets this large pass "
-                       "--threshold 10 or less (docs/dedupe.md)", m, config.threshold, 28 * (m / 1e6) ** 2)
+                       "--threshold 8 or less (docs/dedupe.md)", m, config.threshold, 28 * (m / 1e6) ** 2)
     li, lj, _ = find_duplicate_arrays(hashes[cand], config.threshold) if m > 1 else (np.empty(0, np.int64),) * 3
     info["candidate_pairs"] = int(len(li))
     src, dst = np.concatenate([li, lj]), np.concatenate([lj, li])
