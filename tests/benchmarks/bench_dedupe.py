@@ -245,6 +245,27 @@ def speed(n_large: int = 1_000_000, threshold: int = 8) -> None:
           f"peak RSS {rss / 1024:.0f} MB (before: {rss0 / 1024:.0f} MB; hashes {h.nbytes / 2**20:.0f} MB)")
 
 
+def search(n: int = 1_000_000, radius: int = 18) -> None:
+    """One exact search (``find_duplicate_arrays``) of ``n`` planted random hashes at ``radius``.
+
+    Prints the cost model's plan, the time and the pairs, beside the expected number of random
+    pairs within the radius (the size of the answer, whatever the algorithm).
+    """
+    import math
+
+    from ferdata.dedupe import HASH_BITS, _plan
+
+    h = _planted(n)
+    plan = _plan(len(np.unique(h)), radius)
+    start, cpu = time.perf_counter(), time.process_time()
+    i, _, _ = find_duplicate_arrays(h, radius)
+    frac = sum(math.comb(HASH_BITS, k) for k in range(radius + 1)) / 2.0**HASH_BITS
+    print(f"search: {n:,} hashes, radius {radius}, plan "
+          f"{'brute force' if plan.brute else f'{len(plan.blocks)} blocks, radii {plan.radii}'}: "
+          f"{time.perf_counter() - start:.1f}s wall / {time.process_time() - cpu:.1f}s CPU, {len(i)} pairs "
+          f"(random pairs expected within the radius: {frac * n * (n - 1) / 2:.3g})")
+
+
 def step(n: int = 1_000_000) -> None:
     """The dedupe step's global pass (grouping, survivors, ledger, new columns) on n pre-hashed rows.
 
@@ -476,6 +497,7 @@ def main() -> None:
     parser.add_argument("which", nargs="*", default=["real", "verified", "quality", "pipeline", "speed", "hashing", "step"])
     parser.add_argument("--n", type=int, default=1_000_000, help="hashes in the large speed run (default 1e6)")
     parser.add_argument("--copies", type=int, default=400, help="copies per transform in the quality run")
+    parser.add_argument("--radius", type=int, default=18, help="radius of the search run (default 18)")
     args = parser.parse_args()
     for which in args.which:
         if which == "quality":
@@ -492,8 +514,11 @@ def main() -> None:
             verified(args.copies)
         elif which == "pipeline":
             pipeline()
+        elif which == "search":
+            search(args.n, args.radius)
         else:
-            raise SystemExit(f"unknown benchmark {which!r}; choose from quality, real, verified, pipeline, speed, hashing, step")
+            raise SystemExit(f"unknown benchmark {which!r}; choose from quality, real, verified, pipeline, speed, search, "
+                             "hashing, step")
 
 
 def test_bench_dedupe() -> None:
