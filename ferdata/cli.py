@@ -1213,7 +1213,7 @@ def apply_review_cmd(dataset: Path, review_csv: Path, out: Path, allow_missing: 
 @click.argument("dataset_dir", metavar="DIR", type=existing("DIR", file_okay=False))
 @out_option
 @click.option("--model", default="auto", show_default=True,
-              help="CNN trained from scratch every round: auto (relabel: fer-cnn, flag/prune: refine-cnn), "
+              help="CNN trained from scratch every round: auto (relabel: fer-cnn, flag/prune: shallow-cnn), "
                    "refine-cnn, fer-cnn, shallow-cnn, efficientnet-b0, tiny-cnn.")
 @click.option("--rounds", type=int, default=None, help="Maximum number of trainings [default: relabel 5, flag/prune 1].")
 @click.option("--epochs", type=int, default=None,
@@ -1248,7 +1248,7 @@ def refine_cmd(dataset_dir: Path, out: Path, num_proc: int, seed: int, limit: in
                no_compare: bool, **options: Any) -> None:
     """Find label errors (flag / prune, out-of-sample) or relabel with paper 000's loop.
 
-    --mode flag|prune: one 5-fold out-of-sample pass of refine-cnn, suspects where the
+    --mode flag|prune: one 5-fold out-of-sample pass of shallow-cnn, suspects where the
     prediction differs (--rule argmax|confident, or --top K by normalised margin).
     --mode relabel: paper 000's loop (train, keep the diagonal, repeat; relabel with the last
     model). A guard refuses to change anything when the model

@@ -21,7 +21,7 @@ Three tables, each with its baselines measured in the same run:
    trained on the same folds (fixed epochs, no early stopping), each with the rule table: how the
    default of ``--model auto`` was chosen.
 
-Run:  nice -n 10 python tests/benchmarks/bench_refine.py                      (defaults: refine-cnn, --cv 5, 20 epochs)
+Run:  nice -n 10 python tests/benchmarks/bench_refine.py                      (defaults: shallow-cnn, --cv 5, 20 epochs)
       nice -n 10 python tests/benchmarks/bench_refine.py --cv 3 --epochs 10 --sections real   (quicker)
       nice -n 10 python tests/benchmarks/bench_refine.py --probs hog-lr --sections real,synthetic  (no CNN: the
           rules on HOG + logistic-regression probabilities; minutes even on a loaded machine)
@@ -213,7 +213,7 @@ def save(dd, out: Path) -> Path:  # type: ignore[no-untyped-def]
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="refine-cnn")
+    parser.add_argument("--model", default="shallow-cnn")
     parser.add_argument("--cv", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
