@@ -270,6 +270,42 @@ def leakage(hr: np.ndarray, models: dict[str, object]) -> None:
             print(f"| {name} | {method} | {cells[0]:+.2f} | {cells[1]:+.2f} |")
 
 
+def step_speed(n: int) -> None:
+    """Issue 17 item 4: the upscale step's core (upscale_batch: decode, network, PNG encode, ids) vs the API."""
+    from ferdata.images import encode_png, pixel_id, to_array
+    from ferdata.sr.step import get_upscaler, upscale_batch
+
+    faces = fer_faces(n)
+    pngs = [encode_png(im) for im in faces]
+    up = get_upscaler("espcn_x4", 4, "tf")
+    up.upscale(faces[:64], size=224)  # warm-up
+    print(f"\n## Step speed: {n} FER 48x48 faces -> 224x224 ({os.cpu_count()} CPUs)\n")
+    t = time.perf_counter()
+    out = up.upscale(faces, size=224)
+    t_api = time.perf_counter() - t
+    t = time.perf_counter()
+    for i in range(0, n, 1024):
+        batch = {"image": [{"bytes": b, "path": None} for b in pngs[i:i + 1024]],
+                 "id": [str(j) for j in range(i, min(n, i + 1024))]}
+        upscale_batch(batch, model="espcn_x4", scale=4, backend="tf", size=224, resize="post", allow_downscale=False,
+                      batch_size=32)
+    t_step = time.perf_counter() - t
+    parts = {}
+    for name, fn, items in (("decode 48x48 PNG", lambda b: to_array({"bytes": b, "path": None}), pngs),
+                            ("PNG encode 224x224", encode_png, out), ("pixel_id", pixel_id, out)):
+        t = time.perf_counter()
+        for x in items:
+            fn(x)
+        parts[name] = (time.perf_counter() - t) / n * 1000
+    print("| path | images/s | ms/image |")
+    print("|---|---|---|")
+    print(f"| Upscaler.upscale (API: network + resample) | {n / t_api:,.0f} | {t_api / n * 1000:.3f} |")
+    print(f"| upscale_batch (the step without Arrow I/O) | {n / t_step:,.0f} | {t_step / n * 1000:.3f} |")
+    for name, ms in parts.items():
+        print(f"| of which {name} | | {ms:.3f} |")
+    print(f"\nstep core / API rate: {t_api / t_step * 100:.0f} % (target >= 80 %)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pb", type=Path, action="append", default=[], help="extra OpenCV .pb (x4) to compare")
@@ -296,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
         resize_mode()
     if "speed" in only:
         speed(args.n)
+    if "step" in only:
+        step_speed(args.n)
     if "e2e" in only and args.full:
         end_to_end(args.full)
     if "consistency" in only:
