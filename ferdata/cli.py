@@ -401,9 +401,8 @@ def build_cmd(ctx: click.Context, recipe: str, out: Path, strict: bool, engine: 
         ferdata build fer2013-improved --source fer2013.csv --out fer2013-224 --engine ray --ray-address auto
     """
     from ferdata.engines import get_engine
-    from ferdata.pipeline import build, load_recipe
-
     from ferdata.errors import RecipeError
+    from ferdata.pipeline import build, load_recipe
 
     variables = parse_variables(ctx.args)
     if engine not in _RUN_ENGINES:  # a recipe variable of the same name (btfer: bing, loopback ...)
@@ -793,13 +792,14 @@ def dedupe_cmd(input_dir: Path, out: Path, method: str, threshold: int | None, v
 
         ferdata dedupe fer2013 --out fer2013-dups --report-only --threshold 4
     """
-    from ferdata.dedupe import REPORT_NAME, report_path
+    from ferdata.dedupe import REPORT_NAME
 
+    # with --report-only and no --report, the step puts the report inside OUT before it is renamed into place
     params = {"method": method, "threshold": threshold, "verify": verify, "min_score": min_score,
-              "similar_score": similar_score, "keep": keep, "on_conflict": on_conflict, "report_only": report_only}
-    with report_path(out, report_only=report_only, report=report) as params["report"]:
-        entry = run_step_command("dedupe", params, inputs=[input_dir], out=out, num_proc=num_proc, seed=seed,
-                                 limit=limit, overwrite=overwrite)
+              "similar_score": similar_score, "keep": keep, "on_conflict": on_conflict,
+              "report_only": report_only, "report": str(report) if report is not None else None}
+    entry = run_step_command("dedupe", params, inputs=[input_dir], out=out, num_proc=num_proc, seed=seed,
+                             limit=limit, overwrite=overwrite)
     report = report or out / REPORT_NAME
     for line in _dedupe_summary(entry.get("info", {}), report):
         click.echo(line)
@@ -1040,7 +1040,6 @@ def train_cmd(src: Path, out: Path, model_name: str, epochs: int, batch_size: in
 
         ferdata train fer2013 --model fer-cnn --epochs 40 --class-weights simple --augment paper001 --out runs/fer
     """
-    from ferdata.progress import progress_bars_disabled
     from ferdata.train.run import train_run
 
     notes: list[str] = []
@@ -1080,6 +1079,9 @@ def evaluate_cmd(run_dir: Path, src: Path, split: str, out: Path | None, salienc
     from ferdata.resources import load_yaml
     from ferdata.train.run import evaluate_run
 
+    if limit is not None:
+        raise click.UsageError("evaluate does not take --limit (metrics on part of a split would be reported as "
+                               "the split's); evaluate a smaller dataset instead")
     mapping = None
     if label_map is not None:
         raw = load_yaml(label_map)
