@@ -21,7 +21,6 @@ the same ``id`` (identical pixels), never by hash.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import functools
@@ -29,7 +28,7 @@ import json
 import logging
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
@@ -1429,37 +1428,6 @@ def format_groups(rows: Sequence[dict[str, Any]], *, limit: int = 10) -> list[st
         lines.append(f"... {len(by_group) - limit} more groups")
     return lines
 
-
-@contextlib.contextmanager
-def report_path(out: str | Path, *, report_only: bool, report: str | Path | None) -> Iterator[str | None]:
-    """The report path to give the step from the command line.
-
-    An explicit ``report`` is used as is. With ``report_only`` and no path, the step writes to a
-    temporary file that is moved to ``OUT/dedupe_groups.csv`` once the output directory exists
-    (the step cannot write into ``OUT``: it is created atomically after the step), and the
-    manifest entry is pointed at it.
-    """
-    if report is not None or not report_only:
-        yield str(report) if report is not None else None
-        return
-    import shutil
-    import tempfile
-
-    from ferdata.dataset import MANIFEST_FILE
-
-    with tempfile.TemporaryDirectory(prefix="ferdata-dedupe-") as tmp:
-        path = Path(tmp) / REPORT_NAME
-        yield str(path)
-        out = Path(out)
-        if path.exists() and out.is_dir():
-            shutil.move(str(path), str(out / REPORT_NAME))
-            manifest_file = out / MANIFEST_FILE
-            manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
-            for entry in reversed(manifest.get("steps", [])):
-                if entry.get("step") == STEP:
-                    entry["params"]["report"] = REPORT_NAME
-                    break
-            manifest_file.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
 
 
 @register_step("dedupe", DedupeConfig)
