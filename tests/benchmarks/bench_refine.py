@@ -172,7 +172,7 @@ def cleanlab_row(labels: np.ndarray, probs: np.ndarray, errors: np.ndarray, scor
 
 
 def compare_models(x: np.ndarray, y: np.ndarray, errors: np.ndarray, scored: np.ndarray | None, num_classes: int,
-                   args: argparse.Namespace, title: str) -> None:
+                   args: argparse.Namespace, title: str, save: Path) -> None:
     """Candidate refine models on the same stratified folds: fixed epochs, Adam, batch 64, no early stopping.
 
     ``--models name[@lr],...``; each gets the rule table (plus cleanlab when installed) of its own
@@ -194,6 +194,7 @@ def compare_models(x: np.ndarray, y: np.ndarray, errors: np.ndarray, scored: np.
             model.fit(x[tr], y[tr], batch_size=64, epochs=args.epochs, verbose=0)
             probs[te] = model.predict(x[te], batch_size=256, verbose=0)
             print(f"  {cand} fold {k + 1}/{args.cv}: {time.perf_counter() - start:.0f} s", flush=True)
+        np.save(save / f"models-{args.on}-{cand}-cv{args.cv}-e{args.epochs}-probs.npy", probs)
         rows = rule_rows(y, probs, errors, scored, "") + cleanlab_row(y, probs, errors, scored)
         print_table(f"{title} | {cand} | {args.cv} folds x {args.epochs} epochs | {time.perf_counter() - start:.0f} s "
                     f"wall | out-of-sample accuracy {np.mean(probs.argmax(1) == y):.3f}", rows)
@@ -258,9 +259,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.on == "synthetic":
             clean, flip, noisy = synthetic_flips(labels, truth, votes, args.seed)
             print(f"models on synthetic flips: {len(clean)} clean rows, {int(flip.sum())} flipped", flush=True)
-            compare_models(x[clean], noisy, flip, None, len(names), args, "Synthetic 20 % flips")
+            compare_models(x[clean], noisy, flip, None, len(names), args, "Synthetic 20 % flips", work)
         else:
-            compare_models(x, labels, truth != labels, truth >= 0, len(names), args, "Real noise vs FER+")
+            compare_models(x, labels, truth != labels, truth >= 0, len(names), args, "Real noise vs FER+", work)
 
     if "real" in sections:
         scored = truth >= 0
