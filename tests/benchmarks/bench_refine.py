@@ -27,6 +27,8 @@ Run:  nice -n 10 python tests/benchmarks/bench_refine.py                      (d
           rules on HOG + logistic-regression probabilities; minutes even on a loaded machine)
       nice -n 10 python tests/benchmarks/bench_refine.py --sections models --on synthetic --cv 3 --epochs 12 \
           --models shallow-cnn,refine-cnn     (the candidate table of docs/refine.md; --on real for real noise)
+      nice -n 10 python tests/benchmarks/bench_refine.py --work W --sections models,heldout-models --on real \
+          --cv 3 --epochs 12 --models shallow-cnn     (held-out effect incl. soft labels, small scale)
 """
 
 from __future__ import annotations
@@ -200,6 +202,46 @@ def compare_models(x: np.ndarray, y: np.ndarray, errors: np.ndarray, scored: np.
                     f"wall | out-of-sample accuracy {np.mean(probs.argmax(1) == y):.3f}", rows)
 
 
+def heldout_models(x: np.ndarray, labels: np.ndarray, votes: list[list[int]], truth: np.ndarray, names: list[str],
+                   probs: np.ndarray, args: argparse.Namespace) -> None:
+    """Held-out effect at small scale: ``args.model`` trained (fixed epochs) on (a) FER2013 labels, (b) those
+    minus the argmax flags of ``probs`` (out-of-sample probabilities of every row), (c) FER+ majority,
+    (d) the FER+ vote distribution (soft labels); accuracy on FER+ labels of an untouched 20 % split."""
+    import keras
+
+    from ferdata.refine import carve, find_suspects
+    from ferdata.sources.fer2013 import FERPLUS_CLASSES
+    from ferdata.train import build_model
+
+    rest, test = carve(labels, 0.2, seed=args.seed + 1)
+    test = test[truth[test] >= 0]
+    flag = find_suspects(labels[rest], probs[rest], rule="argmax")
+    soft = np.zeros((len(labels), len(names)), np.float32)
+    raw = np.asarray(votes, np.float32)
+    for c, n in enumerate(FERPLUS_CLASSES):
+        if n in names:
+            soft[:, names.index(n)] = raw[:, c]
+    has = soft.sum(1) > 0
+    soft[has] /= soft[has].sum(1, keepdims=True)
+    eye = np.eye(len(names), dtype=np.float32)
+    sure = rest[truth[rest] >= 0]
+    variants = {"(a) FER2013 labels": (rest, eye[labels[rest]]),
+                "(b) FER2013 labels, argmax flags removed": (rest[~flag], eye[labels[rest][~flag]]),
+                "(c) FER+ majority (>= 5 votes)": (sure, eye[truth[sure]]),
+                "(d) FER+ vote distribution (soft labels)": (rest[has[rest]], soft[rest[has[rest]]])}
+    print(f"\nHeld-out effect ({args.model}, {args.epochs} epochs): train pool {len(rest)} rows ({int(flag.sum())} "
+          f"argmax-flagged), untouched test {len(test)} rows with a FER+ majority\n"
+          "| training labels | rows | test accuracy (FER+ labels) | test accuracy (FER2013 labels) |\n|---|---|---|---|")
+    for name, (idx, y) in variants.items():
+        keras.utils.set_random_seed(args.seed)
+        model = build_model(args.model, x.shape[1:], len(names))
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
+        model.fit(x[idx], y, batch_size=64, epochs=args.epochs, verbose=0)
+        pred = model.predict(x[test], batch_size=256, verbose=0).argmax(1)
+        print(f"| {name} | {len(idx)} | {np.mean(pred == truth[test]):.3f} | {np.mean(pred == labels[test]):.3f} |",
+              flush=True)
+
+
 def print_table(title: str, rows: list[tuple[str, tuple[float, float, float, int]]]) -> None:
     print(f"\n{title}\n| flags | found | precision | recall | F1 |\n|---|---|---|---|---|")
     for name, (p, r, f, n) in rows:
@@ -262,6 +304,11 @@ def main(argv: list[str] | None = None) -> int:
             compare_models(x[clean], noisy, flip, None, len(names), args, "Synthetic 20 % flips", work)
         else:
             compare_models(x, labels, truth != labels, truth >= 0, len(names), args, "Real noise vs FER+", work)
+
+    if "heldout-models" in sections:  # needs the probabilities of --sections models --on real (same --cv/--epochs)
+        x = np.stack([np.asarray(im.convert("L"), np.float32) for im in full["image"]])[..., None]
+        probs = np.load(work / f"models-real-{args.models.split(',')[0]}-cv{args.cv}-e{args.epochs}-probs.npy")
+        heldout_models(x, labels, votes, truth, names, probs, args)
 
     if "real" in sections:
         scored = truth >= 0
