@@ -402,16 +402,21 @@ def test_no_chaining_a_b_c() -> None:
     assert result.info["max_group_diameter"] == 4
 
 
+def _hash_chains(rng: np.random.Generator, *, chains: int, length: int, max_bits: int) -> list[int]:
+    """``chains`` random chains of ``length`` 64-bit hashes, each 2..max_bits bits from the previous one."""
+    values = []
+    for _ in range(chains):
+        h = int(rng.integers(0, 2**63))
+        for _ in range(length):
+            values.append(h)
+            for bit in rng.choice(64, int(rng.integers(2, max_bits + 1)), replace=False):
+                h ^= 1 << int(bit)
+    return values
+
+
 def test_removed_rows_within_threshold_of_own_survivor() -> None:
     """Chains of random hashes: every removed row is within the radius of its own survivor."""
-    rng = np.random.default_rng(5)
-    values = []
-    for _ in range(40):  # 40 chains of 5 hashes, each 2-3 bits from the previous one
-        h = int(rng.integers(0, 2**63))
-        for _ in range(5):
-            values.append(h)
-            for bit in rng.choice(64, int(rng.integers(2, 4)), replace=False):
-                h ^= 1 << int(bit)
+    values = _hash_chains(np.random.default_rng(5), chains=40, length=5, max_bits=3)  # each 2-3 bits from the last
     n = len(values)
     dd = _memory_dd({"train": [(_smooth(1000 + k), 0) for k in range(n)]}, {"train": [f"{v:016x}" for v in values]})
     result = dedupe_dataset(dd, DedupeConfig(threshold=6, verify="none"))
@@ -527,14 +532,7 @@ def test_greedy_blocks_decide_like_one_by_one(monkeypatch: pytest.MonkeyPatch) -
     """Scoring a block of turns at once gives exactly the one-survivor-at-a-time decisions."""
     import ferdata.dedupe as dedupe
 
-    rng = np.random.default_rng(9)
-    values = []
-    for _ in range(12):  # 12 chains of 6 hashes, each 2-4 bits from the previous one
-        h = int(rng.integers(0, 2**63))
-        for _ in range(6):
-            values.append(h)
-            for bit in rng.choice(64, int(rng.integers(2, 5)), replace=False):
-                h ^= 1 << int(bit)
+    values = _hash_chains(np.random.default_rng(9), chains=12, length=6, max_bits=4)  # each 2-4 bits from the last
     dd = _memory_dd({"train": [(_smooth(2000 + k), 0) for k in range(len(values))]},
                     {"train": [f"{v:016x}" for v in values]})
     outcomes = []

@@ -94,6 +94,27 @@ def transform(arr: np.ndarray, name: str, rng: np.random.Generator) -> np.ndarra
     raise ValueError(name)
 
 
+def synthetic_pool(loaded: list[np.ndarray], copies_per_transform: int, rng: np.random.Generator, *,
+                   verbose: bool = False) -> tuple[list[np.ndarray], list[np.ndarray], list[int], list[str]]:
+    """The synthetic pool: fer2013-dev images without pre-existing near duplicates (phash <= 6), then
+    ``copies_per_transform`` transformed copies per transform. Returns originals, items, source, kind."""
+    ph = np.array([int(image_hash(x, "phash"), 16) for x in loaded], dtype=np.uint64)
+    ci, cj, _ = find_duplicate_arrays(ph, 6)
+    known = set(ci.tolist()) | set(cj.tolist())
+    originals = [x for k, x in enumerate(loaded) if k not in known]
+    if verbose:
+        print(f"quality: {len(loaded)} distinct fer2013-dev images; {len(known)} in {len(ci)} pre-existing "
+              f"near-duplicate pairs (phash <= 6) left out of the pool")
+    n = len(originals)
+    items, source, kind = list(originals), list(range(n)), ["original"] * n
+    for name in TRANSFORMS:
+        for k in rng.choice(n, copies_per_transform, replace=False):
+            items.append(transform(originals[k], name, rng))
+            source.append(int(k))
+            kind.append(name)
+    return originals, items, source, kind
+
+
 def quality(copies_per_transform: int = 400, max_threshold: int = 12) -> None:
     """Precision / recall table per method and threshold."""
     rng = np.random.default_rng(0)
@@ -103,19 +124,8 @@ def quality(copies_per_transform: int = 400, max_threshold: int = 12) -> None:
     # would have true partners we cannot label, so both members leave the pool. Pairs of two
     # untouched images are not labelled at all: they are counted in the orig-orig column and
     # left out of precision (at phash 8, 7 of 8 sampled such pairs were real duplicates too).
-    ph = np.array([int(image_hash(x, "phash"), 16) for x in loaded], dtype=np.uint64)
-    ci, cj, _ = find_duplicate_arrays(ph, 6)
-    known = set(ci.tolist()) | set(cj.tolist())
-    originals = [x for k, x in enumerate(loaded) if k not in known]
-    print(f"quality: {len(loaded)} distinct fer2013-dev images; {len(known)} in {len(ci)} pre-existing near-duplicate "
-          f"pairs (phash <= 6) left out of the pool")
+    originals, items, source, kind = synthetic_pool(loaded, copies_per_transform, rng, verbose=True)
     n = len(originals)
-    items, source, kind = list(originals), list(range(n)), ["original"] * n
-    for name in TRANSFORMS:
-        for k in rng.choice(n, copies_per_transform, replace=False):
-            items.append(transform(originals[k], name, rng))
-            source.append(int(k))
-            kind.append(name)
     flips = [(int(k), transform(originals[k], "flip", rng)) for k in rng.choice(n, copies_per_transform, replace=False)]
     source_arr, kind_arr = np.array(source), np.array(kind)
     print(f"quality: {n} pool images + {copies_per_transform} copies per transform "
@@ -407,17 +417,7 @@ def verified(copies_per_transform: int = 400) -> None:
 
     rng = np.random.default_rng(0)
     loaded = load_dev_images()
-    ph = np.array([int(image_hash(x, "phash"), 16) for x in loaded], dtype=np.uint64)
-    ci, cj, _ = find_duplicate_arrays(ph, 6)
-    known = set(ci.tolist()) | set(cj.tolist())
-    originals = [x for k, x in enumerate(loaded) if k not in known]
-    n = len(originals)
-    items, source, kind = list(originals), list(range(n)), ["original"] * n
-    for name in TRANSFORMS:
-        for k in rng.choice(n, copies_per_transform, replace=False):
-            items.append(transform(originals[k], name, rng))
-            source.append(int(k))
-            kind.append(name)
+    _, items, source, kind = synthetic_pool(loaded, copies_per_transform, rng)
     source_arr, kind_arr = np.array(source), np.array(kind)
     hv = np.array([int(image_hash(x, "phash"), 16) for x in items], dtype=np.uint64)
     i, j, d = find_duplicate_arrays(hv, max(RADII))
