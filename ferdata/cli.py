@@ -761,7 +761,7 @@ def drop_flagged_cmd(input_dir: Path, out: Path, num_proc: int, seed: int, limit
 @click.option("--verify", type=click.Choice(["xcorr", "none"]), default=None,
               help="Verifier of candidate pairs [xcorr: registered detail correlation]; none = radius only.")
 @click.option("--min-score", type=float, default=None,
-              help="Smallest verifier score (-1..1) of a near duplicate, i.e. the same photograph [0.6].")
+              help="Smallest verifier score (-1..1) of a near duplicate, i.e. the same photograph [0.65].")
 @click.option("--similar-score", type=float, default=None,
               help="Smallest verifier score (-1..1) linking kept rows into one similar_group [0.5].")
 @click.option("--keep", default="test,validation,train", show_default=True, metavar="first|largest|SPLITS",
