@@ -482,7 +482,7 @@ def save_dataset(
                 manifest["label_names"] = label_names(dd)
         manifest["splits"] = split_counts(dd)
         if any(isinstance(e, dict) and e.get("limit") is not None for e in manifest.get("steps", [])):
-            manifest["trial"] = True  # made under --limit: some rows were left out (see limited_out)
+            manifest["trial"] = True  # made under --limit (the one place the mark is set): rows were left out
         manifest.setdefault("versions", package_versions())
         with (tmp / MANIFEST_FILE).open("w", encoding="utf-8") as f:
             json.dump(manifest, f, indent=2, default=_json_default)

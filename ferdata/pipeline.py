@@ -369,8 +369,6 @@ def build(recipe: Recipe, out: str | Path, *, ctx: StepContext | None = None, ov
         data, manifest, rejects = open_dataset(last), read_manifest(last), read_rejects(last)
     else:
         data, manifest, rejects = None, new_manifest(seed=ctx.seed, recipe=recipe_info), []
-        if ctx.limit is not None:
-            manifest["trial"] = True
     start = time.perf_counter()
     for i, (step, config) in enumerate(recipe.steps):
         if i < len(done):

@@ -333,8 +333,6 @@ def apply_step(
     manifest.update(result.manifest)
     if manifest.get("seed") is None:
         manifest["seed"] = ctx.seed
-    if ctx.limit is not None:
-        manifest["trial"] = True
     save_dataset(result.data, out, manifest=manifest, rejects=[*rejects, *result.rejects], overwrite=overwrite,
                  num_proc=ctx.num_proc, files=result.files)
     return out, entry
