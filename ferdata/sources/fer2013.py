@@ -228,6 +228,20 @@ def _columns(path: str) -> tuple[int, int, int | None, int]:
         len(header)
 
 
+def _parse_votes(cells: Sequence[str]) -> list[int] | None:
+    """The vote counts in ``cells``, or None when one is not a whole number or is negative."""
+    try:
+        votes = [int(c.strip()) for c in cells]
+    except ValueError:
+        return None
+    return votes if min(votes) >= 0 else None
+
+
+def _vote_details(votes: Sequence[int], mode: str) -> str:
+    """Ledger details of a row the FER+ rule refused: its votes and the mode."""
+    return '{"votes": ' + str(list(votes)) + f', "mode": "{mode}"}}'
+
+
 def read_ferplus(path: str) -> list[tuple[str, list[int] | None]]:
     """The rows of a FER+ ``fer2013new.csv``: (Usage, the 10 vote counts or None when malformed).
 
@@ -257,14 +271,7 @@ def read_ferplus(path: str) -> list[tuple[str, list[int] | None]]:
             if _blank(row):
                 continue
             usage = row[i_usage].strip() if len(row) > i_usage else ""
-            try:
-                votes = [int(row[i].strip()) for i in i_votes]
-                if min(votes) < 0:
-                    raise ValueError("negative vote")
-            except (ValueError, IndexError):
-                rows.append((usage, None))
-                continue
-            rows.append((usage, votes))
+            rows.append((usage, _parse_votes([row[i] for i in i_votes]) if len(row) > max(i_votes) else None))
     return rows
 
 
@@ -388,7 +395,7 @@ def generate_rows(path: str, image_size: int, limit: int | None, ferplus: str = 
                 elif use_ferplus_label:
                     winner, reason = ferplus_label(votes, ferplus_mode)
                     if winner is None:
-                        yield bad(reason, '{"votes": ' + str(list(votes)) + f', "mode": "{ferplus_mode}"}}',
+                        yield bad(reason, _vote_details(votes, ferplus_mode),
                                   id=pixel_id(pixels.reshape(image_size, image_size)))
                         continue
                     label = label_names.index(FERPLUS_CLASSES[winner])
@@ -482,11 +489,8 @@ def ferplus_folder_rows(root: str, ferplus_mode: str, limit: int | None) -> Iter
                     return {**reject_row(reason, details, origin=origin, source=FERPLUS_SOURCE, split=split),
                             "ferplus_votes": votes}
 
-                try:
-                    votes = [int(v.strip()) for v in row[-len(FERPLUS_VOTES):]]
-                    if len(row) < len(FERPLUS_VOTES) + 1 or min(votes) < 0:
-                        raise ValueError("too few columns or a negative vote")
-                except ValueError:
+                votes = _parse_votes(row[-len(FERPLUS_VOTES):]) if len(row) > len(FERPLUS_VOTES) else None
+                if votes is None:
                     yield bad("bad_ferplus_votes", f"expected name, box and {len(FERPLUS_VOTES)} whole vote counts")
                     continue
                 image = Path(root) / folder / row[0].strip()
@@ -495,7 +499,7 @@ def ferplus_folder_rows(root: str, ferplus_mode: str, limit: int | None) -> Iter
                     continue
                 winner, reason = ferplus_label(votes, ferplus_mode)
                 if winner is None:
-                    yield bad(reason, '{"votes": ' + str(votes) + f', "mode": "{ferplus_mode}"}}', votes=votes)
+                    yield bad(reason, _vote_details(votes, ferplus_mode), votes=votes)
                     continue
                 out = file_row(image.read_bytes(), names.index(FERPLUS_CLASSES[winner]),
                                origin=f"{folder}/{row[0].strip()}", source=FERPLUS_SOURCE, split=split)
