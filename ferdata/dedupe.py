@@ -559,6 +559,7 @@ def _blur(x: np.ndarray) -> np.ndarray:
     return out.reshape(n, h + 2 * pad, w + 2 * pad)[:, pad:pad + h, pad:pad + w]
 
 
+@functools.cache
 def _window() -> np.ndarray:
     return np.outer(np.hanning(VERIFY_SIZE), np.hanning(VERIFY_SIZE)).astype(np.float32)
 
@@ -649,11 +650,6 @@ class DetailSpectra:
 
     def __len__(self) -> int:
         return len(self.images)
-
-    def get(self, z: int, rows: np.ndarray) -> np.ndarray:
-        """Spectra at zoom index ``z`` of ``rows`` (computing the missing ones in one batch)."""
-        data, slots = self.slots(z, rows)
-        return data[slots]
 
     def slots(self, z: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(store, positions)``: the spectra at zoom index ``z`` of ``rows`` are ``store[positions]``."""
@@ -972,6 +968,8 @@ _LARGE_ROWS = 200_000
 
 def _verify_images(dd: datasets.DatasetDict, splits: list[str], rows: np.ndarray) -> dict[int, np.ndarray]:
     """Verifier arrays (:func:`verify_array`) of the given global rows."""
+    import datasets
+
     from ferdata.images import ImageRejected, to_array
 
     offsets = np.concatenate([[0], np.cumsum([len(dd[s]) for s in splits])])
@@ -981,7 +979,7 @@ def _verify_images(dd: datasets.DatasetDict, splits: list[str], rows: np.ndarray
         local = rows[(rows >= lo) & (rows < hi)] - lo
         if not len(local):
             continue
-        raw = dd[split].cast_column("image", _raw_image_feature()).select(local.tolist())
+        raw = dd[split].cast_column("image", datasets.Image(decode=False)).select(local.tolist())
         for r, value in zip(local.tolist(), _column(raw, "image").to_pylist(), strict=True):
             try:
                 gray = _gray_png(value)
@@ -1011,12 +1009,6 @@ def _gray_png(value: Any) -> np.ndarray | None:
     return arr if arr is not None and arr.ndim == 2 and arr.dtype == np.uint8 else None
 
 
-def _raw_image_feature() -> Any:
-    import datasets
-
-    return datasets.Image(decode=False)
-
-
 def _group_rows(dd: datasets.DatasetDict, splits: list[str], config: DedupeConfig, *, rank: np.ndarray,
                 id_keys: np.ndarray, hashes: np.ndarray, const: np.ndarray) -> _Grouping:
     """Survivor-first grouping: no chaining, every member within the radius of its own survivor.
@@ -1038,8 +1030,7 @@ def _group_rows(dd: datasets.DatasetDict, splits: list[str], config: DedupeConfi
     survivor = np.arange(n, dtype=np.int64)
     score = np.full(n, np.nan)
     is_copy = np.zeros(n, dtype=bool)
-    info: dict[str, Any] = {"candidate_pairs": 0, "verified_pairs": 0, "rejected_by_verifier": 0,
-                            "similar_links": 0}
+    info: dict[str, Any] = {"candidate_pairs": 0, "verified_pairs": 0, "rejected_by_verifier": 0}
     if not n:
         return _Grouping(survivor, score, is_copy, np.empty(0, np.int64), np.empty(0, np.int64), info)
     _, id_inv = np.unique(id_keys, return_inverse=True)
@@ -1137,7 +1128,6 @@ def _group_rows(dd: datasets.DatasetDict, splits: list[str], config: DedupeConfi
         a = np.array([cand[u] for u, _ in links])
         b = survivor[np.array([cand[v] for _, v in links])]
         keep = a != b
-        info["similar_links"] = int(keep.sum())
         if keep.any():
             sim = _components(n, a[keep], b[keep])
     return _Grouping(survivor, score, is_copy, sim, id_inv, info)

@@ -350,17 +350,13 @@ def test_real_fer2013_dev_duplicates(tmp_path: Path) -> None:
 
 def _memory_dd(splits: dict[str, list[tuple[np.ndarray, int]]], hashes: dict[str, list[str]] | None = None):
     """A DatasetDict in memory: (pixels, label) rows per split; optional precomputed phash per split."""
-    import io
-
     import datasets
     from PIL import Image
 
     from ferdata.images import pixel_id
 
     def png(x: np.ndarray) -> dict:
-        buf = io.BytesIO()
-        Image.fromarray(x).save(buf, format="PNG")
-        return {"bytes": buf.getvalue(), "path": None}
+        return {"bytes": _png_bytes(Image.fromarray(x)), "path": None}
 
     out = {}
     for split, rows in splits.items():
