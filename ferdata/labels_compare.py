@@ -68,15 +68,15 @@ def agreement_table(a: Sequence[str | None], b: Sequence[str | None], *, classes
         >>> t["rows"], t["agree"], t["missing"]
         (3, 2, 1)
     """
+    from ferdata.train.metrics import confusion_matrix
+
     if len(a) != len(b):
         raise ValueError(f"the two label lists differ in length: {len(a)} and {len(b)}")
     both = [(x, y) for x, y in zip(a, b, strict=True) if x is not None and y is not None]
     present = sorted({x for x, _ in both} | {y for _, y in both})
     names = list(classes) + [n for n in present if n not in classes] if classes else present
     index = {n: i for i, n in enumerate(names)}
-    cm = np.zeros((len(names), len(names)), dtype=np.int64)
-    for x, y in both:
-        cm[index[x], index[y]] += 1
+    cm = confusion_matrix([index[x] for x, _ in both], [index[y] for _, y in both], len(names))
     n = int(cm.sum())
     agree = int(np.trace(cm))
     row, col = cm.sum(1), cm.sum(0)

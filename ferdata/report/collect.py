@@ -34,8 +34,6 @@ QUALITY_THRESHOLDS = {
     "too_small": ("min_side", "below"), "odd_aspect": ("max_aspect", "above"),
 }
 DUPLICATE_REASONS = ("exact_duplicate", "near_duplicate", "label_conflict")
-#: FER+ vote order (fer2013new.csv columns)
-FERPLUS_NAMES = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt", "unknown", "NF")
 
 
 def column(ds: datasets.Dataset, name: str) -> list[Any]:
@@ -426,12 +424,14 @@ def quality(ctx: Context, *, worst: int = 8) -> dict[str, Any] | None:
 
 
 def _ferplus(value: Any) -> str:
+    from ferdata.sources.fer2013 import FERPLUS_VOTES  # the vote order of fer2013new.csv
+
     if value is None:
         return ""
     if isinstance(value, dict):
         items = [(k, v) for k, v in value.items() if v]
     elif isinstance(value, list | tuple) and len(value) in (8, 9, 10):
-        items = [(FERPLUS_NAMES[i], v) for i, v in enumerate(value) if v]
+        items = [(FERPLUS_VOTES[i], v) for i, v in enumerate(value) if v]
     else:
         return f"FER+ {value}"
     items.sort(key=lambda kv: -float(kv[1]))
