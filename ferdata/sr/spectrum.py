@@ -245,10 +245,11 @@ def estimate_path(path: str, *, n: int = 500, seed: int = 0) -> DegradationEstim
     elif root.is_dir():
         from PIL import Image, UnidentifiedImageError
 
-        suffixes = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
-        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in suffixes)
+        from ferdata.sr.data import IMAGE_SUFFIXES
+
+        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
-            raise UsageError(f"no images ({', '.join(sorted(suffixes))}) under {root}")
+            raise UsageError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
         rng = np.random.default_rng(seed)
         pick = sorted(rng.choice(len(files), size=min(n, len(files)), replace=False))
         images, bad = [], 0

@@ -119,8 +119,11 @@ def auto_candidates(scale: int) -> dict[str, str]:
     return out
 
 
-def choose_model(images: list[np.ndarray], scale: int) -> tuple[str, dict[str, Any]]:
+def choose_model(images: list[np.ndarray], scale: int, *, estimate: Any = None) -> tuple[str, dict[str, Any]]:
     """Pick the packaged model for a sample of input images; return it and the evidence.
+
+    ``estimate``: an already computed :func:`ferdata.sr.spectrum.estimate_degradation` of ``images``
+    (skips estimating again).
 
     Example:
         >>> choose_model(list(faces_48), 4)[0]     # doctest: +SKIP
@@ -130,7 +133,7 @@ def choose_model(images: list[np.ndarray], scale: int) -> tuple[str, dict[str, A
 
     candidates = auto_candidates(scale)
     try:
-        estimate = estimate_degradation(images)
+        estimate = estimate if estimate is not None else estimate_degradation(images)
     except UsageError as e:  # nothing measurable (tiny or flat images): the default model, and why
         return candidates["smooth"], {"chosen": candidates["smooth"], "candidates": candidates, "estimate": None,
                                       "why": str(e)}
@@ -197,6 +200,7 @@ def upscale_step(data: Any, config: UpscaleConfig, ctx: StepContext) -> StepOutp
     params = {k: v for k, v in asdict(config).items()}
     scale = config.scale
     sample: list[np.ndarray] = []
+    estimate = None  # the sample's degradation estimate, once computed
     if config.model == AUTO:
         if scale != AUTO:
             auto_candidates(scale)  # fail fast before decoding
@@ -208,9 +212,10 @@ def upscale_step(data: Any, config: UpscaleConfig, ctx: StepContext) -> StepOutp
         first_image = next((ds.cast_column("image", datasets.Image(decode=False))[0]["image"]
                             for ds in data.values() if len(ds)), None)
         try:
-            regime = estimate_degradation(sample).regime if sample else None
+            estimate = estimate_degradation(sample) if sample else None
         except UsageError:
-            regime = None
+            estimate = None
+        regime = estimate.regime if estimate is not None else None
         scale = native_scale(max(to_array(first_image).shape[:2]) if first_image is not None else None, config.size,
                              regime)
         if config.model not in (AUTO, None):
@@ -223,7 +228,7 @@ def upscale_step(data: Any, config: UpscaleConfig, ctx: StepContext) -> StepOutp
     auto: dict[str, Any] | None = None
     if config.model == AUTO:
         auto_candidates(scale)
-        params["model"], auto = choose_model(sample, scale)
+        params["model"], auto = choose_model(sample, scale, estimate=estimate)
     up = get_upscaler(params["model"], scale, config.backend)  # fail fast on a bad model
     in_sizes: Counter[str] = Counter()
     out = {}
