@@ -11,7 +11,6 @@ import csv
 import json
 import logging
 import math
-import os
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -773,11 +772,3 @@ def run_sections(path: Path) -> dict[str, Any] | None:
 
 def is_run_dir(path: Path) -> bool:
     return any((path / f).is_file() for f in ("run.json", "metrics.json", "rounds.csv", "history.csv", "confusion.csv"))
-
-
-def env_budget_mb(default: float) -> float:
-    """The size budget in MB (``FERDATA_REPORT_BUDGET_MB`` overrides the default)."""
-    try:
-        return float(os.environ.get("FERDATA_REPORT_BUDGET_MB", default))
-    except ValueError:
-        return default
