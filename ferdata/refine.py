@@ -776,7 +776,6 @@ class _Run:
         import datasets
 
         from ferdata.dataset import partition_rejects, read_manifest, read_rejects, save_dataset
-
         from ferdata.steps import safe_num_proc
 
         c = self.config
