@@ -24,9 +24,11 @@ blur sigma 1 + area 0.0103, OpenCV cubic / linear / nearest 0.0196-0.0198; FER20
 The statistic depends on the image side (a smaller image of the same face keeps more real
 detail near its Nyquist frequency), so each image is compared with the threshold for its side:
 halfway between the area and the lowest aliased median of the same faces downscaled to that side
-(:data:`THRESHOLDS`: 36 px 0.0274, 48 px 0.0169, 64 px 0.0086; log-linear in between, the end
-values beyond). The separation shrinks with the side (at 64 px the aliased medians are only
-1.2-1.35x the area median, at 48 px 1.4x, at 36 px 1.4-1.6x), and it is a property of the
+(:data:`THRESHOLDS`: 36 px 0.0274, 48 px 0.0169, 64 px 0.0086, 72 px 0.0072 -- 144 -> 72, the x2
+evaluation: area 0.0066, OpenCV nearest / cubic 0.0078 / 0.0079, OpenCV linear equals area at
+exactly /2; log-linear in between, the end values beyond). The separation shrinks with the side
+(at 64 px the aliased medians are only 1.2-1.35x the area median, at 72 px 1.2x, at 48 px 1.4x,
+at 36 px 1.4-1.6x), and it is a property of the
 content as well as of the resize: images with much less fine detail than faces read as smooth.
 The decision is on the median of ``fraction / threshold(side)`` (``score``; > 1 is aliased).
 """
@@ -44,7 +46,7 @@ from ferdata.errors import UsageError
 #: median high-band fraction above which a 48x48 sample is called aliased (halfway 0.0141 .. 0.0196)
 ALIASED_THRESHOLD = 0.0169
 #: image side -> threshold (halfway between the area and the lowest aliased median at that side)
-THRESHOLDS = {36: 0.0274, 48: ALIASED_THRESHOLD, 64: 0.0086}
+THRESHOLDS = {36: 0.0274, 48: ALIASED_THRESHOLD, 64: 0.0086, 72: 0.0072}
 #: radial frequency (fraction of Nyquist) where the top band starts
 HIGH_BAND = 0.75
 #: where the mid band starts (``high_mid_ratio``)

@@ -8,8 +8,9 @@ Protocol: the 3,436 fer2013-dev rows are split once (seed 0, stratified by the F
 same for every condition and model seed) into 70 % train, 15 % validation (best-epoch selection
 and early stopping) and 15 % test (untouched until the end). The same model (paper 004's
 ``shallow-cnn`` by default), the same epochs and the same seeds are trained on three versions of
-the images: (a) the 48x48 originals, (b) bicubic to N px, (c) ferdata's ESPCN (``--model auto``'s
-choice for these images) x4 then resampled to N px. Test accuracy and macro-F1 against FER2013's
+the images: (a) the 48x48 originals, (b) bicubic to N px, (c) ferdata's ESPCN (what ``ferdata upscale
+--scale auto --model auto`` picks for these images: the native factor for 48 -> N, e.g. x2 for 96, and
+the smooth or aliased model from their spectrum) then resampled to N px. Test accuracy and macro-F1 against FER2013's
 own labels and against the FER+ majority label (the 8 crowd votes per image; rows whose majority
 is contempt, unknown or not-a-face, and ties with them, are left out of the FER+ columns) are
 printed as mean +- std over the seeds, each condition beside the others from the same run.
@@ -117,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import cv2
 
-    from ferdata.sr.step import choose_model
+    from ferdata.sr.spectrum import estimate_degradation
+    from ferdata.sr.step import choose_model, native_scale
     from ferdata.sr.upscaler import Upscaler
 
     images, labels, ferplus = load()
@@ -130,9 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     if "bicubic" in conditions:
         versions[f"bicubic to {n}"] = np.stack([cv2.resize(im, (n, n), interpolation=cv2.INTER_CUBIC) for im in images])
     if "espcn" in conditions:
-        name, evidence = choose_model(list(images[:500]), 4)
+        sample = list(images[:500])
+        estimate = estimate_degradation(sample)
+        scale = native_scale(48, n, estimate.regime)
+        name, evidence = choose_model(sample, scale, estimate=estimate)
         t = time.perf_counter()
-        versions[f"ESPCN {name} to {n}"] = Upscaler.load(name).upscale(images, size=n)
+        versions[f"ESPCN {name} to {n}"] = Upscaler.load(name, scale).upscale(images, size=n)
         print(f"ESPCN: {name} (auto: {evidence['why']}); {len(images)} images in {time.perf_counter() - t:.1f} s")
     seeds = [int(s) for s in args.seeds.split(",")]
     print(f"\n## Premise: {args.model}, {args.epochs} epochs max, seeds {seeds}; train {len(parts['train'])}, "

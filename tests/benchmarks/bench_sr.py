@@ -18,7 +18,8 @@ exits with a message when it is absent. Every figure is printed with its baselin
    rows repeated): decode, upscale, resample, encode, write.
 5. Consistency: packaged .pb through cv2.dnn_superres vs the TF path, share of pixels within one
    gray level.
-6. Robustness (``--robust [--compare OLD.pb]``): held-out people, x4, LR made by every degradation
+6. Robustness (``--robust [--scale 4] [--compare OLD.pb]``): held-out people, x4 (x3: 48->144, x2:
+   72->144), LR made by every degradation
    of ``ferdata.sr.data.ROBUST_EVAL``; bicubic PSNR and each model's gain over it, and the model
    ``--model auto`` picks for each LR set from its spectrum.
 """
@@ -205,25 +206,25 @@ def spectral(n: int = 600) -> None:
               f"| {np.median(ratio):.3f} | {np.mean(fr > ALIASED_THRESHOLD) * 100:.0f} % |")
 
 
-def robust(compare: list[Path]) -> dict[str, dict[str, float]]:
-    """Issue 17's robustness table: held-out people, x4 36->144, every degradation, gain over bicubic."""
+def robust(compare: list[Path], scale: int = 4) -> dict[str, dict[str, float]]:
+    """Issue 17's robustness table: held-out people, x``scale`` to 144, every degradation, gain over bicubic."""
     from ferdata.sr import Upscaler, packaged_models
     from ferdata.sr.data import ROBUST_EVAL, degrade_all, load_hr_folder, psnr, resize_stack
     from ferdata.sr.spectrum import estimate_degradation
     from ferdata.sr.step import auto_candidates
 
     _, hr = load_hr_folder(DATA / "faces-hr-144", split="heldout")
-    models = {name: Upscaler.load(name) for name in packaged_models() if name.startswith("espcn_x4")}
+    models = {name: Upscaler.load(name, scale) for name in packaged_models() if name.startswith(f"espcn_x{scale}")}
     for path in compare:
-        models[path.name] = Upscaler.load(path)
-    candidates = auto_candidates(4)
-    print(f"\n## 6. Robustness: {len(hr)} held-out faces (people never trained on), x4 36->144, PSNR dB, "
-          "gain over bicubic\n")
+        models[path.name] = Upscaler.load(path, scale)
+    candidates = auto_candidates(scale)
+    print(f"\n## 6. Robustness: {len(hr)} held-out faces (people never trained on), x{scale} {144 // scale}->144, "
+          "PSNR dB, gain over bicubic\n")
     print("| LR made by | bicubic | " + " | ".join(models) + " | auto picks | auto gain |")
     print("|---|---|" + "---|" * len(models) + "---|---|")
     table: dict[str, dict[str, float]] = {}
     for method in ROBUST_EVAL:
-        lr = degrade_all(hr, 4, method, seed=1)
+        lr = degrade_all(hr, scale, method, seed=1)
         base = psnr(hr, resize_stack(lr, (144, 144), "bicubic"))
         gains = {name: psnr(hr, up.upscale(lr)) - base for name, up in models.items()}
         est = estimate_degradation(lr)
@@ -240,7 +241,8 @@ def robust(compare: list[Path]) -> dict[str, dict[str, float]]:
                  "worst gain, the issue's 7 rows": {c: float(np.min([table[r][c] for r in issue_rows])) for c in cols}}
     for label, values in summaries.items():
         print(f"| **{label}** | | " + " | ".join(f"{values[c]:+.2f}" for c in models) + f" | | {values['auto']:+.2f} |")
-    leakage(hr, models)
+    if scale == 4:  # the x2 / x3 models were trained on the person split from the start
+        leakage(hr, models)
     return table
 
 
@@ -313,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full", type=int, default=35_887, help="rows for the end-to-end run (FER2013: 35887; 0 skips)")
     parser.add_argument("--only", default="spectral,quality,mode,speed,e2e,consistency")
     parser.add_argument("--robust", action="store_true", help="only the robustness table (issue 17)")
+    parser.add_argument("--scale", type=int, choices=(2, 3, 4), default=4, help="the robustness table's factor")
     parser.add_argument("--compare", type=Path, action="append", default=[],
                         help="another x4 .pb/.keras for the robustness table (e.g. the previous packaged model)")
     args = parser.parse_args(argv)
@@ -322,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     only = set(args.only.split(","))
     if args.robust:
-        robust(args.compare)
+        robust(args.compare, args.scale)
         return 0
     if "spectral" in only:
         spectral()
