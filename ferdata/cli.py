@@ -1004,7 +1004,7 @@ def _image_size(value: str | None) -> int | tuple[int, int] | None:
 @click.argument("src", type=existing("DIR", file_okay=False))
 @out_option
 @click.option("--model", "model_name",
-              type=click.Choice(["shallow-cnn", "fer-cnn", "efficientnet-b0", "tiny-cnn", "refine-cnn"]),
+              type=click.Choice(["shallow-cnn", "shallow-cnn-std", "fer-cnn", "efficientnet-b0", "tiny-cnn", "refine-cnn"]),
               default="shallow-cnn", show_default=True, help="Model factory (see docs/training.md).")
 @click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True, help="Maximum epochs.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
@@ -1012,7 +1012,7 @@ def _image_size(value: str | None) -> int | tuple[int, int] | None:
               help="Adam's initial learning rate.")
 @click.option("--class-weights", type=click.Choice(["none", "simple", "conservative", "inverse"]), default="none",
               show_default=True, help="Loss weights per class (papers 001 and 003).")
-@click.option("--augment", type=click.Choice(["none", "paper001", "paper002"]), default="none", show_default=True,
+@click.option("--augment", type=click.Choice(["none", "paper001", "paper002", "light"]), default="none", show_default=True,
               help="Augmentation preset of the training batches.")
 @click.option("--image-size", default=None, help="Input size N or HxW (default: the model's; tiny-cnn: the data's).")
 @click.option("--channels", type=click.Choice(["1", "3"]), default=None, help="Input channels (default: the model's).")
@@ -1215,8 +1215,8 @@ def apply_review_cmd(dataset: Path, review_csv: Path, out: Path, allow_missing: 
 @click.argument("dataset_dir", metavar="DIR", type=existing("DIR", file_okay=False))
 @out_option
 @click.option("--model", default="auto", show_default=True,
-              help="CNN trained from scratch every round: auto (relabel: fer-cnn, flag/prune: shallow-cnn), "
-                   "refine-cnn, fer-cnn, shallow-cnn, efficientnet-b0, tiny-cnn.")
+              help="CNN trained from scratch every round: auto (relabel: fer-cnn, flag/prune: shallow-cnn-std), "
+                   "shallow-cnn-std, shallow-cnn, refine-cnn, fer-cnn, efficientnet-b0, tiny-cnn.")
 @click.option("--rounds", type=int, default=None, help="Maximum number of trainings [default: relabel 5, flag/prune 1].")
 @click.option("--epochs", type=int, default=None,
               help="Epochs per training, best val-acc epoch kept [default: relabel 40, flag/prune 20].")
@@ -1241,8 +1241,10 @@ def apply_review_cmd(dataset: Path, review_csv: Path, out: Path, allow_missing: 
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Training batch size.")
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam's initial learning rate.")
 @click.option("--patience", type=int, default=10, show_default=True, help="Early-stopping patience in epochs (0: off).")
-@click.option("--augment", type=click.Choice(["none", "paper001", "paper002"]), default="none", show_default=True,
-              help="Augmentation preset while training.")
+@click.option("--augment", type=click.Choice(["none", "paper001", "paper002", "light"]), default=None,
+              help="Augmentation preset while training [default: relabel none, flag/prune light].")
+@click.option("--tta/--no-tta", default=None,
+              help="Average each prediction with that of the mirrored image [default: flag/prune on, relabel off].")
 @click.option("--image-size", type=int, default=None, help="Side of the model input (default: the images' size).")
 @click.option("--no-compare", is_flag=True, help="Skip the final original-vs-refined training comparison.")
 @common_options
@@ -1250,7 +1252,8 @@ def refine_cmd(dataset_dir: Path, out: Path, num_proc: int, seed: int, limit: in
                no_compare: bool, **options: Any) -> None:
     """Find label errors (flag / prune, out-of-sample) or relabel with paper 000's loop.
 
-    --mode flag|prune: one 5-fold out-of-sample pass of shallow-cnn, suspects where the
+    --mode flag|prune: one 5-fold out-of-sample pass of shallow-cnn-std (light augmentation,
+    mirrored test-time average), suspects where the
     prediction differs (--rule argmax|confident, or --top K by normalised margin).
     --mode relabel: paper 000's loop (train, keep the diagonal, repeat; relabel with the last
     model). A guard refuses to change anything when the model

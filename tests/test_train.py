@@ -328,3 +328,26 @@ def test_soft_labels_are_the_ferplus_vote_distribution(tmp_path: Path, run_cli) 
     code, _, err = run_cli("train", tmp_path / "d", "--model", "tiny-cnn", "--soft-labels", "votes",
                            "--out", tmp_path / "r")
     assert code == 2 and "'votes' not found" in err and err.count("\n") == 1
+
+
+def test_shallow_cnn_std_standardises_each_image_and_saves(tmp_path: Path) -> None:
+    """shallow-cnn-std = shallow-cnn's layers after per-image standardisation; the custom layer reloads from .keras."""
+    import keras
+
+    from ferdata.train import build_model
+
+    model = build_model("shallow-cnn-std", (16, 16, 1), 4)
+    assert [layer.count_params() for layer in model.layers if layer.count_params()] == \
+        [layer.count_params() for layer in build_model("shallow-cnn", (16, 16, 1), 4).layers if layer.count_params()]
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (3, 16, 16, 1)).astype("float32")
+    x[2] = 7.0                                                   # a flat image stays finite
+    z = np.asarray(model.get_layer("standardize")(x))
+    std = x.reshape(3, -1).std(1)
+    assert np.allclose(z.reshape(3, -1).mean(1), 0, atol=1e-4)
+    assert np.allclose(z.reshape(3, -1).std(1), std / (std + 1), atol=1e-4)
+    # brightness no longer matters: the same face 50 gray levels brighter gives the same prediction
+    assert np.allclose(model.predict(x[:2], verbose=0), model.predict(x[:2] + 50, verbose=0), atol=1e-5)
+    model.save(tmp_path / "m.keras")
+    again = keras.saving.load_model(tmp_path / "m.keras", compile=False)
+    assert np.allclose(again.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)

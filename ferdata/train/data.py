@@ -9,7 +9,10 @@ Augmentation presets (Keras random layers, ``fill_mode="nearest"`` like ``ImageD
 
 * ``none``;
 * ``paper001``: rotation +-20 degrees, width/height shift 0.2, zoom 0.2, horizontal flip;
-* ``paper002``: width/height shift 0.2, rotation +-5 degrees, zoom 0.2, horizontal and vertical flips.
+* ``paper002``: width/height shift 0.2, rotation +-5 degrees, zoom 0.2, horizontal and vertical flips;
+* ``light``: horizontal flip and width/height shift 0.1 (the default of ``ferdata refine --mode
+  flag|prune``: label judgement needs a model that generalises from a few thousand images, and
+  faces are left-right symmetric; docs/refine.md has the measurement).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-AUGMENT_PRESETS = ("none", "paper001", "paper002")
+AUGMENT_PRESETS = ("none", "paper001", "paper002", "light")
 _CHUNK = 256
 
 
@@ -88,6 +91,9 @@ def augmentation_layers(preset: str, *, seed: int = 0) -> list[Any]:
         return []
     from keras import layers
 
+    if preset == "light":
+        return [layers.RandomTranslation(0.1, 0.1, fill_mode="nearest", seed=seed + 1),
+                layers.RandomFlip("horizontal", seed=seed + 3)]
     degrees, flip = (20, "horizontal") if preset == "paper001" else (5, "horizontal_and_vertical")
     return [
         layers.RandomRotation(degrees / 360.0, fill_mode="nearest", seed=seed),

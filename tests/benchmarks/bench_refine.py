@@ -256,7 +256,7 @@ def save(dd, out: Path) -> Path:  # type: ignore[no-untyped-def]
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="shallow-cnn")
+    parser.add_argument("--model", default="auto", help="refine --model for --probs model (auto: the flag default)")
     parser.add_argument("--cv", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
@@ -269,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--on", choices=("synthetic", "real"), default="synthetic", help="data of section models")
     parser.add_argument("--work", default=None, help="scratch directory (default: a temporary one)")
     args = parser.parse_args(argv)
+    from ferdata.refine import RefineConfig
+
+    args.model = RefineConfig(mode="flag", model=args.model).model  # auto -> the flag default, for build_model too
     if not CSV.exists() or not VOTES.exists():
         print(f"skipped: {CSV} or {VOTES} is absent (see ../shared/data/README.md)")
         return 0
