@@ -153,21 +153,27 @@ def get_upscaler(model: str | None, scale: int, backend: str) -> Upscaler:
 
 def upscale_batch(batch: dict[str, list[Any]], *, model: str | None, scale: int, backend: str, size: int | None,
                   resize: str, allow_downscale: bool, batch_size: int) -> dict[str, list[Any]]:
-    """Upscale one batch of rows (``image`` undecoded) and set ``id``, its lineage and reject marks."""
+    """Upscale one batch of rows (``image`` undecoded) and set ``id``, its lineage and reject marks.
+
+    Plain 8-bit PNGs (what ferdata writes) are decoded by OpenCV, anything else by
+    :func:`ferdata.images.to_array`; same-shape images go to the network as one stack (no regrouping copies).
+    """
     from ferdata.dataset import PARENT_ID, REJECT_DETAILS, REJECT_REASON, ROOT_ID, lineage_ids
-    from ferdata.images import ImageRejected, encode_png, pixel_id, to_array
+    from ferdata.images import ImageRejected, decode_plain_png, encode_png, pixel_id, to_array
 
     up = get_upscaler(model, scale, backend)
     n = len(batch["image"])
     pixels: list[np.ndarray | None] = []
     reasons, details = [""] * n, [""] * n
     for i, value in enumerate(batch["image"]):
-        try:
-            im = to_array(value)
-        except ImageRejected as e:
-            pixels.append(None)
-            reasons[i], details[i] = "undecodable", json.dumps({"reason": e.reason, "details": e.details})
-            continue
+        im = decode_plain_png(value.get("bytes")) if isinstance(value, dict) else None
+        if im is None:
+            try:
+                im = to_array(value)
+            except ImageRejected as e:
+                pixels.append(None)
+                reasons[i], details[i] = "undecodable", json.dumps({"reason": e.reason, "details": e.details})
+                continue
         if size is not None and max(im.shape[:2]) > size and not allow_downscale:
             pixels.append(None)
             reasons[i] = "larger_than_target"
@@ -175,7 +181,10 @@ def upscale_batch(batch: dict[str, list[Any]], *, model: str | None, scale: int,
             continue
         pixels.append(im)
     good = [i for i, p in enumerate(pixels) if p is not None]
-    outs = up.upscale([pixels[i] for i in good], size=size, resize=resize, allow_downscale=allow_downscale,
+    inputs: Any = [pixels[i] for i in good]
+    if len({im.shape for im in inputs}) == 1:
+        inputs = np.stack(inputs)
+    outs = up.upscale(inputs, size=size, resize=resize, allow_downscale=allow_downscale,
                       batch_size=batch_size) if good else []
     images: list[Any] = [None] * n
     rows = [{"id": i, ROOT_ID: r} for i, r in zip(batch["id"], batch.get(ROOT_ID) or [None] * n, strict=True)]

@@ -1,0 +1,73 @@
+"""The upscale step's core (issue 17 item 4): the same pixels and ids as ``Upscaler.upscale``, whatever the fast paths."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ferdata.images import decode_image, decode_plain_png, encode_png, pixel_id
+from ferdata.sr.step import get_upscaler, upscale_batch
+
+
+def _png(im: np.ndarray, **save: object) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(im).save(buf, format="PNG", **save)
+    return buf.getvalue()
+
+
+def _inputs() -> tuple[list[bytes], list[np.ndarray | None]]:
+    """PNG bytes of several kinds (fast path and Pillow fallback) and the pixels decode_image gives."""
+    rng = np.random.default_rng(3)
+    gray = [rng.integers(0, 256, (48, 48), dtype=np.uint8) for _ in range(3)]
+    rgb = rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)
+    small = rng.integers(0, 256, (40, 40), dtype=np.uint8)
+    palette = Image.fromarray(rgb).convert("P")  # not a plain PNG: decoded by Pillow
+    buf = io.BytesIO()
+    palette.save(buf, format="PNG")
+    raw = [encode_png(gray[0]), _png(gray[1]), _png(gray[2], transparency=7), encode_png(rgb), encode_png(small),
+           buf.getvalue(), b"not an image", encode_png(gray[0])[:-12]]  # the last: no IEND chunk, Pillow still reads it
+    pixels: list[np.ndarray | None] = []
+    for b in raw:
+        try:
+            pixels.append(decode_image(b)[0])
+        except Exception:
+            pixels.append(None)
+    return raw, pixels
+
+
+def test_decode_plain_png_equals_decode_image_or_declines() -> None:
+    raw, pixels = _inputs()
+    for b, want in zip(raw, pixels, strict=True):
+        got = decode_plain_png(b)
+        if got is not None:
+            assert want is not None and got.dtype == np.uint8 and np.array_equal(got, want)
+    assert decode_plain_png(raw[0]) is not None and decode_plain_png(raw[3]).shape == (48, 48, 3)
+    assert decode_plain_png(raw[5]) is None and decode_plain_png(raw[6]) is None and decode_plain_png(None) is None
+    assert decode_plain_png(_png(np.zeros((4, 4), np.uint8))) is None  # smaller than MIN_SIDE: decode_image rejects it
+    assert decode_plain_png(_png(np.zeros((16, 16), np.uint16))) is None  # 16-bit: decode_image scales it
+
+
+@pytest.mark.parametrize("size", [100, None])
+def test_step_output_is_the_api_output(size: int | None) -> None:
+    """upscale_batch's decoded images and ids == Upscaler.upscale on decode_image's pixels, image by image."""
+    raw, pixels = _inputs()
+    batch = {"image": [{"bytes": b, "path": None} for b in raw], "id": [f"r{k}" for k in range(len(raw))]}
+    res = upscale_batch(batch, model="espcn_x4", scale=4, backend="tf", size=size, resize="post",
+                        allow_downscale=False, batch_size=2)
+    up = get_upscaler("espcn_x4", 4, "tf")
+    for k, want_in in enumerate(pixels):
+        if want_in is None:
+            assert res["image"][k] is None and res["_reject_reason"][k] == "undecodable" and res["id"][k] == f"r{k}"
+            continue
+        want = up.upscale([want_in], size=size)[0]
+        got = decode_image(res["image"][k]["bytes"])[0]
+        assert np.array_equal(got, want), k
+        assert res["id"][k] == pixel_id(want) and res["parent_id"][k] == f"r{k}" and res["_reject_reason"][k] == ""
+    # a batch of one shape takes the stacked path: the same pixels as image by image
+    same = {"image": batch["image"][:3], "id": batch["id"][:3]}
+    stacked = upscale_batch(same, model="espcn_x4", scale=4, backend="tf", size=size, resize="post",
+                            allow_downscale=False, batch_size=2)
+    assert stacked["id"] == res["id"][:3]
