@@ -132,7 +132,7 @@ def encode_png(pixels: np.ndarray) -> bytes:
     zlib level 1 with Huffman-only coding and the Paeth filter on every row (OpenCV's encoder):
     measured on ESPCN-upscaled 224x224 faces at 0.76 ms and 19.8 KB per image, against 1.11 ms and
     22.6 KB for Pillow's level 1; the fixed Paeth filter (instead of libpng's adaptive choice among
-    all five) takes 44 % less time for the same bytes to within 0.1 KB (docs/sr.md, step speed).
+    all five) took 15-44 % less time for the same size to 0.1 KB (docs/sr.md, step speed).
     The pixels, and so the ``id``, do not depend on the encoding.
     """
     import cv2
