@@ -157,7 +157,7 @@ def decode_plain_png(data: bytes | None) -> np.ndarray | None:
     Returns the pixels, equal to :func:`decode_image`'s, or ``None`` for anything else (other
     formats, palette, alpha, 16-bit, interlaced, a size :func:`decode_image` would refuse, or bytes
     OpenCV cannot decode): the caller then uses :func:`decode_image`, which names the problem.
-    About 5x faster than Pillow on 48x48 faces (docs/sr.md, step speed).
+    3-6x faster than Pillow on 48x48 faces (docs/sr.md, step speed).
     """
     import cv2
 
