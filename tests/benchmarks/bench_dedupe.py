@@ -47,6 +47,8 @@ from ferdata.dedupe import (  # noqa: E402
 from ferdata.images import pixel_id  # noqa: E402
 
 TRANSFORMS = ("jpeg", "downup", "brightness", "crop", "noise")
+#: copies of other pixels (rotations, mirrors, negatives): nine per face makes fer2013-dev x10 without duplicates
+DISTINCT = ("flip", "rot90", "rot180", "rot270", "flipud", "transpose", "transverse", "invert", "invert_rot90")
 
 
 def load_dev_images(limit: int | None = None) -> list[np.ndarray]:
@@ -91,6 +93,10 @@ def transform(arr: np.ndarray, name: str, rng: np.random.Generator) -> np.ndarra
         return np.clip(arr + rng.normal(0, 2, arr.shape), 0, 255).round().astype(np.uint8)
     if name == "flip":
         return arr[:, ::-1].copy()
+    if name in DISTINCT:  # other pixels, not a near duplicate: a FER2013-size input that dedupe keeps
+        out = np.rot90(arr, {"rot90": 1, "rot180": 2, "rot270": 3}.get(name.removeprefix("invert_"), 0))
+        out = {"flipud": arr[::-1], "transpose": arr.T, "transverse": np.rot90(arr, 2).T}.get(name, out)
+        return np.ascontiguousarray(255 - out if name.startswith("invert") else out)
     raise ValueError(name)
 
 
@@ -441,6 +447,17 @@ def verified(copies_per_transform: int = 400) -> None:
                   + "  ".join(f"{x:10.3f}" for x in per) + f"  {int((sel & orig_orig).sum()):9}{mark}")
 
 
+def dev_copies(copies: int, kinds: tuple[str, ...], seed: int = 0) -> list[np.ndarray]:
+    """fer2013-dev x ``copies``: each distinct face, then ``copies - 1`` transformed copies (``kinds`` in turn)."""
+    rng = np.random.default_rng(seed)
+    images = []
+    for arr in load_dev_images():
+        images.append(arr)
+        for c in range(copies - 1):
+            images.append(transform(arr, kinds[c % len(kinds)], rng))
+    return images
+
+
 def pipeline(copies: int = 10) -> None:
     """The whole dedupe step on fer2013-dev x copies (one untouched + transformed copies each).
 
@@ -450,14 +467,7 @@ def pipeline(copies: int = 10) -> None:
 
     from ferdata.dedupe import DedupeConfig, dedupe_dataset, hash_dataset
 
-    rng = np.random.default_rng(0)
-    loaded = load_dev_images()
-    kinds = (*TRANSFORMS, "jpeg", "noise", "brightness", "downup")
-    images = []
-    for arr in loaded:
-        images.append(arr)
-        for c in range(copies - 1):
-            images.append(transform(arr, kinds[c % len(kinds)], rng))
+    images = dev_copies(copies, (*TRANSFORMS, "jpeg", "noise", "brightness", "downup"))
     ids = [pixel_id(x) for x in images]
     from PIL import Image
 

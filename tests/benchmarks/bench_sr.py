@@ -272,16 +272,27 @@ def leakage(hr: np.ndarray, models: dict[str, object]) -> None:
             print(f"| {name} | {method} | {cells[0]:+.2f} | {cells[1]:+.2f} |")
 
 
-def step_speed(n: int) -> None:
-    """Issue 17 item 4: the upscale step's core (upscale_batch: decode, network, PNG encode, ids) vs the API."""
-    from ferdata.images import encode_png, pixel_id, to_array
+def step_speed(n: int, build_copies: int = 10) -> None:
+    """Issue 17 item 4: the upscale step against ``Upscaler.upscale`` on the same images, in one run.
+
+    (a) the core (``upscale_batch``: decode, network, PNG encode, ids) and its parts; (b) the whole
+    step through its real entry point (``run_step`` on an imported dataset: Arrow reads and writes)
+    and ``save_dataset``; (c) ``ferdata build fer2013-improved`` on fer2013-dev x ``build_copies``
+    (``bench_dedupe.dev_copies`` with rotations / mirrors / negatives: distinct pixels that dedupe
+    keeps, so the whole CSV reaches ``upscale``), written to a temporary folder.
+    """
+    import cv2
+
+    from ferdata.dataset import save_dataset
+    from ferdata.images import decode_plain_png, encode_png, pixel_id, to_array
     from ferdata.sr.step import get_upscaler, upscale_batch
+    from ferdata.steps import StepContext, get_step, run_step
 
     faces = fer_faces(n)
     pngs = [encode_png(im) for im in faces]
     up = get_upscaler("espcn_x4", 4, "tf")
     up.upscale(faces[:64], size=224)  # warm-up
-    print(f"\n## Step speed: {n} FER 48x48 faces -> 224x224 ({os.cpu_count()} CPUs)\n")
+    print(f"\n## Step speed: {n} FER 48x48 faces -> 224x224 ({os.cpu_count()} CPUs; load {os.getloadavg()[0]:.1f})\n")
     t = time.perf_counter()
     out = up.upscale(faces, size=224)
     t_api = time.perf_counter() - t
@@ -289,23 +300,92 @@ def step_speed(n: int) -> None:
     for i in range(0, n, 1024):
         batch = {"image": [{"bytes": b, "path": None} for b in pngs[i:i + 1024]],
                  "id": [str(j) for j in range(i, min(n, i + 1024))]}
-        upscale_batch(batch, model="espcn_x4", scale=4, backend="tf", size=224, resize="post", allow_downscale=False,
-                      batch_size=32)
+        res = upscale_batch(batch, model="espcn_x4", scale=4, backend="tf", size=224, resize="post",
+                            allow_downscale=False, batch_size=32)
+        last = len(res["image"]) - 1  # the step's pixels are the API's
+        assert all(np.array_equal(decode_plain_png(res["image"][k]["bytes"]), out[i + k]) for k in (0, last))
     t_step = time.perf_counter() - t
-    parts = {}
-    for name, fn, items in (("decode 48x48 PNG", lambda b: to_array({"bytes": b, "path": None}), pngs),
-                            ("PNG encode 224x224", encode_png, out), ("pixel_id", pixel_id, out)):
+    adaptive = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY]
+    parts, sizes = {}, {}
+    for name, fn, items in (("decode 48x48 PNG, Pillow (to_array)", lambda b: to_array({"bytes": b, "path": None}), pngs),
+                            ("decode 48x48 PNG, OpenCV (decode_plain_png)", decode_plain_png, pngs),
+                            ("PNG encode 224x224, adaptive filter (before)",
+                             lambda a: cv2.imencode(".png", a, adaptive)[1].tobytes(), out),
+                            ("PNG encode 224x224, Paeth filter (encode_png)", encode_png, out),
+                            ("pixel_id", pixel_id, out)):
         t = time.perf_counter()
-        for x in items:
-            fn(x)
+        results = [fn(x) for x in items]
         parts[name] = (time.perf_counter() - t) / n * 1000
-    print("| path | images/s | ms/image |")
-    print("|---|---|---|")
-    print(f"| Upscaler.upscale (API: network + resample) | {n / t_api:,.0f} | {t_api / n * 1000:.3f} |")
-    print(f"| upscale_batch (the step without Arrow I/O) | {n / t_step:,.0f} | {t_step / n * 1000:.3f} |")
+        if isinstance(results[0], bytes):
+            sizes[name] = np.mean([len(b) for b in results]) / 1000
+    with tempfile.TemporaryDirectory(prefix="bench-sr-step-") as tmp:
+        csv = Path(tmp) / "fer.csv"
+        write_fer_csv(csv, faces)
+        ctx = StepContext()
+        importer = get_step("import_fer2013")
+        imported, _ = run_step(importer, None, importer.make_config({"csv": str(csv)}), ctx)
+        step = get_step("upscale")
+        t = time.perf_counter()
+        upscaled, entry = run_step(step, imported.data, step.make_config({"size": 224}), ctx)
+        t_whole = time.perf_counter() - t
+        t = time.perf_counter()
+        save_dataset(upscaled.data, Path(tmp) / "out", manifest={"steps": [entry]}, rejects=upscaled.rejects)
+        t_save = time.perf_counter() - t
+    print("| path | images/s | ms/image | of the API rate |")
+    print("|---|---|---|---|")
+    print(f"| Upscaler.upscale (API: network + resample) | {n / t_api:,.0f} | {t_api / n * 1000:.3f} | 100 % |")
+    print(f"| upscale_batch (the step's core, no Arrow I/O) | {n / t_step:,.0f} | {t_step / n * 1000:.3f} "
+          f"| {t_api / t_step * 100:.0f} % |")
+    print(f"| whole step: run_step on an imported dataset (Arrow read + write, model {entry['info']['model']}) "
+          f"| {n / t_whole:,.0f} | {t_whole / n * 1000:.3f} | {t_api / t_whole * 100:.0f} % |")
+    print(f"| save_dataset of the result | | {t_save / n * 1000:.3f} | |")
     for name, ms in parts.items():
-        print(f"| of which {name} | | {ms:.3f} |")
-    print(f"\nstep core / API rate: {t_api / t_step * 100:.0f} % (target >= 80 %)")
+        size = f" ({sizes[name]:.1f} KB/image)" if name in sizes else ""
+        print(f"| of which {name}{size} | | {ms:.3f} | |")
+    print(f"\nstep core / API rate: {t_api / t_step * 100:.0f} % (target >= 80 %); "
+          f"whole step / API rate: {t_api / t_whole * 100:.0f} %")
+    if build_copies:
+        whole_build(build_copies)
+
+
+def write_fer_csv(path: Path, faces: list[np.ndarray] | np.ndarray) -> None:
+    """A FER2013-format CSV (emotion,pixels,Usage) of 48x48 faces; emotions cycle 0-6, all Training."""
+    with path.open("w") as f:
+        f.write("emotion,pixels,Usage\n")
+        for k, im in enumerate(faces):
+            f.write(f"{k % 7},{' '.join(map(str, im.ravel()))},Training\n")
+
+
+def whole_build(copies: int) -> None:
+    """``ferdata build fer2013-improved`` on fer2013-dev x ``copies`` (a FER2013-size CSV), with its step times."""
+    import json
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_dedupe import DISTINCT, dev_copies
+
+    from ferdata.images import pixel_id
+
+    images = dev_copies(copies, DISTINCT)
+    unique = len({pixel_id(im) for im in images})
+    with tempfile.TemporaryDirectory(prefix="bench-sr-build-") as tmp:
+        csv = Path(tmp) / f"fer2013-dev-x{copies}.csv"
+        write_fer_csv(csv, images)
+        load = os.getloadavg()[0]
+        t = time.perf_counter()
+        proc = subprocess.run(["ferdata", "build", "fer2013-improved", "--source", str(csv), "--out",
+                               str(Path(tmp) / "out"), "-q"], capture_output=True, text=True)
+        sec = time.perf_counter() - t
+        print(f"\n## Whole build: `ferdata build fer2013-improved` on fer2013-dev x{copies}: {len(images):,} rows "
+              f"({unique:,} distinct pixel ids), 224x224, {os.cpu_count()} CPUs, load {load:.1f}\n")
+        if proc.returncode:
+            print(f"exit code {proc.returncode}: {proc.stderr.strip()[-800:]}")
+            return
+        manifest = json.loads((Path(tmp) / "out" / "ferdata.json").read_text())
+        print("| step | rows in | kept | seconds |")
+        print("|---|---|---|---|")
+        for e in manifest["steps"]:
+            print(f"| {e['step']} | {e.get('input_rows') or ''} | {e['kept']} | {e['seconds']:.1f} |")
+        print(f"\nwall time {sec:.1f} s (build_seconds {manifest.get('build_seconds', 0):.1f}; target < 60 s)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -313,7 +393,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pb", type=Path, action="append", default=[], help="extra OpenCV .pb (x4) to compare")
     parser.add_argument("--n", type=int, default=10_000, help="images for the speed test (issue figure: 10000)")
     parser.add_argument("--full", type=int, default=35_887, help="rows for the end-to-end run (FER2013: 35887; 0 skips)")
-    parser.add_argument("--only", default="spectral,quality,mode,speed,e2e,consistency")
+    parser.add_argument("--only", default="spectral,quality,mode,speed,e2e,consistency",
+                        help="sections; 'step' = issue 17 item 4 (step vs API, whole step, whole build)")
+    parser.add_argument("--build-copies", type=int, default=10,
+                        help="with --only step: the whole build on fer2013-dev x this (0 skips)")
     parser.add_argument("--robust", action="store_true", help="only the robustness table (issue 17)")
     parser.add_argument("--scale", type=int, choices=(2, 3, 4), default=4, help="the robustness table's factor")
     parser.add_argument("--compare", type=Path, action="append", default=[],
@@ -336,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     if "speed" in only:
         speed(args.n)
     if "step" in only:
-        step_speed(args.n)
+        step_speed(args.n, args.build_copies)
     if "e2e" in only and args.full:
         end_to_end(args.full)
     if "consistency" in only:
