@@ -21,8 +21,10 @@ target the step stops with a usage error before any work.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -189,9 +191,12 @@ def upscale_batch(batch: dict[str, list[Any]], *, model: str | None, scale: int,
     images: list[Any] = [None] * n
     rows = [{"id": i, ROOT_ID: r} for i, r in zip(batch["id"], batch.get(ROOT_ID) or [None] * n, strict=True)]
     lineage = [lineage_ids(row["id"], row) for row in rows]  # a rejected row keeps its id
-    for i, out in zip(good, outs, strict=True):
-        images[i] = {"bytes": encode_png(out), "path": None}
-        lineage[i] = lineage_ids(pixel_id(out), rows[i])
+    # PNG encode and sha256 release the GIL: threads run them on every core while the network is idle
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        encoded = list(pool.map(lambda out: (encode_png(out), pixel_id(out)), outs))
+    for i, (png, new_id) in zip(good, encoded, strict=True):
+        images[i] = {"bytes": png, "path": None}
+        lineage[i] = lineage_ids(new_id, rows[i])
     return {"image": images, **{k: [x[k] for x in lineage] for k in ("id", PARENT_ID, ROOT_ID)},
             REJECT_REASON: reasons, REJECT_DETAILS: details}
 
