@@ -34,21 +34,24 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ferdata.columns import (  # noqa: F401  (re-exported: older imports name them here)
+    CORE_COLUMNS,
+    LINEAGE_COLUMNS,
+    MANIFEST_FILE,
+    PARENT_ID,
+    REJECT_COLUMNS,
+    REJECT_DETAILS,
+    REJECT_REASON,
+    REJECTS_FILE,
+    ROOT_ID,
+    THUMBNAIL,
+)
 from ferdata.errors import InputNotFound, NotADatasetDir, OutputExists, UsageError
 
 if TYPE_CHECKING:
     import datasets
 
-MANIFEST_FILE = "ferdata.json"
-REJECTS_FILE = "rejects.parquet"
-REJECT_COLUMNS = ("id", "origin", "step", "reason", "details")
-#: Optional binary ledger column: a small JPEG of the rejected image (ledgers without it still open).
-THUMBNAIL = "thumbnail"
 LEDGER_THUMB_SIDE = 64
-CORE_COLUMNS = ("image", "label", "id", "source", "origin")
-#: Internal columns a step sets to mark a row for the rejects ledger (see :func:`partition_rejects`).
-REJECT_REASON = "_reject_reason"
-REJECT_DETAILS = "_reject_details"
 #: Split names, in the order in which they are evaluation splits (most protected first).
 EVAL_SPLITS = ("test", "validation")
 _VERSIONED = ("ferdata", "datasets", "huggingface_hub", "numpy", "pillow", "tensorflow", "keras", "mtcnn",
@@ -68,13 +71,6 @@ def core_features(label_names: Sequence[str]) -> datasets.Features:
             "origin": datasets.Value("string"),
         }
     )
-
-
-#: Lineage columns: ``root_id`` is the ``id`` a row had when it entered the dataset (set by every
-#: source step), ``parent_id`` the ``id`` before the last step that changed its pixels (null at entry).
-ROOT_ID = "root_id"
-PARENT_ID = "parent_id"
-LINEAGE_COLUMNS = (ROOT_ID, PARENT_ID)
 
 
 def lineage_ids(new_id: str, row: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -1,0 +1,38 @@
+"""Names shared by several modules: columns, ledger fields and reject reasons.
+
+A step that writes a column another module reads (the report, ``info``, ``split --group``) names it
+here, and both sides import the constant, so a renamed column fails at import time instead of
+silently emptying a report section. This module imports nothing.
+"""
+
+from __future__ import annotations
+
+# ---------------------------------------------------------------- core schema
+IMAGE = "image"
+LABEL = "label"
+ID = "id"
+SOURCE = "source"
+ORIGIN = "origin"
+CORE_COLUMNS = (IMAGE, LABEL, ID, SOURCE, ORIGIN)
+#: Lineage: ``root_id`` is the ``id`` a row had when it entered the dataset, ``parent_id`` the ``id``
+#: before the last step that changed its pixels (null at entry); see :func:`ferdata.dataset.lineage_ids`.
+ROOT_ID = "root_id"
+PARENT_ID = "parent_id"
+LINEAGE_COLUMNS = (ROOT_ID, PARENT_ID)
+
+# ---------------------------------------------------------------- the rejects ledger
+MANIFEST_FILE = "ferdata.json"
+REJECTS_FILE = "rejects.parquet"
+REJECT_COLUMNS = (ID, ORIGIN, "step", "reason", "details")
+#: Optional binary ledger column: a small JPEG of the rejected image (ledgers without it still open).
+THUMBNAIL = "thumbnail"
+#: Internal columns a step sets to mark a row for the ledger (see :func:`ferdata.dataset.partition_rejects`).
+REJECT_REASON = "_reject_reason"
+REJECT_DETAILS = "_reject_details"
+
+# ---------------------------------------------------------------- reject reasons of the row helper
+#: An image that cannot be decoded or used is rejected with the reason of its
+#: :class:`ferdata.images.ImageRejected` (``corrupt``, ``empty_file``, ``no_image``, ``not_an_image``,
+#: ``too_many_pixels``, ``too_small``, ``unsupported_mode``), the same in every step.
+IMAGE_REASONS = ("corrupt", "empty_file", "no_image", "not_an_image", "too_many_pixels", "too_small",
+                 "unsupported_mode")
