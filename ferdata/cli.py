@@ -1318,7 +1318,7 @@ def labels_compare_cmd(dataset_dir: Path, col_a: str, col_b: str, splits: tuple[
     """
     import json
 
-    from ferdata.labels_compare import compare_labels, format_table
+    from ferdata.labels.compare import compare_labels, format_table
 
     result = compare_labels(dataset_dir, a=col_a, b=col_b, splits=list(splits) or None)
     click.echo(format_table(result))

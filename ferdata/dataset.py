@@ -47,6 +47,7 @@ from ferdata.columns import (  # noqa: F401  (re-exported: older imports name th
     THUMBNAIL,
 )
 from ferdata.errors import InputNotFound, NotADatasetDir, OutputExists, UsageError
+from ferdata.workers import safe_num_proc
 
 if TYPE_CHECKING:
     import datasets
@@ -442,7 +443,7 @@ def save_dataset(
         rejects: the full rejects ledger to write (input ledger plus new rows).
         overwrite: replace an existing ``out``.
         num_proc: processes for ``save_to_disk`` (1 once TensorFlow is loaded, see
-            :func:`ferdata.steps.safe_num_proc`).
+            :func:`ferdata.workers.safe_num_proc`).
         files: extra files to copy into the directory before it is renamed into place
             (``{name inside out: source path}``), so they appear with it or not at all.
 
@@ -457,8 +458,6 @@ def save_dataset(
     if not isinstance(dd, datasets.DatasetDict):
         raise TypeError(f"save_dataset expects a DatasetDict, got {type(dd).__name__}")
     with atomic_dir(out) as tmp:
-        from ferdata.steps import safe_num_proc
-
         workers = safe_num_proc(num_proc, what="save_to_disk")
         # an empty split gets one (empty) shard: datasets otherwise writes none and cannot load the split
         empty = {k: 1 for k, ds in dd.items() if len(ds) == 0}

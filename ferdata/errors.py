@@ -39,9 +39,5 @@ class RecipeError(ManifestError):
     """A recipe with an unknown step or parameter, found before any work starts."""
 
 
-class NoFacesFound(FerdataError):
-    """No usable face in any input image."""
-
-
 class StepFailed(FerdataError):
     """A step could not finish (exit code 1)."""

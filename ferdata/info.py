@@ -8,7 +8,6 @@ reasons rows were removed, most frequent first).
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -170,8 +169,3 @@ def format_info(info: dict[str, Any]) -> str:
     if versions:
         lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
     return "\n".join(lines)
-
-
-def info_json(path: str | Path) -> str:
-    """:func:`dataset_info` as indented JSON."""
-    return json.dumps(dataset_info(path), indent=2, default=str)

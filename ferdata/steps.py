@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ferdata.errors import RecipeError, UsageError
+from ferdata.workers import _warned_tf_fork, safe_num_proc  # noqa: F401  (re-exported: callers import it here)
 
 if TYPE_CHECKING:
     import datasets
@@ -45,7 +45,7 @@ STEP_MODULES = (
     "ferdata.sources.folder",
     "ferdata.sources.affectnet",
     "ferdata.sources.hf",
-    "ferdata.labels_step",
+    "ferdata.labels.step",
     "ferdata.faces",
     "ferdata.quality",
     "ferdata.balance",
@@ -55,30 +55,6 @@ STEP_MODULES = (
     "ferdata.sr.step",
     "ferdata.dedupe",
 )
-
-
-_warned_tf_fork: set[str] = set()
-
-
-def safe_num_proc(num_proc: int | None, *, what: str = "worker pool") -> int:
-    """The number of worker processes it is safe to fork now: 1 once TensorFlow is imported.
-
-    A process forked after TensorFlow has started its threads can deadlock, so once
-    ``"tensorflow" in sys.modules`` every ferdata worker pool (``Dataset.map``, ``save_to_disk``)
-    runs in this one process instead, and the log says so (a warning the first time per ``what``).
-
-    Example:
-        >>> safe_num_proc(4) if "tensorflow" not in sys.modules else 4
-        4
-    """
-    n = max(1, int(num_proc or 1))
-    if n > 1 and "tensorflow" in sys.modules:
-        log = logger.info if what in _warned_tf_fork else logger.warning
-        _warned_tf_fork.add(what)
-        log("%s: TensorFlow is loaded in this process, so no worker processes are forked "
-            "(--num-proc %d runs as 1)", what, n)
-        return 1
-    return n
 
 
 def limit_rows(data: datasets.DatasetDict, limit: int | None) -> tuple[datasets.DatasetDict, int]:

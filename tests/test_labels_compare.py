@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ferdata.labels_compare import agreement_table
+from ferdata.labels.compare import agreement_table
 from tests.test_fer2013 import CRAFTED_VOTES, write_pair
 
 

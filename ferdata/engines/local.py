@@ -25,11 +25,11 @@ class LocalEngine:
             **map_kwargs: Any) -> datasets.Dataset:
         """``ds.map(fn, **map_kwargs)``; ``stateful`` changes nothing here.
 
-        ``num_proc`` goes through :func:`ferdata.steps.safe_num_proc`: once TensorFlow is loaded in
+        ``num_proc`` goes through :func:`ferdata.workers.safe_num_proc`: once TensorFlow is loaded in
         this process, ``Dataset.map`` (which forks its workers) runs in this one process instead.
         """
         if (map_kwargs.get("num_proc") or 1) > 1:
-            from ferdata.steps import safe_num_proc
+            from ferdata.workers import safe_num_proc
 
             workers = safe_num_proc(map_kwargs["num_proc"], what="Dataset.map")
             map_kwargs["num_proc"] = workers if workers > 1 else None

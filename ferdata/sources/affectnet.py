@@ -91,7 +91,7 @@ def generate_rows(files: list[tuple[str, str, str]], names: tuple[str, ...]) -> 
 @register_step("import_affectnet", AffectNetConfig, source=True)
 def import_affectnet(data: None, config: AffectNetConfig, ctx: StepContext) -> StepOutput:
     """Import AffectNet (images/ + annotations/<id>_exp.npy), contempt kept unless --classes 7."""
-    from ferdata.labels_step import apply_grouping
+    from ferdata.labels.step import apply_grouping
 
     src = check_input(config.src, kind="AffectNet folder", is_dir=True)
     files = [(str(p), str(root / "annotations"), split) for split, root in _layout(src)

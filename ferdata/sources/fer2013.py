@@ -408,7 +408,7 @@ def import_fer2013(data: None, config: Fer2013Config, ctx: StepContext) -> StepO
     """Import a Kaggle fer2013.csv (emotion,pixels,Usage) with the official label codes, optionally FER+ votes."""
     import datasets
 
-    from ferdata.labels_step import apply_grouping
+    from ferdata.labels.step import apply_grouping
 
     path = check_input(config.csv, kind="CSV file", is_dir=False)
     _columns(str(path))
@@ -511,7 +511,7 @@ def import_ferplus(data: None, config: FerplusFolderConfig, ctx: StepContext) ->
     """Import FER+'s folder layout: FER2013Train|Valid|Test/label.csv + PNGs, labels by the FER+ rule."""
     import datasets
 
-    from ferdata.labels_step import apply_grouping
+    from ferdata.labels.step import apply_grouping
 
     root = check_input(config.src, kind="FER+ folder", is_dir=True)
     present = [f for f in FERPLUS_FOLDERS if (root / f / "label.csv").is_file()]

@@ -86,7 +86,7 @@ def generate_rows(files: list[tuple[str, str, str]], src: str, names: tuple[str,
 @register_step("import_folder", FolderConfig, source=True)
 def import_folder(data: None, config: FolderConfig, ctx: StepContext) -> StepOutput:
     """Import a class-per-folder dataset (SRC/<class>/* or SRC/<split>/<class>/*)."""
-    from ferdata.labels_step import apply_grouping
+    from ferdata.labels.step import apply_grouping
 
     src = check_input(config.src, kind="source folder", is_dir=True)
     mapping = load_label_mapping(config.label_map) if config.label_map else None

@@ -99,7 +99,7 @@ def import_hf(data: None, config: HfConfig, ctx: StepContext) -> StepOutput:
 
     from ferdata.dataset import partition_rejects
     from ferdata.images import ImageRejected, pixel_id, to_array
-    from ferdata.labels_step import apply_grouping
+    from ferdata.labels.step import apply_grouping
     from ferdata.sources import SPLIT_COLUMN, row_features
 
     raw = _load(config.src)

@@ -239,8 +239,3 @@ def _soft_target(votes: Any, label: int, names: list[str], depth: int) -> np.nda
         out[:] = 0.0
         out[label] = 1.0
     return out
-
-
-def labels_of(source: Any, *, split: str = "train") -> np.ndarray:
-    """The integer labels of a split, in the order :func:`to_tf_dataset` yields them unshuffled."""
-    return np.asarray(_as_dataset(source, split)["label"], dtype=np.int64)

@@ -10,7 +10,7 @@ A column may also be ``ferplus_votes`` (the 10 FER+ vote counts): its label is t
 majority (:func:`ferdata.sources.fer2013.ferplus_label`), and rows without one count as missing.
 
 Example:
-    >>> from ferdata.labels_compare import compare_labels
+    >>> from ferdata.labels.compare import compare_labels
     >>> result = compare_labels("fer2013-ferplus", a="label_fer2013", b="label")   # doctest: +SKIP
     >>> round(result["agreement"], 3)                                            # doctest: +SKIP
     0.745

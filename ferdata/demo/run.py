@@ -1,6 +1,6 @@
 """``ferdata demo``: the whole BTFER mission offline, on a fresh clone, in about a minute.
 
-It starts ferdata's local search engine (:mod:`ferdata.loopback`, 127.0.0.1 only) with face
+It starts ferdata's local search engine (:mod:`ferdata.demo.search_server`, 127.0.0.1 only) with face
 photos made from scikit-image's public-domain samples and every hostile answer a real crawl meets
 (404, 500, a redirect loop, HTML served as a JPEG, a 50 GB Content-Length, an endless body, a
 truncated JPEG, a decompression bomb, a photo without a face, a group photo, a duplicate under a
@@ -101,8 +101,8 @@ def run_demo(out: str | Path, *, per_class: int = 3, photos: int = 10, overwrite
         >>> result.summary_line()                  # doctest: +SKIP
     """
     from ferdata.dataset import prepare_output, read_manifest
+    from ferdata.demo.search_server import btfer_demo_engine
     from ferdata.hub import dataset_card
-    from ferdata.loopback import btfer_demo_engine
     from ferdata.pipeline import build, load_recipe
     from ferdata.steps import StepContext
 
@@ -123,7 +123,7 @@ def run_demo(out: str | Path, *, per_class: int = 3, photos: int = 10, overwrite
         recipe.steps[0] = (step, dataclasses.replace(config, cache=str(Path(tmp) / "fetch-cache")))
         build(recipe, out, ctx=StepContext(num_proc=num_proc, seed=seed), overwrite=overwrite)
     manifest = read_manifest(out)
-    manifest["demo"] = {"engine": "ferdata.loopback on 127.0.0.1 (ended with the demo)",
+    manifest["demo"] = {"engine": "ferdata.demo.search_server on 127.0.0.1 (ended with the demo)",
                         "photos": "scikit-image astronaut (NASA, public domain) and coffee (public domain)",
                         "photos_per_class": photos, "note": "labels are search queries; not for training"}
     (out / "ferdata.json").write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")

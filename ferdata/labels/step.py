@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ferdata.dataset import REJECT_DETAILS, REJECT_REASON, label_names, partition_rejects
 from ferdata.errors import UsageError
-from ferdata.labels import GROUPINGS, LabelMaps
+from ferdata.labels.maps import GROUPINGS, LabelMaps
 from ferdata.steps import StepContext, StepOutput, register_step
 
 if TYPE_CHECKING:
