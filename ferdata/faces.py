@@ -32,7 +32,6 @@ most images have no face.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -40,9 +39,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ferdata.dataset import REJECT_DETAILS, REJECT_REASON, lineage_features, lineage_ids, partition_rejects
 from ferdata.errors import UsageError
-from ferdata.images import ImageRejected, decode_image, encode_png, pixel_id
+from ferdata.rows import RowRejected, map_images
 from ferdata.steps import StepContext, StepOutput, register_step
 
 if TYPE_CHECKING:
@@ -427,28 +425,6 @@ def crop_image(pixels: np.ndarray, config: CropConfig) -> tuple[list[tuple[np.nd
     return out, reason, details
 
 
-def _image_bytes(value: Any) -> bytes:
-    if isinstance(value, dict):
-        data = value.get("bytes")
-        if data is None and value.get("path"):
-            with open(value["path"], "rb") as f:
-                data = f.read()
-        return data or b""
-    raise ImageRejected("not_an_image", f"unexpected image value {type(value).__name__}")
-
-
-def _face_features(base: datasets.Features, *, extra: dict[str, Any]) -> datasets.Features:
-    import datasets
-
-    features = base.copy()
-    features["image"] = datasets.Image()
-    features.update(extra)
-    features = lineage_features(features)
-    features[REJECT_REASON] = datasets.Value("string")
-    features[REJECT_DETAILS] = datasets.Value("string")
-    return features
-
-
 def _face_columns() -> dict[str, Any]:
     import datasets
 
@@ -467,56 +443,18 @@ def _map_faces(dd: datasets.DatasetDict, per_image: Any, *, extra: dict[str, Any
                ) -> tuple[datasets.DatasetDict, list[dict[str, str]]]:
     """Run ``per_image(pixels) -> ([(pixels, columns)], reason, details)`` over every row.
 
-    Rows may multiply (one per face) or be marked for the ledger; other columns are carried over.
+    Rows may multiply (one per face) or go to the ledger with ``reason`` when none is made; other
+    columns are carried over (:func:`ferdata.rows.map_images` with ``new_images``).
     """
-    import datasets
 
-    from ferdata.engines import map_batches
+    def each(pixels: np.ndarray, row: dict[str, Any]) -> list[tuple[np.ndarray, dict[str, Any]]]:
+        made, reason, details = per_image(pixels)
+        if not made:
+            raise RowRejected(reason, details)
+        return made
 
-    result = {}
-    for split, ds in dd.items():
-        raw = ds.cast_column("image", datasets.Image(decode=False))
-        features = _face_features(raw.features, extra=extra)
-        names = list(features)
-
-        def run(batch: dict[str, list[Any]], names: list[str] = names) -> dict[str, list[Any]]:
-            out: dict[str, list[Any]] = {name: [] for name in names}
-            n = len(batch["image"])
-            for i in range(n):
-                row = {k: v[i] for k, v in batch.items()}
-                try:
-                    pixels = decode_image(_image_bytes(row["image"]))[0]
-                    made, reason, details = per_image(pixels)
-                except ImageRejected as e:
-                    made, reason, details = [], e.reason, {"error": e.details}
-                if not made:
-                    rej = {**{k: None for k in extra}, **row, "image": None, **lineage_ids(row.get("id"), row),
-                           REJECT_REASON: reason, REJECT_DETAILS: json.dumps(details, sort_keys=True)}
-                    for name in names:
-                        out[name].append(rej.get(name))
-                    continue
-                for crop, columns in made:
-                    new = {**{k: None for k in extra}, **row, **columns, "image": {"bytes": encode_png(crop),
-                                                                                    "path": None},
-                           **lineage_ids(pixel_id(crop), row), REJECT_REASON: "",
-                           REJECT_DETAILS: ""}
-                    for name in names:
-                        out[name].append(new.get(name))
-            return out
-
-        mapped = map_batches(raw, run, stateful=True, batched=True, batch_size=16, features=features,
-                             remove_columns=raw.column_names, num_proc=num_proc if num_proc > 1 else None,
-                             desc=f"{step} {split}")
-        result[split] = mapped.cast_column("image", datasets.Image())
-    return partition_rejects(datasets.DatasetDict(result), step)
-
-
-def _limit(dd: datasets.DatasetDict, limit: int | None) -> datasets.DatasetDict:
-    import datasets
-
-    if limit is None:
-        return dd
-    return datasets.DatasetDict({k: ds.select(range(min(limit, len(ds)))) for k, ds in dd.items()})
+    return map_images(dd, each, step=step, columns=extra, new_images=True, batch_size=16, stateful=True,
+                      num_proc=num_proc)
 
 
 def _rate_info(data: datasets.DatasetDict, rejects: list[dict[str, str]], out: datasets.DatasetDict,
@@ -538,8 +476,6 @@ def _rate_info(data: datasets.DatasetDict, rejects: list[dict[str, str]], out: d
 @register_step("crop", CropConfig)
 def crop_step(data: datasets.DatasetDict, config: CropConfig, ctx: StepContext) -> StepOutput:
     """Detect faces with MTCNN and crop them with the BTFER framing (paper 001)."""
-    data = _limit(data, ctx.limit)
-
     def per_image(pixels: np.ndarray) -> tuple[list[tuple[np.ndarray, dict[str, Any]]], str, dict[str, Any]]:
         crops, reason, details = crop_image(pixels, config)
         made = [(crop, {**face.as_columns(), "face_index": i, "crop_padded": padded, "face_angle": angle})
@@ -581,8 +517,6 @@ def align_step(data: datasets.DatasetDict, config: AlignConfig, ctx: StepContext
     """Rotate each image so the line between the eyes is horizontal (paper 003)."""
     import datasets
 
-    data = _limit(data, ctx.limit)
-
     def per_image(pixels: np.ndarray) -> tuple[list[tuple[np.ndarray, dict[str, Any]]], str, dict[str, Any]]:
         face, reason, details = _largest_face(pixels, config)
         if face is None:
@@ -599,8 +533,6 @@ def align_step(data: datasets.DatasetDict, config: AlignConfig, ctx: StepContext
 def normalize_step(data: datasets.DatasetDict, config: NormalizeConfig, ctx: StepContext) -> StepOutput:
     """Crop around the eyes: 1.7 d each side, 1.3 d above, 3.2 d below (paper 003)."""
     import datasets
-
-    data = _limit(data, ctx.limit)
 
     def per_image(pixels: np.ndarray) -> tuple[list[tuple[np.ndarray, dict[str, Any]]], str, dict[str, Any]]:
         face, reason, details = _largest_face(pixels, config)
@@ -619,8 +551,6 @@ def normalize_step(data: datasets.DatasetDict, config: NormalizeConfig, ctx: Ste
 @register_step("clahe", ClaheConfig)
 def clahe_step(data: datasets.DatasetDict, config: ClaheConfig, ctx: StepContext) -> StepOutput:
     """Contrast-limited adaptive histogram equalisation of every image."""
-    data = _limit(data, ctx.limit)
-
     def per_image(pixels: np.ndarray) -> tuple[list[tuple[np.ndarray, dict[str, Any]]], str, dict[str, Any]]:
         return [(apply_clahe(pixels, clip_limit=config.clip_limit, tile_size=config.tile_size), {})], "", {}
 

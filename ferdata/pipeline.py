@@ -321,16 +321,14 @@ def build(recipe: Recipe, out: str | Path, *, ctx: StepContext | None = None, ov
     Raises:
         StepFailed: with ``strict`` when a class is short of its target.
     """
+    from ferdata.commit import Chain, commit
     from ferdata.dataset import (
         MANIFEST_FILE,
         _json_default,
         atomic_dir,
-        new_manifest,
         open_dataset,
         prepare_output,
         read_manifest,
-        read_rejects,
-        save_dataset,
     )
 
     ctx = ctx or StepContext()
@@ -366,23 +364,20 @@ def build(recipe: Recipe, out: str | Path, *, ctx: StepContext | None = None, ov
     recipe_info = {"name": recipe.name, "description": recipe.description, "variables": recipe.variables}
     if done:
         last = state_dir / done[-1]
-        data, manifest, rejects = open_dataset(last), read_manifest(last), read_rejects(last)
+        data, chain = open_dataset(last), Chain.of(last)
     else:
-        data, manifest, rejects = None, new_manifest(seed=ctx.seed, recipe=recipe_info), []
+        data, chain = None, Chain.start(seed=ctx.seed, recipe=recipe_info)
     start = time.perf_counter()
     for i, (step, config) in enumerate(recipe.steps):
         if i < len(done):
             continue
         step_line(i + 1, len(recipe.steps), step.name)
-        ctx.ledger = rejects
+        ctx.ledger = chain.rejects
         result, entry = engine.run_step(step, data, config, ctx)
-        manifest["steps"] = [*manifest.get("steps", []), entry]
-        manifest.update(result.manifest)
-        rejects = [*rejects, *result.rejects]
+        chain.add(result, entry)
         name = _checkpoint_name(i, step)
         # overwrite: a run killed after this save but before the state update redoes the step
-        save_dataset(result.data, state_dir / name, manifest=manifest, rejects=rejects, num_proc=ctx.num_proc,
-                     overwrite=True, files=result.files)
+        commit(result.data, state_dir / name, chain, num_proc=ctx.num_proc, overwrite=True, files=result.files)
         done.append(name)
         _write_json_atomic(state_file, {"fingerprint": fingerprint, "settings": settings, "done": done})
         data = open_dataset(state_dir / name)  # continue from the checkpoint, as a resumed run would

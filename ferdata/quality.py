@@ -27,17 +27,15 @@ chosen, and the share of FER2013 each one flags, is in ``docs/quality.md``.
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ferdata.dataset import REJECT_DETAILS, REJECT_REASON, make_reject, partition_rejects
+from ferdata.dataset import make_reject
 from ferdata.errors import UsageError
-from ferdata.images import ImageRejected, decode_image
+from ferdata.rows import map_images
 from ferdata.steps import StepContext, StepOutput, register_step
 
 if TYPE_CHECKING:
@@ -238,41 +236,21 @@ def score_image(pixels: np.ndarray) -> dict[str, float]:
     }
 
 
-def _quality_features(base: datasets.Features) -> datasets.Features:
+def _quality_features() -> dict[str, Any]:
     import datasets
 
-    features = base.copy()
+    features: dict[str, Any] = {}
     for check in CHECKS:
         features[f"{check}_score"] = datasets.Value("float32")
         features[f"is_{check}"] = datasets.Value("bool")
-    features[REJECT_REASON] = datasets.Value("string")
-    features[REJECT_DETAILS] = datasets.Value("string")
     return features
 
 
-def score_batch(images: list[Any], config: QualityConfig) -> dict[str, list[Any]]:
-    """Scores and flags of a batch of undecoded image values (``{"bytes", "path"}`` dicts)."""
-    out: dict[str, list[Any]] = {f"{p}{c}{s}": [] for c in CHECKS for p, s in (("", "_score"), ("is_", ""))}
-    out[REJECT_REASON], out[REJECT_DETAILS] = [], []
-    for value in images:
-        try:
-            data = value.get("bytes") if isinstance(value, dict) else None
-            if data is None and isinstance(value, dict) and value.get("path"):
-                with open(value["path"], "rb") as f:
-                    data = f.read()
-            scores = score_image(decode_image(data or b"")[0])
-            flags = config.flags(scores)
-            reason, details = "", ""
-        except ImageRejected as e:
-            scores = {c: math.nan for c in CHECKS}
-            flags = {c: False for c in CHECKS}
-            reason, details = e.reason, json.dumps({"error": e.details})
-        for c in CHECKS:
-            out[f"{c}_score"].append(scores[c])
-            out[f"is_{c}"].append(flags[c])
-        out[REJECT_REASON].append(reason)
-        out[REJECT_DETAILS].append(details)
-    return out
+def score_row(pixels: np.ndarray, row: dict[str, Any], *, config: QualityConfig) -> dict[str, Any]:
+    """The ``<check>_score`` and ``is_<check>`` columns of one image."""
+    scores = score_image(pixels)
+    flags = config.flags(scores)
+    return {**{f"{c}_score": scores[c] for c in CHECKS}, **{f"is_{c}": flags[c] for c in CHECKS}}
 
 
 def _counts(dd: datasets.DatasetDict) -> dict[str, int]:
@@ -282,20 +260,8 @@ def _counts(dd: datasets.DatasetDict) -> dict[str, int]:
 @register_step("quality", QualityConfig)
 def quality_step(data: datasets.DatasetDict, config: QualityConfig, ctx: StepContext) -> StepOutput:
     """Score every image on the quality checks; flag, and drop the checks named in ``drop``."""
-    import datasets
-
-    from ferdata.engines import map_batches
-
-    result = {}
-    for split, ds in data.items():
-        if ctx.limit is not None:
-            ds = ds.select(range(min(ctx.limit, len(ds))))
-        raw = ds.cast_column("image", datasets.Image(decode=False))
-        mapped = map_batches(raw, score_batch, input_columns=["image"], batched=True, batch_size=1000,
-                         fn_kwargs={"config": config}, features=_quality_features(raw.features),
-                         num_proc=ctx.num_proc if ctx.num_proc > 1 else None, desc=f"quality {split}")
-        result[split] = mapped.cast_column("image", datasets.Image())
-    dd, rejects = partition_rejects(datasets.DatasetDict(result), "quality")
+    dd, rejects = map_images(data, score_row, step="quality", columns=_quality_features(), batch_size=1000,
+                             fn_kwargs={"config": config}, num_proc=ctx.num_proc)
     rows = sum(len(ds) for ds in dd.values())
     flagged = _counts(dd)
     info: dict[str, Any] = {"flagged": flagged, "flagged_share": {c: round(n / rows, 4) if rows else 0.0

@@ -292,23 +292,19 @@ def apply_step(
     Example:
         >>> apply_step("balance", {"strategy": "undersample"}, inputs=["fer"], out="fer-bal")  # doctest: +SKIP
     """
-    from ferdata.dataset import new_manifest, open_dataset, prepare_output, read_manifest, read_rejects, save_dataset
+    from ferdata.commit import Chain, commit
+    from ferdata.dataset import open_dataset, prepare_output
 
     ctx = ctx or StepContext()
     step = get_step(name)
     config = step.make_config(params)
     out = prepare_output(out, overwrite=overwrite, inputs=inputs)
     if step.source:
-        data, manifest, rejects = None, new_manifest(seed=ctx.seed), []
+        data, chain = None, Chain.start(seed=ctx.seed)
     else:
-        data = open_dataset(inputs[0])
-        manifest, rejects = read_manifest(inputs[0]), read_rejects(inputs[0])
-    ctx.ledger = rejects
+        data, chain = open_dataset(inputs[0]), Chain.of(inputs[0])
+    ctx.ledger = chain.rejects
     result, entry = run_step(step, data, config, ctx)
-    manifest["steps"] = [*manifest.get("steps", []), entry]
-    manifest.update(result.manifest)
-    if manifest.get("seed") is None:
-        manifest["seed"] = ctx.seed
-    save_dataset(result.data, out, manifest=manifest, rejects=[*rejects, *result.rejects], overwrite=overwrite,
-                 num_proc=ctx.num_proc, files=result.files)
+    chain.add(result, entry, seed=ctx.seed)
+    commit(result.data, out, chain, overwrite=overwrite, num_proc=ctx.num_proc, files=result.files)
     return out, entry

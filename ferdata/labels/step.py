@@ -8,12 +8,15 @@ grouping's names (e.g. ``negative, neutral, positive``) and the original name is
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ferdata.dataset import REJECT_DETAILS, REJECT_REASON, label_names, partition_rejects
+from ferdata.columns import REJECT_DETAILS, REJECT_REASON
+from ferdata.dataset import label_names
 from ferdata.errors import UsageError
 from ferdata.labels.maps import GROUPINGS, LabelMaps
+from ferdata.rows import map_rows
 from ferdata.steps import StepContext, StepOutput, register_step
 
 if TYPE_CHECKING:
@@ -46,8 +49,6 @@ def apply_grouping(dd: datasets.DatasetDict, classes: int, *, step: str = "class
     """
     import datasets
 
-    from ferdata.engines import map_batches
-
     grouping = LabelMaps.load().grouping(classes)
     old_names = label_names(dd)
     new_names = list(grouping)
@@ -66,20 +67,15 @@ def apply_grouping(dd: datasets.DatasetDict, classes: int, *, step: str = "class
             new = old_to_new.get(label)
             out["label"].append(new if new is not None else -1)
             out[REJECT_REASON].append("" if new is not None else "class_not_in_grouping")
-            out[REJECT_DETAILS].append("" if new is not None else f'{{"class": "{old_names[label]}", "classes": {classes}}}')
+            out[REJECT_DETAILS].append("" if new is not None else json.dumps({"class": old_names[label],
+                                                                              "classes": classes}))
         return out
 
-    result = {}
-    for split, ds in dd.items():
-        features = ds.features.copy()
-        features["label"] = datasets.ClassLabel(names=new_names)
-        features[REJECT_REASON] = datasets.Value("string")
-        features[REJECT_DETAILS] = datasets.Value("string")
-        if merges:
-            features["label_original"] = datasets.Value("string")
-        result[split] = map_batches(ds, regroup, input_columns=["label"], batched=True, features=features,
-                               num_proc=num_proc if num_proc > 1 else None, desc=f"classes {split}")
-    return partition_rejects(datasets.DatasetDict(result), step)
+    columns = {"label": datasets.ClassLabel(names=new_names)}
+    if merges:
+        columns["label_original"] = datasets.Value("string")
+    return map_rows(dd, regroup, step=step, columns=columns, input_columns=["label"], batch_size=1000,
+                    num_proc=num_proc, desc="classes")
 
 
 @register_step("classes", ClassesConfig)

@@ -14,8 +14,8 @@ and ``cv2.dnn`` already use every core, and worker processes forked after Tensor
 deadlock); inside a batch images are grouped by size and shape and each group is run batched
 (mixed sizes are fine). An image that cannot be decoded, or that is larger
 than the target while ``allow_downscale`` is off, goes to the rejects ledger
-(``undecodable`` / ``larger_than_target``); if the *first* image of a split is larger than the
-target the step stops with a usage error before any work.
+(an image reason of :data:`ferdata.columns.IMAGE_REASONS` / ``larger_than_target``); if the
+*first* image of a split is larger than the target the step stops with a usage error before any work.
 """
 
 from __future__ import annotations
@@ -161,21 +161,20 @@ def upscale_batch(batch: dict[str, list[Any]], *, model: str | None, scale: int,
     :func:`ferdata.images.to_array`; same-shape images go to the network as one stack (no regrouping copies).
     """
     from ferdata.dataset import PARENT_ID, REJECT_DETAILS, REJECT_REASON, ROOT_ID, lineage_ids
-    from ferdata.images import ImageRejected, decode_plain_png, encode_png, pixel_id, to_array
+    from ferdata.images import ImageRejected, encode_png, pixel_id
+    from ferdata.rows import read_pixels, reject_marks
 
     up = get_upscaler(model, scale, backend)
     n = len(batch["image"])
     pixels: list[np.ndarray | None] = []
     reasons, details = [""] * n, [""] * n
     for i, value in enumerate(batch["image"]):
-        im = decode_plain_png(value.get("bytes")) if isinstance(value, dict) else None
-        if im is None:
-            try:
-                im = to_array(value)
-            except ImageRejected as e:
-                pixels.append(None)
-                reasons[i], details[i] = "undecodable", json.dumps({"reason": e.reason, "details": e.details})
-                continue
+        try:
+            im = read_pixels(value)
+        except ImageRejected as e:
+            pixels.append(None)
+            reasons[i], details[i] = reject_marks(e)
+            continue
         if size is not None and max(im.shape[:2]) > size and not allow_downscale:
             pixels.append(None)
             reasons[i] = "larger_than_target"
@@ -206,9 +205,8 @@ def upscale_step(data: Any, config: UpscaleConfig, ctx: StepContext) -> StepOutp
     """Super-resolve every image (ESPCN by default, 48x48 -> 224x224), keeping labels and lineage."""
     import datasets
 
-    from ferdata.dataset import lineage_features, partition_rejects
-    from ferdata.engines import map_batches
     from ferdata.images import to_array
+    from ferdata.rows import map_rows
     from ferdata.sr.spectrum import sample_dataset_images
 
     params = {k: v for k, v in asdict(config).items()}
@@ -218,8 +216,7 @@ def upscale_step(data: Any, config: UpscaleConfig, ctx: StepContext) -> StepOutp
     if config.model == AUTO:
         if scale != AUTO:
             auto_candidates(scale)  # fail fast before decoding
-        sample_from = {k: v.select(range(min(ctx.limit, len(v)))) if ctx.limit is not None else v for k, v in data.items()}
-        sample, _ = sample_dataset_images(sample_from, n=AUTO_SAMPLE, seed=ctx.seed)
+        sample, _ = sample_dataset_images(data, n=AUTO_SAMPLE, seed=ctx.seed)
     if scale == AUTO:
         from ferdata.sr.spectrum import estimate_degradation
 
@@ -245,27 +242,18 @@ def upscale_step(data: Any, config: UpscaleConfig, ctx: StepContext) -> StepOutp
         params["model"], auto = choose_model(sample, scale, estimate=estimate)
     up = get_upscaler(params["model"], scale, config.backend)  # fail fast on a bad model
     in_sizes: Counter[str] = Counter()
-    out = {}
     for split, ds in data.items():
-        raw = ds.cast_column("image", datasets.Image(decode=False))
-        if ctx.limit is not None:
-            raw = raw.select(range(min(ctx.limit, len(raw))))
-        if len(raw):
-            first = to_array(raw[0]["image"])
+        if len(ds):
+            first = to_array(ds.cast_column("image", datasets.Image(decode=False))[0]["image"])
             if config.size is not None and max(first.shape[:2]) > config.size and not config.allow_downscale:
                 raise UsageError(f"--size {config.size} is smaller than the input images ({first.shape[0]}x{first.shape[1]} "
                                  f"in split {split}); pass --allow-downscale to shrink")
-            in_sizes[f"{first.shape[0]}x{first.shape[1]}"] += len(raw)
-        features = lineage_features(raw.features)
-        features["_reject_reason"] = datasets.Value("string")
-        features["_reject_details"] = datasets.Value("string")
-        # One process: TensorFlow (and cv2.dnn) already use every core, and a process forked after
-        # TensorFlow has run deadlocks, so --num-proc does not apply to this step (the Ray engine
-        # runs it in a pool of single-threaded actors, one model each: stateful=True).
-        mapped = map_batches(raw, upscale_batch, stateful=True, batched=True, batch_size=1024, fn_kwargs=params,
-                             features=features, desc=f"upscale {split}", cache_file_name=None)
-        out[split] = mapped.cast_column("image", datasets.Image())
-    kept, rejects = partition_rejects(datasets.DatasetDict(out), "upscale")
+            in_sizes[f"{first.shape[0]}x{first.shape[1]}"] += len(ds)
+    # One process: TensorFlow (and cv2.dnn) already use every core, and a process forked after
+    # TensorFlow has run deadlocks, so --num-proc does not apply to this step (the Ray engine
+    # runs it in a pool of single-threaded actors, one model each: stateful=True).
+    kept, rejects = map_rows(data, upscale_batch, step="upscale", new_images=True, stateful=True, batch_size=1024,
+                             fn_kwargs=params, cache_file_name=None)
     out_size = None
     for ds in kept.values():
         if len(ds):
@@ -292,7 +280,8 @@ def upscale_input(inp: str | Path, *, out: str | Path, params: dict[str, Any], c
     Example:
         >>> upscale_input("fer2013.csv", out="fer224", params={"size": 224})   # doctest: +SKIP
     """
-    from ferdata.dataset import new_manifest, prepare_output, save_dataset
+    from ferdata.commit import Chain, commit
+    from ferdata.dataset import prepare_output
     from ferdata.steps import apply_step, get_step, run_step
 
     ctx = ctx or StepContext()
@@ -322,8 +311,8 @@ def upscale_input(inp: str | Path, *, out: str | Path, params: dict[str, Any], c
     step_in = get_step(importer)
     imported, entry_in = run_step(step_in, None, step_in.make_config(iparams), ctx)
     upscaled, entry_up = run_step(step_up, imported.data, config_up, ctx)
-    manifest = new_manifest(seed=ctx.seed)
-    manifest["steps"] = [entry_in, entry_up]
-    save_dataset(upscaled.data, out, manifest=manifest, rejects=[*imported.rejects, *upscaled.rejects],
-                 overwrite=overwrite, num_proc=ctx.num_proc)
+    chain = Chain.start(seed=ctx.seed)
+    chain.add(imported, entry_in)
+    chain.add(upscaled, entry_up)
+    commit(upscaled.data, out, chain, overwrite=overwrite, num_proc=ctx.num_proc)
     return out, [entry_in, entry_up]
