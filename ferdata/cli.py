@@ -157,9 +157,32 @@ def out_option(fn: F) -> F:
                         help="Output directory (must not exist unless --overwrite).")(fn)
 
 
-def existing(kind: str = "path", *, dir_okay: bool = True, file_okay: bool = True) -> click.Path:
-    """A click path type for an input that must exist."""
-    return click.Path(exists=True, dir_okay=dir_okay, file_okay=file_okay, readable=True, path_type=Path)
+class ExistingPath(click.Path):
+    """``click.Path(exists=True)`` whose "does not exist" error names what was expected (``kind``).
+
+    A kind in capitals (``CSV``, ``SRC``, ``DIR``) is a metavar, not a description: click's own message
+    (``Invalid value for 'CSV': File 'x' does not exist``) says more there and is kept.
+    """
+
+    def __init__(self, kind: str | None, *, dir_okay: bool, file_okay: bool) -> None:
+        super().__init__(exists=True, dir_okay=dir_okay, file_okay=file_okay, readable=True, path_type=Path)
+        self.kind = kind
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        described = bool(self.kind and not self.kind.isupper())
+        if described and isinstance(value, (str, os.PathLike)) and not os.path.exists(value):
+            self.fail(f"{self.kind} {os.fsdecode(value)!r} does not exist.", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+def existing(kind: str | None = None, *, dir_okay: bool = True, file_okay: bool = True) -> click.Path:
+    """A click path type for an input that must exist; ``kind`` names it in the error (``"label map"``).
+
+    Example:
+        >>> existing("label map", dir_okay=False).convert("x.yaml", None, None)  # doctest: +SKIP
+        click.exceptions.BadParameter: label map 'x.yaml' does not exist.
+    """
+    return ExistingPath(kind, dir_okay=dir_okay, file_okay=file_okay)
 
 
 def context(num_proc: int, seed: int, limit: int | None) -> Any:
@@ -169,12 +192,27 @@ def context(num_proc: int, seed: int, limit: int | None) -> Any:
     return StepContext(num_proc=num_proc, seed=seed, limit=limit)
 
 
-def run_step_command(name: str, params: dict[str, Any], *, inputs: list[Path], out: Path, num_proc: int, seed: int,
+#: The registered step each command runs alone (recipes name the step, the command line the command).
+COMMAND_STEPS: dict[str, str] = {
+    "import fer2013": "import_fer2013", "import folder": "import_folder", "import ferplus": "import_ferplus",
+    "import affectnet": "import_affectnet", "import hf": "import_hf", "crawl": "crawl", "crop": "crop",
+    "align": "align", "normalize": "normalize", "clahe": "clahe", "filter": "quality", "drop-flagged": "drop_flagged",
+    "dedupe": "dedupe", "upscale": "upscale", "apply-review": "review_exclusions", "balance": "balance",
+    "split": "split",
+}
+
+#: ``ferdata build --help``'s epilog: the mapping, step first (as recipes name them).
+COMMAND_STEPS_HELP = ("Recipe steps and the commands that run them alone: "
+                      + ", ".join(f"{step} ({cmd})" if cmd != step else step for cmd, step in COMMAND_STEPS.items())
+                      + "; classes is the --classes option of the import commands.")
+
+
+def run_step_command(command: str, params: dict[str, Any], *, inputs: list[Path], out: Path, num_proc: int, seed: int,
                      limit: int | None, overwrite: bool) -> dict[str, Any]:
-    """Run one registered step from the command line and print its summary line."""
+    """Run the step of ``command`` (see :data:`COMMAND_STEPS`) and print its summary line."""
     from ferdata.steps import apply_step
 
-    _, entry = apply_step(name, params, inputs=inputs, out=out, ctx=context(num_proc, seed, limit),
+    _, entry = apply_step(COMMAND_STEPS[command], params, inputs=inputs, out=out, ctx=context(num_proc, seed, limit),
                           overwrite=overwrite)
     print_summary(entry, out)
     return entry
@@ -236,7 +274,7 @@ def import_fer2013_cmd(csv: Path, out: Path, classes: str, ferplus: Path | None,
     params: dict[str, Any] = {"csv": str(csv), "classes": int(classes)}
     if ferplus is not None:
         params.update(ferplus=str(ferplus), label_source=label_source, ferplus_mode=ferplus_mode)
-    run_step_command("import_fer2013", params, inputs=[], out=out, **opts)
+    run_step_command("import fer2013", params, inputs=[], out=out, **opts)
 
 
 @import_group.command("folder")
@@ -258,7 +296,7 @@ def import_folder_cmd(src: Path, out: Path, label_map: Path | None, name: str | 
 
         ferdata import folder fer2013-images/ --out fer2013 --num-proc 2
     """
-    run_step_command("import_folder", {"src": str(src), "label_map": str(label_map) if label_map else None,
+    run_step_command("import folder", {"src": str(src), "label_map": str(label_map) if label_map else None,
                                        "name": name, "classes": int(classes)}, inputs=[], out=out, **opts)
 
 
@@ -280,7 +318,7 @@ def import_ferplus_cmd(src: Path, out: Path, classes: str, ferplus_mode: str, **
 
         ferdata import ferplus FERPlus/data --out ferplus
     """
-    run_step_command("import_ferplus", {"src": str(src), "classes": int(classes), "ferplus_mode": ferplus_mode},
+    run_step_command("import ferplus", {"src": str(src), "classes": int(classes), "ferplus_mode": ferplus_mode},
                      inputs=[], out=out, **opts)
 
 
@@ -297,7 +335,7 @@ def import_affectnet_cmd(src: Path, out: Path, classes: str, **opts: Any) -> Non
 
         ferdata import affectnet AffectNet/ --out affectnet --classes 7
     """
-    run_step_command("import_affectnet", {"src": str(src), "classes": int(classes)}, inputs=[], out=out, **opts)
+    run_step_command("import affectnet", {"src": str(src), "classes": int(classes)}, inputs=[], out=out, **opts)
 
 
 @import_group.command("hf")
@@ -316,7 +354,7 @@ def import_hf_cmd(src: Path, out: Path, image_column: str, label_column: str, co
 
         ferdata import hf my-saved-dataset/ --out mine --codes rafdb
     """
-    run_step_command("import_hf", {"src": str(src), "image_column": image_column, "label_column": label_column,
+    run_step_command("import hf", {"src": str(src), "image_column": image_column, "label_column": label_column,
                                    "codes": codes, "classes": int(classes)}, inputs=[], out=out, **opts)
 
 
@@ -376,7 +414,7 @@ def split_cmd(src: Path, out: Path, ratios: str, names: str | None, resplit: boo
                      inputs=[src], out=out, **opts)
 
 
-@cli.command("build", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@cli.command("build", epilog=COMMAND_STEPS_HELP, context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("recipe")
 @out_option
 @click.option("--strict", is_flag=True, help="Fail (write nothing) when a class falls short of its target.")
@@ -723,7 +761,7 @@ def filter_cmd(input_dir: Path, out: Path, num_proc: int, seed: int, limit: int 
 
         ferdata filter fer2013 --out fer2013-clean --drop low_information,dark,light
     """
-    entry = run_step_command("quality", params, inputs=[input_dir], out=out, num_proc=num_proc, seed=seed,
+    entry = run_step_command("filter", params, inputs=[input_dir], out=out, num_proc=num_proc, seed=seed,
                              limit=limit, overwrite=overwrite)
     flagged = entry.get("info", {}).get("flagged", {})
     if flagged:
@@ -744,7 +782,7 @@ def drop_flagged_cmd(input_dir: Path, out: Path, num_proc: int, seed: int, limit
 
         ferdata drop-flagged fer2013-scored --out fer2013-clean --checks dark,low_information
     """
-    run_step_command("drop_flagged", {"checks": checks}, inputs=[input_dir], out=out, num_proc=num_proc, seed=seed,
+    run_step_command("drop-flagged", {"checks": checks}, inputs=[input_dir], out=out, num_proc=num_proc, seed=seed,
                      limit=limit, overwrite=overwrite)
 
 
@@ -1205,7 +1243,7 @@ def apply_review_cmd(dataset: Path, review_csv: Path, out: Path, allow_missing: 
     """
     from ferdata.review import check_review_dir
 
-    run_step_command("review_exclusions", {"review_csv": str(check_review_dir(review_csv)),
+    run_step_command("apply-review", {"review_csv": str(check_review_dir(review_csv)),
                                             "allow_missing": allow_missing}, inputs=[dataset], out=out, **opts)
 
 
