@@ -5,6 +5,7 @@ from pathlib import Path
 
 import datasets
 import numpy as np
+import pytest
 
 from ferdata.dataset import class_counts, open_dataset, read_manifest, read_rejects
 from tests.conftest import shared_data, write_fer_csv
@@ -250,3 +251,41 @@ def test_ferplus_folder_layout(tmp_path: Path, run_cli) -> None:
     assert reasons == ["class_not_in_grouping", "ferplus_no_majority", "missing_file"]
     code, _, err = run_cli("import", "ferplus", tmp_path, "--out", tmp_path / "o2")
     assert code == 2 and "FER2013Train/label.csv" in err
+
+
+# ---------------------------------------------------------------- compressed CSVs (issue 27 item 4)
+
+@pytest.mark.parametrize("form", ["gz", "zip"])
+def test_compressed_csv_imports_like_the_plain_one(tmp_path: Path, fer_csv: Path, form: str) -> None:
+    """``fer2013.csv.gz`` and a ``.zip`` holding the CSV give the plain CSV's ids, labels and origins."""
+    import gzip
+    import zipfile
+
+    from ferdata.dataset import open_dataset
+    from ferdata.steps import apply_step
+
+    packed = tmp_path / f"fer2013.csv.{form}" if form == "gz" else tmp_path / "fer2013.zip"
+    if form == "gz":
+        packed.write_bytes(gzip.compress(fer_csv.read_bytes()))
+    else:
+        with zipfile.ZipFile(packed, "w") as z:
+            z.write(fer_csv, "fer2013.csv")
+    apply_step("import_fer2013", {"csv": str(fer_csv)}, out=tmp_path / "plain")
+    apply_step("import_fer2013", {"csv": str(packed)}, out=tmp_path / "packed")
+    a, b = open_dataset(tmp_path / "plain"), open_dataset(tmp_path / "packed")
+    assert sorted(a) == sorted(b)
+    for split in a:
+        cols = ["id", "label", "root_id"]
+        assert a[split].select_columns(cols).to_list() == b[split].select_columns(cols).to_list()
+        assert [o.split("#")[1] for o in a[split]["origin"]] == [o.split("#")[1] for o in b[split]["origin"]]
+
+
+def test_zip_without_one_csv_is_refused(tmp_path: Path, run_cli) -> None:
+    import zipfile
+
+    packed = tmp_path / "two.zip"
+    with zipfile.ZipFile(packed, "w") as z:
+        z.writestr("a.csv", "emotion,pixels,Usage\n")
+        z.writestr("b.csv", "emotion,pixels,Usage\n")
+    code, _, err = run_cli("import", "fer2013", packed, "--out", tmp_path / "o")
+    assert code == 2 and "exactly one CSV" in err and err.count("\n") == 1

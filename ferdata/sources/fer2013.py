@@ -188,7 +188,7 @@ def _check_text(path: str, what: str) -> None:
     Raises:
         UsageError: when the start of the file holds NUL bytes or is not UTF-8.
     """
-    with open(path, "rb") as f:
+    with _open_binary(path) as f:
         head = f.read(65536)
     try:
         codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
@@ -199,8 +199,38 @@ def _check_text(path: str, what: str) -> None:
         raise UsageError(f"{path} is not a text CSV file (it holds binary data); {what}")
 
 
+#: Compressed forms of the CSV read directly, streaming (users keep Kaggle's file compressed).
+COMPRESSED_SUFFIXES = (".gz", ".zip")
+
+
+def _open_binary(path: str) -> Any:
+    """The CSV's bytes as a stream: plain, gzip (``.csv.gz``) or a ``.zip`` holding one CSV.
+
+    Raises:
+        UsageError: for a zip archive that does not hold exactly one ``.csv`` file.
+    """
+    import gzip
+    import zipfile
+
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic[:2] == b"\x1f\x8b":
+        return gzip.open(path, "rb")
+    if magic == b"PK\x03\x04":
+        archive = zipfile.ZipFile(path)
+        members = [n for n in archive.namelist() if n.lower().endswith(".csv") and not n.startswith("__MACOSX/")]
+        if len(members) != 1:
+            archive.close()
+            raise UsageError(f"{path} is a zip archive with {len(members)} .csv files "
+                             f"({', '.join(members[:5]) or 'none'}); allowed: a zip holding exactly one CSV")
+        return archive.open(members[0])
+    return open(path, "rb")
+
+
 def _open(path: str) -> Any:
-    return open(path, newline="", encoding="utf-8-sig", errors="replace")
+    import io
+
+    return io.TextIOWrapper(_open_binary(path), newline="", encoding="utf-8-sig", errors="replace")
 
 
 def _blank(row: Sequence[str]) -> bool:
@@ -430,7 +460,7 @@ def import_fer2013(data: None, config: Fer2013Config, ctx: StepContext) -> StepO
     dd, rejects = rows_to_dataset(generate_rows, gen_kwargs, names, cache_dir=ctx.scratch(), step="import_fer2013",
                                   extra_features=extra_features)
     if ctx.limit is not None:  # a trial: the data lines not read are counted (recorded as limited_out)
-        with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        with _open(str(path)) as f:
             info["limited_out"] = max(0, sum(1 for _ in csv.reader(f)) - 1 - ctx.limit)
     if config.classes != 7 or len(names) != 7:
         dd, more = apply_grouping(dd, config.classes, step="import_fer2013")

@@ -295,10 +295,10 @@ def upscale_input(inp: str | Path, *, out: str | Path, params: dict[str, Any], c
         return path, [entry]
     if inp.is_dir():
         importer, iparams = "import_folder", {"src": str(inp)}
-    elif inp.suffix.lower() == ".csv":
+    elif inp.name.lower().endswith((".csv", ".csv.gz", ".zip")):
         importer, iparams = "import_fer2013", {"csv": str(inp)}
     else:
-        raise UsageError(f"{inp} is not a dataset directory, an image folder or a FER2013 .csv")
+        raise UsageError(f"{inp} is not a dataset directory, an image folder or a FER2013 .csv (.csv.gz, .zip)")
     step_up = get_step("upscale")
     config_up = step_up.make_config(params)
     out = prepare_output(out, overwrite=overwrite, inputs=[inp])
