@@ -241,12 +241,12 @@ def cli() -> None:
     """
 
 
-@cli.group("import")
+@cli.group("import", short_help="Import a source into a dataset directory.")
 def import_group() -> None:
     """Import a source into a dataset directory (fer2013, folder, affectnet, hf)."""
 
 
-@import_group.command("fer2013")
+@import_group.command("fer2013", short_help="Import the Kaggle fer2013.csv, optionally with FER+ votes.")
 @click.argument("csv", type=existing("CSV", dir_okay=False))
 @out_option
 @click.option("--classes", type=click.Choice(["8", "7", "6", "3"]), default="7", show_default=True,
@@ -277,7 +277,7 @@ def import_fer2013_cmd(csv: Path, out: Path, classes: str, ferplus: Path | None,
     run_step_command("import fer2013", params, inputs=[], out=out, **opts)
 
 
-@import_group.command("folder")
+@import_group.command("folder", short_help="Import class-per-folder images.")
 @click.argument("src", type=existing("SRC", file_okay=False))
 @out_option
 @click.option("--label-map", type=existing("label map", dir_okay=False), default=None,
@@ -300,7 +300,7 @@ def import_folder_cmd(src: Path, out: Path, label_map: Path | None, name: str | 
                                        "name": name, "classes": int(classes)}, inputs=[], out=out, **opts)
 
 
-@import_group.command("ferplus")
+@import_group.command("ferplus", short_help="Import FER+'s folder layout (label.csv + PNGs).")
 @click.argument("src", type=existing("SRC", file_okay=False))
 @out_option
 @click.option("--classes", type=click.Choice(["8", "7", "6", "3"]), default="7", show_default=True,
@@ -322,7 +322,7 @@ def import_ferplus_cmd(src: Path, out: Path, classes: str, ferplus_mode: str, **
                      inputs=[], out=out, **opts)
 
 
-@import_group.command("affectnet")
+@import_group.command("affectnet", short_help="Import AffectNet images and annotations.")
 @click.argument("src", type=existing("SRC", file_okay=False))
 @out_option
 @click.option("--classes", type=click.Choice(["8", "7", "6", "3"]), default="8", show_default=True,
@@ -338,7 +338,7 @@ def import_affectnet_cmd(src: Path, out: Path, classes: str, **opts: Any) -> Non
     run_step_command("import affectnet", {"src": str(src), "classes": int(classes)}, inputs=[], out=out, **opts)
 
 
-@import_group.command("hf")
+@import_group.command("hf", short_help="Import a saved Hugging Face dataset or an exported Hub folder.")
 @click.argument("src", type=existing("SRC", file_okay=False))
 @out_option
 @click.option("--image-column", default="image", show_default=True)
@@ -360,7 +360,7 @@ def import_hf_cmd(src: Path, out: Path, image_column: str, label_column: str, co
 
 # ---------------------------------------------------------------- dataset building (foundation)
 
-@cli.command("balance")
+@cli.command("balance", short_help="Rebalance classes and store class weights.")
 @click.argument("src", type=existing("IN", file_okay=False))
 @out_option
 @click.option("--strategy", type=click.Choice(["undersample", "oversample", "target"]), default="undersample",
@@ -385,7 +385,7 @@ def balance_cmd(src: Path, out: Path, strategy: str, per_class: int | None, spli
                                  "supplement_classes": supplement_classes}, inputs=[src], out=out, **opts)
 
 
-@cli.command("split")
+@cli.command("split", short_help="Make a stratified, seeded, group-aware split.")
 @click.argument("src", type=existing("IN", file_okay=False))
 @out_option
 @click.option("--ratios", default="0.8,0.1,0.1", show_default=True, help="Comma-separated shares summing to 1.")
@@ -414,7 +414,7 @@ def split_cmd(src: Path, out: Path, ratios: str, names: str | None, resplit: boo
                      inputs=[src], out=out, **opts)
 
 
-@cli.command("build", epilog=COMMAND_STEPS_HELP, context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@cli.command("build", short_help="Run a whole recipe (a packaged name or a YAML path).", epilog=COMMAND_STEPS_HELP, context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("recipe")
 @out_option
 @click.option("--strict", is_flag=True, help="Fail (write nothing) when a class falls short of its target.")
@@ -501,7 +501,7 @@ def _yaml_scalar(value: str) -> Any:
         return value
 
 
-@cli.command("export")
+@cli.command("export", short_help="Write the Hub layout (parquet + card) or class folders.")
 @click.argument("src", type=existing("DIR", file_okay=False))
 @out_option
 @click.option("--format", "fmt", type=click.Choice(["hub", "imagefolder"]), default="hub", show_default=True)
@@ -524,7 +524,7 @@ def export_cmd(src: Path, out: Path, fmt: str, license_: str, overwrite: bool) -
     click.echo(f"exported {src} as {fmt} -> {path}")
 
 
-@cli.command("push")
+@cli.command("push", short_help="Upload a dataset directory to the Hugging Face Hub.")
 @click.argument("src", type=existing("DIR", file_okay=False))
 @click.argument("repo_id")
 @click.option("--private", is_flag=True, help="Create the repository as private.")
@@ -543,7 +543,7 @@ def push_cmd(src: Path, repo_id: str, private: bool, token: str | None, license_
     url = push(src, repo_id, token=token, private=private, license=license_)
     click.echo(f"pushed {src} to {repo_id}: {url}")
 
-@cli.command("demo")
+@cli.command("demo", short_help="Run the offline end-to-end demo (the btfer recipe).")
 @out_option
 @click.option("--per-class", type=click.IntRange(min=1), default=3, show_default=True,
               help="Faces per class in the demo's test split (the btfer recipe's per_class).")
@@ -594,7 +594,7 @@ def demo_cmd(out: Path, per_class: int, photos: int, no_report: bool, num_proc: 
     click.echo(result.summary_line())
 
 
-@cli.command("info")
+@cli.command("info", short_help="Show what a dataset directory holds.")
 @click.argument("src", metavar="DIR", type=existing("DIR", file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print everything as JSON (for scripts).")
 @quiet_option
@@ -649,7 +649,7 @@ def _echo_face_rate(entry: dict[str, Any]) -> None:
                    f"({100 * info['no_face_rate']:.1f}%)")
 
 
-@cli.command("crop")
+@cli.command("crop", short_help="Detect faces with MTCNN and crop them (BTFER framing).")
 @click.argument("input_dir", metavar="IN", type=existing(file_okay=False))
 @out_option
 @click.option("--size", type=int, default=256, show_default=True, help="Output side in pixels.")
@@ -682,7 +682,7 @@ def crop_cmd(input_dir: Path, out: Path, num_proc: int, seed: int, limit: int | 
     _echo_face_rate(entry)
 
 
-@cli.command("align")
+@cli.command("align", short_help="Rotate each face so the eye line is horizontal.")
 @click.argument("input_dir", metavar="IN", type=existing(file_okay=False))
 @out_option
 @click.option("--min-confidence", type=float, default=0.9, show_default=True, help="MTCNN confidence needed.")
@@ -701,7 +701,7 @@ def align_cmd(input_dir: Path, out: Path, num_proc: int, seed: int, limit: int |
     _echo_face_rate(entry)
 
 
-@cli.command("normalize")
+@cli.command("normalize", short_help="Crop around the eyes (paper 003).")
 @click.argument("input_dir", metavar="IN", type=existing(file_okay=False))
 @out_option
 @click.option("--size", type=int, default=256, show_default=True, help="Output height in pixels.")
@@ -722,7 +722,7 @@ def normalize_cmd(input_dir: Path, out: Path, num_proc: int, seed: int, limit: i
     _echo_face_rate(entry)
 
 
-@cli.command("clahe")
+@cli.command("clahe", short_help="Equalise contrast with CLAHE (paper 003).")
 @click.argument("input_dir", metavar="IN", type=existing(file_okay=False))
 @out_option
 @_clahe_options
@@ -739,7 +739,7 @@ def clahe_cmd(input_dir: Path, out: Path, num_proc: int, seed: int, limit: int |
                      overwrite=overwrite)
 
 
-@cli.command("filter")
+@cli.command("filter", short_help="Score image quality and drop the checks named in --drop.")
 @click.argument("input_dir", metavar="IN", type=existing(file_okay=False))
 @out_option
 @click.option("--drop", default=None, metavar="CHECKS",
@@ -768,7 +768,7 @@ def filter_cmd(input_dir: Path, out: Path, num_proc: int, seed: int, limit: int 
         click.echo("flagged: " + ", ".join(f"{k} {v}" for k, v in flagged.items()))
 
 
-@cli.command("drop-flagged")
+@cli.command("drop-flagged", short_help="Move rows flagged by the named checks to the ledger.")
 @click.argument("input_dir", metavar="IN", type=existing(file_okay=False))
 @out_option
 @click.option("--checks", required=True, metavar="CHECKS",
@@ -788,7 +788,7 @@ def drop_flagged_cmd(input_dir: Path, out: Path, num_proc: int, seed: int, limit
 
 # ---------------------------------------------------------------- duplicates: dedupe
 
-@cli.command("dedupe")
+@cli.command("dedupe", short_help="Remove exact and near duplicates; report split leakage.")
 @click.argument("input_dir", metavar="IN", type=existing(file_okay=False))
 @out_option
 @click.option("--method", type=click.Choice(["phash", "dhash", "whash", "ahash"]), default="phash",
@@ -880,7 +880,7 @@ def _int_pair(value: str) -> tuple[int, int]:
     return a, b
 
 
-@cli.command("train-espcn")
+@cli.command("train-espcn", short_help="Train an ESPCN super-resolution model on faces.")
 @click.argument("hr_dir", type=existing("HR_DIR", file_okay=False))
 @out_option
 @click.option("--scale", type=click.Choice(["2", "3", "4"]), default="4", show_default=True, help="Upscale factor.")
@@ -935,7 +935,7 @@ def progress_off() -> bool:
     return progress_bars_disabled()
 
 
-@cli.command("upscale")
+@cli.command("upscale", short_help="Super-resolve images with the face ESPCN (48 -> 224).")
 @click.option("--espcn", "inp", required=True, type=existing("IN"),
               help="Input: a dataset directory, a class-folder image tree, or a FER2013 CSV.")
 @out_option
@@ -975,7 +975,7 @@ def upscale_cmd(inp: Path, out: Path, scale: str, size: int, model: str | None, 
             click.echo(f"model auto -> {auto['chosen']}: {auto['why']}")
 
 
-@cli.command("sr-inspect")
+@cli.command("sr-inspect", short_help="Tell how the low-resolution images were made.")
 @click.argument("src", metavar="DIR", type=existing("DIR", file_okay=False))
 @click.option("--sample", type=click.IntRange(min=1), default=500, show_default=True, help="Images to measure.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sample.")
@@ -1038,7 +1038,7 @@ def _image_size(value: str | None) -> int | tuple[int, int] | None:
     return parts[0] if len(parts) == 1 else (parts[0], parts[1])
 
 
-@cli.command("train")
+@cli.command("train", short_help="Train a model on a dataset directory.")
 @click.argument("src", type=existing("DIR", file_okay=False))
 @out_option
 @click.option("--model", "model_name",
@@ -1091,7 +1091,7 @@ def train_cmd(src: Path, out: Path, model_name: str, epochs: int, batch_size: in
     click.echo(f"train: best epoch {result['best_epoch']} of {result['epochs_run']} -> {out}")
 
 
-@cli.command("evaluate")
+@cli.command("evaluate", short_help="Evaluate a trained run on any dataset directory.")
 @click.argument("run_dir", metavar="RUN", type=existing("RUN", file_okay=False))
 @click.argument("src", metavar="DIR", type=existing("DIR", file_okay=False))
 @click.option("--split", default="test", show_default=True, help="Split of DIR to evaluate.")
@@ -1133,7 +1133,7 @@ def evaluate_cmd(run_dir: Path, src: Path, split: str, out: Path | None, salienc
     click.echo(f"evaluate: -> {metrics['out']}")
 
 
-@cli.command("export-tflite")
+@cli.command("export-tflite", short_help="Convert a run's model to TensorFlow Lite.")
 @click.argument("run_dir", metavar="RUN", type=existing("RUN", file_okay=False))
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Output .tflite file (default RUN/model.tflite).")
@@ -1157,7 +1157,7 @@ def export_tflite_cmd(run_dir: Path, out: Path | None, overwrite: bool) -> None:
 _CRAWL_ENGINES = ["bing", "baidu", "google", "flickr", "urls", "loopback"]
 
 
-@cli.command("crawl")
+@cli.command("crawl", short_help="Crawl web images per class, with provenance.")
 @click.option("--queries", default="btfer-queries", show_default=True,
               help="Query manifest: a YAML file, or the name of a packaged one.")
 @out_option
@@ -1198,7 +1198,7 @@ def crawl_cmd(queries: str, out: Path, engine: str, per_class: int, base_url: st
     run_step_command("crawl", params, inputs=[], out=out, **opts)
 
 
-@cli.command("review")
+@cli.command("review", short_help="Write contact sheets and a review.csv to mark rejects.")
 @click.argument("dataset", type=existing("dataset directory", file_okay=False))
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Review directory.  [default: DATASET-review]")
@@ -1223,7 +1223,7 @@ def review_cmd(dataset: Path, out: Path | None, thumb_size: int, overwrite: bool
     click.echo(f"review: contact sheets in {path / 'index.html'}, decisions in {path / REVIEW_CSV}")
 
 
-@cli.command("apply-review")
+@cli.command("apply-review", short_help="Move the rows marked reject in a review.csv to the ledger.")
 @click.argument("dataset", type=existing("dataset directory", file_okay=False))
 @click.argument("review_csv", type=existing("review CSV"))
 @out_option
@@ -1249,7 +1249,7 @@ def apply_review_cmd(dataset: Path, review_csv: Path, out: Path, allow_missing: 
 
 # ---------------------------------------------------------------- refinement: refine
 
-@cli.command("refine")
+@cli.command("refine", short_help="Find label errors, or relabel with paper 000's loop.")
 @click.argument("dataset_dir", metavar="DIR", type=existing("DIR", file_okay=False))
 @out_option
 @click.option("--model", default="auto", show_default=True,
@@ -1332,12 +1332,12 @@ def refine_cmd(dataset_dir: Path, out: Path, num_proc: int, seed: int, limit: in
 
 # ---------------------------------------------------------------- labels: compare
 
-@cli.group("labels")
+@cli.group("labels", short_help="Inspect and compare label columns.")
 def labels_group() -> None:
     """Inspect label columns (e.g. FER2013 vs FER+)."""
 
 
-@labels_group.command("compare")
+@labels_group.command("compare", short_help="Measure the agreement of two label columns.")
 @click.argument("dataset_dir", metavar="DIR", type=existing("DIR", file_okay=False))
 @click.option("--a", "col_a", required=True, help="First label column (rows of the matrix), e.g. label_fer2013.")
 @click.option("--b", "col_b", required=True, help="Second label column (columns of the matrix), e.g. label.")
@@ -1366,7 +1366,7 @@ def labels_compare_cmd(dataset_dir: Path, col_a: str, col_b: str, splits: tuple[
 
 # ---------------------------------------------------------------- report
 
-@cli.command("report")
+@cli.command("report", short_help="Write a self-contained HTML report of a dataset or run.")
 @click.argument("directory", metavar="DIR", type=existing("DIR", file_okay=False))
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="The HTML file.  [default: DIR/report.html]")
