@@ -1078,14 +1078,16 @@ def train_cmd(src: Path, out: Path, model_name: str, epochs: int, batch_size: in
 
         ferdata train fer2013 --model fer-cnn --epochs 40 --class-weights simple --augment paper001 --out runs/fer
     """
+    from ferdata.train.config import TrainConfig
     from ferdata.train.run import train_run
 
+    config = TrainConfig(model=model_name, epochs=epochs, batch_size=batch_size, lr=lr, class_weights=class_weights,
+                         augment=augment, image_size=_image_size(image_size), channels=int(channels) if channels else None,
+                         patience=patience, val_fraction=val_fraction,
+                         weights=None if weights.lower() == "none" else weights, allow_download=allow_download,
+                         seed=seed, limit=limit, soft_labels=soft_labels)
     notes: list[str] = []
-    result = train_run(src, out, model=model_name, epochs=epochs, batch_size=batch_size, lr=lr,
-                       class_weights=class_weights, augment=augment, image_size=_image_size(image_size),
-                       channels=int(channels) if channels else None, patience=patience, val_fraction=val_fraction,
-                       weights=None if weights.lower() == "none" else weights, allow_download=allow_download,
-                       seed=seed, limit=limit, overwrite=overwrite, verbose=0, notes=notes, soft_labels=soft_labels)
+    result = train_run(src, out, config, overwrite=overwrite, verbose=0, notes=notes)
     _print_notes(notes)
     _print_metrics(result["metrics"])
     click.echo(f"train: best epoch {result['best_epoch']} of {result['epochs_run']} -> {out}")

@@ -36,3 +36,22 @@ REJECT_DETAILS = "_reject_details"
 #: ``too_many_pixels``, ``too_small``, ``unsupported_mode``), the same in every step.
 IMAGE_REASONS = ("corrupt", "empty_file", "no_image", "not_an_image", "too_many_pixels", "too_small",
                  "unsupported_mode")
+
+# ---------------------------------------------------------------- refine
+#: Columns ``ferdata refine --mode flag`` adds (read by the report's label-suspects section).
+SUSPECT_LABEL = "suspect_label"
+LABEL_CONFIDENCE = "label_confidence"
+LABEL_MARGIN = "label_margin"
+TOP1_LABEL = "top1_label"
+TOP1_CONFIDENCE = "top1_confidence"
+TOP2_LABEL = "top2_label"
+TOP2_CONFIDENCE = "top2_confidence"
+FLAG_COLUMNS = (SUSPECT_LABEL, LABEL_CONFIDENCE, LABEL_MARGIN, TOP1_LABEL, TOP1_CONFIDENCE, TOP2_LABEL,
+                TOP2_CONFIDENCE)
+#: Columns ``ferdata refine --mode relabel`` adds (``label`` holds the new class).
+LABEL_ORIGINAL = "label_original"
+RELABEL_CONFIDENCE = "relabel_confidence"
+RELABELED = "relabeled"
+RELABEL_COLUMNS = (LABEL_ORIGINAL, RELABEL_CONFIDENCE, RELABELED)
+#: Reject reason of ``ferdata refine --mode prune`` (a row whose label the model disagrees with).
+LABEL_DISAGREEMENT = "label_disagreement"

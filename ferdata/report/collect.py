@@ -18,6 +18,18 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from ferdata.columns import (
+    LABEL_CONFIDENCE,
+    LABEL_DISAGREEMENT,
+    LABEL_ORIGINAL,
+    RELABEL_CONFIDENCE,
+    RELABELED,
+    SUSPECT_LABEL,
+    TOP1_CONFIDENCE,
+    TOP1_LABEL,
+    TOP2_CONFIDENCE,
+    TOP2_LABEL,
+)
 from ferdata.report.charts import PALETTE, histogram, line_chart
 from ferdata.report.images import ImageStore, raw_images
 
@@ -444,32 +456,32 @@ def suspects(ctx: Context, *, per_cell: int = 8, max_rows: int = 200) -> dict[st
     for split in ctx.dd:
         cols = ctx.dd[split].column_names
         ferplus = ctx.col(split, "ferplus_votes") if "ferplus_votes" in cols else None
-        if "suspect_label" in cols and "top1_label" in cols:
+        if SUSPECT_LABEL in cols and TOP1_LABEL in cols:
             mode = "flag"
-            flags, labels = ctx.col(split, "suspect_label"), ctx.col(split, "label")
-            t1, c1 = ctx.col(split, "top1_label"), ctx.col(split, "top1_confidence")
-            t2, c2 = ctx.col(split, "top2_label"), ctx.col(split, "top2_confidence")
-            lc = ctx.col(split, "label_confidence")
+            flags, labels = ctx.col(split, SUSPECT_LABEL), ctx.col(split, "label")
+            t1, c1 = ctx.col(split, TOP1_LABEL), ctx.col(split, TOP1_CONFIDENCE)
+            t2, c2 = ctx.col(split, TOP2_LABEL), ctx.col(split, TOP2_CONFIDENCE)
+            lc = ctx.col(split, LABEL_CONFIDENCE)
             for i, f in enumerate(flags):
                 if f:
                     found.append({"split": split, "row": i, "given": labels[i], "top1": t1[i], "conf1": c1[i],
                                   "top2": t2[i], "conf2": c2[i], "label_conf": lc[i],
                                   "ferplus": ferplus[i] if ferplus else None})
-        elif "relabeled" in cols and "label_original" in cols:
+        elif RELABELED in cols and LABEL_ORIGINAL in cols:
             mode = "relabel"
-            flags, given, new = ctx.col(split, "relabeled"), ctx.col(split, "label_original"), ctx.col(split, "label")
-            conf = ctx.col(split, "relabel_confidence")
+            flags, given, new = ctx.col(split, RELABELED), ctx.col(split, LABEL_ORIGINAL), ctx.col(split, "label")
+            conf = ctx.col(split, RELABEL_CONFIDENCE)
             for i, f in enumerate(flags):
                 if f:
                     found.append({"split": split, "row": i, "given": given[i], "top1": new[i], "conf1": conf[i],
                                   "top2": None, "conf2": None, "label_conf": None,
                                   "ferplus": ferplus[i] if ferplus else None})
-    ledger = [r for r in ctx.rejects if r.get("reason") == "label_disagreement"]
+    ledger = [r for r in ctx.rejects if r.get("reason") == LABEL_DISAGREEMENT]
     for r in ledger:
         mode = mode or "prune"
         d = _details(r.get("details"))
         found.append({"split": "ledger", "row": None, "given": d.get("label"), "top1": d.get("predicted"),
-                      "conf1": d.get("confidence"), "top2": None, "conf2": None, "label_conf": d.get("label_confidence"),
+                      "conf1": d.get("confidence"), "top2": None, "conf2": None, "label_conf": d.get(LABEL_CONFIDENCE),
                       "ferplus": None, "ledger": r})
     if not found:  # refine ran and suspected nothing: say so; no refine at all: no section
         return {"mode": mode, "count": 0, "names": ctx.names, "matrix": [], "galleries": [], "table": [],

@@ -6,6 +6,7 @@ The public API (TensorFlow is imported only when a function runs):
 * :func:`build_model` -- ``shallow-cnn``, ``fer-cnn``, ``efficientnet-b0``, ``tiny-cnn``;
 * :func:`fit_model` / :func:`predict_proba` -- training with the papers' callbacks, prediction;
 * :func:`class_weights` -- ``none``, ``simple``, ``conservative``, ``inverse``;
+* :class:`TrainConfig` -- the options of one training (``ferdata train``, every refine training);
 * :mod:`ferdata.train.metrics` -- confusion matrix, classification report, plots;
 * :func:`train_run`, :func:`evaluate_run`, :func:`export_tflite` -- what the commands call.
 
@@ -19,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+from ferdata.train.config import TrainConfig
 from ferdata.train.data import AUGMENT_PRESETS, to_tf_dataset
 from ferdata.train.fit import compile_model, fit_model, predict_proba
 from ferdata.train.models import DEFAULT_INPUT, MODEL_NAMES, WeightsUnavailable, build_model
@@ -29,6 +31,7 @@ __all__ = [
     "CLASS_WEIGHT_METHODS",
     "DEFAULT_INPUT",
     "MODEL_NAMES",
+    "TrainConfig",
     "WeightsUnavailable",
     "build_model",
     "class_weights",
@@ -37,13 +40,14 @@ __all__ = [
     "export_tflite",
     "fit_model",
     "predict_proba",
+    "prepare_training",
     "to_tf_dataset",
     "train_run",
 ]
 
 
 def __getattr__(name: str):  # the run-level functions live in ferdata.train.run (imports matplotlib lazily)
-    if name in ("train_run", "evaluate_run", "export_tflite", "load_run"):
+    if name in ("train_run", "evaluate_run", "export_tflite", "load_run", "prepare_training"):
         from ferdata.train import run
 
         return getattr(run, name)

@@ -22,6 +22,7 @@ import logging
 import os
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +30,9 @@ import numpy as np
 
 from ferdata.dataset import atomic_dir
 from ferdata.errors import InputNotFound, UsageError
+from ferdata.train.config import TrainConfig
 
 logger = logging.getLogger(__name__)
-
-#: Share of the training split held out for validation when a dataset has no validation split.
-DEFAULT_VAL_FRACTION = 0.2
 
 
 def stratified_holdout(ds: Any, fraction: float, *, seed: int = 0) -> tuple[Any, Any]:
@@ -107,29 +106,100 @@ def _no_input_writes(fn: Any) -> Any:
     return wrapper
 
 
+def prepare_training(config: TrainConfig, train: Any, validation: Any, *, input_shape: tuple[int, int, int],
+                     num_classes: int) -> tuple[Any, Any, Any]:
+    """Seed Keras, build ``config.model`` and batch both splits: ``(model, train batches, validation batches)``.
+
+    The one place a training starts from a :class:`TrainConfig` (``train_run`` and every refine
+    training): the training batches are shuffled and augmented with ``config.seed``, the
+    validation batches neither. Pass the result to ``fit_model``.
+
+    Example:
+        >>> model, tr, va = prepare_training(TrainConfig(model="tiny-cnn"), dd["train"], dd["validation"],
+        ...                                  input_shape=(48, 48, 1), num_classes=7)   # doctest: +SKIP
+    """
+    import keras
+
+    from ferdata.train.data import to_tf_dataset
+    from ferdata.train.models import build_model
+
+    size = (input_shape[0], input_shape[1])
+    keras.utils.set_random_seed(config.seed)
+    net = build_model(config.model, input_shape, num_classes, weights=config.weights,
+                      allow_download=config.allow_download)
+    train_ds = to_tf_dataset(train, image_size=size, channels=input_shape[2], batch_size=config.batch_size,
+                             shuffle=True, seed=config.seed, augment=config.augment, num_classes=num_classes,
+                             soft_labels=config.soft_labels)
+    val_ds = to_tf_dataset(validation, image_size=size, channels=input_shape[2], batch_size=config.batch_size,
+                           num_classes=num_classes)
+    return net, train_ds, val_ds
+
+
+def _training_splits(dataset_dir: str | Path, config: TrainConfig, notes: list[str]
+                     ) -> tuple[list[str], Any, Any, str | None]:
+    """(class names, train, validation, note when validation was carved out of train) of a dataset directory."""
+    from ferdata.dataset import label_names, open_dataset
+
+    dd = open_dataset(dataset_dir)
+    if "train" not in dd:
+        raise UsageError(f"{dataset_dir} has no 'train' split; splits: {', '.join(dd) or '(none)'}")
+    names = label_names(dd)
+    train, validation = dd["train"], dd.get("validation")
+    if len(train) == 0:
+        raise UsageError(f"{dataset_dir}: the train split is empty")
+    limit, seed = config.limit, config.seed
+    if limit is not None and limit < len(train):
+        # a seeded permutation, not Dataset.shuffle: shuffle writes an indices cache file into the input directory
+        pick = np.random.default_rng(seed).permutation(len(train))[:limit]
+        train = train.select(pick.tolist())
+        notes.append(f"--limit {limit}: training on {limit} random training images")
+    split_note = None
+    if validation is None or len(validation) == 0:
+        train, validation = stratified_holdout(train, config.val_fraction, seed=seed)
+        split_note = (f"no validation split in {dataset_dir}: held out a stratified {config.val_fraction:.0%} of "
+                      f"train (seed {seed}): {len(train)} train / {len(validation)} validation")
+        notes.append(split_note)
+    return names, train, validation, split_note
+
+
+def _input_shape(config: TrainConfig, train: Any, notes: list[str]) -> tuple[int, int, int]:
+    """The model input (height, width, channels): the config's, else the model's design (``tiny-cnn``: the data's)."""
+    from ferdata.train.data import image_shape
+    from ferdata.train.models import DEFAULT_INPUT
+
+    native = image_shape(train)
+    default = DEFAULT_INPUT[config.model]
+    size = _parse_size(config.image_size) or ((native[0], native[1]) if config.model == "tiny-cnn" else default[:2])
+    chans = config.channels or (native[2] if config.model == "tiny-cnn" else default[2])
+    if size != native[:2]:
+        notes.append(f"images are resized from {native[0]}x{native[1]} to {size[0]}x{size[1]} (bilinear)")
+    if chans != native[2]:
+        notes.append(f"images are converted from {native[2]} to {chans} channel(s)")
+    return size[0], size[1], chans
+
+
+def _class_weights(config: TrainConfig, counts: dict[str, int], notes: list[str]
+                   ) -> tuple[list[str], dict[int, float] | None]:
+    """(classes without a training example, the loss weights per class or None for ``class_weights="none"``)."""
+    from ferdata.train.weights import class_weights as compute_weights
+
+    absent = [n for n, c in counts.items() if c == 0]
+    if absent:
+        notes.append(f"classes absent from training: {', '.join(absent)}")
+    cw = None if config.class_weights == "none" else compute_weights(list(counts.values()), config.class_weights)
+    return absent, cw
+
+
 @_no_input_writes
 def train_run(
     dataset_dir: str | Path,
     out: str | Path,
+    config: TrainConfig | None = None,
     *,
-    model: str = "shallow-cnn",
-    epochs: int = 30,
-    batch_size: int = 64,
-    lr: float = 1e-3,
-    class_weights: str = "none",
-    augment: str = "none",
-    image_size: int | tuple[int, int] | None = None,
-    channels: int | None = None,
-    patience: int | None = None,
-    val_fraction: float = DEFAULT_VAL_FRACTION,
-    weights: str | None = "imagenet",
-    allow_download: bool = False,
-    seed: int = 0,
-    limit: int | None = None,
     overwrite: bool = False,
     verbose: int = 0,
     notes: list[str] | None = None,
-    soft_labels: str | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
     """Train a model on a dataset directory and write a run directory (see the module doc).
 
@@ -140,21 +210,11 @@ def train_run(
     Args:
         dataset_dir: a ferdata dataset directory with a ``train`` split.
         out: the run directory to write (atomically).
-        model: a name from ``MODEL_NAMES``.
-        epochs, batch_size, lr, patience: training settings (see ``fit_model``).
-        class_weights: ``none``, ``simple``, ``conservative`` or ``inverse``.
-        augment: ``none``, ``paper001`` or ``paper002``.
-        image_size: input side (or (h, w)); default: the model's design size (``tiny-cnn``: the data's).
-        channels: 1 or 3; default: the model's (``tiny-cnn``: the data's).
-        val_fraction: the held-out share when there is no validation split.
-        weights, allow_download: ``efficientnet-b0`` pretrained weights (see ``build_model``).
-        seed: seeds the split, the shuffle, the augmentation and the weights.
-        limit: train on a seeded random subset of at most this many training images (trials).
+        config: the training options (:class:`~ferdata.train.config.TrainConfig`; its defaults when None).
         overwrite: replace an existing ``out``.
         verbose: Keras verbosity.
         notes: a list that receives human-readable notes (split created, resizing ...).
-        soft_labels: train on the vote distribution of this column (``ferplus_votes``, FER+'s
-            cross-entropy mode) instead of one-hot labels; validation and metrics use ``label``.
+        **options: ``TrainConfig`` fields by keyword (``model="fer-cnn", epochs=40``), applied over ``config``.
 
     Returns:
         ``{"out", "best_epoch", "epochs_run", "metrics", "notes"}``.
@@ -163,93 +223,50 @@ def train_run(
         UsageError: for bad options, a dataset without ``train``, or an output that exists.
 
     Example:
-        >>> train_run("fer2013", "runs/fer-cnn", model="fer-cnn", epochs=40)   # doctest: +SKIP
+        >>> train_run("fer2013", "runs/fer-cnn", TrainConfig(model="fer-cnn", epochs=40))   # doctest: +SKIP
+        >>> train_run("fer2013", "runs/fer-cnn", model="fer-cnn", epochs=40)                # doctest: +SKIP
     """
-    import keras
-
-    from ferdata.dataset import class_counts, label_names, open_dataset, prepare_output
-    from ferdata.train.data import AUGMENT_PRESETS, image_shape, to_tf_dataset
-    from ferdata.train.fit import DEFAULT_PATIENCE, fit_model
+    from ferdata.dataset import class_counts, prepare_output
+    from ferdata.train.fit import fit_model
     from ferdata.train.metrics import plot_learning_curves
-    from ferdata.train.models import DEFAULT_INPUT, MODEL_NAMES, build_model
-    from ferdata.train.weights import CLASS_WEIGHT_METHODS
-    from ferdata.train.weights import class_weights as compute_weights
 
-    if model not in MODEL_NAMES:
-        raise UsageError(f"unknown model {model!r}; allowed: {', '.join(MODEL_NAMES)}")
-    if class_weights not in CLASS_WEIGHT_METHODS:
-        raise UsageError(f"unknown class-weight method {class_weights!r}; allowed: {', '.join(CLASS_WEIGHT_METHODS)}")
-    if augment not in AUGMENT_PRESETS:
-        raise UsageError(f"unknown augmentation {augment!r}; allowed: {', '.join(AUGMENT_PRESETS)}")
-    if batch_size < 1 or epochs < 1:
-        raise UsageError(f"epochs and batch size must be at least 1, got {epochs} and {batch_size}")
+    cfg = replace(config or TrainConfig(), **options) if options else (config or TrainConfig())
     notes = notes if notes is not None else []
     out = prepare_output(out, overwrite=overwrite, inputs=[dataset_dir])
-    dd = open_dataset(dataset_dir)
-    if "train" not in dd:
-        raise UsageError(f"{dataset_dir} has no 'train' split; splits: {', '.join(dd) or '(none)'}")
-    names = label_names(dd)
-    train, validation = dd["train"], dd.get("validation")
-    if len(train) == 0:
-        raise UsageError(f"{dataset_dir}: the train split is empty")
-    if limit is not None and limit < len(train):
-        # a seeded permutation, not Dataset.shuffle: shuffle writes an indices cache file into the input directory
-        pick = np.random.default_rng(seed).permutation(len(train))[:limit]
-        train = train.select(pick.tolist())
-        notes.append(f"--limit {limit}: training on {limit} random training images")
-    split_note = None
-    if validation is None or len(validation) == 0:
-        train, validation = stratified_holdout(train, val_fraction, seed=seed)
-        split_note = (f"no validation split in {dataset_dir}: held out a stratified {val_fraction:.0%} of train "
-                      f"(seed {seed}): {len(train)} train / {len(validation)} validation")
-        notes.append(split_note)
-    native = image_shape(train)
-    default = DEFAULT_INPUT[model]
-    size = _parse_size(image_size) or ((native[0], native[1]) if model == "tiny-cnn" else default[:2])
-    chans = channels or (native[2] if model == "tiny-cnn" else default[2])
-    if size != native[:2]:
-        notes.append(f"images are resized from {native[0]}x{native[1]} to {size[0]}x{size[1]} (bilinear)")
-    if chans != native[2]:
-        notes.append(f"images are converted from {native[2]} to {chans} channel(s)")
+    names, train, validation, split_note = _training_splits(dataset_dir, cfg, notes)
+    shape = _input_shape(cfg, train, notes)
     counts = class_counts(train)
-    absent = [n for n, c in counts.items() if c == 0]
-    if absent:
-        notes.append(f"classes absent from training: {', '.join(absent)}")
-    cw = None if class_weights == "none" else compute_weights(list(counts.values()), class_weights)
-    keras.utils.set_random_seed(seed)
-    net = build_model(model, (size[0], size[1], chans), len(names), weights=weights, allow_download=allow_download)
-    if soft_labels is not None:
-        notes.append(f"soft labels: training targets are the vote distribution of {soft_labels!r} (FER+ outlier rule)")
-    train_ds = to_tf_dataset(train, image_size=size, channels=chans, batch_size=batch_size, shuffle=True,
-                             seed=seed, augment=augment, num_classes=len(names), soft_labels=soft_labels)
-    val_ds = to_tf_dataset(validation, image_size=size, channels=chans, batch_size=batch_size,
-                           num_classes=len(names))
+    absent, cw = _class_weights(cfg, counts, notes)
+    if cfg.soft_labels is not None:
+        notes.append(f"soft labels: training targets are the vote distribution of {cfg.soft_labels!r} "
+                     "(FER+ outlier rule)")
+    net, train_ds, val_ds = prepare_training(cfg, train, validation, input_shape=shape, num_classes=len(names))
     with atomic_dir(out) as tmp:
         start = time.perf_counter()
-        history = fit_model(net, train_ds, val_ds, epochs=epochs, lr=lr, class_weight=cw, out_dir=tmp,
-                            patience=DEFAULT_PATIENCE if patience is None else patience, seed=seed, verbose=verbose,
-                            progress=f"train {model}" if not verbose else None)
+        history = fit_model(net, train_ds, val_ds, epochs=cfg.epochs, lr=cfg.lr, class_weight=cw, out_dir=tmp,
+                            patience=cfg.fit_patience, seed=cfg.seed,
+                            verbose=verbose, progress=f"train {cfg.model}" if not verbose else None)
         train_seconds = time.perf_counter() - start
         net.save(tmp / "model.keras")
         (tmp / "best.weights.h5").unlink(missing_ok=True)  # model.keras holds the same weights
         plot_learning_curves(history.history, tmp)
         _write_json(tmp / "labels.json", names)
-        config = {
-            "format": "ferdata-run/1", "model": model, "input_shape": [size[0], size[1], chans],
-            "dataset": str(Path(dataset_dir).resolve()), "label_names": names, "epochs": epochs,
+        run_json = {
+            "format": "ferdata-run/1", "model": cfg.model, "input_shape": list(shape),
+            "dataset": str(Path(dataset_dir).resolve()), "label_names": names, "epochs": cfg.epochs,
             "epochs_run": len(history.history.get("loss", [])), "best_epoch": history.best_epoch,
-            "batch_size": batch_size, "lr": lr, "class_weights": class_weights, "class_weight_values": cw,
-            "augment": augment, "soft_labels": soft_labels, "seed": seed, "train_examples": len(train),
-            "validation_examples": len(validation),
+            "batch_size": cfg.batch_size, "lr": cfg.lr, "class_weights": cfg.class_weights,
+            "class_weight_values": cw, "augment": cfg.augment, "soft_labels": cfg.soft_labels, "seed": cfg.seed,
+            "train_examples": len(train), "validation_examples": len(validation),
             "validation_split": "created" if split_note else "validation", "train_class_counts": counts,
             "train_seconds": round(train_seconds, 1), "notes": notes,
         }
-        _write_json(tmp / "run.json", config)
-        metrics = _evaluate_into(net, validation, names, tmp, batch_size=batch_size, image_size=size, channels=chans,
-                                 extra={"split": "validation", "best_epoch": history.best_epoch})
+        _write_json(tmp / "run.json", run_json)
+        metrics = _evaluate_into(net, validation, names, tmp, batch_size=cfg.batch_size, image_size=shape[:2],
+                                 channels=shape[2], extra={"split": "validation", "best_epoch": history.best_epoch})
         metrics["warnings"] = [f"training: class {n!r} has no training example" for n in absent] + metrics["warnings"]
         _write_json(tmp / "metrics.json", metrics)
-    return {"out": out, "best_epoch": history.best_epoch, "epochs_run": config["epochs_run"], "metrics": metrics,
+    return {"out": out, "best_epoch": history.best_epoch, "epochs_run": run_json["epochs_run"], "metrics": metrics,
             "notes": notes}
 
 

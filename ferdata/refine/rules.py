@@ -1,0 +1,287 @@
+"""The pure rules of the refinement loop: numpy functions over labels and probability matrices.
+
+Nothing here trains, reads or writes: folds and carves of row positions, the confusion matrix and
+per-class precision, the loop's stop rule, the suspect rules (``argmax``: paper 000;
+``confident``: confident learning; ``top=K`` by normalised margin) and the guard that decides
+whether a model has learnt enough to judge labels.
+
+Example:
+    >>> import numpy as np
+    >>> find_suspects([0, 1], np.array([[0.9, 0.1], [0.8, 0.2]]), rule="argmax").tolist()
+    [False, True]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ferdata.columns import (
+    LABEL_CONFIDENCE,
+    SUSPECT_LABEL,
+    TOP1_CONFIDENCE,
+    TOP1_LABEL,
+    TOP2_CONFIDENCE,
+    TOP2_LABEL,
+)
+from ferdata.errors import UsageError
+from ferdata.split import stratified_split
+
+#: How a row becomes a suspect: predicted != given (paper 000) or the confident-learning rule.
+RULES = ("argmax", "confident")
+#: The guard: out-of-sample accuracy must reach this multiple of chance (1 / classes) to judge labels.
+MIN_ACCURACY_OVER_CHANCE = 2.0
+
+
+def stratified_folds(labels: Sequence[int] | np.ndarray, k: int, *, seed: int) -> np.ndarray:
+    """Fold number (0..k-1) of every position, each class spread evenly over the folds.
+
+    Example:
+        >>> stratified_folds([0, 0, 0, 1, 1, 1], 3, seed=0).tolist().count(0)
+        2
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    folds = np.zeros(len(labels), dtype=np.int64)
+    offset = 0
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        folds[idx] = (np.arange(len(idx)) + offset) % k
+        offset += len(idx)
+    return folds
+
+
+def carve(labels: Sequence[int] | np.ndarray, fraction: float, *, seed: int,
+          groups: Sequence[Any] | np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(rest, part) positions, ``fraction`` of every class in ``part``; rows of one group stay together.
+
+    Without groups this is :func:`ferdata.split.stratified_split` (exact per-class shares); with
+    groups (``ferdata.split.row_groups``: shared ``group``, ``id`` or ``root_id``) it is
+    :func:`ferdata.split.assign`, so repeats and duplicates never straddle the carve.
+
+    Example:
+        >>> groups = np.repeat(np.arange(10), 2)                     # 10 pairs of repeats
+        >>> rest, part = carve([0] * 10 + [1] * 10, 0.2, seed=0, groups=groups)
+        >>> len(part), set(groups[rest]) & set(groups[part])
+        (4, set())
+    """
+    if groups is None:
+        return stratified_split(labels, fraction, seed=seed)
+    from ferdata.split import assign
+
+    where = assign(labels, [1 - fraction, fraction], groups=list(groups), seed=seed)
+    return np.flatnonzero(where == 0).astype(np.int64), np.flatnonzero(where == 1).astype(np.int64)
+
+
+def group_folds(labels: Sequence[int] | np.ndarray, k: int, *, seed: int,
+                groups: Sequence[Any] | np.ndarray | None = None) -> np.ndarray:
+    """Fold of every position (:func:`stratified_folds`), keeping each group in one fold."""
+    if groups is None:
+        return stratified_folds(labels, k, seed=seed)
+    from ferdata.split import assign
+
+    return assign(labels, [1.0 / k] * k, groups=list(groups), seed=seed)
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """Confusion matrix (rows: label, columns: prediction) via ``ferdata.train.metrics``."""
+    from ferdata.train.metrics import confusion_matrix
+
+    return np.asarray(confusion_matrix(np.asarray(y_true), np.asarray(y_pred), num_classes), dtype=np.int64)
+
+
+def class_precision(cm: np.ndarray) -> list[float | None]:
+    """Precision per class of a confusion matrix; None for a class neither present nor predicted.
+
+    Example:
+        >>> class_precision(np.array([[3, 1], [0, 4]]))
+        [1.0, 0.8]
+    """
+    out: list[float | None] = []
+    for c in range(cm.shape[0]):
+        predicted, present = cm[:, c].sum(), cm[c, :].sum()
+        if predicted == 0:
+            out.append(None if present == 0 else 0.0)
+        else:
+            out.append(float(cm[c, c] / predicted))
+    return out
+
+
+def stop_reason(cm: np.ndarray, *, precision_target: float, offdiag_max: int) -> str:
+    """Why the loop stops after a round with this confusion matrix ("" to go on).
+
+    Example:
+        >>> stop_reason(np.array([[50, 2], [3, 40]]), precision_target=0.99, offdiag_max=9)
+        'offdiag_max'
+    """
+    precision = [p for p in class_precision(cm) if p is not None]
+    if precision and min(precision) >= precision_target:
+        return "precision_target"
+    off = cm.copy()
+    np.fill_diagonal(off, 0)
+    if off.max(initial=0) <= offdiag_max:
+        return "offdiag_max"
+    return ""
+
+
+def flag_row(label: int, probs: Sequence[float]) -> dict[str, Any]:
+    """What the model thinks of one row: top-2 classes, the given label's probability, suspicion.
+
+    Example:
+        >>> flag_row(0, [0.2, 0.7, 0.1])["suspect_label"]
+        True
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    order = np.argsort(-probs, kind="stable")
+    top1, top2 = int(order[0]), int(order[1]) if len(order) > 1 else int(order[0])
+    return {
+        "predicted": top1,
+        SUSPECT_LABEL: top1 != int(label),
+        LABEL_CONFIDENCE: float(probs[int(label)]),
+        TOP1_LABEL: top1,
+        TOP1_CONFIDENCE: float(probs[top1]),
+        TOP2_LABEL: top2,
+        TOP2_CONFIDENCE: float(probs[top2]),
+    }
+
+
+def label_scores(labels: Sequence[int] | np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(self-confidence, normalised margin) of every row: p(given) and p(given) - max p(other), in [-1, 1].
+
+    The lower, the more suspect; both rank label errors (Northcutt et al. 2021, "ranking").
+
+    Example:
+        >>> sc, margin = label_scores([0, 1], np.array([[0.7, 0.3], [0.6, 0.4]]))
+        >>> sc.round(2).tolist(), margin.round(2).tolist()
+        ([0.7, 0.4], [0.4, -0.2])
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    rows = np.arange(len(labels))
+    self_conf = probs[rows, labels] if len(labels) else np.zeros(0)
+    others = probs.copy()
+    if len(labels):
+        others[rows, labels] = -np.inf
+    best_other = others.max(axis=1) if probs.shape[1] > 1 and len(labels) else np.zeros(len(labels))
+    return self_conf, self_conf - best_other
+
+
+def confident_thresholds(labels: Sequence[int] | np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Per-class thresholds of confident learning: t_j = mean p_j over the rows labelled j.
+
+    A class with no row gets a threshold above 1 (no row is ever confidently in it).
+
+    Example:
+        >>> confident_thresholds([0, 0, 1], np.array([[0.8, 0.2], [0.6, 0.4], [0.3, 0.7]])).round(2).tolist()
+        [0.7, 0.7]
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    out = np.full(probs.shape[1], 1.0 + 1e-6)
+    for j in range(probs.shape[1]):
+        rows = labels == j
+        if rows.any():
+            out[j] = probs[rows, j].mean()
+    return out
+
+
+def find_suspects(labels: Sequence[int] | np.ndarray, probs: np.ndarray, *, rule: str = "confident",
+                  top: int | None = None) -> np.ndarray:
+    """Which rows look mislabelled, from (ideally out-of-sample) class probabilities.
+
+    * ``argmax``: the predicted class differs from the given one (paper 000);
+    * ``confident``: confident learning's off-diagonal of the confident joint (Northcutt et al.
+      2021): a row labelled i is suspect when some other class j reaches its threshold
+      (:func:`confident_thresholds`) and the most probable of the classes that reach theirs is j;
+    * ``top=K``: the K rows with the lowest normalised margin (:func:`label_scores`), whatever the rule.
+
+    Example:
+        >>> find_suspects([0, 0, 1, 1], np.array([[.9, .1], [.2, .8], [.1, .9], [.8, .2]]), rule="argmax").tolist()
+        [False, True, False, True]
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    if top is not None:
+        _, margin = label_scores(labels, probs)
+        out = np.zeros(len(labels), dtype=bool)
+        out[np.argsort(margin, kind="stable")[:top]] = True
+        return out
+    if rule == "argmax":
+        return probs.argmax(axis=1) != labels
+    if rule != "confident":
+        raise UsageError(f"unknown rule {rule!r}; valid rules: {', '.join(RULES)}")
+    above = probs >= confident_thresholds(labels, probs)[None, :]
+    confident_class = np.where(above, probs, -1.0).argmax(axis=1)
+    return above.any(axis=1) & (confident_class != labels)
+
+
+def guard_check(labels: Sequence[int] | np.ndarray, probs: np.ndarray, suspects: np.ndarray, *, classes: int,
+                max_flag_rate: float, out_of_sample: bool) -> dict[str, Any]:
+    """Can this model judge these labels? Accuracy against 2x chance, suspect share against ``max_flag_rate``.
+
+    Returns:
+        ``{"accuracy", "chance", "flag_rate", "max_flag_rate", "out_of_sample", "triggered", "reason"}``.
+
+    Example:
+        >>> guard_check([0, 1, 0, 1], np.eye(2)[[1, 0, 1, 0]], np.ones(4, bool), classes=2, max_flag_rate=0.5,
+        ...             out_of_sample=True)["triggered"]
+        True
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    accuracy = float(np.mean(np.asarray(probs).argmax(axis=1) == labels)) if len(labels) else 0.0
+    chance = 1.0 / max(1, classes)
+    rate = float(np.mean(suspects)) if len(suspects) else 0.0
+    reasons = []
+    if accuracy < MIN_ACCURACY_OVER_CHANCE * chance:
+        reasons.append(f"{'out-of-sample' if out_of_sample else 'in-sample'} accuracy {accuracy:.3f} is under "
+                       f"{MIN_ACCURACY_OVER_CHANCE:g}x chance ({MIN_ACCURACY_OVER_CHANCE * chance:.3f} for {classes} "
+                       "classes): the model has not learnt enough to judge labels")
+    if rate > max_flag_rate:
+        reasons.append(f"{rate:.1%} of the rows would be suspects, above --max-flag-rate {max_flag_rate:g}")
+    return {"accuracy": round(accuracy, 4), "chance": round(chance, 4), "flag_rate": round(rate, 4),
+            "max_flag_rate": max_flag_rate, "out_of_sample": out_of_sample, "triggered": bool(reasons),
+            "reason": "; ".join(reasons)}
+
+
+def judge(labels: Sequence[int] | np.ndarray, probs: np.ndarray, *, rule: str, top: int | None, classes: int,
+          max_flag_rate: float, out_of_sample: bool, force: bool) -> tuple[np.ndarray, dict[str, Any]]:
+    """(suspect mask, the guard's verdict): :func:`find_suspects` checked by :func:`guard_check`.
+
+    A triggered guard empties the mask unless ``force``. The verdict adds ``rule`` (or the ``top``
+    ranking), ``forced``, ``candidates`` (suspects before the guard) and ``suspects`` (after it).
+
+    Example:
+        >>> mask, guard = judge([0, 1, 0, 1], np.eye(2)[[1, 0, 1, 0]], rule="argmax", top=None, classes=2,
+        ...                     max_flag_rate=0.5, out_of_sample=True, force=False)
+        >>> mask.tolist(), guard["candidates"], guard["suspects"]
+        ([False, False, False, False], 4, 0)
+    """
+    suspects = find_suspects(labels, probs, rule=rule, top=top)
+    guard = guard_check(labels, probs, suspects, classes=classes, max_flag_rate=max_flag_rate,
+                        out_of_sample=out_of_sample)
+    guard.update(rule=rule if top is None else f"top {top} by normalised margin", forced=force,
+                 candidates=int(suspects.sum()))
+    if guard["triggered"] and not force:
+        suspects = np.zeros_like(suspects)
+    guard["suspects"] = int(suspects.sum())
+    return suspects, guard
+
+
+def refined_labels(labels: np.ndarray, probs: np.ndarray, suspects: np.ndarray, *, mode: str
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(labels after refinement, mask of rows kept in the refined training data) of every row.
+
+    ``relabel`` gives each suspect the predicted class and keeps every row; ``prune`` and ``flag``
+    keep the labels and leave the suspects out.
+
+    Example:
+        >>> refined_labels(np.array([0, 1]), np.array([[.9, .1], [.8, .2]]), np.array([False, True]),
+        ...                mode="relabel")[0].tolist()
+        [0, 0]
+    """
+    pred = probs.argmax(axis=1).astype(np.int64)
+    if mode == "relabel":
+        return np.where(suspects, pred, labels), np.ones(len(pred), dtype=bool)
+    return labels.copy(), ~suspects
