@@ -129,6 +129,8 @@ def _steps_section() -> list[str]:
         "|---|---|---|---|",
     ]
     for name, step in sorted(load_steps().items()):
+        if not step.fn.__module__.startswith("ferdata."):
+            continue  # a step registered by a test or a user's module is not part of ferdata
         params = []
         for field in dataclasses.fields(step.config_cls):
             default = _field_default(field)
