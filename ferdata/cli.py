@@ -830,7 +830,7 @@ def dedupe_cmd(input_dir: Path, out: Path, method: str, threshold: int | None, v
 
         ferdata dedupe fer2013 --out fer2013-dups --report-only --threshold 4
     """
-    from ferdata.dedupe import REPORT_NAME
+    from ferdata.dedupe import REPORT_NAME, summary_lines
 
     # with --report-only and no --report, the step puts the report inside OUT before it is renamed into place
     params = {"method": method, "threshold": threshold, "verify": verify, "min_score": min_score,
@@ -839,35 +839,13 @@ def dedupe_cmd(input_dir: Path, out: Path, method: str, threshold: int | None, v
     entry = run_step_command("dedupe", params, inputs=[input_dir], out=out, num_proc=num_proc, seed=seed,
                              limit=limit, overwrite=overwrite)
     report = report or out / REPORT_NAME
-    for line in _dedupe_summary(entry.get("info", {}), report):
+    for line in summary_lines(entry.get("info", {}), report):
         click.echo(line)
     if report_only and report.exists():
         from ferdata.dedupe import format_groups, read_groups_report
 
         for line in format_groups(read_groups_report(report)):
             click.echo(line)
-
-
-def _dedupe_summary(info: dict[str, Any], report: Path) -> list[str]:
-    lines = [f"groups: {info.get('groups', 0)} ({info.get('rows_in_groups', 0)} rows), exact duplicate rows "
-             f"{info.get('exact_duplicate_rows', 0)}, label conflicts {info.get('label_conflict_groups', 0)}, "
-             f"constant images {info.get('constant_images', 0)}"]
-    if info.get("verify", "none") != "none":
-        lines.append(f"verifier {info['verify']}: {info.get('verified_pairs', 0)} of {info.get('near_hash_pairs', 0)} "
-                     f"candidate pairs scored, {info.get('rejected_by_verifier', 0)} rejected (score < "
-                     f"{info.get('min_score')}); similar groups (same person, other photo; kept) "
-                     f"{info.get('similar_groups', 0)} ({info.get('similar_rows', 0)} rows)")
-    leakage = info.get("leakage_groups", {})
-    if leakage:
-        lines.append("split leakage (groups): " + ", ".join(f"{k} {v}" for k, v in leakage.items()))
-    similar_leakage = info.get("similar_leakage_groups", {})
-    if similar_leakage:
-        lines.append("split leakage (similar groups): " + ", ".join(f"{k} {v}" for k, v in similar_leakage.items()))
-    if info.get("report_only"):
-        would = info.get("would_remove", {})
-        lines.append("would remove: " + (", ".join(f"{k} {v}" for k, v in would.items()) or "nothing")
-                     + f"; groups report: {report}")
-    return lines
 
 
 # ---------------------------------------------------------------- super-resolution: train-espcn, upscale

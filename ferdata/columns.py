@@ -55,3 +55,28 @@ RELABELED = "relabeled"
 RELABEL_COLUMNS = (LABEL_ORIGINAL, RELABEL_CONFIDENCE, RELABELED)
 #: Reject reason of ``ferdata refine --mode prune`` (a row whose label the model disagrees with).
 LABEL_DISAGREEMENT = "label_disagreement"
+
+# ---------------------------------------------------------------- dedupe
+#: Columns the ``dedupe`` step writes (:mod:`ferdata.dedupe`), read by ``split``, the report and ``info``:
+#: the duplicate group of a row (its smallest ``id``), the group's size, and the similar group (duplicate
+#: groups the verifier linked as one person or session, kept; ``split --group similar``).
+GROUP = "group"
+GROUP_SIZE = "group_size"
+SIMILAR_GROUP = "similar_group"
+#: True on a constant (one-colour) image: grouped only by ``id``, never by its degenerate hash.
+IS_CONSTANT = "is_constant"
+#: The hash column is named after its method (``phash`` by default); ``<method>_of`` holds the ``id`` the
+#: hash was computed from, so a hash of older pixels is never reused.
+HASH_OF_SUFFIX = "_of"
+#: Marks a ``dedupe --report-only`` run adds instead of removing rows (also ledger detail keys).
+IS_DUPLICATE = "is_duplicate"
+DUPLICATE_OF = "duplicate_of"
+DUPLICATE_DISTANCE = "duplicate_distance"
+DUPLICATE_REASON = "duplicate_reason"
+DUPLICATE_SCORE = "duplicate_score"
+DUPLICATE_MARK_COLUMNS = (IS_DUPLICATE, DUPLICATE_OF, DUPLICATE_DISTANCE, DUPLICATE_REASON, DUPLICATE_SCORE)
+#: Reject reasons of the dedupe step.
+EXACT_DUPLICATE = "exact_duplicate"
+NEAR_DUPLICATE = "near_duplicate"
+LABEL_CONFLICT = "label_conflict"
+DUPLICATE_REASONS = (EXACT_DUPLICATE, NEAR_DUPLICATE, LABEL_CONFLICT)

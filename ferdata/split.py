@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ferdata.columns import GROUP, SIMILAR_GROUP
 from ferdata.errors import UsageError
 from ferdata.steps import StepContext, StepOutput, register_step
 
@@ -39,7 +40,7 @@ class SplitConfig:
     ratios: list[float] | str = "0.8,0.1,0.1"
     names: list[str] | str | None = None
     resplit: bool = False
-    group_column: str = "group"
+    group_column: str = GROUP
 
     def __post_init__(self) -> None:
         if isinstance(self.ratios, str):
@@ -122,7 +123,7 @@ def assign(labels: Sequence[int], ratios: Sequence[float], *, groups: Sequence[A
     return out
 
 
-def row_groups(ds: datasets.Dataset, group_column: str = "group") -> list[str] | None:
+def row_groups(ds: datasets.Dataset, group_column: str = GROUP) -> list[str] | None:
     """The group of every row: rows that share a ``group`` value, an ``id`` or a ``root_id`` are one group.
 
     So identical images (same ``id``: oversampled repeats, duplicates) and crops of one photo (same
@@ -218,8 +219,8 @@ def split_step(data: datasets.DatasetDict, config: SplitConfig, ctx: StepContext
         total = sum(r for _, r in wanted)
         names, ratios = [n for n, _ in wanted], [r / total for _, r in wanted]
         pool = data[source]
-    if config.group_column == "similar_group" and config.group_column not in pool.column_names:
-        raise UsageError("--group similar needs the similar_group column that `ferdata dedupe` writes; "
+    if config.group_column == SIMILAR_GROUP and config.group_column not in pool.column_names:
+        raise UsageError(f"--group similar needs the {SIMILAR_GROUP} column that `ferdata dedupe` writes; "
                          f"{', '.join(pool.column_names)} found: run ferdata dedupe first")
     groups = row_groups(pool, config.group_column)
     where = assign(pool["label"], ratios, groups=groups, seed=ctx.seed)

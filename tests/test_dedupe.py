@@ -526,7 +526,7 @@ def test_real_labelled_pairs() -> None:
 
 def test_greedy_blocks_decide_like_one_by_one(monkeypatch: pytest.MonkeyPatch) -> None:
     """Scoring a block of turns at once gives exactly the one-survivor-at-a-time decisions."""
-    import ferdata.dedupe as dedupe
+    import ferdata.dedupe.grouping as dedupe
 
     values = _hash_chains(np.random.default_rng(9), chains=12, length=6, max_bits=4)  # each 2-4 bits from the last
     dd = _memory_dd({"train": [(_smooth(2000 + k), 0) for k in range(len(values))]},

@@ -19,11 +19,19 @@ from urllib.parse import urlparse
 import numpy as np
 
 from ferdata.columns import (
+    DUPLICATE_DISTANCE,
+    DUPLICATE_OF,
+    DUPLICATE_REASON,
+    DUPLICATE_REASONS,
+    GROUP,
+    GROUP_SIZE,
+    IS_DUPLICATE,
     LABEL_CONFIDENCE,
     LABEL_DISAGREEMENT,
     LABEL_ORIGINAL,
     RELABEL_CONFIDENCE,
     RELABELED,
+    SIMILAR_GROUP,
     SUSPECT_LABEL,
     TOP1_CONFIDENCE,
     TOP1_LABEL,
@@ -44,7 +52,6 @@ QUALITY_THRESHOLDS = {
     "blurry": ("blurry_threshold", "below"), "low_information": ("low_information_threshold", "below"),
     "too_small": ("min_side", "below"), "odd_aspect": ("max_aspect", "above"),
 }
-DUPLICATE_REASONS = ("exact_duplicate", "near_duplicate", "label_conflict")
 
 
 def column(ds: datasets.Dataset, name: str) -> list[Any]:
@@ -251,26 +258,26 @@ def duplicates(ctx: Context, *, max_groups: int = 40, max_members: int = 8) -> d
         if r.get("reason") not in DUPLICATE_REASONS:
             continue
         d = _details(r.get("details"))
-        group = str(d.get("group") or d.get("duplicate_of") or r.get("id"))
+        group = str(d.get(GROUP) or d.get(DUPLICATE_OF) or r.get("id"))
         members[group].append({"kind": "removed", "id": r.get("id", ""), "origin": r.get("origin", ""),
                                "reason": r.get("reason", ""), "details": d, "thumb": r.get("thumbnail"),
-                               "split": d.get("split", ""), "label": d.get("label", ""), "survivor": d.get("duplicate_of")})
+                               "split": d.get("split", ""), "label": d.get("label", ""), "survivor": d.get(DUPLICATE_OF)})
     # rows still in the dataset: survivors (group_size > 1), and report-only marks
-    if ctx.has("group") and ctx.has("group_size"):
+    if ctx.has(GROUP) and ctx.has(GROUP_SIZE):
         for split in ctx.dd:
-            sizes = ctx.col(split, "group_size")
-            groups = ctx.col(split, "group")
-            flagged = ctx.col(split, "is_duplicate") if "is_duplicate" in ctx.dd[split].column_names else None
-            dup_of = ctx.col(split, "duplicate_of") if "duplicate_of" in ctx.dd[split].column_names else None
-            dist = ctx.col(split, "duplicate_distance") if "duplicate_distance" in ctx.dd[split].column_names else None
-            reasons = ctx.col(split, "duplicate_reason") if "duplicate_reason" in ctx.dd[split].column_names else None
+            sizes = ctx.col(split, GROUP_SIZE)
+            groups = ctx.col(split, GROUP)
+            flagged = ctx.col(split, IS_DUPLICATE) if IS_DUPLICATE in ctx.dd[split].column_names else None
+            dup_of = ctx.col(split, DUPLICATE_OF) if DUPLICATE_OF in ctx.dd[split].column_names else None
+            dist = ctx.col(split, DUPLICATE_DISTANCE) if DUPLICATE_DISTANCE in ctx.dd[split].column_names else None
+            reasons = ctx.col(split, DUPLICATE_REASON) if DUPLICATE_REASON in ctx.dd[split].column_names else None
             for i, size in enumerate(sizes):
                 if size is None or int(size) <= 1:
                     continue
                 marked = bool(flagged[i]) if flagged is not None else False
                 details: dict[str, Any] = {}
                 if marked:
-                    details = {"duplicate_of": dup_of[i] if dup_of else "", "distance": dist[i] if dist else None}
+                    details = {DUPLICATE_OF: dup_of[i] if dup_of else "", "distance": dist[i] if dist else None}
                 members[str(groups[i])].append({"kind": "marked" if marked else "kept", "split": split, "row": i,
                                                 "id": ctx.col(split, "id")[i], "reason": reasons[i] if reasons else "",
                                                 "details": details, "label": ctx.label_name(ctx.col(split, "label")[i])})
@@ -333,11 +340,11 @@ def duplicates(ctx: Context, *, max_groups: int = 40, max_members: int = 8) -> d
 
 def similar(ctx: Context, *, max_groups: int = 20, max_members: int = 8) -> dict[str, Any] | None:
     """Kept rows dedupe linked as the same person or session (``similar_group``), not duplicates."""
-    if not ctx.has("similar_group"):
+    if not ctx.has(SIMILAR_GROUP):
         return None
     members: dict[str, list[tuple[str, int]]] = defaultdict(list)
     for split in ctx.dd:
-        for i, g in enumerate(ctx.col(split, "similar_group")):
+        for i, g in enumerate(ctx.col(split, SIMILAR_GROUP)):
             if g:
                 members[str(g)].append((split, i))
     groups = [(g, ms) for g, ms in members.items() if len(ms) > 1]
@@ -373,7 +380,7 @@ def rejects(ctx: Context, *, per_reason: int = 8) -> dict[str, Any] | None:
             d = _details(r.get("details"))
             info = []
             for key, value in list(d.items())[:3]:
-                if key in ("group", "duplicate_of", "error") and isinstance(value, str):
+                if key in (GROUP, DUPLICATE_OF, "error") and isinstance(value, str):
                     value = value[:24]
                 info.append(f"{key}: {round(value, 3) if isinstance(value, float) else value}")
             tile = ctx.tile(r.get("thumbnail"), rid=str(r.get("id") or ""), split=str(d.get("split") or "ledger"),

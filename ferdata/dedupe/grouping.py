@@ -1,0 +1,547 @@
+"""Grouping rows into duplicate groups: survivor-first, verified, without chaining.
+
+:func:`_group_rows` decides the survivor of every row (:class:`_SurvivorFirst` runs its greedy
+over the candidate pairs of :func:`~ferdata.dedupe.search.find_duplicate_arrays`, confirmed by
+the verifier); :class:`DuplicateGroups` derives from it the group values, the label-conflict
+policy, split leakage, similar groups and the ledger rows of the ``dedupe`` step
+(:mod:`ferdata.dedupe.step`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from itertools import combinations
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ferdata.columns import (
+    DUPLICATE_OF,
+    EXACT_DUPLICATE,
+    GROUP,
+    GROUP_SIZE,
+    ID,
+    IMAGE,
+    IS_CONSTANT,
+    LABEL,
+    LABEL_CONFLICT,
+    NEAR_DUPLICATE,
+    ORIGIN,
+    SIMILAR_GROUP,
+)
+from ferdata.dedupe.hashing import _column
+from ferdata.dedupe.search import _plan, as_hash_array, find_duplicate_arrays, popcount
+from ferdata.dedupe.verify import VERIFY_SIZE, DetailSpectra, verify_array, verify_pairs
+
+if TYPE_CHECKING:
+    import datasets
+
+    from ferdata.dedupe.config import DedupeConfig
+
+logger = logging.getLogger(__name__)
+
+# survivors whose candidate pairs are verified in one batch (the decisions stay sequential)
+_GREEDY_BLOCK = 512
+# rows above which a brute-force candidate search gets a warning (quadratic: minutes and more)
+_LARGE_ROWS = 200_000
+
+
+# ---------------------------------------------------------------------------------------------
+# the rows and their survivor preference
+
+
+@dataclass
+class _Rows:
+    """The narrow columns grouping needs, of every row of the splits concatenated in split order."""
+
+    splits: list[str]
+    #: label names (class index -> name)
+    names: list[str]
+    sizes: list[int]
+    #: split index and index within its split of each row
+    split_of: np.ndarray
+    index_in_split: np.ndarray
+    ids: np.ndarray
+    #: a compact, sortable copy of the ids
+    id_keys: np.ndarray
+    origins: list[Any]
+    labels: np.ndarray
+    hashes: np.ndarray
+    const: np.ndarray
+
+    @property
+    def n(self) -> int:
+        """Number of rows."""
+        return len(self.ids)
+
+    def label_name(self, k: int) -> str:
+        """Name of class ``k`` (the number itself when there is no name)."""
+        return self.names[k] if 0 <= k < len(self.names) else str(k)
+
+
+def gather_rows(dd: datasets.DatasetDict, method: str) -> _Rows:
+    """The columns of every split of ``dd`` that grouping needs (``dd`` hashed with ``method``)."""
+    from ferdata.dataset import label_names
+
+    splits = list(dd)
+    sizes = [len(dd[s]) for s in splits]
+    n = sum(sizes)
+
+    def gather(name: str) -> list[Any]:
+        return [x for s in splits for x in _column(dd[s], name).to_pylist()]
+
+    ids = np.array(gather(ID), dtype=object)
+    return _Rows(splits=splits, names=label_names(dd) if len(dd) else [], sizes=sizes,
+                 split_of=np.repeat(np.arange(len(splits)), sizes),
+                 index_in_split=np.concatenate([np.arange(k) for k in sizes]) if n else np.empty(0, dtype=np.int64),
+                 ids=ids, id_keys=ids.astype("S") if n else np.empty(0, dtype="S1"), origins=gather(ORIGIN),
+                 labels=np.array(gather(LABEL), dtype=np.int64),
+                 hashes=as_hash_array(gather(method)) if n else np.empty(0, np.uint64),
+                 const=np.array(gather(IS_CONSTANT), dtype=bool))
+
+
+def survivor_rank(dd: datasets.DatasetDict, rows: _Rows, keep: str) -> np.ndarray:
+    """Survivor preference of every row under the ``keep`` policy: lowest first, then dataset order."""
+    n = rows.n
+    if keep == "first":
+        return np.zeros(n, dtype=np.int64)
+    if keep == "largest":
+        return -np.concatenate([_image_pixels(dd[s]) for s in rows.splits]) if n else np.empty(0, np.int64)
+    pref = [s.strip() for s in keep.split(",")]
+    split_rank = np.array([pref.index(s) if s in pref else len(pref) + i for i, s in enumerate(rows.splits)])
+    return split_rank[rows.split_of] if n else np.empty(0, np.int64)
+
+
+def _image_pixels(ds: datasets.Dataset) -> np.ndarray:
+    """Width x height of every image (header only)."""
+    import io
+
+    import datasets
+    from PIL import Image
+
+    raw = ds.cast_column(IMAGE, datasets.Image(decode=False))
+    sizes = []
+    for value in _column(raw, IMAGE).to_pylist():
+        data = value.get("bytes") or Path(value["path"]).read_bytes()
+        with Image.open(io.BytesIO(data)) as img:
+            sizes.append(img.size[0] * img.size[1])
+    return np.array(sizes, dtype=np.int64)
+
+
+# ---------------------------------------------------------------------------------------------
+# survivor-first grouping
+
+
+def _components(n: int, edges_a: np.ndarray, edges_b: np.ndarray) -> np.ndarray:
+    """Connected-component label of each of n nodes (deterministic: scipy's csgraph)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    graph = coo_matrix((np.ones(len(edges_a), dtype=np.int8), (edges_a, edges_b)), shape=(n, n)).tocsr()
+    _, labels = connected_components(graph, directed=False)
+    return labels
+
+
+@dataclass
+class _Grouping:
+    """What :func:`_group_rows` decides, per row of the concatenated splits."""
+
+    #: the row each row is kept as (itself for a survivor)
+    survivor: np.ndarray
+    #: verifier score against the survivor (NaN: survivor, exact copy or no verifier)
+    score: np.ndarray
+    #: True for a pixel-identical copy of another row of its group (always ``exact_duplicate``)
+    is_copy: np.ndarray
+    #: similar-group component of each row (meaningful on survivors)
+    similar: np.ndarray
+    #: id index of each row (rows with the same pixels share it)
+    id_inv: np.ndarray
+    info: dict[str, Any]
+
+
+def _verify_images(dd: datasets.DatasetDict, splits: list[str], rows: np.ndarray) -> dict[int, np.ndarray]:
+    """Verifier arrays (:func:`verify_array`) of the given global rows."""
+    import datasets
+
+    from ferdata.images import ImageRejected, to_array
+
+    offsets = np.concatenate([[0], np.cumsum([len(dd[s]) for s in splits])])
+    out: dict[int, np.ndarray] = {}
+    for k, split in enumerate(splits):
+        lo, hi = offsets[k], offsets[k + 1]
+        local = rows[(rows >= lo) & (rows < hi)] - lo
+        if not len(local):
+            continue
+        raw = dd[split].cast_column(IMAGE, datasets.Image(decode=False)).select(local.tolist())
+        for r, value in zip(local.tolist(), _column(raw, IMAGE).to_pylist(), strict=True):
+            try:
+                gray = _gray_png(value)
+                out[int(r + lo)] = verify_array(to_array(value) if gray is None else gray)
+            except ImageRejected:  # only with reused hashes of a row whose image went bad: never confirmed
+                logger.warning("dedupe: row %d has no decodable image; it is not verified as a duplicate", r + lo)
+                out[int(r + lo)] = np.zeros((VERIFY_SIZE, VERIFY_SIZE), dtype=np.float32)
+    return out
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _gray_png(value: Any) -> np.ndarray | None:
+    """The pixels of an 8-bit grayscale PNG held as bytes (OpenCV, ~3x faster than Pillow), else None.
+
+    Only this unambiguous layout (IHDR bit depth 8, colour type 0, one channel decoded) takes
+    the fast path; its pixels are the ones :func:`ferdata.images.to_array` returns (mode "L").
+    Everything else (other layouts, paths, PIL images) returns None for the general decoder.
+    """
+    import cv2
+
+    data = value.get("bytes") if isinstance(value, dict) else None
+    if not data or len(data) < 33 or data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR" or data[24] != 8 or data[25] != 0:
+        return None
+    arr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    return arr if arr is not None and arr.ndim == 2 and arr.dtype == np.uint8 else None
+
+
+def _group_rows(dd: datasets.DatasetDict, splits: list[str], config: DedupeConfig, *, rank: np.ndarray,
+                id_keys: np.ndarray, hashes: np.ndarray, const: np.ndarray) -> _Grouping:
+    """Survivor-first grouping: no chaining, every member within the radius of its own survivor.
+
+    1. Rows with the same ``id`` (identical pixels) are one unit; its first row in keep order
+       represents it, the others are its copies (``exact_duplicate``, always).
+    2. Candidate pairs: representatives (not constant) whose hashes are within ``threshold``.
+    3. In keep order (``rank``, then dataset order), each representative not yet grouped becomes
+       a survivor; each of its candidates not yet grouped joins its group when the verifier
+       confirms the pair (score >= ``min_score``; every candidate with ``verify="none"``). A
+       row is therefore never grouped through a third row: a~b~c with a~c beyond the radius
+       (or unverified) leaves c to be a survivor of its own.
+    4. Similar groups: a survivor's candidates that scored at least ``similar_score`` but were not
+       confirmed (or that another group took first) link the two groups; linked groups are
+       connected components (a session of one person stays together).
+    """
+    n = len(id_keys)
+    order = np.lexsort((np.arange(n), rank)) if n else np.empty(0, np.int64)
+    survivor = np.arange(n, dtype=np.int64)
+    score = np.full(n, np.nan)
+    is_copy = np.zeros(n, dtype=bool)
+    info: dict[str, Any] = {"candidate_pairs": 0, "verified_pairs": 0, "rejected_by_verifier": 0}
+    if not n:
+        return _Grouping(survivor, score, is_copy, np.empty(0, np.int64), np.empty(0, np.int64), info)
+    _, id_inv = np.unique(id_keys, return_inverse=True)
+    _, first = np.unique(id_inv[order], return_index=True)
+    rep_of_id = order[first]
+    survivor[:] = rep_of_id[id_inv]
+    is_copy = survivor != np.arange(n)
+    # candidates: representatives that are not constant, in keep order (local index = turn)
+    reps = rep_of_id[np.argsort(np.argsort(order)[rep_of_id], kind="stable")]
+    cand = reps[~const[reps]]
+    greedy = _SurvivorFirst(dd, splits, cand, _candidate_pairs(hashes[cand], config.threshold), config)
+    greedy.run()
+    info.update(candidate_pairs=len(greedy.li), verified_pairs=greedy.verified, rejected_by_verifier=greedy.rejected)
+    score[cand] = greedy.score
+    survivor[cand] = cand[greedy.owner]
+    survivor = survivor[survivor]  # copies follow their representative
+    return _Grouping(survivor, score, is_copy, greedy.similar(n, survivor), id_inv, info)
+
+
+def _candidate_pairs(hashes: np.ndarray, threshold: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs ``(li, lj)`` of the candidates (indices into ``hashes``) within ``threshold``."""
+    m = len(hashes)
+    if m > _LARGE_ROWS and _plan(m, threshold).brute:
+        logger.warning("dedupe: %d rows at radius %d: the exact candidate search is quadratic here (the "
+                       "multi-index does not pay off at this radius; ~%.0f min for a million rows, and the "
+                       "candidates to verify grow with the square of the rows); for datasets this large pass "
+                       "--threshold 8 or less (docs/dedupe.md)", m, threshold, 28 * (m / 1e6) ** 2)
+    li, lj, _ = find_duplicate_arrays(hashes, threshold) if m > 1 else (np.empty(0, np.int64),) * 3
+    return li, lj
+
+
+class _SurvivorFirst:
+    """The greedy of :func:`_group_rows` over the candidate rows, one turn each, in keep order.
+
+    A candidate (turn ``u``) is free while ``owner[u] < 0``. When its turn comes, a free
+    candidate becomes a survivor (``owner[u] = u``) and claims its free neighbours in the
+    candidate-pair graph that the verifier confirms (:meth:`claim`). The graph is held as CSR
+    (:meth:`neighbours`); each pair is scored once, in batches (:meth:`score_edges`).
+
+    Args:
+        dd, splits: the dataset and its split order (the verifier's images are read from it).
+        cand: the row of each candidate, in turn order.
+        pairs: ``(li, lj)``: the candidate pairs (turns) within the radius.
+        config: its ``verify``, ``min_score`` and ``similar_score`` are used.
+    """
+
+    def __init__(self, dd: datasets.DatasetDict, splits: list[str], cand: np.ndarray,
+                 pairs: tuple[np.ndarray, np.ndarray], config: DedupeConfig) -> None:
+        li, lj = pairs
+        m = len(cand)
+        self.cand, self.li, self.lj, self.config = cand, li, lj, config
+        src, dst = np.concatenate([li, lj]), np.concatenate([lj, li])
+        eid = np.concatenate([np.arange(len(li)), np.arange(len(li))])
+        by_src = np.argsort(src, kind="stable")
+        self.dst, self.eid = dst[by_src], eid[by_src]
+        self.indptr = np.searchsorted(src[by_src], np.arange(m + 1))
+        #: verifier score of each pair (NaN until scored)
+        self.escore = np.full(len(li), np.nan)
+        #: verifier score of each candidate against its survivor (NaN: survivor, or no verifier)
+        self.score = np.full(m, np.nan)
+        #: survivor (turn) of each candidate; -1 while it is free
+        self.owner = np.full(m, -1, dtype=np.int64)
+        #: (survivor, candidate) pairs scored at least similar_score but not taken
+        self.links: list[tuple[int, int]] = []
+        self.verified = 0
+        self.rejected = 0
+        self.verify = config.verify != "none"
+        self.spectra = DetailSpectra([])
+        if self.verify and len(li):
+            images = _verify_images(dd, splits, cand[np.unique(np.concatenate([li, lj]))])
+            # indexed by candidate turn; each row's detail spectra are computed once, on first use
+            self.spectra = DetailSpectra([images.get(int(r)) for r in cand])
+
+    def neighbours(self, u: int) -> tuple[np.ndarray, np.ndarray]:
+        """The candidates paired with turn ``u``, and the pair (edge) of each."""
+        sl = slice(self.indptr[u], self.indptr[u + 1])
+        return self.dst[sl], self.eid[sl]
+
+    def score_edges(self, edges: np.ndarray) -> None:
+        """Verify the candidate pairs ``edges`` not scored yet, in one batch."""
+        edges = np.unique(edges)
+        edges = edges[np.isnan(self.escore[edges])]
+        if not self.verify or not len(edges):
+            return
+        # the verdict needs only score >= min_score; similar links need scores below it (unchanged)
+        result = verify_pairs(self.spectra, self.li[edges], self.lj[edges], accept_at=self.config.min_score)
+        self.escore[edges] = result.score
+        self.verified += len(edges)
+
+    def claim(self, u: int, nb: np.ndarray, e: np.ndarray) -> None:
+        """Survivor ``u`` takes its free candidates ``nb`` (edges ``e``) that the verifier confirms."""
+        free = self.owner[nb] < 0
+        nb, e = nb[free], e[free]
+        if self.verify:
+            sc = self.escore[e]
+            ok = sc >= self.config.min_score
+            self.rejected += int((~ok).sum())
+            self.links.extend((u, int(v)) for v in nb[~ok & (sc >= self.config.similar_score)])
+            self.score[nb[ok]] = sc[ok]
+        else:
+            ok = np.ones(len(nb), dtype=bool)
+        self.owner[nb[ok]] = u
+
+    def run(self) -> None:
+        """Decide every candidate, a block of free turns at a time (:meth:`decide_block`)."""
+        m = len(self.cand)
+        turn = 0
+        in_block = np.zeros(m, dtype=bool)
+        while turn < m:
+            block: list[int] = []
+            while turn < m and len(block) < _GREEDY_BLOCK:
+                if self.owner[turn] < 0:
+                    block.append(turn)
+                turn += 1
+            in_block[block] = True
+            self.decide_block(block, in_block)
+            in_block[block] = False
+
+    def decide_block(self, block: list[int], in_block: np.ndarray) -> None:
+        """Decide a block of free turns (marked in ``in_block``) exactly as one turn at a time would.
+
+        A block row can only be taken by an earlier block row, so the pairs inside the block are
+        scored first, the block's survivors found, and only then their pairs to later rows scored.
+        """
+        inside = [e[in_block[nb]] for nb, e in map(self.neighbours, block)]
+        self.score_edges(np.concatenate(inside) if inside else np.empty(0, np.int64))
+        survivors: list[int] = []
+        for u in block:
+            if self.owner[u] >= 0:
+                continue
+            self.owner[u] = u
+            survivors.append(u)
+            nb, e = self.neighbours(u)
+            here = in_block[nb]
+            self.claim(u, nb[here], e[here])
+        outside = [e[~in_block[nb] & (self.owner[nb] < 0)] for nb, e in map(self.neighbours, survivors)]
+        self.score_edges(np.concatenate(outside) if outside else np.empty(0, np.int64))
+        for u in survivors:
+            nb, e = self.neighbours(u)
+            later = ~in_block[nb]
+            self.claim(u, nb[later], e[later])
+
+    def similar(self, n: int, survivor: np.ndarray) -> np.ndarray:
+        """Similar-group component of each of the ``n`` rows, from the links and the final ``survivor``.
+
+        A link to a row that another survivor took links that survivor's group.
+        """
+        sim = np.arange(n, dtype=np.int64)
+        if self.links:
+            a = np.array([self.cand[u] for u, _ in self.links])
+            b = survivor[np.array([self.cand[v] for _, v in self.links])]
+            keep = a != b
+            if keep.any():
+                sim = _components(n, a[keep], b[keep])
+        return sim
+
+
+# ---------------------------------------------------------------------------------------------
+# the groups and the decisions on them
+
+
+class DuplicateGroups:
+    """The duplicate groups of the rows and what the ``dedupe`` step does with each (arrays over rows).
+
+    Built from the rows (:func:`gather_rows`) and their survivor-first :class:`_Grouping`: the
+    group of each row (``comp``, ``size``, ``group_id`` per group, ``distance`` to the survivor,
+    ``diameter`` per group), the similar groups (``similar_id`` per group, ``similar_size``,
+    ``linked``) and, under ``config.on_conflict``, the ``action`` (keep, remove, relabel),
+    ``reason`` and ``new_label`` of each row. :meth:`ledger_rows`, :meth:`split_leakage` and
+    :meth:`similar_groups` read them; :func:`ferdata.dedupe.report.report_rows` writes the report.
+    """
+
+    def __init__(self, rows: _Rows, grouping: _Grouping, config: DedupeConfig) -> None:
+        self.rows, self.grouping, self.config = rows, grouping, config
+        self.survivor, self.score = grouping.survivor, grouping.score
+        self._find_groups()
+        self._find_similar()
+        self._measure_diameters()
+        self._resolve_conflicts()
+
+    def _find_groups(self) -> None:
+        """Group of each row, group sizes, survivors and values, distances, members of each group."""
+        rows, survivor, n = self.rows, self.survivor, self.rows.n
+        _, self.comp = np.unique(survivor, return_inverse=True) if n else (None, np.empty(0, np.int64))
+        self.comp_size = np.bincount(self.comp) if n else np.empty(0, np.int64)
+        self.size = self.comp_size[self.comp] if n else np.empty(0, np.int64)
+        self.survivor_of_comp = np.empty(self.comp_size.shape, dtype=np.int64)
+        self.survivor_of_comp[self.comp] = survivor
+        # group value: the smallest id of the group (independent of the keep policy and row order)
+        self.group_id = np.empty(len(self.comp_size), dtype=object)
+        for row in np.lexsort((rows.id_keys, self.comp)) if n else []:
+            if self.group_id[self.comp[row]] is None:
+                self.group_id[self.comp[row]] = rows.ids[row]
+        self.distance = popcount(rows.hashes ^ rows.hashes[survivor]) if n else np.empty(0, np.uint8)
+        self.in_group = self.size > 1
+        self.members_of: dict[int, list[int]] = defaultdict(list)
+        for row in np.nonzero(self.in_group)[0]:
+            self.members_of[int(self.comp[row])].append(int(row))
+
+    def _find_similar(self) -> None:
+        """Similar groups: duplicate groups linked by the verifier; value = their smallest group value."""
+        n, comp = self.rows.n, self.comp
+        sim_comp = self.grouping.similar[self.survivor_of_comp] if n else np.empty(0, np.int64)
+        best: dict[int, str] = {}
+        for c, g in enumerate(self.group_id):
+            k = int(sim_comp[c])
+            if k not in best or g < best[k]:
+                best[k] = g
+        self.similar_id = np.array([best[int(k)] for k in sim_comp], dtype=object)
+        self.similar_size = np.bincount(sim_comp[comp])[sim_comp[comp]] if n else np.empty(0, np.int64)
+        # rows of a similar group that links two or more duplicate groups
+        self.linked = np.bincount(sim_comp)[sim_comp[comp]] > 1 if n else np.zeros(0, dtype=bool)
+
+    def _measure_diameters(self) -> None:
+        """Diameter of each group: the largest hash distance between two of its members."""
+        hashes, n = self.rows.hashes, self.rows.n
+        self.diameter = np.zeros(len(self.comp_size), dtype=np.int64)
+        by_comp = np.argsort(self.comp, kind="stable")
+        starts = np.concatenate([[0], np.cumsum(self.comp_size)]) if n else np.zeros(1, np.int64)
+        for c in np.nonzero(self.comp_size > 1)[0]:
+            hs = np.unique(hashes[by_comp[starts[c]:starts[c + 1]]])
+            if len(hs) > 1:
+                self.diameter[c] = int(popcount(hs[:, None] ^ hs[None, :]).max())
+
+    def _resolve_conflicts(self) -> None:
+        """Action, reason and new label of each row: copies are removed, then label conflicts resolved."""
+        rows, survivor, n = self.rows, self.survivor, self.rows.n
+        self.action = np.where(self.in_group & (np.arange(n) != survivor), "remove", "keep").astype(object)
+        self.reason = np.where(self.grouping.is_copy | (rows.id_keys == rows.id_keys[survivor]), EXACT_DUPLICATE,
+                               NEAR_DUPLICATE).astype(object)
+        self.reason[self.action == "keep"] = ""
+        self.new_label = rows.labels.copy()
+        self.conflict_rows = np.zeros(n, dtype=bool)
+        self.conflict_groups = 0
+        self.relabelled = 0
+        self.eval_not_relabelled = 0  # evaluation survivors keep their label (issue 12: test rows are never relabelled)
+        on_conflict = self.config.on_conflict
+        for c, members in self.members_of.items():
+            counts = Counter(rows.labels[members].tolist())
+            if len(counts) < 2:
+                continue
+            self.conflict_groups += 1
+            self.conflict_rows[members] = True
+            top = counts.most_common()
+            tie = len(top) > 1 and top[0][1] == top[1][1]
+            if on_conflict == "drop" or (on_conflict == "majority" and tie):
+                self.action[members] = "remove"
+                self.reason[members] = LABEL_CONFLICT
+            elif on_conflict == "majority":
+                self._relabel_survivor(c, top[0][0])
+
+    def _relabel_survivor(self, c: int, majority: int) -> None:
+        """Give group ``c``'s survivor the ``majority`` label, unless it is in an evaluation split."""
+        from ferdata.dataset import EVAL_SPLITS
+
+        rows = self.rows
+        s_row = int(self.survivor_of_comp[c])
+        if rows.labels[s_row] != majority and rows.splits[rows.split_of[s_row]] in EVAL_SPLITS:
+            self.eval_not_relabelled += 1
+        elif rows.labels[s_row] != majority:
+            self.new_label[s_row] = majority
+            self.action[s_row] = "relabel"
+            self.relabelled += 1
+
+    def removed(self) -> np.ndarray:
+        """The rows the step removes (or, with ``report_only``, would remove)."""
+        return np.nonzero(self.action == "remove")[0]
+
+    def _split_pairs(self, members: list[int]) -> list[str]:
+        """``a/b`` for each pair of splits the rows ``members`` are in."""
+        present = sorted(set(self.rows.split_of[members].tolist()))
+        return [f"{self.rows.splits[a]}/{self.rows.splits[b]}" for a, b in combinations(present, 2)]
+
+    def split_leakage(self) -> tuple[Counter[str], int]:
+        """Duplicate groups per pair of splits they span (before removal), and the rows of those groups."""
+        leakage: Counter[str] = Counter()
+        leak_rows = 0
+        for members in self.members_of.values():
+            pairs = self._split_pairs(members)
+            if pairs:
+                leak_rows += len(members)
+                leakage.update(pairs)
+        return leakage, leak_rows
+
+    def similar_groups(self) -> tuple[dict[str, list[int]], Counter[str]]:
+        """Similar groups (same person or session, other photos; kept) and the pairs of splits they span.
+
+        Returns:
+            The rows of each similar group that links two or more duplicate groups, by value, and
+            the number of those groups per pair of splits.
+        """
+        members: dict[str, list[int]] = defaultdict(list)
+        for row in np.nonzero(self.linked)[0]:
+            members[str(self.similar_id[self.comp[row]])].append(int(row))
+        leakage: Counter[str] = Counter()
+        for rows in members.values():
+            leakage.update(self._split_pairs(rows))
+        return members, leakage
+
+    def ledger_rows(self, step: str) -> list[dict[str, str]]:
+        """A rejects-ledger row per removed row; the details name its survivor, group, distance and score."""
+        from ferdata.dataset import make_reject
+
+        rows, config = self.rows, self.config
+        out = []
+        for row in self.removed():
+            s, c = int(self.survivor[row]), self.comp[row]
+            details = {DUPLICATE_OF: rows.ids[s], "distance": int(self.distance[row]), GROUP: self.group_id[c],
+                       GROUP_SIZE: int(self.size[row]), "group_diameter": int(self.diameter[c]),
+                       "split": rows.splits[rows.split_of[row]], "survivor_split": rows.splits[rows.split_of[s]],
+                       "label": rows.label_name(rows.labels[row]), "survivor_label": rows.label_name(rows.labels[s]),
+                       "method": config.method, "threshold": config.threshold, "verify": config.verify,
+                       "verify_score": None if np.isnan(self.score[row]) else round(float(self.score[row]), 4),
+                       "min_score": config.min_score, SIMILAR_GROUP: self.similar_id[c]}
+            if self.reason[row] == LABEL_CONFLICT:
+                details["labels"] = sorted({rows.label_name(rows.labels[k]) for k in self.members_of[int(c)]})
+            out.append(make_reject(rows.ids[row], rows.origins[row], step, self.reason[row], details))
+        return out

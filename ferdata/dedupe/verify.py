@@ -1,0 +1,261 @@
+"""The verifier: is a candidate pair of near-duplicate hashes the same photograph?
+
+:func:`verify_pairs` registers the *detail* of two images (image minus a Gaussian blur) by the
+peak of their cross-correlation, trying small zooms for re-crops; the peak's value is the score
+the ``dedupe`` step compares with ``min_score`` (``xcorr``), docs/dedupe.md has the labelled table.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+#: verifiers: ``xcorr`` (register, then correlate the detail) or ``none`` (hash distance only)
+VERIFIERS = ("xcorr", "none")
+#: side of the gray square every image is compared at
+VERIFY_SIZE = 48
+#: zoom factors tried on either side (a 2-4 px re-crop of a 48 px face resized back is a 4-9 % zoom)
+VERIFY_ZOOMS = (1.0, 1.045, 1.09)
+#: largest shift (pixels at VERIFY_SIZE) the registration looks for
+VERIFY_MAX_SHIFT = 6
+#: sigma (pixels) of the Gaussian blur subtracted to keep only the detail (the "high-pass" image)
+VERIFY_SIGMA = 1.5
+#: zoomed comparisons are only tried for pairs whose unzoomed score is at least this (a different
+#: face scores ~0.1-0.4; every labelled same-photo pair but 2 of 208 and every synthetic 2-4 px
+#: re-crop that needs a zoom scores at least this unzoomed: tests/benchmarks/bench_dedupe.py)
+VERIFY_ZOOM_FLOOR = 0.35
+_VERIFY_BATCH = 2048
+_COMBOS = ((0, 1), (0, 2), (1, 0), (2, 0))  # (zoom index of a, zoom index of b) after (0, 0)
+
+
+def verify_array(pixels: np.ndarray) -> np.ndarray:
+    """An image as the verifier sees it: gray ``VERIFY_SIZE`` x ``VERIFY_SIZE`` float32.
+
+    Args:
+        pixels: uint8 gray ``(H, W)``, RGB ``(H, W, 3)`` or RGBA array of any size.
+    """
+    import cv2
+
+    arr = np.asarray(pixels)
+    if arr.ndim == 3:
+        arr = cv2.cvtColor(np.ascontiguousarray(arr[..., :3], dtype=np.uint8), cv2.COLOR_RGB2GRAY)
+    arr = np.ascontiguousarray(arr, dtype=np.uint8)
+    if arr.shape != (VERIFY_SIZE, VERIFY_SIZE):
+        arr = cv2.resize(arr, (VERIFY_SIZE, VERIFY_SIZE), interpolation=cv2.INTER_AREA)
+    return arr.astype(np.float32)
+
+
+def _zoom(img: np.ndarray, z: float) -> np.ndarray:
+    """``img`` magnified by ``z`` about its centre (same size; the border is cut off)."""
+    import cv2
+
+    if z == 1.0:
+        return img
+    c = (VERIFY_SIZE - 1) / 2
+    m = np.array([[z, 0, (1 - z) * c], [0, z, (1 - z) * c]], dtype=np.float32)
+    return cv2.warpAffine(img, m, (VERIFY_SIZE, VERIFY_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+
+def _detail_spectra(images: np.ndarray) -> np.ndarray:
+    """Spectra (``rfft2``) of the windowed, unit-energy detail of a stack of verifier images.
+
+    Detail = the image minus its Gaussian blur (sigma VERIFY_SIGMA), times a Hann window (so
+    circular shifts barely wrap), scaled to unit energy: the product of two spectra, transformed
+    back, is then the normalised cross-correlation of the two details at every shift.
+    """
+    import scipy.fft
+
+    x = images.astype(np.float32)
+    x = x - _blur(x)
+    x *= _window()
+    x -= x.mean(axis=(1, 2), keepdims=True)
+    x /= np.sqrt((x * x).sum(axis=(1, 2), keepdims=True)) + 1e-6
+    return scipy.fft.rfft2(x, workers=1)
+
+
+def _blur(x: np.ndarray) -> np.ndarray:
+    """Gaussian blur (sigma VERIFY_SIGMA, mirrored borders) of each image of a stack, in one OpenCV call.
+
+    The images are padded by the kernel radius and stacked into one tall image, so the kernel
+    never reaches from one image into the next.
+    """
+    import cv2
+
+    pad = 6  # OpenCV's kernel radius for sigma 1.5 on float images: round(8 sigma + 1) | 1 = 13 taps
+    n, h, w = x.shape
+    tall = np.pad(x, ((0, 0), (pad, pad), (pad, pad)), mode="symmetric").reshape(n * (h + 2 * pad), w + 2 * pad)
+    out = cv2.GaussianBlur(tall, (2 * pad + 1, 2 * pad + 1), VERIFY_SIGMA, borderType=cv2.BORDER_REFLECT)
+    return out.reshape(n, h + 2 * pad, w + 2 * pad)[:, pad:pad + h, pad:pad + w]
+
+
+@functools.cache
+def _window() -> np.ndarray:
+    return np.outer(np.hanning(VERIFY_SIZE), np.hanning(VERIFY_SIZE)).astype(np.float32)
+
+
+def _shifts() -> np.ndarray:
+    """The shifts searched, in FFT order: 0..VERIFY_MAX_SHIFT, then size - VERIFY_MAX_SHIFT..size - 1."""
+    return np.r_[0:VERIFY_MAX_SHIFT + 1, VERIFY_SIZE - VERIFY_MAX_SHIFT:VERIFY_SIZE]
+
+
+@functools.cache
+def _inverse_dft() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Matrices of the inverse real 2-D DFT restricted to the searched shifts.
+
+    ``irfft2(P, s=(size, size))[y, x]`` for y, x in :func:`_shifts` equals
+    ``Re((Ey @ P) @ Ex)[y, x]``: Ey (shifts x size) is the inverse DFT along the rows, Ex (half
+    spectrum x shifts) the inverse real DFT along the columns (the Hermitian half counted twice,
+    except the DC and Nyquist columns). Only the 13 x 13 shifts are computed instead of the
+    48 x 48 surface, with two small matrix products per pair (BLAS) instead of an FFT.
+    """
+    size, shifts = VERIFY_SIZE, _shifts()
+    ky, kx = np.arange(size), np.arange(size // 2 + 1)
+    ey = (np.exp(2j * np.pi * np.outer(shifts, ky) / size) / size).astype(np.complex64)
+    w = np.full(len(kx), 2.0)
+    w[0] = 1.0
+    if size % 2 == 0:
+        w[-1] = 1.0
+    ex = w[:, None] * np.exp(2j * np.pi * np.outer(kx, shifts) / size) / size
+    return ey, np.ascontiguousarray(ex.real, dtype=np.float32), np.ascontiguousarray(ex.imag, dtype=np.float32)
+
+
+def _correlate(fa: np.ndarray | tuple[np.ndarray, np.ndarray],
+               fb: np.ndarray | tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Peak of the normalised cross-correlation within +-VERIFY_MAX_SHIFT, and its shift (dy, dx).
+
+    ``fa`` and ``fb`` are stacks of spectra, or ``(store, positions)`` from
+    :meth:`DetailSpectra.slots` (gathered into one buffer, without temporaries).
+    """
+    size, shifts = VERIFY_SIZE, _shifts()
+    ey, exr, exi = _inverse_dft()
+    if isinstance(fa, tuple):
+        (da, sa), (db, sb) = fa, fb
+        prod = np.take(da, sa, axis=0)
+        other = np.take(db, sb, axis=0)
+        np.conjugate(other, out=other)
+        np.multiply(prod, other, out=prod)
+    else:
+        prod = fa * np.conj(fb)
+    q = ey @ prod  # (pairs, shifts, half spectrum): inverse DFT along the rows
+    window = (q.real @ exr - q.imag @ exi).reshape(len(q), -1)  # inverse real DFT along the columns
+    peak = window.argmax(axis=1)
+    dy, dx = shifts[peak // len(shifts)], shifts[peak % len(shifts)]
+    return (window[np.arange(len(q)), peak].astype(np.float64), np.where(dy > size // 2, dy - size, dy),
+            np.where(dx > size // 2, dx - size, dx))
+
+
+@dataclass
+class VerifyResult:
+    """Scores of a batch of pairs (arrays aligned with the pairs)."""
+
+    #: the verdict score: normalised correlation of the registered details, -1..1
+    score: np.ndarray
+    #: zoom of a over b of the best registration (>1: a is the tighter crop)
+    zoom: np.ndarray
+    #: shift (pixels at VERIFY_SIZE) of b onto a
+    dy: np.ndarray
+    dx: np.ndarray
+
+
+class DetailSpectra:
+    """Verifier images with their detail spectra, each computed once per image and zoom.
+
+    :func:`verify_pairs` accepts this in place of a list of images: a caller that scores many
+    batches of pairs over the same rows (the dedupe step) pays the blur, window and FFT of an
+    image once, not once per pair or batch. Spectra are computed lazily, in batches, and kept
+    (complex64, ~9.6 kB per image and zoom).
+
+    Args:
+        images: arrays from :func:`verify_array` (gray float32, VERIFY_SIZE square).
+    """
+
+    def __init__(self, images: Sequence[np.ndarray] | np.ndarray) -> None:
+        self.images = images
+        n = len(images)
+        self._slot = [np.full(n, -1, dtype=np.int64) for _ in VERIFY_ZOOMS]
+        self._data: list[np.ndarray] = [np.empty((0, VERIFY_SIZE, VERIFY_SIZE // 2 + 1), np.complex64)
+                                        for _ in VERIFY_ZOOMS]
+        self._used = [0] * len(VERIFY_ZOOMS)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def slots(self, z: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(store, positions)``: the spectra at zoom index ``z`` of ``rows`` are ``store[positions]``."""
+        rows = np.asarray(rows, dtype=np.int64)
+        slot = self._slot[z]
+        missing = np.unique(rows[slot[rows] < 0])
+        if len(missing):
+            stack = np.stack([self.images[int(u)] for u in missing])
+            if VERIFY_ZOOMS[z] != 1.0:
+                stack = np.stack([_zoom(x, VERIFY_ZOOMS[z]) for x in stack])
+            spectra = _detail_spectra(stack)
+            used = self._used[z]
+            data = self._data[z]
+            if used + len(missing) > len(data):
+                grown = np.empty((max(2 * len(data), used + len(missing), 256), *data.shape[1:]), data.dtype)
+                grown[:used] = data[:used]
+                self._data[z] = data = grown
+            data[used:used + len(missing)] = spectra
+            slot[missing] = np.arange(used, used + len(missing))
+            self._used[z] = used + len(missing)
+        return self._data[z], slot[rows]
+
+
+def verify_pairs(images: Sequence[np.ndarray] | np.ndarray | DetailSpectra, i: np.ndarray | Sequence[int],
+                 j: np.ndarray | Sequence[int], *, accept_at: float | None = None) -> VerifyResult:
+    """Score whether each pair ``(images[i[k]], images[j[k]])`` shows the same photograph.
+
+    The verifier compares the *detail* of the two images (image minus a sigma-1.5 blur: hair
+    strands, skin texture, edges), windowed and normalised: the peak of their cross-correlation
+    within +-VERIFY_MAX_SHIFT px registers the shift, and its value is the score. When the
+    unzoomed score is at least VERIFY_ZOOM_FLOOR, either side is also magnified by VERIFY_ZOOMS
+    (re-crops) and the best registration wins. Two prints of one photograph share their detail
+    and score ~0.4-1.0; two photographs of centred gray faces share only the layout and score
+    ~0.0-0.4 (see docs/dedupe.md for the labelled real table).
+
+    Args:
+        images: arrays from :func:`verify_array` (gray float32, VERIFY_SIZE square), or a
+            :class:`DetailSpectra` over them (spectra reused across calls).
+        i, j: indices of the pairs.
+        accept_at: pairs whose unzoomed score already reaches this skip the zoom trials (their
+            score is then the unzoomed one, a lower bound of the full score): the verdict
+            ``score >= accept_at`` is the same as without it, at a fraction of the work when
+            most candidates are copies. ``None`` (default): every pair gets its best score.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> face = verify_array(rng.integers(0, 255, (48, 48)).astype(np.uint8))
+        >>> shifted = np.roll(face, 2, axis=1)
+        >>> float(verify_pairs([face, shifted], [0], [1]).score[0]) > 0.8
+        True
+    """
+    i, j = np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64)
+    m = len(i)
+    score, zoom = np.full(m, -1.0), np.ones(m)
+    dy, dx = np.zeros(m, dtype=np.int64), np.zeros(m, dtype=np.int64)
+    if not m:
+        return VerifyResult(score, zoom, dy, dx)
+    spectra = images if isinstance(images, DetailSpectra) else DetailSpectra(images)
+    for lo in range(0, m, _VERIFY_BATCH):
+        sl = slice(lo, min(m, lo + _VERIFY_BATCH))
+        ia, ib = i[sl], j[sl]
+        s, y, x = _correlate(spectra.slots(0, ia), spectra.slots(0, ib))
+        score[sl], dy[sl], dx[sl] = s, y, x
+        retry = s >= VERIFY_ZOOM_FLOOR
+        if accept_at is not None:
+            retry &= s < accept_at
+        retry = np.nonzero(retry)[0]
+        if not len(retry):
+            continue
+        rows = retry + lo
+        for za, zb in _COMBOS:
+            s2, y2, x2 = _correlate(spectra.slots(za, ia[retry]), spectra.slots(zb, ib[retry]))
+            better = s2 > score[rows]
+            sel = rows[better]
+            score[sel], dy[sel], dx[sel] = s2[better], y2[better], x2[better]
+            zoom[sel] = VERIFY_ZOOMS[za] / VERIFY_ZOOMS[zb]
+    return VerifyResult(score, zoom, dy, dx)
