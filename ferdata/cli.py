@@ -414,7 +414,8 @@ def split_cmd(src: Path, out: Path, ratios: str, names: str | None, resplit: boo
                      inputs=[src], out=out, **opts)
 
 
-@cli.command("build", short_help="Run a whole recipe (a packaged name or a YAML path).", epilog=COMMAND_STEPS_HELP, context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@cli.command("build", short_help="Run a whole recipe (a packaged name or a YAML path).", epilog=COMMAND_STEPS_HELP,
+             context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("recipe")
 @out_option
 @click.option("--strict", is_flag=True, help="Fail (write nothing) when a class falls short of its target.")
