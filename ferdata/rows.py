@@ -165,10 +165,12 @@ class _EachImage:
     """A batch function that calls a per-image function row by row (see :func:`map_images`)."""
 
     def __init__(self, fn: Callable[..., Any], names: Sequence[str], new_images: bool, context: Mapping[str, Any],
-                 ) -> None:
+                 input_columns: Sequence[str] | None = None) -> None:
         self.fn, self.names, self.new_images, self.context = fn, list(names), new_images, dict(context)
+        self.input_columns = list(input_columns or [])
 
-    def __call__(self, batch: dict[str, list[Any]], **kwargs: Any) -> dict[str, list[Any]]:
+    def __call__(self, *columns: Any, **kwargs: Any) -> dict[str, list[Any]]:
+        batch = dict(zip(self.input_columns, columns, strict=True)) if self.input_columns else columns[0]
         if self.new_images:
             return self._rows(batch, kwargs)
         out: dict[str, list[Any]] = {name: [] for name in [*self.names, REJECT_REASON, REJECT_DETAILS]}
@@ -225,12 +227,14 @@ def map_images(
     returns the row's new columns (a dict), or, with ``new_images``, a list of ``(pixels, columns)``
     (one output row each: a face crop per face). It raises :class:`RowRejected` to send the row to
     the ledger; an undecodable image goes there by itself. ``context`` is added to every rejected
-    row's details (e.g. ``{"before": "hashing"}``). Other keywords as for :func:`map_rows`.
+    row's details (e.g. ``{"before": "hashing"}``). With ``input_columns`` (``image`` among them)
+    the row holds only those columns (faster: the others are not read). Other keywords as for
+    :func:`map_rows`.
 
     Example:
         >>> dd, rejects = map_images(data, lambda px, row: {"mean": float(px.mean())}, step="mean",
         ...                          columns={"mean": datasets.Value("float32")})  # doctest: +SKIP
     """
-    runner = _EachImage(fn, list(columns or {}), new_images, context or {})
+    runner = _EachImage(fn, list(columns or {}), new_images, context or {}, map_kwargs.get("input_columns"))
     return map_rows(dd, runner, step=step, columns=columns, new_images=new_images, whole_rows=new_images,
                     **map_kwargs)

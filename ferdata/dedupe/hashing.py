@@ -3,7 +3,7 @@
 :func:`image_hash` hashes one image with ``imagehash``; :func:`hash_dataset` adds the hash column
 (named after its method: ``phash`` by default), ``<method>_of`` (the ``id`` the hash was computed
 from, so a stale hash is never reused) and ``is_constant`` to every split, mapping
-:func:`_hash_batch` over batches of undecoded images (:func:`_hash_split`).
+:func:`hash_row` over every image through the row helper (:func:`ferdata.rows.map_images`).
 
 Constant images (every pixel the same value) get ``is_constant = True``: their perceptual hashes
 are degenerate (a black and a white frame hash alike), so the grouping never matches them by hash.
@@ -11,12 +11,11 @@ are degenerate (a black and a white frame hash alike), so the grouping never mat
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ferdata.columns import HASH_OF_SUFFIX, ID, IMAGE, IS_CONSTANT, REJECT_DETAILS, REJECT_REASON
+from ferdata.columns import HASH_OF_SUFFIX, ID, IMAGE, IS_CONSTANT
 from ferdata.dedupe.config import DEFAULT_METHOD, STEP, check_method
 
 if TYPE_CHECKING:
@@ -57,28 +56,9 @@ def hash_of_column(method: str) -> str:
     return f"{method}{HASH_OF_SUFFIX}"
 
 
-def _hash_batch(images: list[Any], ids: list[str], *, method: str) -> dict[str, list[Any]]:
-    """Hash a batch of undecoded image values; undecodable ones are marked for the ledger."""
-    from ferdata.images import ImageRejected, to_array
-
-    out: dict[str, list[Any]] = {method: [], IS_CONSTANT: [], REJECT_REASON: [], REJECT_DETAILS: [],
-                                 hash_of_column(method): list(ids)}
-    for value in images:
-        try:
-            if value is None:
-                raise ImageRejected("not_an_image", "no image")
-            arr = to_array(value)
-        except ImageRejected as e:
-            out[method].append("")
-            out[IS_CONSTANT].append(False)
-            out[REJECT_REASON].append(e.reason)
-            out[REJECT_DETAILS].append(json.dumps({"error": e.details, "before": "hashing"}))
-            continue
-        out[method].append(image_hash(arr, method))
-        out[IS_CONSTANT].append(is_constant(arr))
-        out[REJECT_REASON].append("")
-        out[REJECT_DETAILS].append("")
-    return out
+def hash_row(pixels: np.ndarray, row: dict[str, Any], *, method: str) -> dict[str, Any]:
+    """The hash columns of one image (``row`` holds its ``id``)."""
+    return {method: image_hash(pixels, method), IS_CONSTANT: is_constant(pixels), hash_of_column(method): row[ID]}
 
 
 def _has_hashes(dd: datasets.DatasetDict, method: str) -> bool:
@@ -128,33 +108,14 @@ def hash_dataset(dd: datasets.DatasetDict, *, method: str = DEFAULT_METHOD, num_
     """
     import datasets
 
-    from ferdata.dataset import partition_rejects
+    from ferdata.rows import map_images
 
     check_method(method)
     if _has_hashes(dd, method):
         return dd, [], True
-    result = {split: _hash_split(ds, split, method=method, num_proc=num_proc) for split, ds in dd.items()}
-    out, rejects = partition_rejects(datasets.DatasetDict(result), step)
+    hash_of = hash_of_column(method)
+    columns = {method: datasets.Value("string"), IS_CONSTANT: datasets.Value("bool"), hash_of: datasets.Value("string")}
+    out, rejects = map_images(dd, hash_row, step=step, columns=columns, drop=(method, hash_of, IS_CONSTANT),
+                              input_columns=[IMAGE, ID], fn_kwargs={"method": method}, context={"before": "hashing"},
+                              num_proc=num_proc, desc=method)
     return out, rejects, False
-
-
-def _hash_split(ds: datasets.Dataset, split: str, *, method: str, num_proc: int) -> datasets.Dataset:
-    """One split with its hash columns: :func:`_hash_batch` mapped over its undecoded images, in batches."""
-    import datasets
-
-    from ferdata.engines import map_batches
-
-    raw = ds.cast_column(IMAGE, datasets.Image(decode=False))
-    drop = [c for c in (method, hash_of_column(method), IS_CONSTANT) if c in raw.column_names]
-    if drop:
-        raw = raw.remove_columns(drop)
-    features = raw.features.copy()
-    features[method] = datasets.Value("string")
-    features[IS_CONSTANT] = datasets.Value("bool")
-    features[hash_of_column(method)] = datasets.Value("string")
-    features[REJECT_REASON] = datasets.Value("string")
-    features[REJECT_DETAILS] = datasets.Value("string")
-    hashed = map_batches(raw, _hash_batch, input_columns=[IMAGE, ID], batched=True, batch_size=256, features=features,
-                         fn_kwargs={"method": method}, num_proc=num_proc if num_proc > 1 and len(raw) > 1 else None,
-                         desc=f"{method} {split}")
-    return hashed.cast_column(IMAGE, datasets.Image())
