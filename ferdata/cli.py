@@ -195,7 +195,8 @@ def context(num_proc: int, seed: int, limit: int | None) -> Any:
 #: The registered step each command runs alone (recipes name the step, the command line the command).
 COMMAND_STEPS: dict[str, str] = {
     "import fer2013": "import_fer2013", "import folder": "import_folder", "import ferplus": "import_ferplus",
-    "import affectnet": "import_affectnet", "import hf": "import_hf", "crawl": "crawl", "crop": "crop",
+    "import affectnet": "import_affectnet", "import hf": "import_hf", "import hub": "import_hub", "crawl": "crawl",
+    "crop": "crop",
     "align": "align", "normalize": "normalize", "clahe": "clahe", "filter": "quality", "drop-flagged": "drop_flagged",
     "dedupe": "dedupe", "upscale": "upscale", "apply-review": "review_exclusions", "balance": "balance",
     "split": "split",
@@ -358,6 +359,34 @@ def import_hf_cmd(src: Path, out: Path, image_column: str, label_column: str, co
                                    "codes": codes, "classes": int(classes)}, inputs=[], out=out, **opts)
 
 
+@import_group.command("hub", short_help="Import a published dataset (Hub repo or Hub-layout folder) back.")
+@click.argument("repo", metavar="REPO_ID[@REVISION]|FOLDER")
+@out_option
+@click.option("--classes", type=click.Choice(["8", "7", "6", "3"]), default=None,
+              help="Regroup the classes (default: as published).")
+@click.option("--image-column", default="image", show_default=True, help="For a dataset ferdata did not publish.")
+@click.option("--label-column", default="label", show_default=True, help="For a dataset ferdata did not publish.")
+@click.option("--codes", default=None, help="For integer labels without names (fer2013, affectnet, rafdb ...).")
+@common_options
+def import_hub_cmd(repo: str, out: Path, classes: str | None, image_column: str, label_column: str,
+                   codes: str | None, **opts: Any) -> None:
+    """Import a published dataset from the Hub (user/name, @branch, @tag, @refs/pr/N or @commit), or a
+    local folder in the Hub layout, into a dataset directory.
+
+    A dataset ferdata published comes back as it was: labels, ids, root_id/parent_id and the other
+    columns (each id checked against its pixels), and the card's provenance in ferdata.json
+    (upstream). With HF_HUB_OFFLINE=1 it reads the local Hub cache. HF_ENDPOINT and HF_TOKEN are
+    honoured. A missing repository or revision is an error (exit 2).
+
+    Example:
+
+        ferdata import hub me/fer2013-224@v1 --out fer2013-224
+    """
+    run_step_command("import hub", {"repo": repo, "classes": int(classes) if classes else None,
+                                    "image_column": image_column, "label_column": label_column, "codes": codes},
+                     inputs=[], out=out, **opts)
+
+
 # ---------------------------------------------------------------- dataset building (foundation)
 
 @cli.command("balance", short_help="Rebalance classes and store class weights.")
@@ -507,12 +536,14 @@ def _yaml_scalar(value: str) -> Any:
 @out_option
 @click.option("--format", "fmt", type=click.Choice(["hub", "imagefolder"]), default="hub", show_default=True)
 @click.option("--license", "license_", default="other", show_default=True, help="License written to the card.")
+@click.option("--full-paths", is_flag=True, help="Keep local paths in the card's parameters (default: file names).")
 @click.option("--overwrite", is_flag=True, help="Replace the output directory if it exists.")
 @quiet_option
-def export_cmd(src: Path, out: Path, fmt: str, license_: str, overwrite: bool) -> None:
+def export_cmd(src: Path, out: Path, fmt: str, license_: str, full_paths: bool, overwrite: bool) -> None:
     """Write the Hub layout (parquet + dataset card) or class folders (--format imagefolder).
 
-    `datasets.load_dataset(OUT)` loads the Hub layout back to the same rows.
+    `datasets.load_dataset(OUT)` loads the Hub layout back to the same rows; the card's load line
+    names OUT, and its provenance lists the parameters each step applied (docs/hub.md).
 
     Example:
 
@@ -520,29 +551,66 @@ def export_cmd(src: Path, out: Path, fmt: str, license_: str, overwrite: bool) -
     """
     from ferdata.hub import export
 
-    options = {"license": license_} if fmt == "hub" else {}
+    options = {"license": license_, "full_paths": full_paths} if fmt == "hub" else {}
     path = export(src, out, format=fmt, overwrite=overwrite, **options)
     click.echo(f"exported {src} as {fmt} -> {path}")
 
 
-@cli.command("push", short_help="Upload a dataset directory to the Hugging Face Hub.")
+@cli.command("push", short_help="Publish a dataset directory to the Hugging Face Hub in one commit.")
 @click.argument("src", type=existing("DIR", file_okay=False))
 @click.argument("repo_id")
+@click.option("--revision", default=None, metavar="BRANCH",
+              help="Branch to write (created from main if missing), or refs/pr/N to add to an open pull request.")
+@click.option("--create-pr", is_flag=True, help="Open a pull request against the branch instead of writing it.")
+@click.option("--tag", default=None, help="Tag the new commit (e.g. v1.0); an existing tag is an error, before any "
+                                          "commit.")
 @click.option("--private", is_flag=True, help="Create the repository as private.")
 @click.option("--token", default=None, help="Hub token (default: the HF_TOKEN environment variable). Never printed.")
-@click.option("--license", "license_", default="other", show_default=True, help="License written to the card.")
+@click.option("--license", "license_", default=None,
+              help="License written to the card (default: the one already on the Hub, else 'other').")
+@click.option("--full-paths", is_flag=True, help="Keep local paths in the card's parameters (default: file names).")
 @quiet_option
-def push_cmd(src: Path, repo_id: str, private: bool, token: str | None, license_: str) -> None:
-    """Upload a dataset directory to the Hugging Face Hub with a dataset card.
+def push_cmd(src: Path, repo_id: str, revision: str | None, create_pr: bool, tag: str | None, private: bool,
+             token: str | None, license_: str | None, full_paths: bool) -> None:
+    """Publish a dataset directory to a Hub dataset repository, in one commit.
+
+    The commit adds the new export (README.md, data/*.parquet) and deletes every file under data/
+    that the new export lacks, so the repository never mixes old and new shards. Files outside
+    data/ are kept. The card: ferdata's fields (license, task_categories, tags, size_categories,
+    pretty_name, configs, dataset_info, ferdata) and its text between the ferdata markers are
+    rewritten; other fields and text a user added on the Hub are kept. HF_ENDPOINT is honoured.
 
     Example:
 
-        HF_TOKEN=hf_... ferdata push fer2013-224 me/fer2013-224 --private
+        HF_TOKEN=hf_... ferdata push fer2013-224 me/fer2013-224 --tag v1
+
+        HF_TOKEN=hf_... ferdata push fer2013-224-v2 me/fer2013-224 --create-pr
     """
     from ferdata.hub import push
 
-    url = push(src, repo_id, token=token, private=private, license=license_)
-    click.echo(f"pushed {src} to {repo_id}: {url}")
+    result = push(src, repo_id, token=token, private=private, revision=revision, create_pr=create_pr, tag=tag,
+                  license=license_, full_paths=full_paths)
+    where = f"a pull request {result.pr_revision} against {result.revision}" if result.pr_revision else result.revision
+    created = " (branch created)" if result.branch_created else ""
+    if not result.committed:
+        click.echo(f"nothing to push: {repo_id}@{result.revision}{created} already holds this export (commit "
+                   f"{result.commit[:12]}); no commit made{', no pull request opened' if create_pr else ''}")
+    else:
+        click.echo(f"pushed {src} to {repo_id}, {where}{created}: commit {result.commit[:12]}, "
+                   f"{len(result.added)} files written ({len(result.unchanged)} unchanged), "
+                   f"{len(result.deleted)} stale deleted")
+    if result.deleted:
+        say(f"  deleted (not in the new export): {', '.join(result.deleted)}")
+    if result.card is not None and result.committed:
+        kept = ", ".join(result.card.kept) or "none"
+        body = {"markers": "rewritten between the ferdata markers, the rest kept", "new": "new",
+                "replaced": "replaced (the card on the Hub had no ferdata markers)"}[result.card.body]
+        click.echo(f"card: rewrote {', '.join(result.card.rewritten)}; kept fields: {kept}; text {body}")
+    if result.pr_url:
+        click.echo(f"pull request: {result.pr_url}")
+    if result.tag:
+        click.echo(f"tagged {result.tag} -> {result.commit[:12]}")
+
 
 @cli.command("demo", short_help="Run the offline end-to-end demo (the btfer recipe).")
 @out_option

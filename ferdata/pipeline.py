@@ -237,7 +237,8 @@ def shortfall_report(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return report
 
 
-def _write_build_report(recipe: Recipe, out: Path, state_dir: Path, done: list[str], *, seed: int) -> None:
+def _write_build_report(recipe: Recipe, out: Path, state_dir: Path, done: list[str], *, seed: int,
+                        name: str | None = None) -> None:
     """OUT/report.html of a finished build; the checkpoint before an ``upscale`` step gives the SR pairs."""
     from ferdata.report import REPORT_FILE, write_report
 
@@ -246,7 +247,7 @@ def _write_build_report(recipe: Recipe, out: Path, state_dir: Path, done: list[s
     if "upscale" in names and names.index("upscale") > 0:
         candidate = state_dir / done[names.index("upscale") - 1]
         before = candidate if (candidate / "dataset_dict.json").exists() else None
-    result = write_report(out, out / REPORT_FILE, before=before, seed=seed)
+    result = write_report(out, out / REPORT_FILE, before=before, seed=seed, name=name)  # name: the final output's
     for warning in result.warnings:
         logger.warning("report: %s", warning)
     logger.info("report: %.1f MB in %.1fs -> %s", result.bytes / 1e6, result.seconds, out / REPORT_FILE)
@@ -401,8 +402,9 @@ def build(recipe: Recipe, out: str | Path, *, ctx: StepContext | None = None, ov
         if recipe.export:
             from ferdata.hub import export
 
-            export(tmp, tmp / recipe.export, format=recipe.export)
+            # the card names the final output, never the temporary folder it is written in
+            export(tmp, tmp / recipe.export, format=recipe.export, name=out.name, load_path=f"{out.name}/{recipe.export}")
         if recipe.report:
-            _write_build_report(recipe, tmp, state_dir, done, seed=ctx.seed)
+            _write_build_report(recipe, tmp, state_dir, done, seed=ctx.seed, name=out.name)
     shutil.rmtree(state_dir, ignore_errors=True)
     return manifest

@@ -14,6 +14,7 @@ from ferdata.errors import RecipeError
 from ferdata.pipeline import load_recipe
 from ferdata.split import assign
 from tests.conftest import CLASSES, CRAFTED, write_fer_csv
+from tests.test_hub import hub_fixture  # noqa: F401  (fixture: the loopback Hub the push tests use)
 
 RECIPE = CRAFTED / "tiny-recipe.yaml"
 
@@ -110,36 +111,28 @@ def test_export_round_trip_and_imagefolder(fer_dir: Path, tmp_path: Path, run_cl
     assert len(list((tmp_path / "folders" / "train" / "happy").glob("*.png"))) == 4
 
 
-def test_push_with_injected_client_never_leaks_token(fer_dir: Path, tmp_path: Path, run_cli, caplog) -> None:
+def test_push_through_the_real_client_never_leaks_token(hub, fer_dir: Path, tmp_path: Path, run_cli) -> None:
+    """Through huggingface_hub's own HfApi over HTTP, against the loopback Hub (tests/test_hub.py)."""
+    from huggingface_hub import HfApi
+
+    from ferdata.errors import FerdataError
     from ferdata.hub import push
+    from tests.test_hub import TOKEN, _smaller
 
-    calls = []
+    result = push(fer_dir, "me/fer", token=TOKEN, private=True)
+    assert result.committed and result.commit == hub.refs("me/fer")["refs/heads/main"]
+    assert HfApi(endpoint=hub.url, token=TOKEN).dataset_info("me/fer").private is True
+    assert "README.md" in result.added and "data/train-00000-of-00001.parquet" in result.added
+    assert {"README.md", "data/train-00000-of-00001.parquet", ".gitattributes"} <= set(hub.files("me/fer"))
 
-    class FakeApi:
-        def create_repo(self, **kw):
-            calls.append(("create", kw))
-
-        def upload_folder(self, **kw):
-            files = sorted(p.relative_to(kw["folder_path"]).as_posix() for p in Path(kw["folder_path"]).rglob("*")
-                           if p.is_file())
-            calls.append(("upload", kw, files))
-            return "http://127.0.0.1/commit/1"
-
-    assert push(fer_dir, "me/fer", token="hf_secret", private=True, api=FakeApi()) == "http://127.0.0.1/commit/1"
-    assert calls[0][1]["private"] is True and calls[0][1]["repo_type"] == "dataset"
-    assert "README.md" in calls[1][2] and "data/train-00000-of-00001.parquet" in calls[1][2]
-
-    class Refusing(FakeApi):
-        def upload_folder(self, **kw):
-            raise RuntimeError("401 for token hf_secret")
-
-    with pytest.raises(Exception) as info:
-        push(fer_dir, "me/fer", token="hf_secret", api=Refusing())
-    assert "hf_secret" not in str(info.value) and "***" in str(info.value)
+    hub.fail_next("commit", status=401, message=f"401 for token {TOKEN}")  # a Hub that echoes the token
+    with pytest.raises(FerdataError) as info:
+        push(_smaller(fer_dir, tmp_path / "smaller", run_cli), "me/fer", token=TOKEN)
+    assert TOKEN not in str(info.value) and "***" in str(info.value)
     code, _, err = run_cli("push", fer_dir, "me/fer")
     assert code == 2 and "HF_TOKEN" in err
-    code, _, err = run_cli("push", fer_dir, "not-a-repo-id", "--token", "hf_secret")
-    assert code == 2 and "hf_secret" not in err
+    code, _, err = run_cli("push", fer_dir, "not-a-repo-id", "--token", TOKEN)
+    assert code == 2 and TOKEN not in err
 
 
 def test_build_recipe_resumes_after_kill(tmp_path: Path, fer_csv: Path, run_cli, monkeypatch) -> None:

@@ -103,6 +103,7 @@ def write_report(
     budget_mb: float = DEFAULT_BUDGET_MB,
     title: str | None = None,
     review: bool = True,
+    name: str | None = None,
 ) -> ReportResult:
     """Write the HTML report of a dataset directory or of a train/evaluate/refine run directory.
 
@@ -117,7 +118,9 @@ def write_report(
         before: the dataset directory (or ``DatasetDict``) before an ``upscale`` step, for the
             super-resolution pairs (without it, an imported fer2013.csv that still exists is read).
         budget_mb: a warning is returned when the report is larger.
-        title: the page title (default: the recipe or directory name).
+        title: the page title (default: the dataset's name).
+        name: the dataset's name as its reader knows it, shown in the title and header (default: the
+            directory's name; a build passes its final output's, never its temporary folder's).
         review: make tiles clickable to mark rejects and save a review.csv.
 
     Returns:
@@ -139,6 +142,7 @@ def write_report(
     start = time.perf_counter()
     _check_options(per_class, budget_mb)
     path = Path(path)
+    shown, where = name or path.name, name or str(path)  # before `name` is reused below
     if not path.exists():
         raise InputNotFound(f"directory not found: {path}")
     if not path.is_dir():
@@ -193,9 +197,8 @@ def write_report(
                 sections[name] = value
     if run is not None:
         sections["run"] = run
-    name = title or (manifest.get("recipe") or {}).get("name") or path.name
     html = _environment().get_template("report.html.j2").render(
-        title=name, path=str(path), sections=sections, lazy=assets, review=review and store.count > 0,
+        title=title or shown, path=where, sections=sections, lazy=assets, review=review and store.count > 0,
         per_class=per_class, version=_version(), warnings=warnings)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp"

@@ -37,7 +37,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -73,6 +73,8 @@ class Fer2013Config:
     label_source: str = "ferplus"
     #: FER+ rule turning votes into a label: majority | plurality | probability
     ferplus_mode: str = "majority"
+    #: parameters that apply only when another is given (a card does not list them otherwise)
+    APPLIES_WHEN: ClassVar[dict[str, str]] = {"label_source": "ferplus", "ferplus_mode": "ferplus"}
 
     def __post_init__(self) -> None:
         if not self.csv:
