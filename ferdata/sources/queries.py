@@ -91,81 +91,21 @@ class QueryGrid:
         Raises:
             ManifestError: naming the file and the problem.
         """
-        from ferdata.labels import LabelMaps
-
-        def fail(msg: str) -> ManifestError:
-            return ManifestError(f"{path}: {msg}")
-
         if not isinstance(raw, dict):
-            raise fail(f"a query manifest must be a mapping with 'classes' or 'urls', got {type(raw).__name__}")
+            raise _fail(path, f"a query manifest must be a mapping with 'classes' or 'urls', got {type(raw).__name__}")
         unknown = sorted(set(map(str, raw)) - set(_TOP_KEYS))
         if unknown:
-            raise fail(f"unknown key {', '.join(map(repr, unknown))}; allowed keys: {', '.join(_TOP_KEYS)}")
+            raise _fail(path, f"unknown key {', '.join(map(repr, unknown))}; allowed keys: {', '.join(_TOP_KEYS)}")
         if not raw.get("classes") and not raw.get("urls"):
-            raise fail("no 'classes' (expression phrases per class) and no 'urls' (image URLs per class)")
-        maps = LabelMaps.load()
-        known = (*maps.canonical, *maps.extra)
-
-        def class_lists(key: str) -> dict[str, tuple[str, ...]]:
-            section = raw.get(key) or {}
-            if not isinstance(section, dict):
-                raise fail(f"'{key}' must map class names to lists, got {type(section).__name__}")
-            out: dict[str, tuple[str, ...]] = {}
-            for label, items in section.items():
-                if str(label) not in known:
-                    raise fail(f"unknown class {label!r} in '{key}'; classes: {', '.join(known)}")
-                items = [items] if isinstance(items, str) else items
-                if not isinstance(items, list) or not items:
-                    raise fail(f"'{key}.{label}' must be a non-empty list of strings")
-                cleaned = []
-                for item in items:
-                    if not isinstance(item, str) or not item.strip():
-                        raise fail(f"'{key}.{label}' has an empty or non-string entry {item!r}")
-                    cleaned.append(" ".join(item.split()))
-                dup = sorted({x for x in cleaned if cleaned.count(x) > 1})
-                if dup:
-                    raise fail(f"'{key}.{label}' lists {', '.join(map(repr, dup))} more than once")
-                out[str(label)] = tuple(cleaned)
-            return out
-
-        classes = class_lists("classes")
-        urls = class_lists("urls")
+            raise _fail(path, "no 'classes' (expression phrases per class) and no 'urls' (image URLs per class)")
+        classes = _class_lists(raw, "classes", path)
+        urls = _class_lists(raw, "urls", path)
         for label, items in urls.items():
             for url in items:
                 if not re.match(r"^https?://[^\s/]+", url):
-                    raise fail(f"'urls.{label}' entry {url!r} is not an http(s) URL")
-
-        demographics: dict[str, tuple[str, ...]] = {}
-        raw_demo = raw.get("demographics") or {}
-        if not isinstance(raw_demo, dict):
-            raise fail(f"'demographics' must map a dimension to a list of terms, got {type(raw_demo).__name__}")
-        for dim, terms in raw_demo.items():
-            if not isinstance(terms, list) or not terms or not all(isinstance(t, str) and t.strip() for t in terms):
-                raise fail(f"'demographics.{dim}' must be a non-empty list of non-empty strings")
-            cleaned = [" ".join(t.split()) for t in terms]
-            if len(set(cleaned)) != len(cleaned):
-                raise fail(f"'demographics.{dim}' lists a term more than once")
-            demographics[str(dim)] = tuple(cleaned)
-
-        default_template = " ".join([*(f"{{{d}}}" for d in demographics), "{expression}"])
-        template = raw.get("template", default_template)
-        if not isinstance(template, str):
-            raise fail(f"'template' must be a string, got {type(template).__name__}")
-        try:
-            fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
-        except ValueError as e:
-            raise fail(f"'template' {template!r} is not a valid template: {e}") from e
-        if classes and _EXPRESSION not in fields:
-            raise fail(f"'template' {template!r} must contain {{expression}}")
-        allowed = {_EXPRESSION, *demographics}
-        bad = sorted(set(fields) - allowed)
-        if bad:
-            raise fail(f"'template' uses {', '.join('{' + b + '}' for b in bad)}; "
-                       f"allowed: {', '.join('{' + a + '}' for a in sorted(allowed))}")
-        unused = [d for d in demographics if d not in fields]
-        if unused:
-            raise fail(f"demographic dimension(s) {', '.join(unused)} missing from 'template' {template!r}: "
-                       "every dimension must appear in the queries")
+                    raise _fail(path, f"'urls.{label}' entry {url!r} is not an http(s) URL")
+        demographics = _demographics(raw, path)
+        template = _template(raw, demographics, bool(classes), path)
         return cls(path=path, template=template, demographics=demographics, classes=classes, urls=urls)
 
     def labels(self) -> list[str]:
@@ -204,3 +144,75 @@ class QueryGrid:
             "queries_per_class": {k: len(v) * len(self.cells()) for k, v in self.classes.items()},
             "urls_per_class": {k: len(v) for k, v in self.urls.items()},
         }
+
+
+def _fail(path: str, msg: str) -> ManifestError:
+    return ManifestError(f"{path}: {msg}")
+
+
+def _class_lists(raw: dict[str, Any], key: str, path: str) -> dict[str, tuple[str, ...]]:
+    """``raw[key]`` as ``{class: (cleaned phrases or URLs)}``, every class a known one."""
+    from ferdata.labels import LabelMaps
+
+    maps = LabelMaps.load()
+    known = (*maps.canonical, *maps.extra)
+    section = raw.get(key) or {}
+    if not isinstance(section, dict):
+        raise _fail(path, f"'{key}' must map class names to lists, got {type(section).__name__}")
+    out: dict[str, tuple[str, ...]] = {}
+    for label, items in section.items():
+        if str(label) not in known:
+            raise _fail(path, f"unknown class {label!r} in '{key}'; classes: {', '.join(known)}")
+        items = [items] if isinstance(items, str) else items
+        if not isinstance(items, list) or not items:
+            raise _fail(path, f"'{key}.{label}' must be a non-empty list of strings")
+        cleaned = []
+        for item in items:
+            if not isinstance(item, str) or not item.strip():
+                raise _fail(path, f"'{key}.{label}' has an empty or non-string entry {item!r}")
+            cleaned.append(" ".join(item.split()))
+        dup = sorted({x for x in cleaned if cleaned.count(x) > 1})
+        if dup:
+            raise _fail(path, f"'{key}.{label}' lists {', '.join(map(repr, dup))} more than once")
+        out[str(label)] = tuple(cleaned)
+    return out
+
+
+def _demographics(raw: dict[str, Any], path: str) -> dict[str, tuple[str, ...]]:
+    """The ``demographics`` grid: ``{dimension: (terms)}``."""
+    demographics: dict[str, tuple[str, ...]] = {}
+    raw_demo = raw.get("demographics") or {}
+    if not isinstance(raw_demo, dict):
+        raise _fail(path, f"'demographics' must map a dimension to a list of terms, got {type(raw_demo).__name__}")
+    for dim, terms in raw_demo.items():
+        if not isinstance(terms, list) or not terms or not all(isinstance(t, str) and t.strip() for t in terms):
+            raise _fail(path, f"'demographics.{dim}' must be a non-empty list of non-empty strings")
+        cleaned = [" ".join(t.split()) for t in terms]
+        if len(set(cleaned)) != len(cleaned):
+            raise _fail(path, f"'demographics.{dim}' lists a term more than once")
+        demographics[str(dim)] = tuple(cleaned)
+    return demographics
+
+
+def _template(raw: dict[str, Any], demographics: dict[str, tuple[str, ...]], has_classes: bool, path: str) -> str:
+    """The query template: ``{expression}`` and every demographic dimension, nothing else."""
+    default_template = " ".join([*(f"{{{d}}}" for d in demographics), "{expression}"])
+    template = raw.get("template", default_template)
+    if not isinstance(template, str):
+        raise _fail(path, f"'template' must be a string, got {type(template).__name__}")
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as e:
+        raise _fail(path, f"'template' {template!r} is not a valid template: {e}") from e
+    if has_classes and _EXPRESSION not in fields:
+        raise _fail(path, f"'template' {template!r} must contain {{expression}}")
+    allowed = {_EXPRESSION, *demographics}
+    bad = sorted(set(fields) - allowed)
+    if bad:
+        raise _fail(path, f"'template' uses {', '.join('{' + b + '}' for b in bad)}; "
+                          f"allowed: {', '.join('{' + a + '}' for a in sorted(allowed))}")
+    unused = [d for d in demographics if d not in fields]
+    if unused:
+        raise _fail(path, f"demographic dimension(s) {', '.join(unused)} missing from 'template' {template!r}: "
+                          "every dimension must appear in the queries")
+    return template
