@@ -115,6 +115,10 @@ def test_push_to_pr_branch_and_tag_leave_main_unchanged(hub, fer_dir: Path, tmp_
     assert _ids(_load(revision="refs/pr/1")) == _ids(open_dataset(smaller))
     assert _ids(_load(revision="v1")) == _ids(open_dataset(fer_dir))
 
+    code, out, err = run_cli("push", fer_dir, REPO, "--revision", "refs/pr/1")  # one more commit on the PR
+    assert code == 0, err
+    assert hub.files(REPO) == main_before and _ids(_load(revision="refs/pr/1")) == _ids(open_dataset(fer_dir))
+
     code, out, err = run_cli("push", smaller, REPO, "--revision", "dev")
     assert code == 0, err
     assert "dev (branch created)" in out
@@ -268,3 +272,46 @@ def test_import_hub_from_a_local_hub_layout_folder(fer_dir: Path, tmp_path: Path
         assert back[split]["id"] == original[split]["id"] and back[split]["root_id"] == original[split]["root_id"]
     manifest = read_manifest(tmp_path / "back")
     assert manifest["upstream"]["folder"] == "hubdir" and manifest["upstream"]["provenance"]["steps"]
+
+
+def test_loopback_hub_answers_the_client_in_the_hubs_shapes(hub) -> None:
+    """The server itself, through the client's own calls: file metadata headers, ranges, HfFileSystem,
+    typed errors for a missing repository, revision and file, and the token check on writes."""
+    from huggingface_hub import CommitOperationAdd, HfApi, HfFileSystem, get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    from ferdata.hub_server import git_blob_id
+
+    api = HfApi(endpoint=hub.url, token=TOKEN)
+    api.create_repo(REPO, repo_type="dataset")
+    data = bytes(range(256)) * 40
+    info = api.create_commit(REPO, [CommitOperationAdd("data/blob.bin", data)], commit_message="add",
+                             repo_type="dataset")
+    meta = get_hf_file_metadata(hf_hub_url(REPO, "data/blob.bin", repo_type="dataset", endpoint=hub.url))
+    assert (meta.commit_hash, meta.etag, meta.size) == (info.oid, git_blob_id(data), len(data))
+    fs = HfFileSystem(endpoint=hub.url, token=TOKEN)
+    assert fs.ls(f"datasets/{REPO}/data", detail=False) == [f"datasets/{REPO}/data/blob.bin"]
+    with fs.open(f"datasets/{REPO}/data/blob.bin", "rb", block_size=100) as f:
+        f.seek(1000)
+        assert f.read(10) == data[1000:1010]  # a Range request answered with 206
+    assert fs.read_bytes(f"datasets/{REPO}@{info.oid}/data/blob.bin") == data
+    with pytest.raises(RepositoryNotFoundError):
+        api.dataset_info("me/none")
+    with pytest.raises(RevisionNotFoundError):
+        api.list_repo_files(REPO, repo_type="dataset", revision="nope")
+    with pytest.raises(EntryNotFoundError):
+        get_hf_file_metadata(hf_hub_url(REPO, "data/missing.bin", repo_type="dataset", endpoint=hub.url))
+    with pytest.raises(HfHubHTTPError) as e:
+        HfApi(endpoint=hub.url, token="hf_wrong").create_commit(
+            REPO, [CommitOperationAdd("x.txt", b"x")], commit_message="x", repo_type="dataset")
+    assert e.value.response.status_code == 401
+    with pytest.raises(HfHubHTTPError) as e:  # parentCommit is checked: a moved branch refuses the commit
+        api.create_commit(REPO, [CommitOperationAdd("y.txt", b"y")], commit_message="y", repo_type="dataset",
+                          parent_commit="0" * 40)
+    assert e.value.response.status_code == 412
+    assert set(hub.files(REPO)) == {".gitattributes", "data/blob.bin"}
