@@ -273,6 +273,27 @@ def test_import_hub_from_a_local_hub_layout_folder(fer_dir: Path, tmp_path: Path
     manifest = read_manifest(tmp_path / "back")
     assert manifest["upstream"]["folder"] == "hubdir" and manifest["upstream"]["provenance"]["steps"]
 
+    # a row whose id does not match its pixels goes to the ledger; kept + ledger = rows published
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ferdata.dataset import read_rejects
+
+    shard = tmp_path / "hubdir" / "data" / "train-00000-of-00001.parquet"
+    table = pq.read_table(shard)
+    ids = table.column("id").to_pylist()
+    pq.write_table(table.set_column(table.schema.get_field_index("id"), "id", pa.array(["f" * 64, *ids[1:]])),
+                   shard)
+    code, out, err = run_cli("import", "hub", tmp_path / "hubdir", "--out", tmp_path / "tampered")
+    assert code == 0, err
+    assert "rejected 1 (id_mismatch 1)" in out
+    tampered = open_dataset(tmp_path / "tampered")
+    assert sum(len(ds) for ds in tampered.values()) == sum(len(ds) for ds in original.values()) - 1
+    assert tampered["train"]["id"] == ids[1:]
+    ledger = read_rejects(tmp_path / "tampered")
+    assert [(r["id"], r["reason"], r["step"]) for r in ledger] == [("f" * 64, "id_mismatch", "import_hub")]
+    assert ids[0] in ledger[0]["details"]
+
 
 def test_loopback_hub_answers_the_client_in_the_hubs_shapes(hub) -> None:
     """The server itself, through the client's own calls: file metadata headers, ranges, HfFileSystem,

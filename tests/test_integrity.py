@@ -116,6 +116,8 @@ NOT_RUN = {
              "determinism (re-run from the cache) are tested in tests/test_crawl.py",
     "import_ferplus": "FER+ folder source (issue 14), no harness fixture yet; its conservation (kept + ledger = "
                       "label.csv rows, every reason) is tested in tests/test_fer2013.py::test_ferplus_folder_layout",
+    "import_hub": "a published dataset (loopback Hub or Hub-layout folder); its conservation (kept + ledger = rows "
+                  "published, id_mismatch) and ids/lineage round trip are tested in tests/test_hub.py",
 }
 
 _CASE = {c.id: c for c in CASES}

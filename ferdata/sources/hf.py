@@ -41,7 +41,7 @@ class HfConfig:
             raise UsageError(f"classes must be one of {', '.join(map(str, GROUPINGS))}, got {self.classes}")
 
 
-def _load(src: str) -> datasets.DatasetDict:
+def _load(src: str, cache_dir: Any = None) -> datasets.DatasetDict:
     import datasets
 
     from ferdata.dataset import _check_dataset_dir
@@ -51,7 +51,9 @@ def _load(src: str) -> datasets.DatasetDict:
         return datasets.DatasetDict({"train": datasets.load_from_disk(str(path))})
     if (path / "dataset_dict.json").exists():
         return datasets.load_from_disk(str(_check_dataset_dir(path)))
-    return datasets.load_dataset(str(path))  # Hub layout (parquet + README) exported by ferdata or others
+    # Hub layout (parquet + README) exported by ferdata or others; a fresh cache: datasets would otherwise
+    # serve an earlier load of a folder whose files were since rewritten (same paths, new rows)
+    return datasets.load_dataset(str(path), cache_dir=str(cache_dir) if cache_dir else None)
 
 
 def _label_lookup(ds: datasets.Dataset, config: HfConfig) -> dict[int, str]:
@@ -155,7 +157,7 @@ def import_hf(data: None, config: HfConfig, ctx: StepContext) -> StepOutput:
     """Import a Hugging Face dataset saved on disk into the core schema."""
     from ferdata.labels.step import apply_grouping
 
-    raw = _load(config.src)
+    raw = _load(config.src, ctx.scratch())
     source = f"hf:{config.name or check_input(config.src).resolve().name}"
     dd, rejects, limited_out = _convert(raw, config, ctx, source=source, step="import_hf")
     if config.classes != 7:
@@ -278,7 +280,7 @@ def import_hub(data: None, config: HubConfig, ctx: StepContext) -> StepOutput:
         upstream = {"repo_id": repo_id, "revision": revision or "main", "commit": folder.name}
         prefix = f"hf://datasets/{repo_id}@{folder.name[:12]}/"
     try:
-        raw = datasets.load_dataset(str(folder))
+        raw = datasets.load_dataset(str(folder), cache_dir=str(ctx.scratch()))  # fresh: see _load
     except Exception as e:  # no data files, unreadable parquet ...: one line naming the input
         raise UsageError(f"{config.repo}: not a loadable Hub-layout dataset ({type(e).__name__}: "
                          f"{str(e).splitlines()[0] if str(e) else ''})") from None
