@@ -162,7 +162,14 @@ class ExistingPath(click.Path):
 
     A kind in capitals (``CSV``, ``SRC``, ``DIR``) is a metavar, not a description: click's own message
     (``Invalid value for 'CSV': File 'x' does not exist``) says more there and is kept.
+
+    A file where a directory is expected says what to run instead: a dataset directory's
+    (``DIR``, ``IN`` ...) names the importer (``import it first: ferdata import fer2013 X --out DIR``),
+    a source folder's (``SRC``) the importer of that file, a run directory's (``RUN``) what makes one.
     """
+
+    #: kinds that are not dataset directories: the importers' source folders, image folders, runs
+    SOURCE_KINDS = ("SRC", "HR_DIR")
 
     def __init__(self, kind: str | None, *, dir_okay: bool, file_okay: bool) -> None:
         super().__init__(exists=True, dir_okay=dir_okay, file_okay=file_okay, readable=True, path_type=Path)
@@ -172,6 +179,14 @@ class ExistingPath(click.Path):
         described = bool(self.kind and not self.kind.isupper())
         if described and isinstance(value, (str, os.PathLike)) and not os.path.exists(value):
             self.fail(f"{self.kind} {os.fsdecode(value)!r} does not exist.", param, ctx)
+        if not self.file_okay and isinstance(value, (str, os.PathLike)) and os.path.isfile(value):
+            from ferdata.dataset import file_not_dataset_message
+
+            path = os.fsdecode(value)
+            if self.kind == "RUN":
+                self.fail(f"{path} is a file, not a run directory (the --out of ferdata train or refine)", param, ctx)
+            expected = "a source folder" if self.kind in self.SOURCE_KINDS else "a dataset directory"
+            self.fail(file_not_dataset_message(path, expected=expected), param, ctx)
         return super().convert(value, param, ctx)
 
 
@@ -1125,9 +1140,12 @@ def train_cmd(src: Path, out: Path, model_name: str, epochs: int, batch_size: in
 
         ferdata train fer2013 --model fer-cnn --epochs 40 --class-weights simple --augment paper001 --out runs/fer
     """
+    from ferdata.dataset import check_dataset_dir, prepare_output
     from ferdata.train.config import TrainConfig
     from ferdata.train.run import train_run
 
+    check_dataset_dir(src)  # paths and output first: TensorFlow takes seconds to load
+    prepare_output(out, overwrite=overwrite, inputs=[src])
     config = TrainConfig(model=model_name, epochs=epochs, batch_size=batch_size, lr=lr, class_weights=class_weights,
                          augment=augment, image_size=_image_size(image_size), channels=int(channels) if channels else None,
                          patience=patience, val_fraction=val_fraction,
@@ -1163,12 +1181,15 @@ def evaluate_cmd(run_dir: Path, src: Path, split: str, out: Path | None, salienc
 
         ferdata evaluate runs/fer btfer --split test --saliency 3
     """
+    from ferdata.dataset import check_dataset_dir
     from ferdata.resources import load_yaml
-    from ferdata.train.run import evaluate_run
+    from ferdata.train.run import check_run_dir, evaluate_run
 
     if limit is not None:
         raise click.UsageError("evaluate does not take --limit (metrics on part of a split would be reported as "
                                "the split's); evaluate a smaller dataset instead")
+    check_run_dir(run_dir)  # paths first: TensorFlow takes seconds to load (evaluate_run checks the rest before it)
+    check_dataset_dir(src)
     mapping = None
     if label_map is not None:
         raw = load_yaml(label_map)
@@ -1176,8 +1197,10 @@ def evaluate_cmd(run_dir: Path, src: Path, split: str, out: Path | None, salienc
             raise click.BadParameter(f"{label_map} must be a YAML mapping of dataset classes to model classes",
                                      param_hint="--label-map")
         mapping = {str(k): str(v) for k, v in raw.items()}
+    notes: list[str] = []
     metrics = evaluate_run(run_dir, src, split=split, out=out, saliency=saliency, label_map=mapping,
-                           batch_size=batch_size, overwrite=overwrite)
+                           batch_size=batch_size, overwrite=overwrite, notes=notes)
+    _print_notes(notes)
     _print_metrics(metrics)
     click.echo(f"evaluate: -> {metrics['out']}")
 

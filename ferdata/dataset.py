@@ -236,16 +236,131 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def _check_dataset_dir(path: str | Path) -> Path:
+def check_dataset_dir(path: str | Path) -> Path:
+    """Return ``path`` when it is a dataset directory; else raise an error that says what it is and what to run.
+
+    Cheap (no ``datasets`` import), so commands call it before loading anything heavy.
+
+    Raises:
+        InputNotFound: when the path does not exist.
+        NotADatasetDir: for a file (a CSV: "import it first: ferdata import fer2013 ..."), a run directory
+            (its ``dataset/``), a folder of class folders ("ferdata import folder ..."), a Hub-layout folder.
+
+    Example:
+        >>> check_dataset_dir("fer2013.csv")   # doctest: +SKIP
+        NotADatasetDir: fer2013.csv is a file, not a dataset directory; import it first: ferdata import fer2013 ...
+    """
     path = Path(path)
     if not path.exists():
         raise InputNotFound(f"dataset directory not found: {path}")
     if not path.is_dir():
-        raise NotADatasetDir(f"{path} is a file, not a dataset directory")
+        raise NotADatasetDir(file_not_dataset_message(path))
     if not (path / "dataset_dict.json").exists():
-        hint = " (a single Dataset, not a DatasetDict)" if (path / "dataset_info.json").exists() else ""
-        raise NotADatasetDir(f"{path} is not a dataset directory{hint}: no dataset_dict.json in it")
+        raise NotADatasetDir(not_a_dataset_message(path))
     return path
+
+
+_check_dataset_dir = check_dataset_dir  # the older private name (ferdata.sources.hf)
+
+_EXAMPLE_IMPORT = "dataset directories are written by ferdata commands, e.g. ferdata import folder SRC --out DIR"
+
+
+def _first_line(path: Path) -> str:
+    import gzip
+
+    try:
+        opener = gzip.open if path.name.lower().endswith(".gz") else open
+        with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+            return f.readline(4096)
+    except (OSError, EOFError):
+        return ""
+
+
+def file_not_dataset_message(path: str | Path, *, expected: str = "a dataset directory") -> str:
+    """One line for a file given where a directory is expected, with the command that imports it.
+
+    Args:
+        path: the file.
+        expected: what was expected instead (``"a dataset directory"``; ``"a source folder"`` for the
+            importers, whose hint then names the right importer rather than "import it first").
+
+    Example:
+        >>> file_not_dataset_message("x.csv.gz")
+        'x.csv.gz is a file, not a dataset directory; import it first: ferdata import fer2013 x.csv.gz --out DIR'
+    """
+    import shlex
+
+    path = Path(path)
+    q = shlex.quote(str(path))
+    head = f"{path} is a file, not {expected}"
+    first = "import it first" if expected == "a dataset directory" else "it is imported by"
+    name = path.name.lower()
+    if name.endswith((".csv", ".csv.gz")):
+        if "image name" in _first_line(path).lower():  # FER+'s fer2013new.csv: votes, no pixels
+            return (f"{head}; it holds FER+ votes, imported beside its FER2013 CSV: "
+                    f"ferdata import fer2013 FER2013.csv --ferplus {q} --out DIR")
+        return f"{head}; {first}: ferdata import fer2013 {q} --out DIR"
+    if name.endswith(".zip"):
+        return (f"{head}; {first}: ferdata import fer2013 {q} --out DIR (a zip of one FER2013 CSV), "
+                "or unzip class folders and run ferdata import folder SRC --out DIR")
+    if (path.parent / "dataset_dict.json").exists():
+        return f"{head}; give the dataset directory that holds it: {path.parent}"
+    if name.endswith((".parquet", ".arrow")):
+        return f"{head}; {first} (its folder): ferdata import hf {shlex.quote(str(path.parent))} --out DIR"
+    return f"{head} ({_EXAMPLE_IMPORT})"
+
+
+def _looks_like_class_folders(path: Path) -> bool:
+    """True when ``path`` (or one of its first subfolders: split folders) holds folders named for classes."""
+    from ferdata.labels import LabelMaps
+
+    known = set(LabelMaps.load().synonyms)
+    dirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if any(p.name.lower() in known for p in dirs):
+        return True
+    return any(c.is_dir() and c.name.lower() in known for p in dirs[:10] for c in p.iterdir())
+
+
+def not_a_dataset_message(path: str | Path) -> str:
+    """One line for a directory without ``dataset_dict.json``: what it is and what to give or run instead.
+
+    Example:
+        >>> not_a_dataset_message("runs/refine")   # doctest: +SKIP
+        'runs/refine is a run directory, not a dataset directory; its dataset is runs/refine/dataset'
+    """
+    import shlex
+
+    path = Path(path)
+    q = shlex.quote(str(path))
+    head = f"{path} is not a dataset directory"
+    if (path / "dataset" / "dataset_dict.json").exists():
+        return f"{path} is a run directory, not a dataset directory; its dataset is {path / 'dataset'}"
+    if (path / "run.json").is_file() or (path / "model.keras").is_file():
+        trained_on = ""
+        try:
+            with (path / "run.json").open(encoding="utf-8") as f:
+                dataset = json.load(f).get("dataset")
+            trained_on = f"; it was trained on {dataset}" if dataset else ""
+        except (OSError, ValueError, AttributeError):
+            pass
+        return f"{path} is a training run directory, not a dataset directory{trained_on}"
+    if (path / "dataset_info.json").exists():
+        return (f"{head} (a single Dataset, not a DatasetDict: no dataset_dict.json); "
+                f"import it first: ferdata import hf {q} --out DIR")
+    try:
+        if (path / "images").is_dir() and (path / "annotations").is_dir():
+            return f"{head}; an AffectNet folder? import it first: ferdata import affectnet {q} --out DIR"
+        if _looks_like_class_folders(path):
+            return f"{head} but a folder of class folders; import it first: ferdata import folder {q} --out DIR"
+        if (path / "README.md").is_file() and (any(path.glob("*.parquet")) or any(path.glob("data/*.parquet"))):
+            return f"{head} but a Hub-layout folder; import it first: ferdata import hf {q} --out DIR"
+        inside = sorted(p.name for p in path.iterdir() if (p / "dataset_dict.json").exists())
+    except OSError:
+        inside = []
+    if inside:
+        shown = ", ".join(str(path / n) for n in inside[:3]) + (", ..." if len(inside) > 3 else "")
+        return f"{head}; it holds dataset directories: {shown}"
+    return f"{head}: no dataset_dict.json in it ({_EXAMPLE_IMPORT})"
 
 
 def open_dataset(path: str | Path) -> datasets.DatasetDict:
@@ -268,7 +383,7 @@ def open_dataset(path: str | Path) -> datasets.DatasetDict:
     """
     import datasets
 
-    path = _check_dataset_dir(path)
+    path = check_dataset_dir(path)
     return datasets.load_from_disk(str(path))
 
 

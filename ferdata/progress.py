@@ -7,8 +7,9 @@ Only the ``ferdata`` root logger is configured: WARNING by default, or the level
 
 What a command prints (docs/cli-output.md):
 
-* libraries stay quiet: :func:`quiet_libraries` (called by the CLI before anything imports
-  TensorFlow) hides TensorFlow's C++/absl start-up lines and its Python logging, and
+* libraries stay quiet: :func:`quiet_libraries` (called on ``import ferdata``, so before anything
+  of ferdata's imports TensorFlow, for library use and the CLI alike) hides TensorFlow's C++/absl
+  start-up lines and its Python logging, and
   :func:`hf_bars` keeps Hugging Face's internal bars (``Saving the dataset``, ``Generating
   train split``, ``Creating parquet``) off; ``FERDATA_VERBOSITY=debug`` shows everything again;
 * a recipe prints ``[i/N] step`` per step (:func:`step_line`) with one bar for the step's work,
@@ -173,6 +174,14 @@ class _QuietLoader(importlib.abc.Loader):
             except Exception:  # pragma: no cover - a broken driver is reported by the first real use
                 pass
         logging.getLogger("tensorflow").setLevel(logging.ERROR)
+        _quiet_absl()
+
+
+def _quiet_absl() -> None:
+    """absl's Python logging at ERROR, when absl is loaded (TensorFlow loads it)."""
+    absl_logging = sys.modules.get("absl.logging")
+    if absl_logging is not None:
+        absl_logging.set_verbosity(absl_logging.ERROR)
 
 
 class _QuietTensorFlowFinder(importlib.abc.MetaPathFinder):
@@ -192,8 +201,9 @@ def quiet_libraries() -> None:
 
     Sets ``TF_CPP_MIN_LOG_LEVEL=3`` and ``GRPC_VERBOSITY=ERROR`` unless they are already set,
     lowers the ``tensorflow`` and ``absl`` Python loggers to ERROR, and arranges for the first
-    ``import tensorflow`` to run with C++ stderr silenced. Call it before anything imports
-    TensorFlow; the CLI does. ``FERDATA_VERBOSITY=debug`` leaves every library as it is.
+    ``import tensorflow`` to run with C++ stderr silenced. ``import ferdata`` calls it (so library
+    use is as quiet as the CLI), and so does the CLI. ``FERDATA_VERBOSITY=debug`` leaves every
+    library as it is.
 
     Example:
         >>> quiet_libraries()
@@ -204,12 +214,7 @@ def quiet_libraries() -> None:
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     for name in ("tensorflow", "absl", "h5py"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    try:
-        from absl import logging as absl_logging  # pure Python, light
-
-        absl_logging.set_verbosity(absl_logging.ERROR)
-    except ImportError:  # pragma: no cover
-        pass
+    _quiet_absl()  # now if absl is loaded; else when TensorFlow loads it (_QuietLoader), so `import ferdata` stays light
     if "tensorflow" not in sys.modules and not any(isinstance(f, _QuietTensorFlowFinder) for f in sys.meta_path):
         sys.meta_path.insert(0, _QuietTensorFlowFinder())
 

@@ -54,6 +54,23 @@ def test_unknown_command_suggests_the_closest(run_cli) -> None:
     assert code == 2 and "commands:" in err and "build" in err
 
 
+def test_a_file_where_a_directory_is_expected_names_what_to_run(tmp_path: Path, fer_csv: Path, run_cli) -> None:
+    # existing(): a dataset argument, an importer's source folder and a run directory each say what fits
+    code, _, err = run_cli("balance", fer_csv, "--out", tmp_path / "o")
+    assert code == 2 and err.count("\n") == 1
+    assert f"is a file, not a dataset directory; import it first: ferdata import fer2013 {fer_csv} --out DIR" in err
+    code, _, err = run_cli("import", "folder", fer_csv, "--out", tmp_path / "o")
+    assert code == 2 and f"is a file, not a source folder; it is imported by: ferdata import fer2013 {fer_csv}" in err
+    code, _, err = run_cli("export-tflite", fer_csv)
+    assert code == 2 and "is a file, not a run directory (the --out of ferdata train or refine)" in err
+    ferplus = tmp_path / "fer2013new.csv"
+    ferplus.write_text("Usage,Image name,neutral,happiness\nTraining,fer0000000.png,8,2\n")
+    code, _, err = run_cli("info", ferplus)
+    assert code == 2 and "FER+ votes, imported beside its FER2013 CSV" in err
+    assert f"ferdata import fer2013 FER2013.csv --ferplus {ferplus} --out DIR" in err
+    assert not (tmp_path / "o").exists()
+
+
 def test_missing_source_names_the_variables_and_where_to_get_fer2013(tmp_path: Path, run_cli) -> None:
     code, _, err = run_cli("build", "fer2013-improved", "--out", tmp_path / "o")
     assert code == 2, err

@@ -56,8 +56,10 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert "shared/data" not in json.dumps(manifest)
     card = (out / "hub" / "README.md").read_text()
     assert "This is a demo dataset made by `ferdata demo`" in card and "| test | 3 | 3 | 3 | 3 | 3 | 3 | 3 | 21 |" in card
-    assert (tmp_path / "ferdata-demo-review" / "index.html").exists()
-    assert not (tmp_path / ".ferdata-crawl").exists()  # the fetch cache went with the demo's server
+    assert (out / "review" / "index.html").exists() and (out / "review" / "review.csv").exists()
+    assert "ferdata-demo/review/" in proc.stdout  # said where it is
+    # every command writes only under its --out: no OUT-review, no fetch cache, no build state beside
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ferdata-demo"]
     # the first thing a user runs on it
     from click.testing import CliRunner
 

@@ -6,8 +6,9 @@ photos made from scikit-image's public-domain samples and every hostile answer a
 truncated JPEG, a decompression bomb, a photo without a face, a group photo, a duplicate under a
 second URL), then runs the **real** ``btfer`` recipe (``pipelines/btfer.yaml``: crawl -> dedupe
 -> MTCNN crop -> quality -> review exclusions -> split -> balance -> Hub export) against it
-with ``--engine loopback``. Afterwards it writes the review contact sheets (``OUT-review/``) and, when
-:mod:`ferdata.report` is installed, the HTML report, and says what to run on real data.
+with ``--engine loopback``. Afterwards it writes the review contact sheets (``OUT/review/``: the demo
+writes nothing outside ``OUT``) and, when :mod:`ferdata.report` is installed, the HTML report, and
+says what to run on real data.
 
 The only differences from ``ferdata build btfer --engine loopback ...``: the crawl's fetch
 cache lives in a temporary directory (each demo server has a new port, so cached URLs could never
@@ -133,14 +134,30 @@ def run_demo(out: str | Path, *, per_class: int = 3, photos: int = 10, overwrite
         card.write_text(dataset_card(out, pretty_name="ferdata demo (btfer recipe, local search engine)",
                                      description=DEMO_NOTE.format(rows=rows)), encoding="utf-8")
     result = DemoResult(out=out, manifest=manifest, seconds=0.0)
-    from ferdata.review import write_review
-
-    result.review_dir = write_review(out, overwrite=overwrite)  # OUT-review, beside the dataset
+    result.review_dir = _write_review_inside(out)
     if report:
         built = out / "report.html"  # a recipe with `report: true` has written it already
         result.report = built if built.exists() else _maybe_report(out, result.notes)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _write_review_inside(out: Path) -> Path:
+    """The review sheets as ``OUT/review/``: the demo writes nothing outside its ``--out``.
+
+    ``write_review`` refuses a folder inside the dataset it reviews (a user's dataset is an input there);
+    the demo's dataset is its own output, so the sheets are written in a temporary folder and moved in.
+    """
+    import shutil
+
+    from ferdata.review import write_review
+
+    dest = out / "review"
+    with tempfile.TemporaryDirectory(prefix="ferdata-demo-review-") as tmp:
+        made = write_review(out, Path(tmp) / "review")
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.move(str(made), str(dest))
+    return dest
 
 
 def _maybe_report(out: Path, notes: list[str]) -> Path | None:

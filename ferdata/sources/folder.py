@@ -4,7 +4,7 @@ Layouts: ``SRC/<class>/<image>`` (everything goes to ``train``) or ``SRC/<split>
 when every top-level folder is a split name (train/training, val/valid/validation/PublicTest,
 test/testing/PrivateTest). Folder names map to classes through the synonyms of
 ``manifests/labels.yaml`` (anger -> angry, happiness -> happy, ...) or a user ``--label-map`` YAML;
-an unknown folder name is an error listing the known names, before any work.
+unknown folder names are one error naming every one with its closest known name, before any work.
 
 Every file is read and decoded (any format PIL reads); an unusable file (zero bytes, not an image,
 truncated, too many pixels) goes to the rejects ledger with its path. CMYK, 16-bit, palette and RGBA
@@ -14,7 +14,7 @@ byte for byte.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,31 +43,96 @@ class FolderConfig:
             raise UsageError(f"classes must be one of {', '.join(map(str, GROUPINGS))}, got {self.classes}")
 
 
+def split_names_help() -> str:
+    """The accepted split-folder names, grouped: ``train (training), validation (val, valid, ...), test (...)``."""
+    groups: dict[str, list[str]] = {}
+    for name, split in SPLIT_NAMES.items():
+        groups.setdefault(split, [])
+        if name != split:
+            groups[split].append(name)
+    return ", ".join(f"{split} ({', '.join(alts)})" if alts else split for split, alts in groups.items())
+
+
+def _suggestion(name: str, known: list[str]) -> str:
+    """`` (did you mean happy?)`` for the closest known name, or a split hint, or nothing."""
+    import difflib
+
+    close = difflib.get_close_matches(name.lower(), known, n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean {close[0]}?)"
+    lowered = name.lower()
+    if any(word in lowered for word in ("train", "test", "val", "dev", "eval")):
+        return " (a split folder? not a split folder name)"
+    return ""
+
+
+def unknown_folders_message(src: Path, unknown: list[Path], known: list[str], *, label_map: bool,
+                            split_mix: Sequence[Path] = ()) -> str:
+    """One line naming every unknown class folder (with its closest known name) and, when split and
+    class folders are mixed at the top of ``src``, what split folders are.
+
+    Example:
+        >>> unknown_folders_message(Path("src"), [Path("src/happyy"), Path("src/sadd")], ["happy", "sad"],
+        ...                         label_map=False)     # doctest: +ELLIPSIS
+        "unknown class folders in src: 'happyy' (did you mean happy?), 'sadd' (did you mean sad?); known names: ..."
+    """
+    parts = []
+    if unknown:
+        named = ", ".join(f"{str(p.relative_to(src))!r}{_suggestion(p.name, known)}" for p in unknown)
+        what = "unknown class folder" if len(unknown) == 1 else "unknown class folders"
+        fix = "add them to the --label-map file" if label_map else "rename them or pass --label-map FILE.yaml"
+        parts.append(f"{what} in {src}: {named}; known names: {', '.join(known)} ({fix})")
+    if split_mix:
+        splits = ", ".join(repr(p.name) for p in split_mix)
+        parts.append(f"{splits} {'is a split folder' if len(split_mix) == 1 else 'are split folders'}, but {src} "
+                     "also holds other folders: use SRC/<class>/<image>, or SRC/<split>/<class>/<image> with only "
+                     f"split folders at the top (split folder names: {split_names_help()})")
+    elif unknown and any("(a split folder?" in _suggestion(p.name, known) for p in unknown):
+        parts.append(f"split folder names: {split_names_help()}")
+    return "; ".join(parts)
+
+
 def scan_folders(src: Path, mapping: dict[str, str] | None) -> list[tuple[str, str, str]]:
     """Return ``(path, class_name, split)`` for every file, in sorted order.
 
+    Every folder name is checked before any file is listed: all unknown ones are named in one error,
+    each with its closest known name.
+
     Raises:
-        UsageError: for a folder name that maps to no class, or no class folders at all.
+        UsageError: for folder names that map to no class (all of them), split folders mixed with
+            other folders at the top, or no class folders at all.
     """
     maps = LabelMaps.load()
     top = sorted(p for p in src.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not top:
         raise UsageError(f"{src} has no class folders (expected SRC/<class>/<image> or SRC/<split>/<class>/<image>)")
-    if all(p.name.lower() in SPLIT_NAMES for p in top):
+    split_dirs = [p for p in top if p.name.lower() in SPLIT_NAMES]
+    if len(split_dirs) == len(top):
         roots = [(SPLIT_NAMES[p.name.lower()], p) for p in top]
+        split_mix: list[Path] = []
     else:
         roots = [("train", src)]
-    files = []
+        split_mix = split_dirs
+    classes: list[tuple[Path, str, str]] = []
+    unknown: list[Path] = []
     for split, root in roots:
         for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            if class_dir in split_mix:
+                continue
             name = maps.canonical_name(class_dir.name, mapping=mapping)
             if name is None:
-                known = sorted(mapping) if mapping else sorted(maps.synonyms)
-                raise UsageError(f"unknown class folder {class_dir.name!r} in {root}; known names: {', '.join(known)} "
-                                 "(or pass --label-map FILE.yaml)")
-            for file in sorted(class_dir.rglob("*")):
-                if file.is_file() and not file.name.startswith("."):
-                    files.append((str(file), name, split))
+                unknown.append(class_dir)
+            else:
+                classes.append((class_dir, name, split))
+    if unknown or split_mix:
+        known = sorted(k.lower() for k in mapping) if mapping else sorted(maps.synonyms)
+        raise UsageError(unknown_folders_message(src, unknown, known, label_map=mapping is not None,
+                                                 split_mix=split_mix))
+    files = []
+    for class_dir, name, split in classes:
+        for file in sorted(class_dir.rglob("*")):
+            if file.is_file() and not file.name.startswith("."):
+                files.append((str(file), name, split))
     return files
 
 

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from ferdata.dataset import atomic_dir
-from ferdata.errors import InputNotFound, UsageError
+from ferdata.errors import InputNotFound, OutputExists, UsageError
 from ferdata.train.config import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -270,21 +270,50 @@ def train_run(
             "notes": notes}
 
 
+def check_run_dir(run_dir: str | Path) -> Path:
+    """Return ``run_dir`` when it holds ``model.keras`` and ``run.json`` (cheap: nothing is loaded).
+
+    Raises:
+        InputNotFound: when it does not; a dataset directory or a refine run is named as such.
+
+    Example:
+        >>> check_run_dir("runs/fer")   # doctest: +SKIP
+        PosixPath('runs/fer')
+    """
+    run_dir = Path(run_dir)
+    missing = [name for name in ("model.keras", "run.json") if not (run_dir / name).is_file()]
+    if missing:
+        hint = ""
+        if (run_dir / "dataset_dict.json").exists():
+            hint = " but a dataset directory (ferdata evaluate takes RUN, then DIR)"
+        elif (run_dir / "dataset" / "dataset_dict.json").exists():
+            hint = f" (a refine run? its round models are {run_dir / 'rounds'}/*/model.keras)"
+        raise InputNotFound(f"{run_dir} is not a training run directory{hint}: no {' or '.join(missing)} in it")
+    return run_dir
+
+
+def read_run_config(run_dir: str | Path) -> dict[str, Any]:
+    """A run directory's ``run.json`` (without loading the model or TensorFlow)."""
+    run_dir = check_run_dir(run_dir)
+    with (run_dir / "run.json").open(encoding="utf-8") as f:
+        return json.load(f)
+
+
 def load_run(run_dir: str | Path) -> tuple[Any, dict[str, Any]]:
     """Load a run directory's model and ``run.json``.
 
     Raises:
-        InputNotFound: when ``run_dir`` has no ``model.keras`` / ``run.json``.
+        InputNotFound: when ``run_dir`` has no ``model.keras`` / ``run.json`` (before TensorFlow loads).
     """
+    config = read_run_config(run_dir)
     import keras
 
-    run_dir = Path(run_dir)
-    for name in ("model.keras", "run.json"):
-        if not (run_dir / name).is_file():
-            raise InputNotFound(f"{run_dir} is not a training run directory: no {name} in it")
-    with (run_dir / "run.json").open(encoding="utf-8") as f:
-        config = json.load(f)
-    return keras.models.load_model(run_dir / "model.keras"), config
+    return keras.models.load_model(Path(run_dir) / "model.keras"), config
+
+
+def default_eval_dir(run_dir: str | Path, dataset_dir: str | Path, split: str) -> Path:
+    """``RUN/eval/<dataset name>-<split>``: where ``evaluate`` writes when no ``out`` is given."""
+    return Path(run_dir) / "eval" / f"{Path(dataset_dir).name}-{split}"
 
 
 def label_index_for(dataset_names: list[str], model_names: list[str], *, mapping: dict[str, str] | None = None,
@@ -336,6 +365,7 @@ def evaluate_run(
     label_map: dict[str, str] | None = None,
     batch_size: int = 64,
     overwrite: bool = False,
+    notes: list[str] | None = None,
 ) -> dict[str, Any]:
     """Evaluate a trained run on a dataset directory's split (e.g. train on FER2013, test on BTFER).
 
@@ -344,11 +374,15 @@ def evaluate_run(
     gradient saliency maps, paper 002) into ``out`` (default ``RUN/eval/<dataset>-<split>``).
     Images are resized / converted to the model's input; labels are matched by name.
 
+    The default output holds only what this function derives, so a re-run replaces it (said in
+    ``notes``); an ``out`` the caller names is replaced only with ``overwrite``. Every check of
+    the inputs and options runs before TensorFlow loads.
+
     Returns:
         The metrics (``classification_report`` plus ``inference_ms_per_image``, ``split``, ``dataset``, ``out``).
 
     Raises:
-        UsageError: for a missing split, classes the model does not know, or an output that exists.
+        UsageError: for a missing split, classes the model does not know, or a named output that exists.
 
     Example:
         >>> evaluate_run("runs/fer-cnn", "btfer", split="test", saliency=3)["accuracy"]   # doctest: +SKIP
@@ -357,7 +391,9 @@ def evaluate_run(
 
     if saliency < 0:
         raise UsageError(f"--saliency must be 0 or more, got {saliency}")
-    model, config = load_run(run_dir)
+    config = read_run_config(run_dir)
+    replaced = _eval_output(run_dir, dataset_dir, split, out, overwrite=overwrite)
+    out = Path(out) if out is not None else default_eval_dir(run_dir, dataset_dir, split)
     dd = open_dataset(dataset_dir)
     if split not in dd:
         raise UsageError(f"split {split!r} not found in {dataset_dir}; splits: {', '.join(dd) or '(none)'}")
@@ -370,9 +406,7 @@ def evaluate_run(
     if index is not None:
         keep = [i for i, v in enumerate(ds["label"]) if int(v) in index]
         ds = ds.select(keep)
-    out = Path(out) if out is not None else Path(run_dir) / "eval" / f"{Path(dataset_dir).name}-{split}"
-    if out.exists() and not overwrite:
-        raise UsageError(f"output {out} already exists; pass --overwrite to replace it")
+    model, config = load_run(run_dir)  # TensorFlow loads here, after every check
     h, w, c = config["input_shape"]
     with atomic_dir(out) as tmp:
         report = _evaluate_into(model, ds, names, tmp, batch_size=batch_size, image_size=(h, w), channels=c,
@@ -381,7 +415,31 @@ def evaluate_run(
             write_saliency_maps(model, ds, names, tmp / "saliency", per_class=saliency, image_size=(h, w),
                                 channels=c, label_index=index)
     report["out"] = str(out)
+    if replaced and notes is not None:
+        notes.append(f"replaced the previous evaluation in {out} (evaluate's default output; "
+                     "give --out DIR to keep several)")
     return report
+
+
+def _eval_output(run_dir: str | Path, dataset_dir: str | Path, split: str, out: str | Path | None, *,
+                 overwrite: bool) -> bool:
+    """Check evaluate's output before any work; True when a previous default output will be replaced.
+
+    Raises:
+        OutputExists: for a named ``out`` that exists without ``overwrite``, or a default output
+            that holds something other than an evaluation (no metrics.json).
+    """
+    if out is not None:
+        if Path(out).exists() and not overwrite:
+            raise OutputExists(f"output {out} already exists; pass --overwrite to replace it")
+        return False
+    default = default_eval_dir(run_dir, dataset_dir, split)
+    if not default.exists():
+        return False
+    if not overwrite and not (default / "metrics.json").is_file() and any(default.iterdir()):
+        raise OutputExists(f"output {default} already exists and is not an evaluation (no metrics.json); "
+                           "pass --overwrite to replace it, or --out DIR")
+    return True
 
 
 def saliency_map(model: Any, images: np.ndarray, classes: np.ndarray) -> np.ndarray:
