@@ -484,7 +484,7 @@ def push(path: str | Path, repo_id: str, *, token: str | None = None, private: b
         create_pr: open a pull request against ``revision`` instead of writing it.
         tag: tag the new commit (fails before any commit when the tag exists).
         license: the card's license (default: the license already on the Hub, else ``other``).
-        endpoint: another Hub endpoint (default ``HF_ENDPOINT``), e.g. :mod:`ferdata.hub_server`.
+        endpoint: another Hub endpoint (default ``HF_ENDPOINT``), e.g. :mod:`ferdata.demo.hub_server`.
         commit_message: the commit's title.
         full_paths: keep local paths in the card's parameters.
         api: an ``HfApi``-compatible client (default: ``huggingface_hub.HfApi``).

@@ -1,6 +1,6 @@
 """Publishing through the real Hugging Face client, against ferdata's loopback Hub on 127.0.0.1.
 
-`huggingface_hub` and `datasets` are pointed at :mod:`ferdata.hub_server` (HF_ENDPOINT and the module
+`huggingface_hub` and `datasets` are pointed at :mod:`ferdata.demo.hub_server` (HF_ENDPOINT and the module
 constants they read at import); a socket guard fails the test if anything resolves a host other
 than 127.0.0.1. Data: the tiny generated FER2013 datasets of conftest.
 """
@@ -20,7 +20,7 @@ REPO = "me/fer"
 @pytest.fixture(name="hub")
 def hub_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator:
     """A loopback Hub that needs ``TOKEN`` to write; the client points at it; no other host is reachable."""
-    from ferdata.hub_server import LoopbackHub, pointed_at
+    from ferdata.demo.hub_server import LoopbackHub, pointed_at
 
     blocked: list[str] = []
     real = socket.getaddrinfo
@@ -220,7 +220,7 @@ def test_card_keeps_fields_and_text_a_user_added_on_the_hub(hub, fer_dir: Path, 
 def test_import_hub_round_trip_offline_and_errors(hub, fer_dir: Path, tmp_path: Path, run_cli,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     from ferdata.dataset import open_dataset, read_manifest
-    from ferdata.hub_server import pointed_at
+    from ferdata.demo.hub_server import pointed_at
 
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     code, _, err = run_cli("push", fer_dir, REPO, "--tag", "v1")
@@ -306,7 +306,7 @@ def test_loopback_hub_answers_the_client_in_the_hubs_shapes(hub) -> None:
         RevisionNotFoundError,
     )
 
-    from ferdata.hub_server import git_blob_id
+    from ferdata.demo.hub_store import git_blob_id
 
     api = HfApi(endpoint=hub.url, token=TOKEN)
     api.create_repo(REPO, repo_type="dataset")
