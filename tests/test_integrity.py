@@ -801,3 +801,84 @@ def test_kill_anywhere_then_resume_is_identical(fer_csv: Path, full_build: Path,
         assert strip(read_manifest(out)) == strip(read_manifest(full_build)), name
         shutil.rmtree(out)
     assert list(outcomes.values()).count("killed") >= 2, outcomes
+
+
+# ---------------------------------------------------------------- ledger lineage (issue 22)
+
+@pytest.mark.parametrize("case_id", case_params("ledger_lineage"))
+def test_ledger_rows_carry_lineage(runner: Runner, case_id: str) -> None:
+    """Every ledger row a step writes names the photo it came from: ``root_id`` (its own id at entry)."""
+    run = runner.get(case_id)
+    for r in _new_ledger(run, run.outs[0]):
+        if r["id"]:  # a source item that could not be decoded has no pixel id: its origin names it
+            assert r.get("root_id"), f"ledger row without root_id: {r}"
+
+
+# ---------------------------------------------------------------- commands that are not one step (issue 22)
+# They write dataset directories through the same commit path as the steps (ferdata.commit), so they
+# must keep the same invariants: conservation, ledger lineage, input untouched, determinism.
+
+def _upscale_csv(data: dict[str, Path], out: Path) -> tuple[Path, int]:
+    """``ferdata upscale`` from a FER2013 CSV: import + upscale in one command."""
+    from ferdata.sr.step import upscale_input
+    from ferdata.steps import StepContext
+
+    upscale_input(data["@csv"], out=out, params={"size": 96}, ctx=StepContext(seed=3))
+    return out, len(data["@csv"].read_text().splitlines()) - 1
+
+
+def _refine_prune(data: dict[str, Path], out: Path) -> tuple[Path, int]:
+    """``ferdata refine --mode prune`` (a tiny model, one round): its output dataset is RUN/dataset."""
+    from ferdata.dataset import open_dataset
+    from ferdata.refine import RefineConfig, refine
+
+    config = RefineConfig(mode="prune", model="shallow-cnn", epochs=1, rounds=1, cv=2, batch_size=8, seed=3,
+                          augment="none", compare=False, top=3, force=True)
+    refine(data["@base"], out, config)
+    return out / "dataset", sum(len(ds) for ds in open_dataset(data["@base"]).values())
+
+
+COMMANDS = {"upscale-csv": _upscale_csv, "refine-prune": _refine_prune}
+
+
+@pytest.fixture(scope="module")
+def command_runs(data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    runs: dict[str, Any] = {}
+    root = tmp_path_factory.mktemp("integrity-commands")
+
+    def get(name: str) -> tuple[list[Path], int, str, str]:
+        if name not in runs:
+            inp = data["@csv"] if name == "upscale-csv" else data["@base"]
+            before = digest(inp)
+            outs = []
+            for k in range(2):
+                out, n_in = COMMANDS[name](data, root / f"{name}-{k}")
+                outs.append(out)
+            runs[name] = (outs, n_in, before, digest(inp))
+        return runs[name]
+
+    return get  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_command_invariants(command_runs: Any, data: dict[str, Path], name: str) -> None:
+    from ferdata.dataset import read_manifest, read_rejects
+
+    outs, n_in, before, after = command_runs(name)
+    assert after == before, f"{name} modified its input"
+    out = outs[0]
+    base_ledger = [] if name == "upscale-csv" else read_rejects(data["@base"])
+    ledger = read_rejects(out)
+    assert ledger[: len(base_ledger)] == base_ledger, "the input's ledger must be carried over unchanged"
+    new = ledger[len(base_ledger):]
+    assert new, f"{name}: the case must remove rows, or its ledger lineage is not tested"
+    kept = sum(len(v) for v in _rows(out).values())
+    assert kept + len(new) == n_in, f"{name}: {n_in} rows in, {kept} kept + {len(new)} in the ledger"
+    for r in new:
+        assert r["step"] and r["reason"], r
+        if r["id"]:
+            assert r.get("root_id"), f"{name}: ledger row without root_id: {r}"
+    entries = read_manifest(out)["steps"]
+    assert entries[-1]["kept"] == kept and entries[-1]["input_rows"] == entries[-1]["kept"] + entries[-1]["rejected"]
+    _assert_same_output(outs[0], outs[1], volatile=("relabel_confidence", "label_confidence", "label_margin",
+                                                     "top1_confidence", "top2_confidence"))

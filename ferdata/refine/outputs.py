@@ -15,7 +15,6 @@ Example:
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import logging
 from collections.abc import Sequence
@@ -43,6 +42,7 @@ from ferdata.refine.rules import flag_row, label_scores
 
 if TYPE_CHECKING:
     from ferdata.refine.loop import _Run
+    from ferdata.steps import StepOutput
 
 logger = logging.getLogger(__name__)
 
@@ -99,20 +99,38 @@ def _untouched_batch(batch: dict[str, list], *, mode: str) -> dict[str, list]:
 def write_dataset(run: _Run, probs: np.ndarray, *, num_proc: int | None = None) -> Path:
     """RUN/dataset: the input dataset with the pool splits relabelled, pruned or flagged.
 
-    Builds the output ``DatasetDict`` (refined splits annotated by the final model's ``probs`` and
-    the judged suspects; untouched splits given the same columns), moves pruned rows to the
-    rejects ledger (reason ``label_disagreement``) and records the ``refine`` step in the manifest.
+    The ``refine`` step runs through :func:`ferdata.steps.run_step` and is written by the one commit
+    path (:func:`ferdata.commit.commit`), like every step: pruned rows go to the rejects ledger
+    (reason ``label_disagreement``) with their thumbnail and lineage (``root_id``, ``parent_id``),
+    after the input's ledger, and the step's entry is appended to the input's manifest.
     """
-    import datasets
-
-    from ferdata.dataset import partition_rejects, read_manifest, read_rejects, save_dataset
-    from ferdata.steps import safe_num_proc
+    from ferdata.commit import Chain, commit
+    from ferdata.steps import Step, StepContext, run_step
 
     c = run.config
-    out = run.run_dir / "dataset"
-    # training ran in this process, so TensorFlow is loaded: forking workers now can deadlock
-    num_proc = safe_num_proc(num_proc, what=STEP_NAME)
     suspects, guard = run.judge(probs)
+
+    def annotate(data: Any, config: Any, ctx: StepContext) -> StepOutput:
+        return _annotated(run, probs, suspects, guard, num_proc=ctx.num_proc)
+
+    step = Step(STEP_NAME, annotate, type(c), source=False, summary="Flag, prune or relabel the rows of the pool splits.")
+    # training ran in this process, so TensorFlow is loaded: run_step forks no workers (safe_num_proc)
+    ctx = StepContext(num_proc=num_proc or 1, seed=c.seed)
+    result, entry = run_step(step, run.dd, c, ctx)
+    chain = Chain.of(run.source)
+    chain.add(result, entry)
+    return commit(result.data, run.run_dir / "dataset", chain, overwrite=True, num_proc=ctx.num_proc)
+
+
+def _annotated(run: _Run, probs: np.ndarray, suspects: np.ndarray, guard: Any, *, num_proc: int) -> StepOutput:
+    """The refine step's output: refined splits annotated by the final model's ``probs`` and the judged
+    ``suspects``, untouched splits given the same columns, pruned rows as ledger rows."""
+    import datasets
+
+    from ferdata.dataset import partition_rejects
+    from ferdata.steps import StepOutput
+
+    c = run.config
     class_label = run.dd[run.pool_splits[0]].features["label"]
     splits = {}
     for split, ds in run.dd.items():
@@ -128,21 +146,12 @@ def write_dataset(run: _Run, probs: np.ndarray, *, num_proc: int | None = None) 
                 ds = ds.cast_column(column, feature)
         splits[split] = ds
     dd, rejects = partition_rejects(datasets.DatasetDict(splits), STEP_NAME)
-    manifest = read_manifest(run.source)
     info = {"mode": c.mode, "relabelled_splits": run.pool_splits, "untouched_splits": run.untouched_splits,
             "rounds": len(run.state["rounds"]), "stop_reason": run.state["stop_reason"],
             "heldout": run.heldout_name, "run_dir": str(run.run_dir.resolve()), "guard": guard,
             "note": (f"labels of {', '.join(run.untouched_splits)} were never changed" if run.untouched_splits
                      else "every split was refined, test included: scores on it are optimistic")}
-    rows_in = sum(len(d) for d in run.dd.values())
-    entry = {"step": STEP_NAME, "params": dataclasses.asdict(c), "seed": c.seed, "limit": None,
-             "limited_out": 0, "input_rows": rows_in,
-             "kept": sum(len(d) for d in dd.values()), "rejected": len(rejects),
-             "rejected_by_reason": {LABEL_DISAGREEMENT: len(rejects)} if rejects else {}, "info": info}
-    manifest["steps"] = [*manifest.get("steps", []), entry]
-    save_dataset(dd, out, manifest=manifest, rejects=[*read_rejects(run.source), *rejects], overwrite=True,
-                 num_proc=num_proc)
-    return out
+    return StepOutput(dd, rejects, info=info)
 
 
 # ---------------------------------------------------------------- tables
