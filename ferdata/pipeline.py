@@ -323,14 +323,7 @@ def build(recipe: Recipe, out: str | Path, *, ctx: StepContext | None = None, ov
         StepFailed: with ``strict`` when a class is short of its target.
     """
     from ferdata.commit import Chain, commit
-    from ferdata.dataset import (
-        MANIFEST_FILE,
-        _json_default,
-        atomic_dir,
-        open_dataset,
-        prepare_output,
-        read_manifest,
-    )
+    from ferdata.dataset import open_dataset, prepare_output, read_manifest
 
     ctx = ctx or StepContext()
     engine = engine or get_engine("local")
@@ -339,25 +332,7 @@ def build(recipe: Recipe, out: str | Path, *, ctx: StepContext | None = None, ov
     state_file = state_dir / "state.json"
     settings = recipe.settings(ctx)
     fingerprint = recipe.fingerprint(ctx)
-    done: list[str] = []
-    if state_dir.exists():
-        state = _read_state(state_file) if state_file.exists() else None
-        if state is not None and state["fingerprint"] == fingerprint:
-            expected = [_checkpoint_name(i, step) for i, (step, _) in enumerate(recipe.steps)]
-            for i, name in enumerate(state["done"][: len(expected)]):  # the longest finished prefix
-                if name != expected[i] or not (state_dir / name / MANIFEST_FILE).exists():
-                    break
-                done.append(name)
-            if done:
-                logger.warning("resuming %s after step %d (%s)", recipe.name, len(done), done[-1])
-        elif state is not None:
-            logger.warning("the interrupted build of %s ran with other settings (%s); starting over", recipe.name,
-                           _changed(state.get("settings") or {}, settings))
-        if not done:
-            shutil.rmtree(state_dir)
-        else:  # leftovers of a step killed mid-save
-            for stale in state_dir.glob(".*.tmp-*"):
-                shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+    done = _finished_steps(recipe, state_dir, fingerprint, settings)
     state_dir.mkdir(parents=True, exist_ok=True)
     ctx.out_dir = out
     if ctx.work_dir is None:
@@ -392,8 +367,52 @@ def build(recipe: Recipe, out: str | Path, *, ctx: StepContext | None = None, ov
         if strict:
             detail = "; ".join(f"{name} short by {r['missing']}" for name, r in shortfall.items())
             raise StepFailed(f"--strict: {detail}; nothing written to {out} (see {final / 'ferdata.json'})")
-    # The output is assembled in a temporary sibling (hard links to the last checkpoint, which stays
-    # intact for a resume) and swapped into place; an existing `out` is replaced only by that rename.
+    _assemble(recipe, out, final, manifest, state_dir, done, seed=ctx.seed)
+    shutil.rmtree(state_dir, ignore_errors=True)
+    return manifest
+
+
+def _finished_steps(recipe: Recipe, state_dir: Path, fingerprint: str, settings: dict[str, Any]) -> list[str]:
+    """The checkpoints an interrupted build with the same settings left (the longest finished prefix).
+
+    Anything else in ``state_dir`` is cleared: another build's state, or leftovers of a step killed
+    mid-save.
+    """
+    from ferdata.dataset import MANIFEST_FILE
+
+    done: list[str] = []
+    if not state_dir.exists():
+        return done
+    state_file = state_dir / "state.json"
+    state = _read_state(state_file) if state_file.exists() else None
+    if state is not None and state["fingerprint"] == fingerprint:
+        expected = [_checkpoint_name(i, step) for i, (step, _) in enumerate(recipe.steps)]
+        for i, name in enumerate(state["done"][: len(expected)]):  # the longest finished prefix
+            if name != expected[i] or not (state_dir / name / MANIFEST_FILE).exists():
+                break
+            done.append(name)
+        if done:
+            logger.warning("resuming %s after step %d (%s)", recipe.name, len(done), done[-1])
+    elif state is not None:
+        logger.warning("the interrupted build of %s ran with other settings (%s); starting over", recipe.name,
+                       _changed(state.get("settings") or {}, settings))
+    if not done:
+        shutil.rmtree(state_dir)
+    else:  # leftovers of a step killed mid-save
+        for stale in state_dir.glob(".*.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+    return done
+
+
+def _assemble(recipe: Recipe, out: Path, final: Path, manifest: dict[str, Any], state_dir: Path, done: list[str], *,
+              seed: int) -> None:
+    """Write ``out`` from the last checkpoint: its files, the final manifest, the Hub folder and the report.
+
+    The output is assembled in a temporary sibling (hard links to the last checkpoint, which stays
+    intact for a resume) and swapped into place; an existing ``out`` is replaced only by that rename.
+    """
+    from ferdata.dataset import MANIFEST_FILE, _json_default, atomic_dir
+
     with atomic_dir(out) as tmp:
         _link_or_copy_tree(final, tmp)
         (tmp / MANIFEST_FILE).unlink()  # a link to the checkpoint's file: never write through it
@@ -405,6 +424,4 @@ def build(recipe: Recipe, out: str | Path, *, ctx: StepContext | None = None, ov
             # the card names the final output, never the temporary folder it is written in
             export(tmp, tmp / recipe.export, format=recipe.export, name=out.name, load_path=f"{out.name}/{recipe.export}")
         if recipe.report:
-            _write_build_report(recipe, tmp, state_dir, done, seed=ctx.seed, name=out.name)
-    shutil.rmtree(state_dir, ignore_errors=True)
-    return manifest
+            _write_build_report(recipe, tmp, state_dir, done, seed=seed, name=out.name)
