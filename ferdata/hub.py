@@ -189,20 +189,17 @@ def dataset_card(path: str | Path, *, pretty_name: str | None = None, license: s
         >>> print(dataset_card("fer2013")[:3])   # doctest: +SKIP
         ---
     """
-    from datasets.info import DatasetInfo, DatasetInfosDict
-    from datasets.splits import SplitDict, SplitInfo
-    from huggingface_hub import DatasetCard, DatasetCardData
+    from huggingface_hub import DatasetCard
 
     from ferdata import __version__
     from ferdata.balance import all_class_weights
-    from ferdata.dataset import class_counts, label_names, open_dataset, read_manifest
+    from ferdata.dataset import label_names, open_dataset, read_manifest
     from ferdata.resources import manifest_path
 
     path = Path(path)
     dd = open_dataset(path)
     manifest = read_manifest(path)
     names = label_names(dd)
-    first = next(iter(dd.values()))
     total = sum(len(ds) for ds in dd.values())
     name = name or (repo_id.split("/")[-1] if repo_id else path.name)
     pretty = pretty_name or name
@@ -210,39 +207,9 @@ def dataset_card(path: str | Path, *, pretty_name: str | None = None, license: s
     # class weights computed from these rows (a manifest's may predate a later split or filter)
     weights = all_class_weights(dd)
     facts["class_weights"] = weights
-    meta = DatasetCardData(
-        license=license,
-        task_categories=["image-classification"],
-        tags=["facial-expression-recognition", "ferdata"],
-        size_categories=[size_category(total)],
-        pretty_name=pretty,
-        configs=[{"config_name": "default", "data_files": [{"split": s, "path": f"{DATA_DIR}/{s}-*.parquet"}
-                                                          for s in dd]}],
-        ferdata=facts,
-    )
-    splits = SplitDict()
-    for s, ds in dd.items():
-        splits.add(SplitInfo(name=s, num_examples=len(ds), num_bytes=int(ds.data.nbytes) if ds._indices is None else 0))
-    # dataset_info (features and splits) in the YAML form push_to_hub writes, through datasets' public API
-    DatasetInfosDict({"default": DatasetInfo(features=first.features, splits=splits)}).to_dataset_card_data(meta)
-    sources: Counter[str] = Counter()
-    for ds in dd.values():
-        sources.update(ds["source"])
-    distribution = []
-    for split, ds in dd.items():
-        counts = class_counts(ds)
-        distribution.append(f"| {split} | {' | '.join(str(counts[n]) for n in names)} | {len(ds)} |")
-    lines = ["| split | method | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
-    for split, methods in weights.items():
-        for method, w in methods.items():
-            lines.append(f"| {split} | {method} | " + " | ".join(f"{w.get(n, 0):.3g}" for n in names) + " |")
-    weights_text = "\n".join(lines)
+    meta = _card_data(dd, license=license, pretty=pretty, total=total, facts=facts)
     recipe = facts.get("recipe")
-    upstream = manifest.get("upstream") or {}
-    origin_lines = [f"- `{s}`: {n} images" for s, n in sorted(sources.items())]
-    if upstream.get("repo_id"):
-        origin_lines.append(f"- imported from the Hub dataset `{upstream['repo_id']}` at revision "
-                            f"`{upstream.get('revision', 'main')}` (commit `{str(upstream.get('commit', ''))[:12]}`)")
+    origin_lines = _origin_lines(dd, manifest.get("upstream") or {})
     built = facts.get("built_with") or __version__
     template = string.Template(manifest_path("dataset-card", suffix=".md").read_text(encoding="utf-8"))
     body = template.safe_substitute(
@@ -259,11 +226,68 @@ def dataset_card(path: str | Path, *, pretty_name: str | None = None, license: s
         steps_table=_steps_table(facts["steps"], manifest),
         class_header=" | ".join(names),
         class_rule="---|" * len(names),
-        distribution_table="\n".join(distribution),
-        class_weights=weights_text,
+        distribution_table=_distribution_table(dd, names),
+        class_weights=_weights_table(weights, names),
         license=license,
     )
     return str(DatasetCard(f"---\n{meta.to_yaml()}\n---\n\n{BODY_BEGIN}\n{body.strip()}\n{BODY_END}\n"))
+
+
+def _card_data(dd: Any, *, license: str, pretty: str, total: int, facts: dict[str, Any]) -> Any:
+    """The card's YAML metadata: licence, task, tags, size, configs, ferdata's provenance and dataset_info."""
+    from datasets.info import DatasetInfo, DatasetInfosDict
+    from datasets.splits import SplitDict, SplitInfo
+    from huggingface_hub import DatasetCardData
+
+    meta = DatasetCardData(
+        license=license,
+        task_categories=["image-classification"],
+        tags=["facial-expression-recognition", "ferdata"],
+        size_categories=[size_category(total)],
+        pretty_name=pretty,
+        configs=[{"config_name": "default", "data_files": [{"split": s, "path": f"{DATA_DIR}/{s}-*.parquet"}
+                                                          for s in dd]}],
+        ferdata=facts,
+    )
+    splits = SplitDict()
+    for s, ds in dd.items():
+        splits.add(SplitInfo(name=s, num_examples=len(ds), num_bytes=int(ds.data.nbytes) if ds._indices is None else 0))
+    # dataset_info (features and splits) in the YAML form push_to_hub writes, through datasets' public API
+    first = next(iter(dd.values()))
+    DatasetInfosDict({"default": DatasetInfo(features=first.features, splits=splits)}).to_dataset_card_data(meta)
+    return meta
+
+
+def _origin_lines(dd: Any, upstream: dict[str, Any]) -> list[str]:
+    """Where the rows came from: images per source, and the Hub dataset they were imported from."""
+    sources: Counter[str] = Counter()
+    for ds in dd.values():
+        sources.update(ds["source"])
+    lines = [f"- `{s}`: {n} images" for s, n in sorted(sources.items())]
+    if upstream.get("repo_id"):
+        lines.append(f"- imported from the Hub dataset `{upstream['repo_id']}` at revision "
+                     f"`{upstream.get('revision', 'main')}` (commit `{str(upstream.get('commit', ''))[:12]}`)")
+    return lines
+
+
+def _distribution_table(dd: Any, names: list[str]) -> str:
+    """Rows of the class-distribution table, one per split."""
+    from ferdata.dataset import class_counts
+
+    rows = []
+    for split, ds in dd.items():
+        counts = class_counts(ds)
+        rows.append(f"| {split} | {' | '.join(str(counts[n]) for n in names)} | {len(ds)} |")
+    return "\n".join(rows)
+
+
+def _weights_table(weights: dict[str, dict[str, dict[str, float]]], names: list[str]) -> str:
+    """The class-weights table: one row per split and method."""
+    lines = ["| split | method | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    for split, methods in weights.items():
+        for method, w in methods.items():
+            lines.append(f"| {split} | {method} | " + " | ".join(f"{w.get(n, 0):.3g}" for n in names) + " |")
+    return "\n".join(lines)
 
 
 def _default_load_path(out: Path) -> str:
