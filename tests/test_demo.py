@@ -38,6 +38,10 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert "kaggle.com" in proc.stdout and "fer2013new.csv" in proc.stdout and "FERPlus" in proc.stdout
     assert "ferdata info ferdata-demo" in proc.stdout
     assert lines[-1].startswith("demo: 21 faces {'test': 21} from ") and lines[-1].endswith("-> ferdata-demo")
+    # published to the loopback Hub and read back, said just above the last line
+    assert lines[-2].startswith("hub: pushed 21 rows (card + 1 parquet shard) to the loopback Hub as "
+                                "ferdata/btfer-demo (commit "), lines[-2]
+    assert lines[-2].endswith("read back 21 rows, the same ids in the same order -> ferdata-demo/from-hub"), lines[-2]
 
     out = tmp_path / "ferdata-demo"
     dd = open_dataset(out)
@@ -56,6 +60,19 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert "shared/data" not in json.dumps(manifest)
     card = (out / "hub" / "README.md").read_text()
     assert "This is a demo dataset made by `ferdata demo`" in card and "| test | 3 | 3 | 3 | 3 | 3 | 3 | 3 | 21 |" in card
+    assert 'datasets.load_dataset("ferdata-demo/hub")' in card and "load_from_disk" not in card
+    # the round trip: import hub wrote OUT/from-hub with exactly the rows pushed (ids, order, labels, lineage)
+    back = open_dataset(out / "from-hub")
+    assert {s: list(ds["id"]) for s, ds in back.items()} == {s: list(ds["id"]) for s, ds in dd.items()}
+    for column in ("label", "root_id", "source"):
+        assert back["test"][column] == dd["test"][column], column
+    pushed = manifest["demo"]["hub"]
+    assert pushed["rows_pushed"] == pushed["rows_read_back"] == 21 and pushed["ids_equal"] and pushed["card_note_kept"]
+    assert pushed["files"] == ["README.md", "data/test-00000-of-00001.parquet"]
+    upstream = read_manifest(out / "from-hub")
+    assert [s["step"] for s in upstream["steps"]] == ["import_hub"]
+    assert upstream["upstream"]["repo_id"] == "ferdata/btfer-demo" and upstream["upstream"]["commit"] == pushed["commit"]
+    assert upstream["upstream"]["provenance"]["recipe"]["name"] == "btfer"
     assert (out / "review" / "index.html").exists() and (out / "review" / "review.csv").exists()
     assert "ferdata-demo/review/" in proc.stdout  # said where it is
     # every command writes only under its --out: no OUT-review, no fetch cache, no build state beside
