@@ -45,6 +45,8 @@ logger = logging.getLogger(__name__)
 
 # survivors whose candidate pairs are verified in one batch (the decisions stay sequential)
 _GREEDY_BLOCK = 512
+# unzoomed detail correlation above which a pair is registered without the zoom trials
+_ACCEPT_XCORR = 0.85
 # rows above which a brute-force candidate search gets a warning (quadratic: minutes and more)
 _LARGE_ROWS = 200_000
 
@@ -135,16 +137,6 @@ def _image_pixels(ds: datasets.Dataset) -> np.ndarray:
 # survivor-first grouping
 
 
-def _components(n: int, edges_a: np.ndarray, edges_b: np.ndarray) -> np.ndarray:
-    """Connected-component label of each of n nodes (deterministic: scipy's csgraph)."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    graph = coo_matrix((np.ones(len(edges_a), dtype=np.int8), (edges_a, edges_b)), shape=(n, n)).tocsr()
-    _, labels = connected_components(graph, directed=False)
-    return labels
-
-
 @dataclass
 class _Grouping:
     """What :func:`_group_rows` decides, per row of the concatenated splits."""
@@ -214,12 +206,13 @@ def _group_rows(dd: datasets.DatasetDict, splits: list[str], config: DedupeConfi
     2. Candidate pairs: representatives (not constant) whose hashes are within ``threshold``.
     3. In keep order (``rank``, then dataset order), each representative not yet grouped becomes
        a survivor; each of its candidates not yet grouped joins its group when the verifier
-       confirms the pair (score >= ``min_score``; every candidate with ``verify="none"``). A
+       confirms the pair (score >= ``config.required_score(distance)``; every candidate with
+       ``verify="none"``). A
        row is therefore never grouped through a third row: a~b~c with a~c beyond the radius
        (or unverified) leaves c to be a survivor of its own.
     4. Similar groups: a survivor's candidates that scored at least ``similar_score`` but were not
-       confirmed (or that another group took first) link the two groups; linked groups are
-       connected components (a session of one person stays together).
+       confirmed link the two groups; bounded like the duplicate groups, each similar group is an
+       anchor and the groups linked to it directly (never a chain of look-alikes).
     """
     n = len(id_keys)
     order = np.lexsort((np.arange(n), rank)) if n else np.empty(0, np.int64)
@@ -246,16 +239,18 @@ def _group_rows(dd: datasets.DatasetDict, splits: list[str], config: DedupeConfi
     return _Grouping(survivor, score, is_copy, greedy.similar(n, survivor), id_inv, info)
 
 
-def _candidate_pairs(hashes: np.ndarray, threshold: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs ``(li, lj)`` of the candidates (indices into ``hashes``) within ``threshold``."""
+def _candidate_pairs(hashes: np.ndarray, threshold: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs ``(li, lj)`` of the candidates (indices into ``hashes``) within ``threshold``, and their distances."""
     m = len(hashes)
     if m > _LARGE_ROWS and _plan(m, threshold).brute:
         logger.warning("dedupe: %d rows at radius %d: the exact candidate search is quadratic here (the "
                        "multi-index does not pay off at this radius; ~%.0f min for a million rows, and the "
                        "candidates to verify grow with the square of the rows); for datasets this large pass "
                        "--threshold 8 or less (docs/dedupe.md)", m, threshold, 28 * (m / 1e6) ** 2)
-    li, lj, _ = find_duplicate_arrays(hashes, threshold) if m > 1 else (np.empty(0, np.int64),) * 3
-    return li, lj
+    if m < 2:
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64)
+    li, lj, d = find_duplicate_arrays(hashes, threshold)
+    return li, lj, np.asarray(d, dtype=np.int64)
 
 
 class _SurvivorFirst:
@@ -269,13 +264,13 @@ class _SurvivorFirst:
     Args:
         dd, splits: the dataset and its split order (the verifier's images are read from it).
         cand: the row of each candidate, in turn order.
-        pairs: ``(li, lj)``: the candidate pairs (turns) within the radius.
-        config: its ``verify``, ``min_score`` and ``similar_score`` are used.
+        pairs: ``(li, lj, d)``: the candidate pairs (turns) within the radius and their distances.
+        config: its ``verify``, ``min_score``, ``score_rise`` and ``similar_score`` are used.
     """
 
     def __init__(self, dd: datasets.DatasetDict, splits: list[str], cand: np.ndarray,
-                 pairs: tuple[np.ndarray, np.ndarray], config: DedupeConfig) -> None:
-        li, lj = pairs
+                 pairs: tuple[np.ndarray, np.ndarray, np.ndarray], config: DedupeConfig) -> None:
+        li, lj, dist = pairs
         m = len(cand)
         self.cand, self.li, self.lj, self.config = cand, li, lj, config
         src, dst = np.concatenate([li, lj]), np.concatenate([lj, li])
@@ -283,8 +278,9 @@ class _SurvivorFirst:
         by_src = np.argsort(src, kind="stable")
         self.dst, self.eid = dst[by_src], eid[by_src]
         self.indptr = np.searchsorted(src[by_src], np.arange(m + 1))
-        #: verifier score of each pair (NaN until scored)
+        #: verifier score of each pair (NaN until scored), and the score it needs (rises with the distance)
         self.escore = np.full(len(li), np.nan)
+        self.required = config.required_score(dist)
         #: verifier score of each candidate against its survivor (NaN: survivor, or no verifier)
         self.score = np.full(m, np.nan)
         #: survivor (turn) of each candidate; -1 while it is free
@@ -311,8 +307,8 @@ class _SurvivorFirst:
         edges = edges[np.isnan(self.escore[edges])]
         if not self.verify or not len(edges):
             return
-        # the verdict needs only score >= min_score; similar links need scores below it (unchanged)
-        result = verify_pairs(self.spectra, self.li[edges], self.lj[edges], accept_at=self.config.min_score)
+        # a pair whose unzoomed detail correlation is already this high skips the zoom trials
+        result = verify_pairs(self.spectra, self.li[edges], self.lj[edges], accept_at=_ACCEPT_XCORR)
         self.escore[edges] = result.score
         self.verified += len(edges)
 
@@ -322,7 +318,7 @@ class _SurvivorFirst:
         nb, e = nb[free], e[free]
         if self.verify:
             sc = self.escore[e]
-            ok = sc >= self.config.min_score
+            ok = sc >= self.required[e]
             self.rejected += int((~ok).sum())
             self.links.extend((u, int(v)) for v in nb[~ok & (sc >= self.config.similar_score)])
             self.score[nb[ok]] = sc[ok]
@@ -370,18 +366,41 @@ class _SurvivorFirst:
             self.claim(u, nb[later], e[later])
 
     def similar(self, n: int, survivor: np.ndarray) -> np.ndarray:
-        """Similar-group component of each of the ``n`` rows, from the links and the final ``survivor``.
+        """Similar-group anchor (a row) of each of the ``n`` rows, from the links and the final ``survivor``.
 
-        A link to a row that another survivor took links that survivor's group.
+        Bounded like the duplicate groups, without chaining: in keep order, a survivor not yet in
+        a similar group becomes an anchor and takes the survivors linked to it directly (a link
+        to a row that another survivor took links that survivor). A look-alike of a look-alike
+        is not pulled in: every member is linked to its own anchor.
         """
         sim = np.arange(n, dtype=np.int64)
-        if self.links:
-            a = np.array([self.cand[u] for u, _ in self.links])
-            b = survivor[np.array([self.cand[v] for _, v in self.links])]
-            keep = a != b
-            if keep.any():
-                sim = _components(n, a[keep], b[keep])
-        return sim
+        if not self.links:
+            return sim
+        a = np.array([self.cand[u] for u, _ in self.links])
+        b = survivor[np.array([self.cand[v] for _, v in self.links])]
+        keep = a != b
+        a, b = a[keep], b[keep]
+        if not len(a):
+            return sim
+        turn = np.full(n, -1, dtype=np.int64)
+        turn[self.cand] = np.arange(len(self.cand))
+        src, dst = np.concatenate([a, b]), np.concatenate([b, a])
+        order = np.lexsort((turn[dst], turn[src]))
+        src, dst = src[order], dst[order]
+        assigned = np.zeros(n, dtype=bool)
+        starts = np.flatnonzero(np.r_[True, src[1:] != src[:-1]])
+        for lo, hi in zip(starts, [*starts[1:], len(src)], strict=True):  # anchors in keep (turn) order
+            anchor = int(src[lo])
+            if assigned[anchor]:
+                continue
+            members = dst[lo:hi]
+            members = np.unique(members[~assigned[members]])
+            if not len(members):
+                continue
+            assigned[anchor] = True
+            assigned[members] = True
+            sim[members] = anchor
+        return sim[survivor]  # the rows of a duplicate group follow their survivor
 
 
 # ---------------------------------------------------------------------------------------------
@@ -540,7 +559,8 @@ class DuplicateGroups:
                        "label": rows.label_name(rows.labels[row]), "survivor_label": rows.label_name(rows.labels[s]),
                        "method": config.method, "threshold": config.threshold, "verify": config.verify,
                        "verify_score": None if np.isnan(self.score[row]) else round(float(self.score[row]), 4),
-                       "min_score": config.min_score, SIMILAR_GROUP: self.similar_id[c]}
+                       "min_score": config.min_score, "score_rise": config.score_rise,
+                       "required_score": round(float(config.required_score(self.distance[row])), 4), SIMILAR_GROUP: self.similar_id[c]}
             if self.reason[row] == LABEL_CONFLICT:
                 details["labels"] = sorted({rows.label_name(rows.labels[k]) for k in self.members_of[int(c)]})
             out.append(make_reject(rows.ids[row], rows.origins[row], step, self.reason[row], details))

@@ -119,7 +119,8 @@ def summary_lines(info: dict[str, Any], report: Path) -> list[str]:
     if info.get("verify", "none") != "none":
         lines.append(f"verifier {info['verify']}: {info.get('verified_pairs', 0)} of {info.get('near_hash_pairs', 0)} "
                      f"candidate pairs scored, {info.get('rejected_by_verifier', 0)} rejected (score < "
-                     f"{info.get('min_score')}); similar groups (same person, other photo; kept) "
+                     f"{info.get('min_score')} + {info.get('score_rise', 0)}/bit beyond 10 bits); similar groups "
+                     f"(look-alikes linked to one anchor; kept) "
                      f"{info.get('similar_groups', 0)} ({info.get('similar_rows', 0)} rows)")
     leakage = info.get("leakage_groups", {})
     if leakage:

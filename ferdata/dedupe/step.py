@@ -59,7 +59,8 @@ def dedupe_dataset(dd: datasets.DatasetDict, config: DedupeConfig | None = None,
     Rows with the same ``id`` (identical decoded pixels) are always one group (``exact_duplicate``).
     Near duplicates are found survivor-first, without chaining (see :func:`_group_rows`): in keep
     order, each row not yet grouped becomes a survivor and takes the candidates within
-    ``config.threshold`` of its hash that the verifier confirms (``verify_score >= min_score``).
+    ``config.threshold`` of its hash that the verifier confirms (``verify_score >= min_score``, plus
+    ``score_rise`` per hash bit beyond 10).
     The others go to the ledger (reason ``exact_duplicate`` or ``near_duplicate``, details with
     ``duplicate_of``, ``distance`` to the survivor, ``verify_score``, ``group_diameter``, splits and
     labels). Kept rows linked by a score of at least ``similar_score`` share a ``similar_group``.
@@ -175,7 +176,8 @@ def _info(config: DedupeConfig, groups: DuplicateGroups, *, hashes_reused: bool,
         "label_conflict_groups": groups.conflict_groups, "relabelled": groups.relabelled,
         "eval_survivors_not_relabelled": groups.eval_not_relabelled,
         "leakage_groups": dict(sorted(leakage.items())), "leakage_rows": leak_rows,
-        "verify": config.verify, "min_score": config.min_score, "similar_score": config.similar_score,
+        "verify": config.verify, "min_score": config.min_score, "score_rise": config.score_rise,
+        "similar_score": config.similar_score, "largest_similar_group": int(max(map(len, similar.values()), default=0)),
         "verified_pairs": grouping.info["verified_pairs"], "rejected_by_verifier": grouping.info["rejected_by_verifier"],
         "max_group_diameter": int(groups.diameter.max()) if len(groups.diameter) else 0,
         "similar_groups": len(similar), "similar_rows": int(sum(len(v) for v in similar.values())),

@@ -1,8 +1,13 @@
 """The verifier: is a candidate pair of near-duplicate hashes the same photograph?
 
 :func:`verify_pairs` registers the *detail* of two images (image minus a Gaussian blur) by the
-peak of their cross-correlation, trying small zooms for re-crops; the peak's value is the score
-the ``dedupe`` step compares with ``min_score`` (``xcorr``), docs/dedupe.md has the labelled table.
+peak of their cross-correlation, trying small zooms for re-crops (``xcorr``); at that registration
+it then measures the photometric *residual* of the pixels (median absolute residual of a linear
+brightness/contrast fit, in units of the image's contrast, on the central 32 x 32 px). Two prints
+of one photograph leave almost nothing (~0.05-0.25: re-encoding, a caption or watermark moves few
+pixels); two photographs of one person or of look-alikes leave ~0.15-0.7. The verdict score the
+``dedupe`` step compares with its distance-dependent threshold is ``xcorr - residual``;
+docs/dedupe.md has the labelled tables (fer2013-train at dataset scale, fer2013-dev).
 """
 
 from __future__ import annotations
@@ -27,6 +32,11 @@ VERIFY_SIGMA = 1.5
 #: face scores ~0.1-0.4; every labelled same-photo pair but 2 of 208 and every synthetic 2-4 px
 #: re-crop that needs a zoom scores at least this unzoomed: tests/benchmarks/bench_dedupe.py)
 VERIFY_ZOOM_FLOOR = 0.35
+#: half-side (px at VERIFY_SIZE) of the central square the residual is measured on (32 x 32 px:
+#: the face, away from the border a shift or zoom reveals)
+RESIDUAL_HALF = 16
+#: residual given to a pair whose xcorr is below VERIFY_ZOOM_FLOOR (not measured: a different photo)
+RESIDUAL_UNMEASURED = 1.0
 _VERIFY_BATCH = 2048
 _COMBOS = ((0, 1), (0, 2), (1, 0), (2, 0))  # (zoom index of a, zoom index of b) after (0, 0)
 
@@ -151,8 +161,13 @@ def _correlate(fa: np.ndarray | tuple[np.ndarray, np.ndarray],
 class VerifyResult:
     """Scores of a batch of pairs (arrays aligned with the pairs)."""
 
-    #: the verdict score: normalised correlation of the registered details, -1..1
+    #: the verdict score: ``xcorr - residual`` (-2..1)
     score: np.ndarray
+    #: normalised correlation of the registered details, -1..1
+    xcorr: np.ndarray
+    #: median absolute residual of the registered pixels after a linear brightness/contrast fit,
+    #: in units of b's standard deviation (RESIDUAL_UNMEASURED below VERIFY_ZOOM_FLOOR)
+    residual: np.ndarray
     #: zoom of a over b of the best registration (>1: a is the tighter crop)
     zoom: np.ndarray
     #: shift (pixels at VERIFY_SIZE) of b onto a
@@ -209,22 +224,27 @@ def verify_pairs(images: Sequence[np.ndarray] | np.ndarray | DetailSpectra, i: n
                  j: np.ndarray | Sequence[int], *, accept_at: float | None = None) -> VerifyResult:
     """Score whether each pair ``(images[i[k]], images[j[k]])`` shows the same photograph.
 
-    The verifier compares the *detail* of the two images (image minus a sigma-1.5 blur: hair
-    strands, skin texture, edges), windowed and normalised: the peak of their cross-correlation
-    within +-VERIFY_MAX_SHIFT px registers the shift, and its value is the score. When the
-    unzoomed score is at least VERIFY_ZOOM_FLOOR, either side is also magnified by VERIFY_ZOOMS
-    (re-crops) and the best registration wins. Two prints of one photograph share their detail
-    and score ~0.4-1.0; two photographs of centred gray faces share only the layout and score
-    ~0.0-0.4 (see docs/dedupe.md for the labelled real table).
+    Two independent measures at one registration:
+
+    * ``xcorr``: the *detail* of the two images (image minus a sigma-1.5 blur: hair strands, skin
+      texture, edges), windowed and normalised; the peak of their cross-correlation within
+      +-VERIFY_MAX_SHIFT px registers the shift, and its value is the score. When the unzoomed
+      score is at least VERIFY_ZOOM_FLOOR, either side is also magnified by VERIFY_ZOOMS
+      (re-crops) and the best registration wins.
+    * ``residual``: at that registration, the median absolute difference of the central pixels
+      after the best linear brightness/contrast fit, over b's contrast. Burst shots of one person
+      share the layout and much of the detail, but not the pixels.
+
+    The verdict ``score`` is ``xcorr - residual``: prints of one photograph score ~0.45-1.0,
+    other photographs of one person ~0.2-0.6, different people below (docs/dedupe.md).
 
     Args:
         images: arrays from :func:`verify_array` (gray float32, VERIFY_SIZE square), or a
             :class:`DetailSpectra` over them (spectra reused across calls).
         i, j: indices of the pairs.
-        accept_at: pairs whose unzoomed score already reaches this skip the zoom trials (their
-            score is then the unzoomed one, a lower bound of the full score): the verdict
-            ``score >= accept_at`` is the same as without it, at a fraction of the work when
-            most candidates are copies. ``None`` (default): every pair gets its best score.
+        accept_at: pairs whose unzoomed ``xcorr`` already reaches this skip the zoom trials
+            (their registration is then the unzoomed one): a fraction of the work when most
+            candidates are copies. ``None`` (default): every pair gets its best registration.
 
     Example:
         >>> rng = np.random.default_rng(0)
@@ -235,27 +255,63 @@ def verify_pairs(images: Sequence[np.ndarray] | np.ndarray | DetailSpectra, i: n
     """
     i, j = np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64)
     m = len(i)
-    score, zoom = np.full(m, -1.0), np.ones(m)
+    xcorr, zoom = np.full(m, -1.0), np.ones(m)
     dy, dx = np.zeros(m, dtype=np.int64), np.zeros(m, dtype=np.int64)
+    residual = np.full(m, RESIDUAL_UNMEASURED)
     if not m:
-        return VerifyResult(score, zoom, dy, dx)
+        return VerifyResult(xcorr - residual, xcorr, residual, zoom, dy, dx)
     spectra = images if isinstance(images, DetailSpectra) else DetailSpectra(images)
+    za_of, zb_of = np.zeros(m, dtype=np.int64), np.zeros(m, dtype=np.int64)
     for lo in range(0, m, _VERIFY_BATCH):
         sl = slice(lo, min(m, lo + _VERIFY_BATCH))
         ia, ib = i[sl], j[sl]
         s, y, x = _correlate(spectra.slots(0, ia), spectra.slots(0, ib))
-        score[sl], dy[sl], dx[sl] = s, y, x
+        xcorr[sl], dy[sl], dx[sl] = s, y, x
         retry = s >= VERIFY_ZOOM_FLOOR
         if accept_at is not None:
             retry &= s < accept_at
         retry = np.nonzero(retry)[0]
-        if not len(retry):
-            continue
         rows = retry + lo
-        for za, zb in _COMBOS:
+        for za, zb in _COMBOS if len(retry) else ():
             s2, y2, x2 = _correlate(spectra.slots(za, ia[retry]), spectra.slots(zb, ib[retry]))
-            better = s2 > score[rows]
+            better = s2 > xcorr[rows]
             sel = rows[better]
-            score[sel], dy[sel], dx[sel] = s2[better], y2[better], x2[better]
+            xcorr[sel], dy[sel], dx[sel] = s2[better], y2[better], x2[better]
             zoom[sel] = VERIFY_ZOOMS[za] / VERIFY_ZOOMS[zb]
-    return VerifyResult(score, zoom, dy, dx)
+            za_of[sel], zb_of[sel] = za, zb
+        measured = np.nonzero(xcorr[sl] >= VERIFY_ZOOM_FLOOR)[0] + lo
+        if len(measured):
+            residual[measured] = _residual(spectra, i[measured], j[measured], za_of[measured], zb_of[measured],
+                                           dy[measured], dx[measured])
+    return VerifyResult(xcorr - residual, xcorr, residual, zoom, dy, dx)
+
+
+def _residual(spectra: DetailSpectra, i: np.ndarray, j: np.ndarray, za: np.ndarray, zb: np.ndarray,
+              dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
+    """Median absolute residual of the registered central pixels after a linear fit, over b's std.
+
+    ``a`` (zoomed by ``VERIFY_ZOOMS[za]``) is compared with ``b`` (zoomed by ``VERIFY_ZOOMS[zb]``)
+    shifted by ``(dy, dx)``, on the central ``2 * RESIDUAL_HALF`` square (in bounds for every
+    shift searched). Vectorised over the pairs.
+    """
+    n = len(i)
+    c0, c1 = VERIFY_SIZE // 2 - RESIDUAL_HALF, VERIFY_SIZE // 2 + RESIDUAL_HALF
+    a = np.stack([_zoomed(spectra.images[int(k)], int(z)) for k, z in zip(i, za, strict=True)])[:, c0:c1, c0:c1]
+    b = np.stack([_zoomed(spectra.images[int(k)], int(z)) for k, z in zip(j, zb, strict=True)])
+    span = np.arange(c0, c1)
+    rows = span[None, :] - dy[:, None]
+    cols = span[None, :] - dx[:, None]
+    b = b[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+    a = a.reshape(n, -1).astype(np.float32)
+    b = b.reshape(n, -1).astype(np.float32)
+    a -= a.mean(axis=1, keepdims=True)
+    b -= b.mean(axis=1, keepdims=True)
+    gain = (a * b).sum(axis=1) / ((a * a).sum(axis=1) + 1e-6)
+    res = np.abs(b - gain[:, None] * a)
+    return np.median(res, axis=1).astype(np.float64) / (b.std(axis=1).astype(np.float64) + 1e-6)
+
+
+def _zoomed(img: np.ndarray | None, z: int) -> np.ndarray:
+    if img is None:
+        return np.zeros((VERIFY_SIZE, VERIFY_SIZE), dtype=np.float32)
+    return _zoom(img, VERIFY_ZOOMS[z]) if z else img
