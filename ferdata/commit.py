@@ -73,6 +73,10 @@ def commit(data: datasets.DatasetDict, out: str | Path, chain: Chain, *, overwri
            num_proc: int | None = None, files: dict[str, str | Path] | None = None) -> Path:
     """Write ``data`` with its history into the dataset directory ``out``, atomically.
 
+    The manifest's ``class_weights`` (simple and conservative, paper 001's formulas, per split) are
+    computed here from the rows written, so every dataset directory states the weights of exactly
+    its own rows, whichever step came last.
+
     Args:
         data: the rows to write.
         out: the output directory (written to a temporary sibling and renamed into place).
@@ -86,5 +90,18 @@ def commit(data: datasets.DatasetDict, out: str | Path, chain: Chain, *, overwri
     """
     from ferdata.dataset import save_dataset
 
+    _set_class_weights(chain.manifest, data)
     return save_dataset(data, out, manifest=chain.manifest, rejects=chain.rejects, overwrite=overwrite,
                         num_proc=num_proc, files=files)
+
+
+def _set_class_weights(manifest: dict[str, Any], data: datasets.DatasetDict) -> None:
+    """``manifest["class_weights"]`` from ``data``'s label counts (removed when there is no class label)."""
+    import datasets
+
+    if not all(isinstance(ds.features.get("label"), datasets.ClassLabel) for ds in data.values()) or not len(data):
+        manifest.pop("class_weights", None)
+        return
+    from ferdata.balance import all_class_weights
+
+    manifest["class_weights"] = all_class_weights(data)

@@ -204,3 +204,18 @@ def test_class_weights_in_manifest_shape(fer_dir: Path) -> None:
             assert set(per_class) == set(CLASSES) and len(set(per_class.values())) == 1, (split, method)
     assert set(weights["train"]["simple"].values()) == {1.0}
     assert json.loads(json.dumps(weights)) == weights
+
+
+def test_every_dataset_states_the_class_weights_of_its_own_rows(fer_csv: Path, tmp_path: Path) -> None:
+    """Paper 004's recipe needs class weights without a balance step: every commit writes them (issue 27)."""
+    from ferdata.balance import all_class_weights
+    from ferdata.pipeline import build, load_recipe
+    from ferdata.steps import apply_step
+
+    recipe = load_recipe("fer2013-improved", {"source": str(fer_csv), "size": 96})
+    build(recipe, tmp_path / "b")
+    for path in (tmp_path / "b", apply_step("split", {"ratios": "0.5,0.5", "resplit": True},
+                                            inputs=[tmp_path / "b"], out=tmp_path / "s")[0]):
+        dd, weights = open_dataset(path), read_manifest(path)["class_weights"]
+        assert weights == all_class_weights(dd) and set(weights) == set(dd)
+        assert {"simple", "conservative"} <= set(weights["train"])
