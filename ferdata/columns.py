@@ -80,3 +80,13 @@ EXACT_DUPLICATE = "exact_duplicate"
 NEAR_DUPLICATE = "near_duplicate"
 LABEL_CONFLICT = "label_conflict"
 DUPLICATE_REASONS = (EXACT_DUPLICATE, NEAR_DUPLICATE, LABEL_CONFLICT)
+#: Ledger detail keys of a removed duplicate that describe its survivor as the dedupe step saw it
+#: (``split`` and ``label`` describe the removed row itself): the report pairs the two at the same
+#: stage and finds the survivor again after later steps crop, upscale, move or remove it.
+SURVIVOR_SPLIT = "survivor_split"
+SURVIVOR_LABEL = "survivor_label"
+SURVIVOR_ROOT_ID = "survivor_root_id"
+#: the survivor's picture at dedupe time: a small JPEG (:func:`ferdata.dataset.ledger_thumbnail`), base64 text
+SURVIVOR_THUMBNAIL = "survivor_thumbnail"
+#: Column of the dedupe groups report's parquet copy (beside the CSV): each member's picture at dedupe time.
+GROUP_THUMBNAIL = "thumbnail"

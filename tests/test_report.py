@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
@@ -152,10 +153,13 @@ def test_hostile_origin_is_escaped(report_html: Path) -> None:
 def test_duplicates_cross_split_first_and_survivor_marked(report_html: Path) -> None:
     text = report_html.read_text(encoding="utf-8")
     section = text[text.index('<section id="duplicates"'):text.index("</section>", text.index('<section id="duplicates"'))]
-    assert section.count('class="group') == 3
-    assert section.index("CROSS-SPLIT") < section.index('<div class="group">')  # leakage group comes first
+    groups = section.split('<div class="group')[1:]
+    assert len(groups) == 3
+    # the train copy of a test row: spanned splits when deduped (no split step after: the names hold), first
+    assert "CROSS-SPLIT</strong> when deduped: train copy of a test survivor removed" in groups[0]
+    assert not any("CROSS-SPLIT" in g for g in groups[1:]) and "LEAKAGE" not in section
     assert section.count(">SURVIVOR (kept)<") == 3 and section.count("figure class=\"tile survivor\"") == 3
-    assert section.count(">removed (exact)<") == 3
+    assert section.count(">removed (exact)<") == 3 and "1 members" not in section
 
 
 def test_rejects_and_quality_sections(report_dir: Path, report_html: Path) -> None:
@@ -361,6 +365,143 @@ def test_face_crop_and_super_resolution_sections(tmp_path: Path) -> None:
     assert "--before DIR" in alone.path.read_text(encoding="utf-8")
 
 
+# ---------------------------------------------------------------- duplicates at the end of a chain
+
+def _dedupe_chain(root: Path, *, evidence: bool) -> tuple[Path, dict[str, str]]:
+    """import -> dedupe -> clahe (new pixels, new ids) -> split (validation carved from train) ->
+    review_exclusions (removes two survivors). Four groups, named by what the test expects of them:
+    ``kept-conflict`` (exact copy, other label; survivor kept), ``gone`` (near copy; survivor removed
+    later), ``gone-conflict`` (exact copy, other label; survivor removed later) and ``cross`` (a test
+    row's train copy). ``evidence``: the dedupe ledger rows also get the survivor's picture at dedupe
+    time (:func:`ferdata.dedupe.report.add_survivor_evidence`, run on the step's output as the step does).
+
+    Returns:
+        The final directory, and the group id of each name.
+    """
+    import numpy as np
+
+    from ferdata.commit import Chain, commit
+    from ferdata.dataset import open_dataset, read_rejects
+    from ferdata.dedupe.report import add_survivor_evidence
+    from ferdata.steps import StepContext, apply_step, get_step, run_step
+
+    csv_path = write_fer_csv(root / "fer.csv", 4)  # 28 train rows: lines 2..29, 4 per class in class order
+    lines = csv_path.read_text().splitlines()
+
+    def pixels(line: str) -> list[int]:
+        return [int(v) for v in line.split(",")[1].split()]
+
+    near = np.array(pixels(lines[5]))
+    near[:40] = np.clip(near[:40] + 3, 0, 255)  # class 1, a few pixels off: the same photograph
+    extra = {30: f"3,{lines[1].split(',')[1]},Training",            # class 0's first row labelled happy
+             31: f"1,{' '.join(map(str, near))},Training",
+             32: f"4,{lines[9].split(',')[1]},Training",            # class 2's first row labelled sad
+             33: f"5,{lines[21].split(',')[1]},PrivateTest"}        # class 5's first row, in test
+    csv_path.write_text("\n".join(lines + list(extra.values())) + "\n")
+    apply_step("import_fer2013", {"csv": str(csv_path)}, out=root / "a")
+    if evidence:
+        step, data = get_step("dedupe"), open_dataset(root / "a")
+        out, entry = run_step(step, data, step.make_config({}), StepContext())
+        assert add_survivor_evidence(out.rejects, data) == 4
+        chain = Chain.of(root / "a")
+        chain.add(out, entry)
+        commit(out.data, root / "b", chain)
+    else:
+        apply_step("dedupe", {}, inputs=[root / "a"], out=root / "b")
+    by_line = {}
+    for r in read_rejects(root / "b"):
+        if r["step"] == "dedupe":
+            by_line[int(r["origin"].rsplit("#L", 1)[1])] = json.loads(r["details"])
+    names = {"kept-conflict": by_line[30], "gone": by_line[31], "gone-conflict": by_line[32], "cross": by_line[22]}
+    apply_step("clahe", {}, inputs=[root / "b"], out=root / "c")
+    apply_step("split", {"ratios": "0.5,0.5", "names": ["train", "validation"]}, inputs=[root / "c"], out=root / "d")
+    gone = {names["gone"]["duplicate_of"], names["gone-conflict"]["duplicate_of"]}
+    review = root / "review.csv"
+    with review.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "label", "origin", "decision"])
+        for ds in open_dataset(root / "d").values():
+            for row in ds.select_columns(["id", "root_id"]):
+                if row["root_id"] in gone:
+                    w.writerow([row["id"], "", "", "reject"])
+    apply_step("review_exclusions", {"review_csv": str(review)}, inputs=[root / "d"], out=root / "e")
+    return root / "e", {name: d["group"] for name, d in names.items()}
+
+
+def _duplicates_section(path: Path) -> dict:
+    from ferdata.dataset import open_dataset, read_manifest, read_rejects
+    from ferdata.report import collect
+    from ferdata.report.images import ImageStore
+
+    ctx = collect.Context(open_dataset(path), read_manifest(path), read_rejects(path), ImageStore())
+    return collect.duplicates(ctx)
+
+
+@pytest.mark.parametrize("evidence", [False, True], ids=["ledger-without-survivor-pictures", "with-survivor-pictures"])
+def test_duplicates_are_computed_at_the_end_of_the_chain(tmp_path: Path, evidence: bool) -> None:
+    """Fast, no browser: splits, leakage, conflicts and survivors from the final dataset plus its ledger."""
+    final, names = _dedupe_chain(tmp_path, evidence=evidence)
+    section = _duplicates_section(final)
+    groups = {g["group"]: g for g in section["groups"]}
+    assert set(groups) == set(names.values()) and section["total"] == 4
+    by = {name: groups[g] for name, g in names.items()}
+    # survivors: kept (in its final split) or the later step that removed it, named
+    assert by["kept-conflict"]["state"] == by["cross"]["state"] == "kept"
+    assert by["cross"]["now_split"] == "test" and by["kept-conflict"]["now_split"] in ("train", "validation")
+    for name in ("gone", "gone-conflict"):
+        assert by[name]["state"] == "removed later" and by[name]["fate"] == "review_exclusions (review)", by[name]
+    assert section["survivors_gone"] == 2 and section["survivors_missing"] == 0
+    # splits: the train copy of a test survivor spanned splits; the others never did, wherever split put them
+    assert by["cross"]["cross_split"] and by["cross"]["away_splits"] == ["train"] and by["cross"]["cross_ref"] == "test"
+    assert not any(by[n]["cross_split"] for n in ("kept-conflict", "gone", "gone-conflict"))
+    assert section["leaks"] == 0 and section["cross_split"] == 1
+    # conflicts counted whatever happened to the survivor
+    assert by["kept-conflict"]["labels"] == ["angry", "happy"] and by["gone-conflict"]["labels"] == ["fear", "sad"]
+    assert not by["gone"]["conflict"] and section["conflicts"] == 2
+    for g in section["groups"]:
+        survivor, *members = g["tiles"]
+        assert "survivor" in survivor["cls"] and survivor["src"], g
+        assert g["size"] == 2 and [m["cls"] for m in members] == ["removed"]
+        assert members[0]["src"] and members[0]["lines"][0].startswith("train · ") and members[0]["review"] is False
+        assert survivor["lines"][0].startswith("SURVIVOR") and survivor["lines"][1].startswith(("train · ", "test · "))
+    # both sides at the same stage: an exact pair's two pictures are the same picture
+    exact = [by["kept-conflict"], by["gone-conflict"], by["cross"]]
+    if evidence:
+        assert section["now_only"] == 0
+        assert all(g["tiles"][0]["src"] == g["tiles"][1]["src"] for g in exact)
+        assert not any(line.startswith("picture:") for g in section["groups"] for line in g["tiles"][0]["lines"])
+    else:  # the survivor is shown as it is now (after clahe), and its caption says so
+        assert section["now_only"] == 4
+        assert not any(g["tiles"][0]["src"] == g["tiles"][1]["src"] for g in exact)
+        assert "picture: now" in by["kept-conflict"]["tiles"][0]["lines"]
+        assert "picture: at review_exclusions" in by["gone"]["tiles"][0]["lines"]
+
+
+def test_groups_report_pictures_go_to_a_parquet_beside_the_csv(fer_dir: Path, tmp_path: Path) -> None:
+    import datasets
+
+    from ferdata.dataset import open_dataset
+    from ferdata.dedupe import DedupeConfig, dedupe_dataset
+    from ferdata.dedupe.report import add_report_pictures, read_groups_report, write_groups_report
+
+    dd = open_dataset(fer_dir)
+    train = dd["train"]
+    dd = datasets.DatasetDict({"train": datasets.concatenate_datasets([train, train.select([0, 1])])})
+    rows = dedupe_dataset(dd, DedupeConfig(report_only=True)).groups
+    add_report_pictures(rows, dd)
+    write_groups_report(rows, tmp_path / "g.csv")
+    text = (tmp_path / "g.csv").read_text(encoding="utf-8")
+    assert text.isprintable() or all(line.isprintable() for line in text.splitlines())  # no bytes in the CSV
+    assert text.splitlines()[0].endswith(",survivor_split,root_id") and "thumbnail" not in text.splitlines()[0]
+    table = read_groups_report(tmp_path / "g.parquet")
+    assert len(table) == len(rows) == 4 and all(r["thumbnail"][:2] == b"\xff\xd8" for r in table)  # JPEGs
+    for group in {r["group"] for r in table}:  # exact copies: the same picture on both sides
+        assert len({r["thumbnail"] for r in table if r["group"] == group}) == 1
+    assert {r["root_id"] for r in table} == {r["id"] for r in table}  # imported rows are their own roots
+    write_groups_report(rows, tmp_path / "g.json")
+    assert "thumbnail" not in json.loads((tmp_path / "g.json").read_text())[0]
+
+
 def test_packaged_recipes_write_a_report() -> None:
     from ferdata.pipeline import load_recipe, recipe_names
 
@@ -382,21 +523,28 @@ def _browser():
 
 
 @pytest.fixture(scope="module")
-def browser_page(report_html: Path):
+def chromium_browser():
+    """One headless chromium for the module (playwright's sync API allows one running instance)."""
     chromium, sync_playwright = _browser()
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1200, "height": 800}, accept_downloads=True)
-        page = context.new_page()
-        errors: list[str] = []
-        requests: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("request", lambda r: requests.append(r.url))
-        page.goto(report_html.as_uri())
-        page.wait_for_load_state("load")
-        yield page, errors, requests
+        yield browser
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def browser_page(report_html: Path, chromium_browser):
+    context = chromium_browser.new_context(viewport={"width": 1200, "height": 800}, accept_downloads=True)
+    page = context.new_page()
+    errors: list[str] = []
+    requests: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(report_html.as_uri())
+    page.wait_for_load_state("load")
+    yield page, errors, requests
+    context.close()
 
 
 @pytest.mark.browser
@@ -453,3 +601,93 @@ def test_browser_review_clicks_save_a_review_csv_that_apply_review_reads(browser
     assert gone == set(ids) - {kept_id}
     left = {x for ds in open_dataset(tmp_path / "reviewed").values() for x in ds["id"]}
     assert not gone & left
+
+
+@pytest.fixture(scope="module")
+def btfer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The btfer recipe as ``ferdata demo`` runs it (crawl -> dedupe -> crop -> quality -> review_exclusions
+    -> split -> balance, against the demo's loopback engine, 3 classes), with the same photographs served
+    again re-encoded: one under its own class's query, one under another class's (a label conflict).
+    The review rejects the first group's survivor (by its crawl id), so a later step removes it."""
+    _browser()  # skip before the build when no browser can look at it
+    import dataclasses
+
+    from ferdata.demo.search_server import btfer_demo_engine, face_photos, jpeg, scene
+    from ferdata.images import decode_image, pixel_id
+    from ferdata.pipeline import build, load_recipe
+    from ferdata.steps import StepContext
+
+    root = tmp_path_factory.mktemp("btfer")
+    classes, n = ["angry", "happy", "sad"], 4
+    with btfer_demo_engine(root / "engine", per_class_photos=n, classes=classes) as (server, queries):
+        faces = face_photos(len(classes) * n)
+        happy0, happy1 = jpeg(scene(faces[n], seed=100)), jpeg(scene(faces[n + 1], seed=101))  # as the engine serves them
+        server.add_image("happy0-again", jpeg(decode_image(happy0)[0], quality=60))
+        server.add_image("happy1-as-sad", jpeg(decode_image(happy1)[0], quality=70))
+        for name, extra in (("happy", "happy0-again"), ("sad", "happy1-as-sad")):
+            server.set_results(f"{name} face", [f"{server.base_url}/img/{x}.jpg" for x in
+                                                [f"{name}{i}" for i in range(n)] + [extra]])
+        review = root / "review.csv"
+        review.write_text(f"id,label,origin,decision\n{pixel_id(decode_image(happy0)[0])},happy,,reject\n")
+        recipe = load_recipe("btfer", {"per_class": 2, "engine": "loopback", "base_url": server.base_url,
+                                       "queries": str(queries), "review": str(review)})
+        step, config = recipe.steps[0]
+        recipe.steps[0] = (step, dataclasses.replace(config, cache=str(root / "fetch-cache")))
+        build(recipe, root / "out", ctx=StepContext(seed=0))
+    return root / "out"
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_browser_duplicates_are_true_after_crop_and_split(btfer_dir: Path, chromium_browser, tmp_path: Path) -> None:
+    """Each group on the page against the final dataset and the ledger: a split claim only where the
+    splits say so, and every group shows its survivor or the later step that removed it."""
+    from ferdata.dataset import open_dataset, read_manifest, read_rejects
+
+    steps = [s["step"] for s in read_manifest(btfer_dir)["steps"]]
+    assert steps.index("dedupe") < steps.index("crop") < steps.index("split")
+    ledger = read_rejects(btfer_dir, thumbnails=False)
+    dedupe = [(k, json.loads(r["details"])) for k, r in enumerate(ledger) if r["step"] == "dedupe"]
+    assert len(dedupe) == 2 and any(d["label"] != d["survivor_label"] for _, d in dedupe)
+    final: dict[str, list[str]] = {}  # group -> final splits of its rows still in the dataset
+    for split, ds in open_dataset(btfer_dir).items():
+        for row in ds.select_columns(["group", "group_size"]):
+            if row["group_size"] > 1:
+                final.setdefault(row["group"], []).append(split)
+    expected = {}
+    for k, d in dedupe:
+        splits = final.get(d["group"], [])
+        later = [r for r in ledger[k + 1:] if d["duplicate_of"] in (r["id"], r["root_id"], r["parent_id"])]
+        fate = "" if splits else f"by {later[0]['step']} ({later[0]['reason']})" if later else "not found"
+        spans = len(set(splits)) > 1 or (len(splits) == 1 and d["split"] != splits[0] == d["survivor_split"])
+        expected[d["group"]] = (fate, spans)
+
+    page = chromium_browser.new_page(viewport={"width": 1200, "height": 800})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto((btfer_dir / "report.html").as_uri())
+    page.wait_for_load_state("load")
+    groups = page.locator("#duplicates .group")
+    seen = {}
+    for i in range(groups.count()):
+        g = groups.nth(i)
+        heading = g.locator("h3").inner_text()
+        first = g.locator("figure").first
+        seen[g.get_attribute("data-group")] = heading
+        fate, spans = expected[g.get_attribute("data-group")]
+        assert ("CROSS-SPLIT" in heading or "LEAKAGE" in heading) == spans, heading
+        assert "survivor" in (first.get_attribute("class") or "").split(), heading
+        assert not re.search(r"\b1 members\b", heading)
+        if fate:  # the survivor is gone: the page names the step that removed it, the tile says so
+            assert fate in heading and "SURVIVOR, removed" in first.inner_text(), heading
+        else:
+            assert "SURVIVOR (kept)" in first.inner_text(), heading
+        assert first.evaluate("f => { const i = f.querySelector('img'); return !!i && i.complete && i.naturalWidth > 0 }")
+    assert set(seen) == set(expected)
+    assert not any(spans for _, spans in expected.values())  # split ran after dedupe: no claim at all
+    assert any(fate.startswith("by review_exclusions") for fate, _ in expected.values())  # a survivor gone
+    section = page.locator("#duplicates")
+    section.screenshot(path=str(tmp_path / "duplicates.png"))
+    assert (tmp_path / "duplicates.png").stat().st_size > 5_000 and errors == []
+    assert "1 members" not in section.inner_text()
+    page.close()

@@ -4,10 +4,18 @@ The report has one row per member of every duplicate group and per row of every 
 (:data:`REPORT_FIELDS`), written as CSV or JSON (:func:`write_groups_report`) and read back
 (:func:`read_groups_report`) for :func:`format_groups`; :func:`summary_lines` turns the step's
 ``info`` counts into the lines ``ferdata dedupe`` prints.
+
+Given the step's dataset, :func:`report_rows` also takes each member's picture at dedupe time (a
+``thumbnail`` column, written to a parquet copy beside the CSV so the CSV stays readable) and its
+``root_id``; :func:`add_survivor_evidence` copies the survivor's picture and ``root_id`` into the
+ledger rows of the members removed in its favour. The ledger is what every later
+dataset directory carries, so a report at the end of a chain (crop, upscale, split, balance after
+dedupe) still shows both sides of a pair as the step compared them.
 """
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
 from collections import defaultdict
@@ -17,27 +25,149 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ferdata.columns import (
+    DUPLICATE_OF,
+    DUPLICATE_REASONS,
+    GROUP_THUMBNAIL,
+    ID,
+    IMAGE,
+    ROOT_ID,
+    SURVIVOR_ROOT_ID,
+    SURVIVOR_SPLIT,
+    SURVIVOR_THUMBNAIL,
+)
+
 if TYPE_CHECKING:
+    import datasets
+
     from ferdata.dedupe.grouping import DuplicateGroups
 
 #: file name of the groups report written into OUT by ``ferdata dedupe --report-only``
 REPORT_NAME = "dedupe_groups.csv"
 REPORT_FIELDS = ("group", "group_size", "split", "index", "id", "origin", "label", "hash", "is_constant",
                  "action", "reason", "duplicate_of", "distance", "verify_score", "group_diameter",
-                 "similar_group", "similar_group_size", "label_conflict", "new_label")
+                 "similar_group", "similar_group_size", "label_conflict", "new_label", "survivor_split", "root_id")
+#: the parquet copy of a CSV groups report: the same rows (as text) plus each member's picture at dedupe time
+THUMBNAILS_SUFFIX = ".parquet"
 
 
-def report_rows(groups: DuplicateGroups) -> list[dict[str, Any]]:
+def report_rows(groups: DuplicateGroups, *, data: datasets.DatasetDict | None = None) -> list[dict[str, Any]]:
     """The groups report: every member of a duplicate group, and every row of a similar group.
 
     Ordered by similar group, then group, the survivor first, then dataset order; one dict per
     row with the keys of :data:`REPORT_FIELDS`.
+
+    Args:
+        groups: the step's decisions.
+        data: the dataset the step grouped (its splits in the order of ``groups.rows``); with it,
+            each row also gets ``root_id`` and ``thumbnail`` (its picture now, at dedupe time: a
+            small JPEG, see :func:`ferdata.dataset.ledger_thumbnail`).
     """
     comp, survivor = groups.comp, groups.survivor
     reported = np.nonzero(groups.in_group | groups.linked)[0]
     order = sorted(reported.tolist(), key=lambda r: (groups.similar_id[comp[r]], groups.group_id[comp[r]],
                                                       r != survivor[r], r))
-    return [_report_row(groups, row) for row in order]
+    rows = [_report_row(groups, row) for row in order]
+    if data is not None:
+        add_report_pictures(rows, data)
+    return rows
+
+
+def add_report_pictures(rows: Sequence[dict[str, Any]], data: datasets.DatasetDict) -> None:
+    """Give report rows their ``root_id`` and ``thumbnail`` (read undecoded from their ``split`` and
+    ``index`` in ``data``, the dataset the step grouped). Rows are changed in place."""
+    by_split: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_split[str(row["split"])].append(row)
+    for split, members in by_split.items():
+        pictures = _pictures(data[split], [int(m["index"]) for m in members])
+        for m, (root, thumb) in zip(members, pictures, strict=True):
+            m[ROOT_ID] = root or m[ID]  # a row made before lineage existed is its own root
+            m[GROUP_THUMBNAIL] = thumb
+
+
+def _pictures(ds: datasets.Dataset, index: list[int]) -> list[tuple[str | None, bytes | None]]:
+    """(root_id, ledger thumbnail) of rows ``index`` of ``ds``; images are read undecoded from Arrow."""
+    import datasets
+
+    from ferdata.dataset import ledger_thumbnail
+
+    if not index:
+        return []
+    roots = ds.select_columns([ROOT_ID]).select(index)[ROOT_ID] if ROOT_ID in ds.column_names else [None] * len(index)
+    images: list[Any] = [None] * len(index)
+    if IMAGE in ds.column_names and isinstance(ds.features[IMAGE], datasets.Image):
+        images = ds.select_columns([IMAGE]).select(index).cast_column(IMAGE, datasets.Image(decode=False))[IMAGE]
+    return [(root, ledger_thumbnail(image) if image else None) for root, image in zip(roots, images, strict=True)]
+
+
+def add_survivor_evidence(rejects: Sequence[dict[str, Any]], data: datasets.DatasetDict) -> int:
+    """Copy each survivor's picture and lineage root into the ledger rows of the duplicates removed in its favour.
+
+    ``rejects`` are the dedupe step's ledger rows (their ``details`` name the survivor as
+    ``duplicate_of``); ``data`` is the dataset the step grouped, which holds every survivor unchanged.
+    The details get :data:`~ferdata.columns.SURVIVOR_ROOT_ID`, :data:`~ferdata.columns.SURVIVOR_THUMBNAIL`
+    (base64 of a small JPEG, :func:`ferdata.dataset.ledger_thumbnail`) and, when missing, the
+    survivor's split. The ledger is what every later dataset directory carries, so a report at the end
+    of a chain shows both sides of a pair as the step compared them, and finds the survivor again by
+    its root after later steps change its pixels. Rows are changed in place; running it twice
+    changes nothing more.
+
+    Returns:
+        The number of ledger rows that got the survivor's picture.
+
+    Example:
+        >>> result = dedupe_dataset(dd)                          # doctest: +SKIP
+        >>> add_survivor_evidence(result.rejects, dd)            # doctest: +SKIP
+        3
+    """
+    todo: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    for row in rejects:
+        if row.get("reason") not in DUPLICATE_REASONS:
+            continue
+        text = row.get("details")
+        details = json.loads(text) if isinstance(text, str) and text else dict(text or {})
+        if details.get(DUPLICATE_OF):
+            todo.append((row, details))
+    wanted = {str(d[DUPLICATE_OF]) for _, d in todo}
+    found: dict[str, tuple[str, int]] = {}
+    for split, ds in data.items():
+        if len(found) == len(wanted):
+            break
+        if ID not in ds.column_names:
+            continue
+        for i, x in enumerate(ds.select_columns([ID])[ID]):
+            if x in wanted and x not in found:
+                found[x] = (split, i)
+    evidence: dict[str, tuple[str, str | None, bytes | None]] = {}
+    for split in data:
+        ids = [rid for rid, (s, _) in found.items() if s == split]
+        for rid, (root, thumb) in zip(ids, _pictures(data[split], [found[rid][1] for rid in ids]), strict=True):
+            evidence[rid] = (split, root or rid, thumb)
+    n = 0
+    for row, details in todo:
+        got = evidence.get(str(details[DUPLICATE_OF]))
+        if got is None:
+            continue
+        split, root, thumb = got
+        details.setdefault(SURVIVOR_SPLIT, split)
+        details[SURVIVOR_ROOT_ID] = root
+        if thumb is not None:
+            details[SURVIVOR_THUMBNAIL] = base64.b64encode(thumb).decode("ascii")
+            n += 1
+        row["details"] = json.dumps(details, sort_keys=True, default=str)
+    return n
+
+
+def survivor_thumbnail(details: dict[str, Any]) -> bytes | None:
+    """The survivor's picture at dedupe time stored in a ledger row's details (None when absent or bad)."""
+    text = details.get(SURVIVOR_THUMBNAIL)
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError:
+        return None
 
 
 def _report_row(groups: DuplicateGroups, row: int) -> dict[str, Any]:
@@ -55,28 +185,54 @@ def _report_row(groups: DuplicateGroups, row: int) -> dict[str, Any]:
         "group_diameter": int(groups.diameter[c]), "similar_group": groups.similar_id[c],
         "similar_group_size": int(groups.similar_size[row]), "label_conflict": bool(groups.conflict_rows[row]),
         "new_label": rows.label_name(groups.new_label[row]) if groups.new_label[row] != rows.labels[row] else "",
+        "survivor_split": rows.splits[rows.split_of[s]], "root_id": "",
     }
 
 
 def write_groups_report(groups: Sequence[dict[str, Any]], path: str | Path) -> Path:
-    """Write the groups report as CSV (one row per group member) or JSON (a list), by extension."""
+    """Write the groups report as CSV (one row per group member) or JSON (a list), by extension.
+
+    The pictures (``thumbnail``, present when :func:`report_rows` had the data) never go into the
+    text: they are written to a parquet copy beside it (``dedupe_groups.parquet`` beside
+    ``dedupe_groups.csv``: every column of the report as text, plus ``thumbnail`` as JPEG bytes).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    text_rows = [{k: v for k, v in row.items() if k != GROUP_THUMBNAIL} for row in groups]
     if path.suffix.lower() == ".json":
-        path.write_text(json.dumps(list(groups), indent=1), encoding="utf-8")
+        path.write_text(json.dumps(text_rows, indent=1), encoding="utf-8")
     else:
         with path.open("w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=list(REPORT_FIELDS))
+            writer = csv.DictWriter(f, fieldnames=list(REPORT_FIELDS), restval="", extrasaction="ignore")
             writer.writeheader()
-            writer.writerows(groups)
+            writer.writerows(text_rows)
+    if any(row.get(GROUP_THUMBNAIL) for row in groups):
+        _write_thumbnails(groups, path.with_suffix(THUMBNAILS_SUFFIX))
     return path
 
 
+def _write_thumbnails(groups: Sequence[dict[str, Any]], path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = {k: pa.array(["" if row.get(k) is None else str(row.get(k)) for row in groups], type=pa.string())
+               for k in REPORT_FIELDS}
+    columns[GROUP_THUMBNAIL] = pa.array([row.get(GROUP_THUMBNAIL) for row in groups], type=pa.binary())
+    pq.write_table(pa.table(columns), str(path))
+
+
 def read_groups_report(path: str | Path) -> list[dict[str, Any]]:
-    """Read a groups report written by :func:`write_groups_report` (CSV values stay strings)."""
+    """Read a groups report written by :func:`write_groups_report` (CSV values stay strings).
+
+    A ``.parquet`` path reads the copy with pictures (rows also have ``thumbnail``: JPEG bytes or None).
+    """
     path = Path(path)
     if path.suffix.lower() == ".json":
         return json.loads(path.read_text(encoding="utf-8"))
+    if path.suffix.lower() == THUMBNAILS_SUFFIX:
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
     with path.open(newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
 
