@@ -437,11 +437,15 @@ def balance_cmd(src: Path, out: Path, strategy: str, per_class: int | None, spli
 @click.option("--resplit", is_flag=True, help="Pool every split and split anew (default: keep existing splits).")
 @click.option("--group-column", default="group", show_default=True, help="Rows sharing this value stay together.")
 @click.option("--group", "group_kind", type=click.Choice(["duplicate", "similar"]), default=None,
-              help="similar = keep dedupe's similar_group together (same person or session, other photos; "
-                   "includes the duplicate groups); duplicate = the group column.")
+              help="similar = keep dedupe's similar_group together (look-alikes linked to one anchor row: "
+                   "another photo of the same person, or a close stranger; includes the duplicate groups); "
+                   "duplicate = the group column.")
+@click.option("--max-group-share", type=float, default=0.05, show_default=True,
+              help="Refuse when one group holds more than this share of the rows (groups of 10 rows or fewer "
+                   "always pass); the error names the group and its size.")
 @common_options
 def split_cmd(src: Path, out: Path, ratios: str, names: str | None, resplit: bool, group_column: str,
-              group_kind: str | None, **opts: Any) -> None:
+              group_kind: str | None, max_group_share: float, **opts: Any) -> None:
     """Stratified, seeded, group-aware split (duplicate clusters never cross splits).
 
     Example:
@@ -454,8 +458,8 @@ def split_cmd(src: Path, out: Path, ratios: str, names: str | None, resplit: boo
         from ferdata.dedupe import SIMILAR_COLUMN
 
         group_column = SIMILAR_COLUMN
-    run_step_command("split", {"ratios": ratios, "names": names, "resplit": resplit, "group_column": group_column},
-                     inputs=[src], out=out, **opts)
+    run_step_command("split", {"ratios": ratios, "names": names, "resplit": resplit, "group_column": group_column,
+                               "max_group_share": max_group_share}, inputs=[src], out=out, **opts)
 
 
 @cli.command("build", short_help="Run a whole recipe (a packaged name or a YAML path).", epilog=COMMAND_STEPS_HELP,
@@ -883,9 +887,14 @@ def drop_flagged_cmd(input_dir: Path, out: Path, num_proc: int, seed: int, limit
 @click.option("--verify", type=click.Choice(["xcorr", "none"]), default=None,
               help="Verifier of candidate pairs [xcorr: registered detail correlation]; none = radius only.")
 @click.option("--min-score", type=float, default=None,
-              help="Smallest verifier score (-1..1) of a near duplicate, i.e. the same photograph [0.65].")
+              help="Smallest verdict score (detail correlation minus photometric residual, -1..1) of a near "
+                   "duplicate, i.e. the same photograph, at a hash distance of 10 bits or less [0.44].")
+@click.option("--score-rise", type=float, default=None,
+              help="Added to --min-score per hash bit beyond 10 (0..0.1) [0.01]: the threshold rises with "
+                   "the distance, where look-alike pairs multiply.")
 @click.option("--similar-score", type=float, default=None,
-              help="Smallest verifier score (-1..1) linking kept rows into one similar_group [0.5].")
+              help="Smallest verdict score (-1..1) linking a kept row to its similar_group's anchor "
+                   "(look-alikes; never chained) [0.35].")
 @click.option("--keep", default="test,validation,train", show_default=True, metavar="first|largest|SPLITS",
               help="Survivor of each group: first row, largest image, or a split preference list.")
 @click.option("--on-conflict", type=click.Choice(["keep", "drop", "majority"]), default="keep", show_default=True,
@@ -897,14 +906,15 @@ def drop_flagged_cmd(input_dir: Path, out: Path, num_proc: int, seed: int, limit
               help="Write the groups report (.csv or .json) here [OUT/dedupe_groups.csv with --report-only].")
 @common_options
 def dedupe_cmd(input_dir: Path, out: Path, method: str, threshold: int | None, verify: str | None,
-               min_score: float | None, similar_score: float | None, keep: str, on_conflict: str,
-               report_only: bool, report: Path | None, num_proc: int, seed: int, limit: int | None,
+               min_score: float | None, score_rise: float | None, similar_score: float | None, keep: str,
+               on_conflict: str, report_only: bool, report: Path | None, num_proc: int, seed: int, limit: int | None,
                overwrite: bool) -> None:
     """Exact (same pixels) and near (same photo) duplicates, split leakage, label conflicts.
 
     Near duplicates: perceptual-hash candidates within --threshold of a group's survivor, each
-    confirmed by the verifier (--min-score); no chaining. Groups get `group` and `similar_group`
-    columns (kept together by `ferdata split`, `--group similar`); by default the copy in the
+    confirmed by the verifier (--min-score, rising by --score-rise per bit); no chaining. Groups
+    get `group` and `similar_group` columns (kept together by `ferdata split`, `--group
+    similar`); by default the copy in the
     test, then validation split survives and every removed row goes to the rejects ledger with
     duplicate_of, the distance and the verifier score.
 
@@ -918,7 +928,7 @@ def dedupe_cmd(input_dir: Path, out: Path, method: str, threshold: int | None, v
 
     # with --report-only and no --report, the step puts the report inside OUT before it is renamed into place
     params = {"method": method, "threshold": threshold, "verify": verify, "min_score": min_score,
-              "similar_score": similar_score, "keep": keep, "on_conflict": on_conflict,
+              "score_rise": score_rise, "similar_score": similar_score, "keep": keep, "on_conflict": on_conflict,
               "report_only": report_only, "report": str(report) if report is not None else None}
     entry = run_step_command("dedupe", params, inputs=[input_dir], out=out, num_proc=num_proc, seed=seed,
                              limit=limit, overwrite=overwrite)

@@ -31,6 +31,32 @@ if TYPE_CHECKING:
     import datasets
 
 DEFAULT_NAMES = {1: ["train"], 2: ["train", "validation"], 3: ["train", "validation", "test"]}
+DEFAULT_MAX_GROUP_SHARE = 0.05
+MIN_GUARDED_GROUP = 10
+
+
+def check_group_sizes(groups: Sequence[str] | None, *, max_share: float, column: str) -> None:
+    """Refuse a grouping whose largest group would force more than ``max_share`` of the rows into one split.
+
+    Raises:
+        UsageError: naming the group, its size and share, and the option that allows it.
+
+    Example:
+        >>> check_group_sizes(["a"] * 30 + [str(i) for i in range(70)], max_share=0.05, column="group")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ferdata.errors.UsageError: group 'a' (column group) holds 30 of 100 rows (30.0 %), more than max_group_share 0.05: ...
+    """
+    if not groups:
+        return
+    values, counts = np.unique(np.asarray(groups, dtype=object).astype(str), return_counts=True)
+    k = int(np.argmax(counts))
+    n, size = len(groups), int(counts[k])
+    if size > MIN_GUARDED_GROUP and size > max_share * n:
+        raise UsageError(f"group {str(values[k])!r} (column {column}) holds {size} of {n} rows ({100 * size / n:.1f} %), "
+                         f"more than max_group_share {max_share}: it would force that share into one split. Check "
+                         f"the groups (ferdata dedupe's report), split by another --group-column, or pass "
+                         f"--max-group-share {min(1.0, round(size / n + 0.005, 2))}")
 
 
 @dataclass
@@ -41,8 +67,15 @@ class SplitConfig:
     names: list[str] | str | None = None
     resplit: bool = False
     group_column: str = GROUP
+    #: largest share of the rows one group may hold (groups of MIN_GUARDED_GROUP rows or fewer always
+    #: pass); a bigger group would force that share into one split, so the step refuses, naming it
+    max_group_share: float = DEFAULT_MAX_GROUP_SHARE
 
     def __post_init__(self) -> None:
+        share = self.max_group_share
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < float(share) <= 1:
+            raise UsageError(f"max_group_share must be a number in (0, 1], got {share!r}")
+        self.max_group_share = float(share)
         if isinstance(self.ratios, str):
             try:
                 self.ratios = [float(r) for r in self.ratios.split(",") if r.strip()]
@@ -223,6 +256,7 @@ def split_step(data: datasets.DatasetDict, config: SplitConfig, ctx: StepContext
         raise UsageError(f"--group similar needs the {SIMILAR_GROUP} column that `ferdata dedupe` writes; "
                          f"{', '.join(pool.column_names)} found: run ferdata dedupe first")
     groups = row_groups(pool, config.group_column)
+    check_group_sizes(groups, max_share=config.max_group_share, column=config.group_column)
     where = assign(pool["label"], ratios, groups=groups, seed=ctx.seed)
     result = dict(kept)
     for s, name in enumerate(names):

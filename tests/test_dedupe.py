@@ -592,3 +592,100 @@ def _png_bytes(img) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
+
+
+# ------------------------------------------------------------------ dataset-scale verdicts (issue 23)
+
+
+def _lookalike(base: np.ndarray) -> np.ndarray:
+    """Another photo of a similar face: half of the fine detail shared, the shading of the face moved."""
+    yy, xx = np.mgrid[:48, :48]
+    moved = (90 * np.exp(-((yy - 16) ** 2 + (xx - 16) ** 2) / 72.0)
+             - 90 * np.exp(-((yy - 30) ** 2 + (xx - 24) ** 2) / 98.0))
+    shaded = np.clip(base.astype(float) + moved, 0, 255).astype(np.uint8)
+    return _textured(_textured(shaded, 1, amplitude=21), 2, amplitude=18)
+
+
+def test_different_photo_with_shared_detail_is_kept() -> None:
+    """A look-alike at a small hash distance whose detail correlates (the old xcorr >= 0.65 called it a
+    duplicate) but whose pixels do not register: the photometric residual keeps it."""
+    base = _smooth(7)
+    a, other = _textured(base, 1), _lookalike(base)
+    dist = int(bin(int(image_hash(a), 16) ^ int(image_hash(other), 16)).count("1"))
+    result = verify_pairs([verify_array(a), verify_array(other)], [0], [1])
+    assert dist <= 10 and result.xcorr[0] >= 0.65  # a candidate the detail correlation alone would remove
+    assert result.residual[0] > 0.3 and result.score[0] < DedupeConfig().required_score(np.array([dist]))[0]
+    dd = _memory_dd({"train": [(a, 0), (other, 1)]})
+    out = dedupe_dataset(dd, DedupeConfig())
+    assert len(out.data["train"]) == 2 and not out.rejects
+
+
+def test_shifted_reencoded_captioned_copy_is_removed() -> None:
+    """The same photo shifted by 2 px, saved as JPEG q70 and captioned goes to the ledger as near_duplicate."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    a = _textured(_smooth(7), 1)
+    shifted = Image.fromarray(np.pad(a, ((2, 0), (0, 2)), mode="edge")[:48, 2:])
+    buf = io.BytesIO()
+    shifted.save(buf, format="JPEG", quality=70)
+    copy = Image.open(buf).convert("L")
+    ImageDraw.Draw(copy).text((2, 38), "(c) stock", fill=255)
+    brighter = np.clip(np.asarray(copy).astype(float) * 1.1 + 5, 0, 255).astype(np.uint8)
+    dd = _memory_dd({"test": [(a, 0)], "train": [(np.asarray(copy), 0), (brighter, 0), (_smooth(40), 1)]})
+    ledger = _ledger(dedupe_dataset(dd, DedupeConfig()))
+    assert set(ledger) == {"train#0", "train#1"}
+    assert all(r["reason"] == "near_duplicate" and r["details"]["duplicate_of"] == dd["test"]["id"][0]
+               for r in ledger.values())
+
+
+def test_threshold_rises_with_distance() -> None:
+    config = DedupeConfig(min_score=0.44, score_rise=0.01)
+    assert np.allclose(config.required_score(np.array([0, 10, 12, 18])), [0.44, 0.44, 0.46, 0.52])
+    with pytest.raises(UsageError, match="score_rise"):
+        DedupeConfig(score_rise=0.5)
+
+
+def test_chain_of_lookalikes_is_not_one_similar_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    """r0~r1~r2~r3~r4 each linked only to the next (a look-alike of a look-alike): no chain group.
+
+    Every similar group is an anchor and the rows linked to it directly, so no group spans
+    r0..r4 and no member is further than one link from its anchor.
+    """
+    import ferdata.dedupe.grouping as grouping
+    from ferdata.dedupe import VerifyResult
+
+    def fake(_spectra, i, j, **_kwargs):  # adjacent rows: a look-alike (0.4); others: strangers
+        i, j = np.asarray(i), np.asarray(j)
+        score = np.where(np.abs(i - j) == 1, 0.4, -0.5)
+        one = np.ones(len(i))
+        return VerifyResult(score, score, 0 * one, one, 0 * one.astype(int), 0 * one.astype(int))
+
+    monkeypatch.setattr(grouping, "verify_pairs", fake)
+    n = 5
+    dd = _memory_dd({"train": [(_smooth(500 + k), 0) for k in range(n)]}, {"train": ["0" * 15 + str(k) for k in range(n)]})
+    result = dedupe_dataset(dd, DedupeConfig(threshold=4, similar_score=0.35))
+    sim = result.data["train"]["similar_group"]
+    assert len(result.data["train"]) == n  # look-alikes are kept
+    assert sim[0] == sim[1] and sim[2] == sim[3] and len({sim[0], sim[2], sim[4]}) == 3
+    assert result.info["largest_similar_group"] == 2
+
+
+def test_split_refuses_a_group_holding_too_many_rows(tmp_path: Path, run_cli) -> None:
+    """split names the group and its size when it would force more than --max-group-share into one split."""
+    import datasets
+
+    from ferdata.dataset import save_dataset
+
+    n = 60
+    ds = datasets.Dataset.from_dict({"label": [k % 2 for k in range(n)], "id": [f"r{k}" for k in range(n)],
+                                     "group": ["big"] * 20 + [f"g{k}" for k in range(n - 20)]},
+                                    features=datasets.Features({"label": datasets.ClassLabel(names=["a", "b"]),
+                                                                "id": datasets.Value("string"),
+                                                                "group": datasets.Value("string")}))
+    save_dataset(datasets.DatasetDict({"train": ds}), tmp_path / "d", manifest={"steps": []})
+    code, _, err = run_cli("split", tmp_path / "d", "--out", tmp_path / "s", "-q")
+    assert code == 2 and "'group:big'" in err and "20 of 60 rows" in err and "--max-group-share" in err
+    code, _, err = run_cli("split", tmp_path / "d", "--out", tmp_path / "s", "-q", "--max-group-share", "0.4")
+    assert code == 0, err

@@ -58,7 +58,7 @@ def test_a_stale_or_unknown_default_is_caught(tmp_path: Path) -> None:
     page.write_text(
         f"radius <!-- default: dedupe.threshold -->{actual}<!-- /default --> (fine)\n"
         f"| `--threshold` | <!-- default: dedupe.threshold -->`{actual + 2}`<!-- /default --> |\n"
-        "score <!-- default: recipe:fer2013-improved.dedupe.min_score -->0.65<!-- /default -->, "
+        "score <!-- default: recipe:fer2013-improved.dedupe.min_score -->0.44<!-- /default -->, "
         "flag rate <!-- default: cli:refine --max-flag-rate -->0.5<!-- /default -->\n"
         "syntax: `<!-- default: dedupe.threshold -->3<!-- /default -->` (inline code: skipped)\n"
         "```\n<!-- default: dedupe.threshold -->3<!-- /default -->\n```\n",

@@ -560,7 +560,8 @@ class DuplicateGroups:
                        "method": config.method, "threshold": config.threshold, "verify": config.verify,
                        "verify_score": None if np.isnan(self.score[row]) else round(float(self.score[row]), 4),
                        "min_score": config.min_score, "score_rise": config.score_rise,
-                       "required_score": round(float(config.required_score(self.distance[row])), 4), SIMILAR_GROUP: self.similar_id[c]}
+                       "required_score": round(float(config.required_score(self.distance[row])), 4),
+                       SIMILAR_GROUP: self.similar_id[c]}
             if self.reason[row] == LABEL_CONFLICT:
                 details["labels"] = sorted({rows.label_name(rows.labels[k]) for k in self.members_of[int(c)]})
             out.append(make_reject(rows.ids[row], rows.origins[row], step, self.reason[row], details))
