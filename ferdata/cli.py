@@ -1088,9 +1088,13 @@ def _print_notes(notes: list[str]) -> None:
 
 def _print_metrics(metrics: dict[str, Any]) -> None:
     top2 = metrics.get("top2_accuracy")
+    left_out = [f"{metrics[k]} {what}" for k, what in (("excluded_seen", "seen in training"),
+                                                      ("dropped_rows", "of classes the model cannot output"))
+                if metrics.get(k)]
+    left = f" (left out: {', '.join(left_out)})" if left_out else ""
     click.echo(f"{metrics.get('split', 'validation')}: accuracy {metrics['accuracy']:.4f}"
                f"{f', top-2 {top2:.4f}' if top2 is not None else ''}, macro F1 {metrics['macro_f1']:.4f}, "
-               f"{metrics['num_examples']} images, {metrics['inference_ms_per_image']:.2f} ms/image")
+               f"{metrics['num_examples']} images{left}, {metrics['inference_ms_per_image']:.2f} ms/image")
     for name, m in metrics["per_class"].items():
         click.echo(f"  {name:<10} precision {m['precision']:.3f}  recall {m['recall']:.3f}  "
                    f"F1 {m['f1']:.3f}  support {m['support']}")
@@ -1177,15 +1181,21 @@ def train_cmd(src: Path, out: Path, model_name: str, epochs: int, batch_size: in
 @click.option("--saliency", type=click.IntRange(min=0), default=0, show_default=True,
               help="Write saliency maps for N images per class (paper 002).")
 @click.option("--label-map", type=existing("label map", dir_okay=False), default=None,
-              help="YAML {dataset class: model class} for datasets whose names differ.")
+              help="YAML {dataset class: model class} for datasets whose names differ; a class mapped to null is "
+                   "left out (counted).")
+@click.option("--include-seen", is_flag=True,
+              help="Also score the rows the run was trained on (default: left out, counted).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @common_options
 def evaluate_cmd(run_dir: Path, src: Path, split: str, out: Path | None, saliency: int, label_map: Path | None,
-                 batch_size: int, num_proc: int, seed: int, limit: int | None, overwrite: bool) -> None:
+                 include_seen: bool, batch_size: int, num_proc: int, seed: int, limit: int | None,
+                 overwrite: bool) -> None:
     """Metrics and plots of a trained run on any dataset directory (cross-dataset testing).
 
     Labels are matched by class name (through the label maps' synonyms, or --label-map); images
-    are resized and converted to the model's input.
+    are resized and converted to the model's input. Rows the run was trained on (same id or
+    root_id, RUN/seen.parquet) are left out and counted; on the dataset a run was trained on
+    without a validation split, the held-out part train wrote down is what is scored.
 
     Example:
 
@@ -1204,12 +1214,12 @@ def evaluate_cmd(run_dir: Path, src: Path, split: str, out: Path | None, salienc
     if label_map is not None:
         raw = load_yaml(label_map)
         if not isinstance(raw, dict) or not raw:
-            raise click.BadParameter(f"{label_map} must be a YAML mapping of dataset classes to model classes",
-                                     param_hint="--label-map")
-        mapping = {str(k): str(v) for k, v in raw.items()}
+            raise click.BadParameter(f"{label_map} must be a YAML mapping of dataset classes to model classes "
+                                     "(null leaves a class out)", param_hint="--label-map")
+        mapping = {str(k): None if v is None else str(v) for k, v in raw.items()}
     notes: list[str] = []
     metrics = evaluate_run(run_dir, src, split=split, out=out, saliency=saliency, label_map=mapping,
-                           batch_size=batch_size, overwrite=overwrite, notes=notes)
+                           batch_size=batch_size, overwrite=overwrite, notes=notes, include_seen=include_seen)
     _print_notes(notes)
     _print_metrics(metrics)
     click.echo(f"evaluate: -> {metrics['out']}")

@@ -167,3 +167,28 @@ def test_split_group_column_still_groups(tmp_path: Path, run_cli) -> None:
     res = open_dataset(tmp_path / "o")
     seen = {g: {s for s, part in res.items() if g in part["group"]} for g in set(groups)}
     assert all(len(v) == 1 for v in seen.values())
+
+
+# ---------------------------------------------------------------- --classes means the same for every importer
+
+def test_import_folder_classes_7_drops_contempt_like_fer2013(tmp_path: Path, fer_dir: Path, run_cli) -> None:
+    from ferdata.dataset import read_rejects
+    from tests.conftest import write_class_folders
+
+    src = write_class_folders(tmp_path / "src", 2, classes=["angry", "happy", "contempt"])
+    code, _, err = run_cli("import", "folder", src, "--out", tmp_path / "c7", "--classes", "7", "-q")
+    assert code == 0, err
+    ds = open_dataset(tmp_path / "c7")["train"]
+    assert ds.features["label"].names == open_dataset(fer_dir)["train"].features["label"].names == CLASSES
+    assert len(ds) == 4
+    ledger = read_rejects(tmp_path / "c7", thumbnails=False)
+    assert [r["reason"] for r in ledger] == ["class_not_in_grouping"] * 2  # the FER2013 importer's reason
+    code, _, err = run_cli("import", "folder", src, "--out", tmp_path / "c8", "--classes", "8", "-q")
+    assert code == 0, err
+    assert "contempt" in open_dataset(tmp_path / "c8")["train"].features["label"].names
+    # a label map drops a class with null: to the ledger, named
+    (tmp_path / "map.yaml").write_text("angry: angry\nhappy: happy\ncontempt: null\n")
+    code, out, err = run_cli("import", "folder", src, "--out", tmp_path / "m", "--label-map", tmp_path / "map.yaml")
+    assert code == 0, err
+    assert "class_dropped_by_label_map 2" in out
+    assert len(open_dataset(tmp_path / "m")["train"]) == 4

@@ -192,6 +192,66 @@ def test_to_tf_dataset_resizes_converts_and_one_hots(fer_dir: Path, tmp_path: Pa
         to_tf_dataset(fer_dir, augment="mixup")
 
 
+def _colour_dataset(n: int, *, sizes: list[int] | None = None):
+    """n RGB PNGs (random pixels), sizes cycling through ``sizes`` (default 20), labels 0..3."""
+    import datasets
+
+    from ferdata.dataset import core_features
+    from ferdata.images import encode_png, pixel_id
+
+    rng = np.random.default_rng(5)
+    sizes = sizes or [20]
+    images = [rng.integers(0, 256, (sizes[i % len(sizes)], sizes[i % len(sizes)] + 2, 3), dtype=np.uint8)
+              for i in range(n)]
+    return datasets.Dataset.from_dict({"image": [{"bytes": encode_png(im), "path": None} for im in images],
+                                       "label": [i % 4 for i in range(n)], "id": [pixel_id(im) for im in images],
+                                       "source": ["t"] * n, "origin": ["t"] * n}, features=core_features(NAMES4))
+
+
+def _all_batches(ds) -> tuple[np.ndarray, np.ndarray]:
+    batches = list(ds)
+    return np.concatenate([b[0].numpy() for b in batches]), np.concatenate([b[1].numpy() for b in batches])
+
+
+@pytest.mark.parametrize("image_size,channels", [(None, 1), (None, 3), (30, 1), ((24, 16), 3)])
+def test_in_memory_and_streaming_give_the_same_batches(fer_dir: Path, image_size, channels,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decoded once in memory or streamed (FERDATA_TRAIN_MEMORY_MB=0): the same pixels, gray<->RGB included."""
+    import datasets
+
+    from ferdata.quality import to_gray
+    from ferdata.rows import read_pixels
+    from ferdata.train import to_tf_dataset
+
+    for source in (_colour_dataset(11), datasets.load_from_disk(str(fer_dir))["test"]):
+        kwargs = {"image_size": image_size, "channels": channels, "batch_size": 4}
+        memory = _all_batches(to_tf_dataset(source, **kwargs))
+        monkeypatch.setenv("FERDATA_TRAIN_MEMORY_MB", "0")
+        streamed = _all_batches(to_tf_dataset(source, **kwargs))
+        monkeypatch.delenv("FERDATA_TRAIN_MEMORY_MB")
+        assert memory[0].shape == streamed[0].shape and memory[0].shape[-1] == channels
+        np.testing.assert_array_equal(memory[0], streamed[0])
+        np.testing.assert_array_equal(memory[1], streamed[1])
+        if image_size is None:  # the stored pixels through the one reader: ITU-R 601 gray, or gray repeated
+            raw = read_pixels(source.cast_column("image", datasets.Image(decode=False))[0]["image"])
+            expected = to_gray(raw) if channels == 1 else (np.repeat(raw[:, :, None], 3, 2) if raw.ndim == 2 else raw)
+            np.testing.assert_array_equal(memory[0][0], expected.reshape(memory[0][0].shape))
+
+
+def test_mixed_sizes_stream_and_a_bad_budget_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ferdata.train import to_tf_dataset
+    from ferdata.train.data import memory_budget_mb
+
+    mixed = _colour_dataset(6, sizes=[20, 28])
+    x, y = _all_batches(to_tf_dataset(mixed, image_size=16, channels=1, batch_size=4))
+    assert x.shape == (6, 16, 16, 1) and y.argmax(1).tolist() == [0, 1, 2, 3, 0, 1]
+    x, _ = _all_batches(to_tf_dataset(mixed, channels=1, batch_size=4))  # no size: the first image's
+    assert x.shape == (6, 20, 22, 1)
+    monkeypatch.setenv("FERDATA_TRAIN_MEMORY_MB", "lots")
+    with pytest.raises(UsageError, match="FERDATA_TRAIN_MEMORY_MB must be a number of MB >= 0"):
+        memory_budget_mb()
+
+
 # ------------------------------------------------------------------ commands
 
 
@@ -351,3 +411,66 @@ def test_shallow_cnn_std_standardises_each_image_and_saves(tmp_path: Path) -> No
     model.save(tmp_path / "m.keras")
     again = keras.saving.load_model(tmp_path / "m.keras", compile=False)
     assert np.allclose(again.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+
+
+# ------------------------------------------------------------------ seen rows and dropped classes (issue 26)
+
+
+def test_evaluate_leaves_out_the_rows_the_run_trained_on(trained_run, stripes_dir: Path, tmp_path: Path,
+                                                         run_cli) -> None:
+    """The stripes dataset has no validation split: train held out 20 %; evaluate on it scores only those."""
+    from collections import Counter
+
+    import pyarrow.parquet as pq
+
+    run = trained_run[0]
+    seen = pq.read_table(run / "seen.parquet").to_pydict()
+    assert Counter(seen["role"]) == {"train": 160, "validation": 40} and set(seen["split"]) == {"train"}
+    assert json.loads((run / "run.json").read_text())["seen_rows"]["validation_split"] == "train"
+    code, out, err = run_cli("evaluate", run, stripes_dir, "--split", "train", "--out", tmp_path / "ev")
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert metrics["num_examples"] == 40 and metrics["rows_in_split"] == 200
+    assert metrics["excluded_seen"] == 160 and metrics["validation_rows_scored"] == 40
+    assert "left out 160 rows of split 'train' the model was trained on" in err and "160 seen in training" in out
+    with (tmp_path / "ev" / "predictions.csv").open() as f:
+        scored = {r["id"] for r in csv.DictReader(f)}
+    validation_ids = {i for i, role in zip(seen["id"], seen["role"], strict=True) if role == "validation"}
+    assert scored == validation_ids
+    # --include-seen scores every row and says the score is not a test score
+    code, out, err = run_cli("evaluate", run, stripes_dir, "--split", "train", "--include-seen", "--out", tmp_path / "all")
+    assert code == 0, err
+    assert json.loads((tmp_path / "all" / "metrics.json").read_text())["num_examples"] == 200
+    assert "not a test score" in err
+
+
+def test_evaluate_leaves_out_derived_copies_of_training_rows(trained_run, tmp_path: Path, run_cli) -> None:
+    """An upscaled or cropped copy has new pixels (a new id) but its training row's root_id: it is seen too."""
+    import pyarrow.parquet as pq
+
+    run = trained_run[0]
+    seen = pq.read_table(run / "seen.parquet").to_pydict()
+    train_ids = [i for i, role in zip(seen["id"], seen["role"], strict=True) if role == "train"]
+    ds = make_oriented(16, seed=7)
+    roots = train_ids[:8] + ds["id"][8:]  # 8 copies of training rows, 8 new rows
+    other = save_dir(tmp_path / "copies", test=ds.add_column("root_id", roots))
+    code, out, err = run_cli("evaluate", run, other, "--out", tmp_path / "ev")
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert metrics["excluded_seen"] == 8 and metrics["num_examples"] == 8
+    # only copies: nothing to score is one line, exit 2
+    only = save_dir(tmp_path / "only", test=make_oriented(4, seed=8).add_column("root_id", train_ids[:4]))
+    code, out, err = run_cli("evaluate", run, only, "--out", tmp_path / "ev2")
+    assert code == 2 and "nothing to score" in err and "4 were training rows" in err and err.count("\n") == 1
+
+
+def test_a_label_map_can_drop_a_class(trained_run, tmp_path: Path, run_cli) -> None:
+    run = trained_run[0]
+    bad = save_dir(tmp_path / "bad", test=make_oriented(8, seed=2, names=["angry", "happy", "sad", "contempt"]))
+    (tmp_path / "map.yaml").write_text("contempt: null\n")
+    code, out, err = run_cli("evaluate", run, bad, "--label-map", tmp_path / "map.yaml", "--out", tmp_path / "ev")
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert metrics["num_examples"] == 6 and metrics["dropped_rows"] == 2 and metrics["dropped_by_class"] == {"contempt": 2}
+    assert "left out 2 rows of classes the model cannot output: contempt 2" in err
+    assert "2 of classes the model cannot output" in out

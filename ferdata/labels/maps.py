@@ -62,8 +62,9 @@ class LabelMaps:
             raise UsageError(f"unknown label map {source!r}; known maps: {', '.join(self.source_names())}")
         return self.sources[source][int(code)]
 
-    def canonical_name(self, name: str, *, mapping: dict[str, str] | None = None) -> str | None:
-        """Canonical name of a folder or label name (case-insensitive), or None when unknown."""
+    def canonical_name(self, name: str, *, mapping: dict[str, str | None] | None = None) -> str | None:
+        """Canonical name of a folder or label name (case-insensitive), or None when unknown (or, with a
+        ``mapping``, mapped to null: see :func:`dropped_names`)."""
         key = name.strip().lower()
         if mapping is not None:
             lowered = {k.lower(): v for k, v in mapping.items()}
@@ -113,18 +114,40 @@ def _load(path: str) -> LabelMaps:
     return LabelMaps(canonical, extra, sources, synonyms, groupings)
 
 
-def load_label_mapping(path: str | Path) -> dict[str, str]:
+def load_label_mapping(path: str | Path) -> dict[str, str | None]:
     """Read a user ``--label-map`` YAML file: ``{folder_or_label_name: canonical_name}``.
 
+    A name mapped to ``null`` (``contempt: null``) is a class to drop: an importer sends its rows
+    to the rejects ledger (reason ``class_dropped_by_label_map``), ``evaluate`` and ``benchmark``
+    leave them out and count them. Nothing is dropped without the file saying so.
+
     Raises:
-        ManifestError: when it is not a mapping of names to known canonical names.
+        ManifestError: when it is not a mapping of names to known canonical names (or null), or
+            when it drops every class.
+
+    Example:
+        >>> load_label_mapping("nhfi-labels.yaml")   # doctest: +SKIP
+        {'Happiness': 'happy', 'contempt': None}
     """
     maps = LabelMaps.load()
     raw = load_yaml(path)
     if not isinstance(raw, dict) or not raw:
-        raise ManifestError(f"--label-map {path} must be a YAML mapping of names to classes")
-    mapping = {str(k): str(v) for k, v in raw.items()}
-    unknown = sorted(set(mapping.values()) - set(maps.all_names))
+        raise ManifestError(f"--label-map {path} must be a YAML mapping of names to classes (null drops a class)")
+    mapping = {str(k): (None if v is None else str(v)) for k, v in raw.items()}
+    unknown = sorted({v for v in mapping.values() if v is not None} - set(maps.all_names))
     if unknown:
-        raise ManifestError(f"--label-map {path} maps to unknown classes {unknown}; allowed: {', '.join(maps.all_names)}")
+        raise ManifestError(f"--label-map {path} maps to unknown classes {unknown}; allowed: {', '.join(maps.all_names)} "
+                            "or null (drop the class)")
+    if all(v is None for v in mapping.values()):
+        raise ManifestError(f"--label-map {path} maps every name to null: nothing would be kept")
     return mapping
+
+
+def dropped_names(mapping: dict[str, str | None] | None) -> set[str]:
+    """The names a label mapping drops (mapped to ``null``), lower-cased.
+
+    Example:
+        >>> sorted(dropped_names({"Contempt": None, "joy": "happy"}))
+        ['contempt']
+    """
+    return {k.strip().lower() for k, v in (mapping or {}).items() if v is None}

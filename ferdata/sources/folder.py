@@ -5,6 +5,12 @@ when every top-level folder is a split name (train/training, val/valid/validatio
 test/testing/PrivateTest). Folder names map to classes through the synonyms of
 ``manifests/labels.yaml`` (anger -> angry, happiness -> happy, ...) or a user ``--label-map`` YAML;
 unknown folder names are one error naming every one with its closest known name, before any work.
+A folder the ``--label-map`` maps to ``null`` (``contempt: null``) is dropped: its files go to the
+rejects ledger with reason ``class_dropped_by_label_map``.
+
+``classes`` means what it means for every importer: 7 is the canonical seven, so a ``contempt``
+folder's images go to the ledger (``class_not_in_grouping``) as the FER2013 importer does; 8 keeps
+contempt; 6 and 3 regroup (paper 003).
 
 Every file is read and decoded (any format PIL reads); an unusable file (zero bytes, not an image,
 truncated, too many pixels) goes to the rejects ledger with its path. CMYK, 16-bit, palette and RGBA
@@ -14,6 +20,7 @@ byte for byte.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +28,7 @@ from typing import Any
 
 from ferdata.errors import UsageError
 from ferdata.labels import GROUPINGS, LabelMaps, load_label_mapping
+from ferdata.labels.maps import dropped_names
 from ferdata.sources import SPLIT_NAMES, check_input, file_row, reject_row, rows_to_dataset
 from ferdata.steps import StepContext, StepOutput, register_step
 
@@ -34,6 +42,7 @@ class FolderConfig:
     label_map: str | None = None
     #: dataset name recorded in ``source`` as ``folder:NAME`` (default: the folder's name)
     name: str | None = None
+    #: class grouping (paper 003): 7 the canonical seven (contempt to the ledger), 8 keeps contempt, 6 or 3 regroup
     classes: int = 7
 
     def __post_init__(self) -> None:
@@ -92,8 +101,9 @@ def unknown_folders_message(src: Path, unknown: list[Path], known: list[str], *,
     return "; ".join(parts)
 
 
-def scan_folders(src: Path, mapping: dict[str, str] | None) -> list[tuple[str, str, str]]:
-    """Return ``(path, class_name, split)`` for every file, in sorted order.
+def scan_folders(src: Path, mapping: dict[str, str | None] | None) -> list[tuple[str, str, str]]:
+    """Return ``(path, class_name, split)`` for every file, in sorted order; ``class_name`` is ``""``
+    for a folder the ``mapping`` drops (mapped to null).
 
     Every folder name is checked before any file is listed: all unknown ones are named in one error,
     each with its closest known name.
@@ -115,12 +125,15 @@ def scan_folders(src: Path, mapping: dict[str, str] | None) -> list[tuple[str, s
         split_mix = split_dirs
     classes: list[tuple[Path, str, str]] = []
     unknown: list[Path] = []
+    dropped = dropped_names(mapping)
     for split, root in roots:
         for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
             if class_dir in split_mix:
                 continue
             name = maps.canonical_name(class_dir.name, mapping=mapping)
-            if name is None:
+            if class_dir.name.strip().lower() in dropped:
+                classes.append((class_dir, "", split))
+            elif name is None:
                 unknown.append(class_dir)
             else:
                 classes.append((class_dir, name, split))
@@ -140,6 +153,10 @@ def generate_rows(files: list[tuple[str, str, str]], src: str, names: tuple[str,
     """Yield one row per file (a reject row for an unusable one)."""
     for path, class_name, split in files:
         origin = str(Path(path).relative_to(src))
+        if not class_name:
+            yield reject_row("class_dropped_by_label_map", json.dumps({"folder": Path(path).parent.name}),
+                             origin=origin, source=source, split=split)
+            continue
         try:
             data = Path(path).read_bytes()
         except OSError as e:
@@ -161,13 +178,13 @@ def import_folder(data: None, config: FolderConfig, ctx: StepContext) -> StepOut
     limited_out = max(0, len(files) - ctx.limit) if ctx.limit is not None else 0  # recorded (a trial)
     if ctx.limit is not None:
         files = files[: ctx.limit]
-    names = LabelMaps.load().names_for({name for _, name, _ in files})
+    names = LabelMaps.load().names_for({name for _, name, _ in files if name})
     source = f"folder:{config.name or src.resolve().name}"
     # datasets shards list-valued gen_kwargs (files) over the processes; names is a tuple so it is not sharded
     gen_kwargs = {"files": files, "src": str(src), "names": tuple(names), "source": source}
     dd, rejects = rows_to_dataset(generate_rows, gen_kwargs, names, cache_dir=ctx.scratch(),
                                   num_proc=max(1, min(ctx.num_proc, len(files))), step="import_folder")
-    if config.classes != 7:
+    if config.classes != 7 or len(names) != 7:  # --classes 7 drops contempt, as import fer2013 does
         dd, more = apply_grouping(dd, config.classes, step="import_folder")
         rejects += more
     return StepOutput(dd, rejects, info={"source": str(src), "files": len(files), "limited_out": limited_out})

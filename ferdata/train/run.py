@@ -12,6 +12,8 @@ A **run directory** (``RUN/``) holds a trained model and everything needed to ju
 ``confusion.png``           the same as a heat map (also ``confusion_normalized.png``)
 ``metrics.json``            accuracy, top-2, per-class precision / recall / F1 / support, macro F1,
                             inference ms per image, warnings (absent classes)
+``seen.parquet``            the ids and root ids of every training and validation row
+                            (:mod:`ferdata.train.seen`): ``evaluate`` leaves the training rows out
 ==========================  ==============================================================
 """
 
@@ -31,8 +33,12 @@ import numpy as np
 from ferdata.dataset import atomic_dir
 from ferdata.errors import InputNotFound, OutputExists, UsageError
 from ferdata.train.config import TrainConfig
+from ferdata.train.seen import SEEN_FILE, scored_rows, write_seen
 
 logger = logging.getLogger(__name__)
+
+#: the per-row predictions ``evaluate`` writes beside metrics.json
+PREDICTIONS_FILE = "predictions.csv"
 
 
 def stratified_holdout(ds: Any, fraction: float, *, seed: int = 0) -> tuple[Any, Any]:
@@ -63,9 +69,13 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def _evaluate_into(model: Any, ds: Any, names: list[str], out: Path, *, batch_size: int, image_size: tuple[int, int],
-                   channels: int, label_index: dict[int, int] | None = None, extra: dict[str, Any] | None = None
-                   ) -> dict[str, Any]:
-    """Predict a split, write metrics.json + confusion CSV/PNGs into ``out``, return the metrics."""
+                   channels: int, label_index: dict[int, int] | None = None, extra: dict[str, Any] | None = None,
+                   rows: np.ndarray | None = None) -> dict[str, Any]:
+    """Predict a split, write metrics.json + confusion CSV/PNGs into ``out``, return the metrics.
+
+    With ``rows`` (each scored row's position in its split), ``predictions.csv`` lists every
+    scored row: ``row, id, true, predicted``.
+    """
     from ferdata.train.data import to_tf_dataset
     from ferdata.train.fit import predict_proba
     from ferdata.train.metrics import classification_report, plot_confusion, write_confusion_csv
@@ -83,6 +93,8 @@ def _evaluate_into(model: Any, ds: Any, names: list[str], out: Path, *, batch_si
     report["inference_ms_per_image"] = round(1000 * seconds / max(len(labels), 1), 3)
     report.update(extra or {})
     cm = np.asarray(report["confusion_matrix"])
+    if rows is not None:
+        _write_predictions(out / PREDICTIONS_FILE, rows, ds, labels, probs.argmax(axis=1), names)
     write_confusion_csv(cm, names, out / "confusion.csv")
     plot_confusion(cm, names, out / "confusion.png")
     plot_confusion(cm, names, out / "confusion_normalized.png", normalize=True)
@@ -90,6 +102,19 @@ def _evaluate_into(model: Any, ds: Any, names: list[str], out: Path, *, batch_si
     for warning in report["warnings"]:
         (logger.warning if "no example" in warning else logger.info)(warning)
     return report
+
+
+def _write_predictions(path: Path, rows: np.ndarray, ds: Any, labels: np.ndarray, predicted: np.ndarray,
+                       names: list[str]) -> None:
+    """``predictions.csv``: the split position, id, true and predicted class of every scored row."""
+    import csv
+
+    ids = ds["id"] if "id" in ds.column_names else [""] * len(labels)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["row", "id", "true", "predicted"])
+        for row, row_id, t, p in zip(rows.tolist(), ids, labels.tolist(), predicted.tolist(), strict=True):
+            writer.writerow([row, row_id, names[t], names[p]])
 
 
 def _no_input_writes(fn: Any) -> Any:
@@ -251,6 +276,11 @@ def train_run(
         (tmp / "best.weights.h5").unlink(missing_ok=True)  # model.keras holds the same weights
         plot_learning_curves(history.history, tmp)
         _write_json(tmp / "labels.json", names)
+        seen = write_seen(tmp / SEEN_FILE, [("train", "train", train),
+                                            ("validation", "train" if split_note else "validation", validation)])
+        if split_note:
+            notes.append(f"the held-out rows are listed in {SEEN_FILE}: `ferdata evaluate RUN {Path(dataset_dir).name} "
+                         "--split train` scores only them (the training rows are left out)")
         run_json = {
             "format": "ferdata-run/1", "model": cfg.model, "input_shape": list(shape),
             "dataset": str(Path(dataset_dir).resolve()), "label_names": names, "epochs": cfg.epochs,
@@ -259,7 +289,7 @@ def train_run(
             "class_weight_values": cw, "augment": cfg.augment, "soft_labels": cfg.soft_labels, "seed": cfg.seed,
             "train_examples": len(train), "validation_examples": len(validation),
             "validation_split": "created" if split_note else "validation", "train_class_counts": counts,
-            "train_seconds": round(train_seconds, 1), "notes": notes,
+            "train_seconds": round(train_seconds, 1), "seen_rows": seen, "notes": notes,
         }
         _write_json(tmp / "run.json", run_json)
         metrics = _evaluate_into(net, validation, names, tmp, batch_size=cfg.batch_size, image_size=shape[:2],
@@ -316,44 +346,6 @@ def default_eval_dir(run_dir: str | Path, dataset_dir: str | Path, split: str) -
     return Path(run_dir) / "eval" / f"{Path(dataset_dir).name}-{split}"
 
 
-def label_index_for(dataset_names: list[str], model_names: list[str], *, mapping: dict[str, str] | None = None,
-                    present: set[int] | None = None) -> dict[int, int] | None:
-    """Map dataset label ids onto model output ids by class name.
-
-    Names are compared after the label maps' synonyms (``Happiness`` -> ``happy``) or the user's
-    ``mapping`` (``{dataset name: model class name}``). Returns None when the names are identical.
-
-    Raises:
-        UsageError: when a dataset class with examples (``present``) has no model class.
-
-    Example:
-        >>> label_index_for(["sad", "happy"], ["happy", "sad"])
-        {0: 1, 1: 0}
-    """
-    if list(dataset_names) == list(model_names) and not mapping:
-        return None
-    from ferdata.labels import LabelMaps
-
-    maps = LabelMaps.load()
-    model_index = {n: i for i, n in enumerate(model_names)}
-    index: dict[int, int] = {}
-    missing = []
-    for i, name in enumerate(dataset_names):
-        target = name if name in model_index else None
-        if mapping and name in mapping:
-            target = mapping[name]
-        elif target is None:
-            target = maps.canonical_name(name)
-        if target in model_index:
-            index[i] = model_index[target]
-        elif present is None or i in present:
-            missing.append(name)
-    if missing:
-        raise UsageError(f"dataset classes {missing} are not classes of the model ({', '.join(model_names)}); "
-                         "pass --label-map FILE mapping them to model classes")
-    return index
-
-
 @_no_input_writes
 def evaluate_run(
     run_dir: str | Path,
@@ -362,24 +354,31 @@ def evaluate_run(
     split: str = "test",
     out: str | Path | None = None,
     saliency: int = 0,
-    label_map: dict[str, str] | None = None,
+    label_map: dict[str, str | None] | None = None,
     batch_size: int = 64,
     overwrite: bool = False,
     notes: list[str] | None = None,
+    include_seen: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a trained run on a dataset directory's split (e.g. train on FER2013, test on BTFER).
 
     Writes ``metrics.json``, ``confusion.csv``, ``confusion.png``, ``confusion_normalized.png``
     and, with ``saliency`` N > 0, ``saliency/<class>.png`` (N images of each class beside their
     gradient saliency maps, paper 002) into ``out`` (default ``RUN/eval/<dataset>-<split>``).
-    Images are resized / converted to the model's input; labels are matched by name.
+    Images are resized / converted to the model's input; labels are matched by name (a class
+    ``label_map`` maps to None is left out and counted). Rows the run was trained on (same ``id``
+    or ``root_id``, ``RUN/seen.parquet``) are left out and counted, unless ``include_seen``; on
+    the dataset a run was trained on without a validation split, what is scored is the held-out
+    part ``train`` wrote down. ``predictions.csv`` lists every scored row.
 
     The default output holds only what this function derives, so a re-run replaces it (said in
     ``notes``); an ``out`` the caller names is replaced only with ``overwrite``. Every check of
     the inputs and options runs before TensorFlow loads.
 
     Returns:
-        The metrics (``classification_report`` plus ``inference_ms_per_image``, ``split``, ``dataset``, ``out``).
+        The metrics (``classification_report`` plus ``inference_ms_per_image``, ``split``, ``dataset``, ``out``
+        and the counts of :func:`scored_rows`: ``rows_in_split``, ``dropped_rows``, ``dropped_by_class``,
+        ``excluded_seen``, ``validation_rows_scored``, ``seen_check``).
 
     Raises:
         UsageError: for a missing split, classes the model does not know, or a named output that exists.
@@ -387,7 +386,7 @@ def evaluate_run(
     Example:
         >>> evaluate_run("runs/fer-cnn", "btfer", split="test", saliency=3)["accuracy"]   # doctest: +SKIP
     """
-    from ferdata.dataset import label_names, open_dataset
+    from ferdata.dataset import open_dataset
 
     if saliency < 0:
         raise UsageError(f"--saliency must be 0 or more, got {saliency}")
@@ -401,20 +400,22 @@ def evaluate_run(
     if len(ds) == 0:
         raise UsageError(f"split {split!r} of {dataset_dir} is empty")
     names = list(config["label_names"])
-    present = {int(v) for v in set(ds["label"])}
-    index = label_index_for(label_names(ds), names, mapping=label_map, present=present)
-    if index is not None:
-        keep = [i for i, v in enumerate(ds["label"]) if int(v) in index]
-        ds = ds.select(keep)
+    rows = scored_rows(run_dir, ds, names, split=split, label_map=label_map, include_seen=include_seen)
+    index = rows.index
+    if len(rows.keep) < len(ds):
+        ds = ds.select(rows.keep.tolist())
     model, config = load_run(run_dir)  # TensorFlow loads here, after every check
     h, w, c = config["input_shape"]
+    extra = {"split": split, "dataset": str(Path(dataset_dir).resolve()), **rows.counts}
     with atomic_dir(out) as tmp:
         report = _evaluate_into(model, ds, names, tmp, batch_size=batch_size, image_size=(h, w), channels=c,
-                                label_index=index, extra={"split": split, "dataset": str(Path(dataset_dir).resolve())})
+                                label_index=index, extra=extra, rows=rows.keep)
         if saliency:
             write_saliency_maps(model, ds, names, tmp / "saliency", per_class=saliency, image_size=(h, w),
                                 channels=c, label_index=index)
     report["out"] = str(out)
+    if notes is not None:
+        notes.extend(rows.notes)
     if replaced and notes is not None:
         notes.append(f"replaced the previous evaluation in {out} (evaluate's default output; "
                      "give --out DIR to keep several)")
