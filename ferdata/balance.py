@@ -45,10 +45,11 @@ WEIGHT_METHODS = ("simple", "conservative", "inverse")
 
 
 def all_class_weights(dd: datasets.DatasetDict) -> dict[str, dict[str, dict[str, float]]]:
-    """``{split: {method: {class: weight}}}`` for every split and method."""
+    """``{split: {method: {class: weight}}}`` for every split with labelled rows, and every method."""
     from ferdata.dataset import class_counts
 
-    return {split: {m: class_weights(class_counts(ds), m) for m in WEIGHT_METHODS} for split, ds in dd.items()}
+    counts = {split: class_counts(ds) for split, ds in dd.items()}
+    return {split: {m: class_weights(c, m) for m in WEIGHT_METHODS} for split, c in counts.items() if any(c.values())}
 
 
 @dataclass
