@@ -34,7 +34,7 @@ from ferdata.columns import (
 from ferdata.dedupe.config import STEP, DedupeConfig
 from ferdata.dedupe.grouping import DuplicateGroups, _group_rows, gather_rows, survivor_rank
 from ferdata.dedupe.hashing import hash_dataset
-from ferdata.dedupe.report import REPORT_NAME, report_rows, write_groups_report
+from ferdata.dedupe.report import REPORT_NAME, add_survivor_evidence, report_rows, write_groups_report
 from ferdata.steps import StepContext, StepOutput, register_step
 
 if TYPE_CHECKING:
@@ -82,7 +82,8 @@ def dedupe_dataset(dd: datasets.DatasetDict, config: DedupeConfig | None = None,
                            const=rows.const)
     groups = DuplicateGroups(rows, grouping, config)
     new_rejects = groups.ledger_rows(step)
-    report = report_rows(groups)
+    add_survivor_evidence(new_rejects, dd)  # the survivor as the step compared it, for reports after crop/upscale
+    report = report_rows(groups, data=dd if config.report else None)
     result = _output_dataset(dd, config, groups)
     info = _info(config, groups, hashes_reused=reused, undecodable=len(rejects))
     if config.report:
