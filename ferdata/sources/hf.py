@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ferdata.columns import CORE_COLUMNS
 from ferdata.errors import UsageError
 from ferdata.labels import GROUPINGS, LabelMaps
 from ferdata.sources import check_input, pixels_row, reject_row
@@ -169,7 +170,7 @@ def import_hf(data: None, config: HfConfig, ctx: StepContext) -> StepOutput:
 # ---------------------------------------------------------------- a published dataset back: ferdata import hub
 
 #: Columns that make a dataset ferdata's own: its rows are kept as published (ids and lineage verified).
-FERDATA_COLUMNS = ("image", "label", "id", "source", "origin")
+FERDATA_COLUMNS = CORE_COLUMNS
 
 
 @dataclass
