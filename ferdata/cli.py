@@ -1244,6 +1244,76 @@ def export_tflite_cmd(run_dir: Path, out: Path | None, overwrite: bool) -> None:
     click.echo(f"export-tflite: {path.stat().st_size / 1e6:.1f} MB -> {path}")
 
 
+@cli.command("benchmark", short_help="Train on each dataset and test on every one (paper 001's protocol).")
+@click.option("--train", "train_sets", multiple=True, required=True, metavar="NAME=DIR",
+              help="A training set (repeatable): one model per training set and seed.")
+@click.option("--test", "test_sets", multiple=True, required=True, metavar="NAME=DIR",
+              help="A test set (repeatable); a training set may be one too (its in-domain cell).")
+@out_option
+@click.option("--model", "model_name",
+              type=click.Choice(["shallow-cnn", "shallow-cnn-std", "fer-cnn", "efficientnet-b0", "tiny-cnn", "refine-cnn"]),
+              default="shallow-cnn", show_default=True, help="Model factory (see docs/training.md).")
+@click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True, help="Maximum epochs.")
+@click.option("--image-size", default=None, help="Input size N or HxW (default: the model's; tiny-cnn: the data's).")
+@click.option("--channels", type=click.Choice(["1", "3"]), default=None, help="Input channels (default: the model's).")
+@click.option("--seeds", default="0,1,2", show_default=True, help="Comma-separated seeds: one model per seed.")
+@click.option("--classes", type=click.Choice(["8", "7", "6", "3"]), default="7", show_default=True,
+              help="The label space (paper 003's groupings); test classes outside it are dropped and counted.")
+@click.option("--class-weights", type=click.Choice(["none", "simple", "conservative", "inverse"]), default="none",
+              show_default=True, help="Loss weights per class (papers 001 and 003).")
+@click.option("--augment", type=click.Choice(["none", "paper001", "paper002", "light"]), default="none",
+              show_default=True, help="Augmentation preset of the training batches.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True,
+              help="Adam's initial learning rate.")
+@click.option("--patience", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Early-stopping patience in epochs (0: off).")
+@click.option("--split", "test_splits", multiple=True, metavar="NAME=SPLIT",
+              help="The split a test set is scored on (default: test, else its only split).")
+@click.option("--train-split", "train_splits", multiple=True, metavar="NAME=SPLIT",
+              help="The split a training set trains on (default: train).")
+@click.option("--queries", default="btfer-queries", show_default=True,
+              help="Query manifest whose demographic terms group crawled test rows (groups.csv).")
+@click.option("--bootstrap", type=click.IntRange(min=100), default=1000, show_default=True,
+              help="Bootstrap replicates of the 95 % intervals.")
+@click.option("--overwrite", is_flag=True, help="Start afresh in an existing output (default: resume it).")
+@quiet_option
+def benchmark_cmd(train_sets: tuple[str, ...], test_sets: tuple[str, ...], out: Path, model_name: str, epochs: int,
+                  image_size: str | None, channels: str | None, seeds: str, classes: str, class_weights: str,
+                  augment: str, batch_size: int, lr: float, patience: int, test_splits: tuple[str, ...],
+                  train_splits: tuple[str, ...], queries: str, bootstrap: int, overwrite: bool) -> None:
+    """Train one model per training set and seed; score each on every test set under one label space.
+
+    Writes OUT/results.csv (every cell and seed: accuracy, macro F1, per-class recall, rows
+    dropped and left out as seen), summary.csv (mean and std over seeds, bootstrap 95 %
+    interval), groups.csv (accuracy per demographic term of crawled test rows), confusion
+    matrices and report.html. Rows a model was trained on are never scored. A killed benchmark
+    started again with the same options keeps its finished cells. See docs/benchmark.md.
+
+    Example:
+
+        ferdata benchmark --train fer=fer2013 --test fer=fer2013 --test btfer=btfer --seeds 0,1,2 --out bench
+    """
+    from ferdata.benchmark import BenchmarkConfig, dataset_specs, parse_named, parse_seeds, run_benchmark
+
+    trains, tests = parse_named(train_sets, "--train"), parse_named(test_sets, "--test")
+    specs = {"train_splits": parse_named(train_splits, "--train-split"), "test_splits": parse_named(test_splits, "--split")}
+    for option, names, pool in (("--train-split", specs["train_splits"], trains), ("--split", specs["test_splits"], tests)):
+        unknown = sorted(set(names) - set(pool))
+        if unknown:
+            raise click.BadParameter(f"{', '.join(unknown)} not among the datasets named ({', '.join(pool)})",
+                                     param_hint=option)
+    config = BenchmarkConfig(train=dataset_specs(trains, **specs), test=dataset_specs(tests, **specs), model=model_name,
+                             epochs=epochs, image_size=_image_size(image_size),
+                             channels=int(channels) if channels else None, seeds=parse_seeds(seeds),
+                             classes=int(classes), class_weights=class_weights, augment=augment,
+                             batch_size=batch_size, lr=lr, patience=patience, queries=queries, bootstrap=bootstrap)
+    result = run_benchmark(config, out, overwrite=overwrite, echo=click.echo)
+    kept = f", {result.resumed} kept from an earlier run" if result.resumed else ""
+    click.echo(f"benchmark: {len(result.cells)} cells{kept} in {result.seconds:.0f}s -> {result.summary}, "
+               f"{result.report}")
+
+
 # ---------------------------------------------------------------- crawl and review
 
 _CRAWL_ENGINES = ["bing", "baidu", "google", "flickr", "urls", "loopback"]
