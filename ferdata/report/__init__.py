@@ -135,14 +135,45 @@ def write_report(
         >>> write_report("fer2013", per_class=12).sections   # doctest: +SKIP
         ['card', 'funnel', 'distribution', 'samples', 'duplicates', 'rejects', 'quality']
     """
-    from ferdata.dataset import open_dataset, read_manifest, read_rejects
     from ferdata.report import collect
     from ferdata.report.images import ImageStore
 
     start = time.perf_counter()
     _check_options(per_class, budget_mb)
     path = Path(path)
-    shown, where = name or path.name, name or str(path)  # before `name` is reused below
+    shown, where = name or path.name, name or str(path)
+    out, data_dir = _check_paths(path, out)
+    run = collect.run_sections(path) if collect.is_run_dir(path) else None
+    if data_dir is None and run is None:
+        raise NotADatasetDir(f"{path} is neither a dataset directory (no dataset_dict.json) nor a run directory "
+                             "(no run.json, metrics.json, rounds.csv, history.csv or confusion.csv)")
+    assets_dir = out.parent / f"{out.stem}_files" if assets else None
+    tmp_assets = None
+    if assets_dir is not None:
+        tmp_assets = out.parent / f".{out.stem}_files.tmp"
+        shutil.rmtree(tmp_assets, ignore_errors=True)
+    store = ImageStore(tmp_assets, assets_href=f"{out.stem}_files") if assets else ImageStore()
+    warnings: list[str] = []
+    sections: dict[str, Any] = {}
+    if data_dir is not None:
+        sections = _dataset_sections(data_dir, store, warnings, per_class=per_class, seed=seed, before=before,
+                                     review=review)
+    if run is not None:
+        sections["run"] = run
+    html = _environment().get_template("report.html.j2").render(
+        title=title or shown, path=where, sections=sections, lazy=assets, review=review and store.count > 0,
+        per_class=per_class, version=_version(), warnings=warnings)
+    size = _write_page(out, html, assets_dir, tmp_assets)
+    if size > budget_mb * 1e6:
+        warnings.append(f"report is {size / 1e6:.1f} MB, over the {budget_mb:g} MB budget; lower --per-class or "
+                        "use --assets")
+    if store.failed:
+        warnings.append(f"{store.failed} image(s) could not be decoded and are shown as text")
+    return ReportResult(out, size, store.count, round(time.perf_counter() - start, 3), list(sections), warnings)
+
+
+def _check_paths(path: Path, out: str | Path | None) -> tuple[Path, Path | None]:
+    """The report file to write and the dataset directory to read (the run's ``dataset/``, or none)."""
     if not path.exists():
         raise InputNotFound(f"directory not found: {path}")
     if not path.is_dir():
@@ -154,52 +185,47 @@ def write_report(
         raise UsageError(f"--out {out} is a directory; give the .html file to write")
     data_dir = path if (path / "dataset_dict.json").exists() else (
         path / "dataset" if (path / "dataset" / "dataset_dict.json").exists() else None)
-    run = collect.run_sections(path) if collect.is_run_dir(path) else None
-    if data_dir is None and run is None:
-        raise NotADatasetDir(f"{path} is neither a dataset directory (no dataset_dict.json) nor a run directory "
-                             "(no run.json, metrics.json, rounds.csv, history.csv or confusion.csv)")
-    assets_dir = out.parent / f"{out.stem}_files" if assets else None
-    tmp_assets = None
-    if assets_dir is not None:
-        tmp_assets = out.parent / f".{out.stem}_files.tmp"
-        shutil.rmtree(tmp_assets, ignore_errors=True)
-    store = ImageStore(tmp_assets, assets_href=f"{out.stem}_files") if assets else ImageStore()
-    sections: dict[str, Any] = {}
-    warnings: list[str] = []
-    manifest: dict[str, Any] = {}
-    if data_dir is not None:
-        dd = open_dataset(data_dir)
-        manifest = read_manifest(data_dir)
+    return out, data_dir
+
+
+def _dataset_sections(data_dir: Path, store: Any, warnings: list[str], *, per_class: int, seed: int, before: Any,
+                      review: bool) -> dict[str, Any]:
+    """Every section of a dataset directory; a section that fails is named in ``warnings``, the others render."""
+    from ferdata.dataset import open_dataset, read_manifest, read_rejects
+    from ferdata.report import collect
+
+    dd = open_dataset(data_dir)
+    manifest = read_manifest(data_dir)
+    try:
+        ledger = read_rejects(data_dir)
+    except Exception as e:  # an unreadable ledger must not hide the rest
+        warnings.append(f"rejects ledger of {data_dir} not readable: {e}")
+        ledger = []
+    before_dd = None
+    if before is not None:
+        before_dd = open_dataset(before) if isinstance(before, str | Path) else before
+    ctx = collect.Context(dd, manifest, ledger, store, seed=seed, review=review)
+    sections: dict[str, Any] = {"card": collect.data_card(ctx, data_dir)}
+    builders = (("funnel", lambda: collect.funnel(ctx)), ("distribution", lambda: collect.distribution(ctx)),
+                ("samples", lambda: collect.samples(ctx, per_class)), ("duplicates", lambda: collect.duplicates(ctx)),
+                ("similar", lambda: collect.similar(ctx)),
+                ("rejects", lambda: collect.rejects(ctx)), ("quality", lambda: collect.quality(ctx)),
+                ("suspects", lambda: collect.suspects(ctx)), ("sr", lambda: collect.sr_pairs(ctx, before=before_dd)),
+                ("faces", lambda: collect.faces(ctx)))
+    for name, build in builders:
         try:
-            ledger = read_rejects(data_dir)
-        except Exception as e:  # an unreadable ledger must not hide the rest
-            warnings.append(f"rejects ledger of {data_dir} not readable: {e}")
-            ledger = []
-        before_dd = None
-        if before is not None:
-            before_dd = open_dataset(before) if isinstance(before, str | Path) else before
-        ctx = collect.Context(dd, manifest, ledger, store, seed=seed, review=review)
-        sections["card"] = collect.data_card(ctx, data_dir)
-        builders = (("funnel", lambda: collect.funnel(ctx)), ("distribution", lambda: collect.distribution(ctx)),
-                    ("samples", lambda: collect.samples(ctx, per_class)), ("duplicates", lambda: collect.duplicates(ctx)),
-                    ("similar", lambda: collect.similar(ctx)),
-                    ("rejects", lambda: collect.rejects(ctx)), ("quality", lambda: collect.quality(ctx)),
-                    ("suspects", lambda: collect.suspects(ctx)), ("sr", lambda: collect.sr_pairs(ctx, before=before_dd)),
-                    ("faces", lambda: collect.faces(ctx)))
-        for name, build in builders:
-            try:
-                value = build()
-            except Exception as e:  # a section that fails is named, the others still render
-                logger.warning("report: section %s failed: %s", name, e, exc_info=logger.isEnabledFor(logging.DEBUG))
-                warnings.append(f"section {name} not shown: {type(e).__name__}: {e}")
-                value = None
-            if value:
-                sections[name] = value
-    if run is not None:
-        sections["run"] = run
-    html = _environment().get_template("report.html.j2").render(
-        title=title or shown, path=where, sections=sections, lazy=assets, review=review and store.count > 0,
-        per_class=per_class, version=_version(), warnings=warnings)
+            value = build()
+        except Exception as e:  # a section that fails is named, the others still render
+            logger.warning("report: section %s failed: %s", name, e, exc_info=logger.isEnabledFor(logging.DEBUG))
+            warnings.append(f"section {name} not shown: {type(e).__name__}: {e}")
+            value = None
+        if value:
+            sections[name] = value
+    return sections
+
+
+def _write_page(out: Path, html: str, assets_dir: Path | None, tmp_assets: Path | None) -> int:
+    """Write the page (and move its assets folder) into place; its size in bytes, assets included."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp"
     tmp.write_text(html, encoding="utf-8")
@@ -208,14 +234,8 @@ def write_report(
         if tmp_assets.exists():
             tmp_assets.rename(assets_dir)
     tmp.replace(out)
-    size = out.stat().st_size + (sum(f.stat().st_size for f in assets_dir.iterdir()) if assets_dir and
+    return out.stat().st_size + (sum(f.stat().st_size for f in assets_dir.iterdir()) if assets_dir and
                                  assets_dir.exists() else 0)
-    if size > budget_mb * 1e6:
-        warnings.append(f"report is {size / 1e6:.1f} MB, over the {budget_mb:g} MB budget; lower --per-class or "
-                        "use --assets")
-    if store.failed:
-        warnings.append(f"{store.failed} image(s) could not be decoded and are shown as text")
-    return ReportResult(out, size, store.count, round(time.perf_counter() - start, 3), list(sections), warnings)
 
 
 def _version() -> str:
