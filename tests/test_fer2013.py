@@ -289,3 +289,27 @@ def test_zip_without_one_csv_is_refused(tmp_path: Path, run_cli) -> None:
         z.writestr("b.csv", "emotion,pixels,Usage\n")
     code, _, err = run_cli("import", "fer2013", packed, "--out", tmp_path / "o")
     assert code == 2 and "exactly one CSV" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("ferplus", [False, True])
+def test_parallel_import_equals_one_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ferplus: bool) -> None:
+    """--num-proc 3 parses contiguous parts of the CSV in 3 processes: same rows, order, votes and ledger."""
+    from ferdata.sources import fer2013 as module
+    from ferdata.steps import StepContext, apply_step
+
+    rows = [CRAFTED_VOTES[i % len(CRAFTED_VOTES)] for i in range(20)]
+    fer, plus = write_pair(tmp_path, rows, usages=["Training", "PublicTest", "PrivateTest", "Training"] * 5)
+    if not ferplus:  # a malformed row and a blank line in the last part (FER+ needs aligned rows)
+        with fer.open("a") as f:
+            f.write("9,1 2 3,Training\n\n")
+    params = {"csv": str(fer), **({"ferplus": str(plus), "label_source": "ferplus"} if ferplus else {})}
+    apply_step("import_fer2013", params, out=tmp_path / "one")
+    monkeypatch.setattr(module, "MIN_ROWS_PER_WORKER", 1)
+    assert module._workers(str(fer), StepContext(num_proc=3)) == 3
+    apply_step("import_fer2013", params, out=tmp_path / "three", ctx=StepContext(num_proc=3))
+    a, b = open_dataset(tmp_path / "one"), open_dataset(tmp_path / "three")
+    assert list(a) == list(b)
+    for split in a:
+        assert a[split].select_columns([c for c in a[split].column_names if c != "image"]).to_list() == \
+            b[split].select_columns([c for c in b[split].column_names if c != "image"]).to_list()
+    assert read_rejects(tmp_path / "one") == read_rejects(tmp_path / "three")

@@ -358,8 +358,14 @@ def _parse_pixels(text: str, count: int) -> np.ndarray | str:
 
 
 def generate_rows(path: str, image_size: int, limit: int | None, ferplus: str = "", label_source: str = "fer2013",
-                  ferplus_mode: str = "majority") -> Iterator[dict[str, Any]]:
-    """Yield one row (good or reject) per data line of the CSV (with FER+ columns when ``ferplus``)."""
+                  ferplus_mode: str = "majority", ranges: list[tuple[int, int | None]] | None = None,
+                  ) -> Iterator[dict[str, Any]]:
+    """Yield one row (good or reject) per data line of the CSV (with FER+ columns when ``ferplus``).
+
+    ``ranges`` (half-open ``[start, stop)`` indices of the CSV's rows after the header, ``stop``
+    None for the end) restricts the rows yielded: a worker process of a parallel import reads the
+    whole file but parses only its own contiguous part, so the parts concatenate in file order.
+    """
     maps = LabelMaps.load()
     names = list(maps.canonical)
     codes = {code: names.index(name) for code, name in maps.sources[SOURCE].items()}
@@ -375,7 +381,10 @@ def generate_rows(path: str, image_size: int, limit: int | None, ferplus: str = 
         next(reader, None)
         made = 0
         data_row = -1
-        for row in reader:
+        for index, row in enumerate(reader):
+            if ranges is not None and not any(a <= index and (b is None or index < b) for a, b in ranges):
+                data_row += 0 if _blank(row) else 1  # FER+ votes align with the data rows before this part too
+                continue
             if limit is not None and made >= limit:
                 break
             made += 1
@@ -435,6 +444,32 @@ def generate_rows(path: str, image_size: int, limit: int | None, ferplus: str = 
                                 split=split), **extra}
 
 
+#: A parallel import gives each worker at least this many CSV rows (forking costs more on fewer).
+MIN_ROWS_PER_WORKER = 4000
+
+
+def _count_rows(path: str) -> int:
+    """Rows of the CSV after the header (physical lines: FER2013 cells hold no line breaks)."""
+    with _open_binary(path) as f:
+        count = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 22), b""))
+    return max(0, count - 1)
+
+
+def _workers(path: str, ctx: StepContext) -> int:
+    """Processes for the import: ``--num-proc``, fewer on a small file, 1 for a ``--limit`` trial."""
+    if ctx.num_proc <= 1 or ctx.limit is not None:
+        return 1
+    return max(1, min(ctx.num_proc, _count_rows(path) // MIN_ROWS_PER_WORKER))
+
+
+def _row_ranges(path: str, workers: int) -> list[tuple[int, int | None]]:
+    """``workers`` contiguous row ranges covering the file (the last one open-ended: nothing is lost
+    even when the line count differs from the CSV's row count)."""
+    rows = _count_rows(path)
+    bounds: list[int | None] = [rows * k // workers for k in range(workers)] + [None]
+    return [(int(bounds[k] or 0), bounds[k + 1]) for k in range(workers)]
+
+
 @register_step("import_fer2013", Fer2013Config, source=True)
 def import_fer2013(data: None, config: Fer2013Config, ctx: StepContext) -> StepOutput:
     """Import a Kaggle fer2013.csv (emotion,pixels,Usage) with the official label codes, optionally FER+ votes."""
@@ -459,8 +494,11 @@ def import_fer2013(data: None, config: Fer2013Config, ctx: StepContext) -> StepO
                           "label_fer2013": datasets.ClassLabel(names=list(maps.canonical))}
         info.update(ferplus=str(fp), label_source=config.label_source, ferplus_mode=config.ferplus_mode,
                     ferplus_votes_order=list(FERPLUS_VOTES))
+    workers = _workers(str(path), ctx)
+    if workers > 1:
+        gen_kwargs["ranges"] = _row_ranges(str(path), workers)
     dd, rejects = rows_to_dataset(generate_rows, gen_kwargs, names, cache_dir=ctx.scratch(), step="import_fer2013",
-                                  extra_features=extra_features)
+                                  extra_features=extra_features, num_proc=workers)
     if ctx.limit is not None:  # a trial: the data lines not read are counted (recorded as limited_out)
         with _open(str(path)) as f:
             info["limited_out"] = max(0, sum(1 for _ in csv.reader(f)) - 1 - ctx.limit)
