@@ -232,6 +232,14 @@ def test_in_memory_and_streaming_give_the_same_batches(fer_dir: Path, image_size
         assert memory[0].shape == streamed[0].shape and memory[0].shape[-1] == channels
         np.testing.assert_array_equal(memory[0], streamed[0])
         np.testing.assert_array_equal(memory[1], streamed[1])
+        monkeypatch.setenv("FERDATA_TRAIN_MEMORY_MB", "0")  # the same seeded order per epoch on both paths
+        streamed_order = to_tf_dataset(source, shuffle=True, seed=3, **kwargs)
+        streamed_epochs = [_all_batches(streamed_order)[0] for _ in range(2)]
+        monkeypatch.delenv("FERDATA_TRAIN_MEMORY_MB")
+        memory_order = to_tf_dataset(source, shuffle=True, seed=3, **kwargs)
+        for epoch in streamed_epochs:
+            np.testing.assert_array_equal(_all_batches(memory_order)[0], epoch)
+        assert not np.array_equal(*streamed_epochs)
         if image_size is None:  # the stored pixels through the one reader: ITU-R 601 gray, or gray repeated
             raw = read_pixels(source.cast_column("image", datasets.Image(decode=False))[0]["image"])
             expected = to_gray(raw) if channels == 1 else (np.repeat(raw[:, :, None], 3, 2) if raw.ndim == 2 else raw)

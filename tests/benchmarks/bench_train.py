@@ -1,35 +1,136 @@
-"""Training benchmarks (issue 7). Run: ``python tests/benchmarks/bench_train.py [--quick]``.
+"""Training benchmarks. Run: ``python tests/benchmarks/bench_train.py [--data dev|train] [--epochs 3]``.
 
-1. Input pipeline vs model: images per second that ``to_tf_dataset`` delivers at 224x224x1 with
-   ``paper001`` augmentation (from a dataset directory of 48x48 images, resized), against the
-   shallow CNN's training-step rate on the same batches (the baseline it must outrun).
-2. A short real run: ``fer-cnn`` on ../shared/data/fer2013-dev (48x48, stratified 80/20 split made
-   by ``train_run``), a few epochs; prints validation accuracy and per-class F1.
+**Throughput (issue 24)**, both rates measured in the same run, on the same rows and model:
 
-``--quick`` shrinks both (fewer batches, 1 epoch on 1,000 images) for a smoke run; the figures
-reported in docs/training.md come from the default sizes.
+* *ferdata*: ``to_tf_dataset`` (decode included) + ``fit_model`` (its callbacks, validation every
+  epoch), training images per second;
+* *Keras*: the same model (fresh, same seed), compiled the same way, ``model.fit`` on in-memory
+  ``float32`` arrays (loading them is not timed), validation every epoch;
+
+then ``ferdata / Keras``. The runs alternate (Keras, ferdata, Keras, ferdata, ...) ``--repeats``
+times and the medians are compared, so a busier minute hits both sides. ``--augment light`` adds
+a pair with refine's augmentation preset: ferdata augments the batches in its pipeline, Keras runs
+the same random layers in front of the model (the Keras way of augmenting in-memory arrays).
+Data: ``--data dev`` is fer2013-dev (3,436 rows), ``--data train`` fer2013-train
+(26,223 rows); 80 % trains, 20 % validates; ``--limit N`` takes the first N rows.
+
+``--issue7`` runs the issue 7 figures instead: the input pipeline at 224x224x1 with ``paper001``
+augmentation against shallow-cnn's step rate, and a short fer-cnn run on fer2013-dev.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-DEV = ROOT.parent / "shared" / "data" / "fer2013-dev"
+DATA = ROOT.parent / "shared" / "data"
+DEV = DATA / "fer2013-dev"
+SOURCES = {"dev": DATA / "fer2013-dev.csv", "train": DATA / "fer2013-train.csv.gz"}
 
 
-def _import_dev(tmp: Path) -> Path:
+def _import_csv(tmp: Path, data: str) -> Path:
     from ferdata.steps import apply_step
 
-    out = tmp / "fer2013-dev"
-    apply_step("import_folder", {"src": str(DEV)}, out=out)
+    out = tmp / f"fer2013-{data}"
+    apply_step("import_fer2013", {"csv": str(SOURCES[data])}, out=out)
     return out
+
+
+def _splits(ds_dir: Path, limit: int | None) -> tuple[object, object]:
+    from ferdata import open_dataset
+    from ferdata.train.run import stratified_holdout
+
+    dd = open_dataset(ds_dir)
+    import datasets
+
+    full = datasets.concatenate_datasets([dd[s] for s in dd])
+    if limit:
+        full = full.select(range(min(limit, len(full))))
+    return stratified_holdout(full, 0.2, seed=0)
+
+
+def _arrays(ds: object, classes: int) -> tuple[np.ndarray, np.ndarray]:
+    from ferdata.rows import read_pixels
+
+    raw = ds.cast_column("image", __import__("datasets").Image(decode=False))  # type: ignore[attr-defined]
+    x = np.stack([read_pixels(v) for v in raw["image"]]).astype("float32")[..., None]
+    y = np.eye(classes, dtype="float32")[np.asarray(raw["label"])]
+    return x, y
+
+
+def keras_rate(x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray, *, model: str, epochs: int,
+               batch: int, augment: str = "none") -> float:
+    """Keras ``fit`` on the arrays; ``augment``: the preset's random layers in front of the model (Keras' way)."""
+    import keras
+
+    from ferdata.train import build_model, compile_model
+    from ferdata.train.data import augmentation_layers
+
+    keras.utils.set_random_seed(0)
+    net = build_model(model, x.shape[1:], y.shape[1])
+    layers = augmentation_layers(augment, seed=0)
+    if layers:
+        inputs = keras.Input(x.shape[1:])
+        h = inputs
+        for layer in layers:
+            h = layer(h)
+        net = keras.Model(inputs, net(h))
+    net = compile_model(net)
+    start = time.perf_counter()
+    net.fit(x, y, batch_size=batch, epochs=epochs, validation_data=(xv, yv), shuffle=True, verbose=0)
+    return len(x) * epochs / (time.perf_counter() - start)
+
+
+def ferdata_rate(train: object, val: object, classes: int, *, model: str, epochs: int, batch: int,
+                 augment: str) -> float:
+    import keras
+
+    from ferdata.train import build_model, fit_model, to_tf_dataset
+
+    keras.utils.set_random_seed(0)
+    start = time.perf_counter()
+    net = build_model(model, (48, 48, 1), classes)
+    tr = to_tf_dataset(train, channels=1, batch_size=batch, shuffle=True, augment=augment, num_classes=classes)
+    va = to_tf_dataset(val, channels=1, batch_size=batch, num_classes=classes)
+    fit_model(net, tr, va, epochs=epochs, patience=0, progress=None)
+    return len(train) * epochs / (time.perf_counter() - start)  # type: ignore[arg-type]
+
+
+def bench_throughput(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        train, val = _splits(_import_csv(Path(tmp), args.data), args.limit)
+        classes = len(train.features["label"].names)  # type: ignore[attr-defined]
+        x, y = _arrays(train, classes)
+        xv, yv = _arrays(val, classes)
+        print(f"data: fer2013-{args.data}, {len(x)} train / {len(xv)} validation rows, 48x48x1 "
+              f"(prepared in {time.perf_counter() - t0:.0f} s); model {args.model}, batch {args.batch}, "
+              f"{args.epochs} epochs, {args.repeats} alternating repeats; load before: {os.getloadavg()[0]:.2f}")
+        augments = ["none"] + ([args.augment] if args.augment != "none" else [])
+        rates: dict[tuple[str, str], list[float]] = {(side, a): [] for a in augments for side in ("keras", "ferdata")}
+        for r in range(args.repeats):
+            for augment in augments:
+                rates[("keras", augment)].append(keras_rate(x, y, xv, yv, model=args.model, epochs=args.epochs,
+                                                            batch=args.batch, augment=augment))
+                rates[("ferdata", augment)].append(ferdata_rate(train, val, classes, model=args.model,
+                                                                epochs=args.epochs, batch=args.batch, augment=augment))
+            print(f"repeat {r + 1}: " + ", ".join(f"{s}/{a} {v[-1]:.0f}" for (s, a), v in rates.items())
+                  + f" images/s (load {os.getloadavg()[0]:.2f})", flush=True)
+        for augment in augments:
+            ours, theirs = (statistics.median(rates[(side, augment)]) for side in ("ferdata", "keras"))
+            print(f"augment {augment:>5}: ferdata {ours:6.0f} images/s, Keras fit on arrays {theirs:6.0f} images/s, "
+                  f"ratio {ours / theirs:.2f}")
+        print(f"load after: {os.getloadavg()[0]:.2f} (1-min average, {os.cpu_count()} cores)")
 
 
 def bench_pipeline(ds_dir: Path, *, batches: int, batch_size: int = 32) -> tuple[float, float]:
@@ -58,42 +159,54 @@ def bench_pipeline(ds_dir: Path, *, batches: int, batch_size: int = 32) -> tuple
     return pipeline_rate, model_rate
 
 
-def bench_real_run(ds_dir: Path, out: Path, *, epochs: int, limit: int | None) -> dict:
+def bench_issue7(args: argparse.Namespace) -> None:
+    from ferdata.steps import apply_step
     from ferdata.train.run import train_run
 
-    start = time.perf_counter()
-    result = train_run(ds_dir, out, model="fer-cnn", epochs=epochs, batch_size=64, lr=1e-3, augment="none",
-                       patience=0, seed=0, limit=limit, verbose=2)
-    result["seconds"] = time.perf_counter() - start
-    return result
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="smoke sizes (not the reported figures)")
-    parser.add_argument("--epochs", type=int, default=None)
-    args = parser.parse_args()
     if not DEV.exists():
         print(f"skipped: {DEV} is absent (see ../shared/data/README.md)")
         return
-    from ferdata.progress import disable_progress_bars
-
-    disable_progress_bars()
     with tempfile.TemporaryDirectory() as tmp:
-        ds_dir = _import_dev(Path(tmp))
+        ds_dir = Path(tmp) / "fer2013-dev"
+        apply_step("import_folder", {"src": str(DEV)}, out=ds_dir)
         pipe, model = bench_pipeline(ds_dir, batches=8 if args.quick else 40)
         print(f"input pipeline, 224x224x1 + paper001 augmentation: {pipe:8.1f} images/s")
         print(f"baseline: shallow-cnn training steps (batch 32):    {model:8.1f} images/s")
         print(f"pipeline / model = {pipe / model:.1f}x -> {'OK, not the bottleneck' if pipe > model else 'BOTTLENECK'}")
-        epochs = args.epochs or (1 if args.quick else 5)
-        result = bench_real_run(ds_dir, Path(tmp) / "run", epochs=epochs, limit=1000 if args.quick else None)
+        epochs = 1 if args.quick else args.epochs
+        start = time.perf_counter()
+        result = train_run(ds_dir, Path(tmp) / "run", model="fer-cnn", epochs=epochs, batch_size=64, lr=1e-3,
+                           augment="none", patience=0, seed=0, limit=1000 if args.quick else None, verbose=2)
         m = result["metrics"]
-        print(f"fer-cnn on fer2013-dev, {epochs} epochs ({result['seconds']:.0f}s): best epoch {result['best_epoch']}, "
-              f"validation accuracy {m['accuracy']:.4f}, top-2 {m['top2_accuracy']:.4f}, macro F1 {m['macro_f1']:.4f} "
-              f"(chance baseline ~{1 / 7:.4f})")
+        print(f"fer-cnn on fer2013-dev, {epochs} epochs ({time.perf_counter() - start:.0f}s): best epoch "
+              f"{result['best_epoch']}, validation accuracy {m['accuracy']:.4f}, top-2 {m['top2_accuracy']:.4f}, "
+              f"macro F1 {m['macro_f1']:.4f}")
         print("per-class F1: " + json.dumps({k: v["f1"] for k, v in m["per_class"].items()}))
-        for note in result["notes"]:
-            print(f"note: {note}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", choices=sorted(SOURCES), default="dev")
+    parser.add_argument("--model", default="shallow-cnn-std")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--limit", type=int, default=None, help="first N rows only (smoke runs)")
+    parser.add_argument("--augment", choices=("none", "light"), default="none",
+                        help="also time the ferdata pipeline with this augmentation")
+    parser.add_argument("--issue7", action="store_true", help="the issue 7 figures instead (module doc)")
+    parser.add_argument("--quick", action="store_true", help="with --issue7: smoke sizes")
+    args = parser.parse_args()
+    from ferdata.progress import disable_progress_bars
+
+    disable_progress_bars()
+    if args.issue7:
+        bench_issue7(args)
+        return
+    if not SOURCES[args.data].exists():
+        print(f"skipped: {SOURCES[args.data]} is absent (see ../shared/data/README.md)")
+        return
+    bench_throughput(args)
 
 
 if __name__ == "__main__":
