@@ -1245,11 +1245,13 @@ def export_tflite_cmd(run_dir: Path, out: Path | None, overwrite: bool) -> None:
 
 
 @cli.command("benchmark", short_help="Train on each dataset and test on every one (paper 001's protocol).")
-@click.option("--train", "train_sets", multiple=True, required=True, metavar="NAME=DIR",
+@click.option("--train", "train_sets", multiple=True, metavar="NAME=DIR",
               help="A training set (repeatable): one model per training set and seed.")
-@click.option("--test", "test_sets", multiple=True, required=True, metavar="NAME=DIR",
+@click.option("--test", "test_sets", multiple=True, metavar="NAME=DIR",
               help="A test set (repeatable); a training set may be one too (its in-domain cell).")
 @out_option
+@click.option("--recipe", type=existing("benchmark recipe", dir_okay=False), default=None,
+              help="A YAML file whose benchmark: section gives the datasets and options (the command line wins).")
 @click.option("--model", "model_name",
               type=click.Choice(["shallow-cnn", "shallow-cnn-std", "fer-cnn", "efficientnet-b0", "tiny-cnn", "refine-cnn"]),
               default="shallow-cnn", show_default=True, help="Model factory (see docs/training.md).")
@@ -1278,10 +1280,8 @@ def export_tflite_cmd(run_dir: Path, out: Path | None, overwrite: bool) -> None:
               help="Bootstrap replicates of the 95 % intervals.")
 @click.option("--overwrite", is_flag=True, help="Start afresh in an existing output (default: resume it).")
 @quiet_option
-def benchmark_cmd(train_sets: tuple[str, ...], test_sets: tuple[str, ...], out: Path, model_name: str, epochs: int,
-                  image_size: str | None, channels: str | None, seeds: str, classes: str, class_weights: str,
-                  augment: str, batch_size: int, lr: float, patience: int, test_splits: tuple[str, ...],
-                  train_splits: tuple[str, ...], queries: str, bootstrap: int, overwrite: bool) -> None:
+@click.pass_context
+def benchmark_cmd(ctx: click.Context, out: Path, overwrite: bool, **options: Any) -> None:
     """Train one model per training set and seed; score each on every test set under one label space.
 
     Writes OUT/results.csv (every cell and seed: accuracy, macro F1, per-class recall, rows
@@ -1294,24 +1294,55 @@ def benchmark_cmd(train_sets: tuple[str, ...], test_sets: tuple[str, ...], out: 
 
         ferdata benchmark --train fer=fer2013 --test fer=fer2013 --test btfer=btfer --seeds 0,1,2 --out bench
     """
-    from ferdata.benchmark import BenchmarkConfig, dataset_specs, parse_named, parse_seeds, run_benchmark
+    from ferdata.benchmark import run_benchmark
 
-    trains, tests = parse_named(train_sets, "--train"), parse_named(test_sets, "--test")
-    specs = {"train_splits": parse_named(train_splits, "--train-split"), "test_splits": parse_named(test_splits, "--split")}
-    for option, names, pool in (("--train-split", specs["train_splits"], trains), ("--split", specs["test_splits"], tests)):
-        unknown = sorted(set(names) - set(pool))
-        if unknown:
-            raise click.BadParameter(f"{', '.join(unknown)} not among the datasets named ({', '.join(pool)})",
-                                     param_hint=option)
-    config = BenchmarkConfig(train=dataset_specs(trains, **specs), test=dataset_specs(tests, **specs), model=model_name,
-                             epochs=epochs, image_size=_image_size(image_size),
-                             channels=int(channels) if channels else None, seeds=parse_seeds(seeds),
-                             classes=int(classes), class_weights=class_weights, augment=augment,
-                             batch_size=batch_size, lr=lr, patience=patience, queries=queries, bootstrap=bootstrap)
+    config = _benchmark_config(ctx, options)
     result = run_benchmark(config, out, overwrite=overwrite, echo=click.echo)
     kept = f", {result.resumed} kept from an earlier run" if result.resumed else ""
     click.echo(f"benchmark: {len(result.cells)} cells{kept} in {result.seconds:.0f}s -> {result.summary}, "
                f"{result.report}")
+
+
+#: ``ferdata benchmark``'s named-dataset options: (recipe key, parameter, option)
+_BENCH_NAMED = (("train", "train_sets", "--train"), ("test", "test_sets", "--test"),
+                ("split", "test_splits", "--split"), ("train_split", "train_splits", "--train-split"))
+
+
+def _benchmark_config(ctx: click.Context, options: dict[str, Any]) -> Any:
+    """The :class:`~ferdata.benchmark.BenchmarkConfig` of the options, over the ``--recipe`` file's."""
+    from click.core import ParameterSource
+
+    from ferdata.benchmark import BenchmarkConfig, dataset_specs, parse_named, parse_seeds
+    from ferdata.benchmark.recipe import OPTION_KEYS, load_recipe
+
+    recipe = load_recipe(options.pop("recipe")) if options.get("recipe") else {}
+    named = {key: parse_named(options.pop(param), flag) or recipe.get(key, {}) for key, param, flag in _BENCH_NAMED}
+    for key in OPTION_KEYS:
+        param = "model_name" if key == "model" else key
+        if key in recipe and ctx.get_parameter_source(param) != ParameterSource.COMMANDLINE:
+            options[param] = recipe[key]
+    if not named["train"] or not named["test"]:
+        raise click.UsageError("give at least one --train NAME=DIR and one --test NAME=DIR (or a --recipe FILE "
+                               "naming them)")
+    for key, _, flag in _BENCH_NAMED[2:]:
+        pool = named["train" if key == "train_split" else "test"]
+        unknown = sorted(set(named[key]) - set(pool))
+        if unknown:
+            raise click.BadParameter(f"{', '.join(unknown)} not among the datasets named ({', '.join(pool)})",
+                                     param_hint=flag)
+    specs = {"train_splits": named["train_split"], "test_splits": named["split"]}
+    try:
+        numbers = {k: int(options[k]) for k in ("epochs", "batch_size", "patience", "bootstrap", "classes")}
+        lr = float(options["lr"])
+        channels = int(options["channels"]) if options["channels"] else None
+    except (TypeError, ValueError) as e:
+        raise click.BadParameter(f"not a number: {e}", param_hint="--recipe") from e
+    size = options["image_size"]
+    return BenchmarkConfig(train=dataset_specs(named["train"], **specs), test=dataset_specs(named["test"], **specs),
+                           model=options["model_name"], image_size=_image_size(None if size is None else str(size)),
+                           channels=channels,
+                           seeds=parse_seeds(str(options["seeds"])), class_weights=options["class_weights"],
+                           augment=options["augment"], lr=lr, queries=str(options["queries"]), **numbers)
 
 
 # ---------------------------------------------------------------- crawl and review

@@ -202,3 +202,22 @@ def test_bootstrap_interval_is_seeded_and_covers_the_accuracy() -> None:
     low2, high2 = bootstrap_interval([(rows, correct), (rows, 1 - correct)], replicates=500)
     assert low2 == high2 == 0.5
     assert bootstrap_interval([], replicates=500) == (None, None)
+
+
+def test_a_recipe_file_reruns_the_protocol(interrupted: dict, sets: dict[str, Path], tmp_path: Path, run_cli) -> None:
+    """The same protocol from a `benchmark:` file resumes the benchmark; the command line wins over the file."""
+    import os
+
+    rel = {k: os.path.relpath(v, tmp_path) for k, v in sets.items()}
+    recipe = tmp_path / "bench.yaml"
+    recipe.write_text(f"benchmark:\n  train: {{a: {rel['a']}}}\n  test: {{a: {rel['a']}, crawl: {rel['crawl']}}}\n"
+                      "  model: tiny-cnn\n  epochs: 1\n  batch_size: 16\n  seeds: [0]\n  bootstrap: 200\n")
+    code, out, err = run_cli("benchmark", "--recipe", recipe, "--out", interrupted["out"], "-q")
+    assert code == 0, err
+    kept = [line for line in out.splitlines() if line.startswith("[") and "kept from an earlier run" in line]
+    assert len(kept) == 2 and "benchmark: 2 cells, 2 kept from an earlier run" in out
+    code, _, err = run_cli("benchmark", "--recipe", recipe, "--epochs", "2", "--out", interrupted["out"])
+    assert code == 2 and "other options (epochs)" in err
+    recipe.write_text("benchmark:\n  trains: {a: x}\n")
+    code, _, err = run_cli("benchmark", "--recipe", recipe, "--out", tmp_path / "o")
+    assert code == 2 and "unknown keys ['trains']" in err and "allowed: train, test" in err

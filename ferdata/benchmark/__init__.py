@@ -84,11 +84,11 @@ def run_benchmark(config: BenchmarkConfig, out: str | Path, *, overwrite: bool =
         say(f"note: resuming the benchmark in {out}: finished runs and cells are kept")
     runner = Runner(config, out, plan, say, on_cell)
     cells = runner.run()
-    return _finish(config, out, plan, runner, cells, start)
+    return _finish(config, out, plan, runner, cells, start, say)
 
 
 def _finish(config: BenchmarkConfig, out: Path, plan: Plan, runner: Runner, cells: list[Cell],
-            start: float) -> BenchmarkResult:
+            start: float, say: Callable[[str], None]) -> BenchmarkResult:
     from ferdata.benchmark.html import write_benchmark_report
     from ferdata.train.metrics import write_confusion_csv
 
@@ -100,6 +100,8 @@ def _finish(config: BenchmarkConfig, out: Path, plan: Plan, runner: Runner, cell
         write_confusion_csv(cm, plan.classes, out / "confusion" / f"{train}__{test}.csv")
     notes = list(plan.notes)
     groups, group_notes = _groups(config, plan, cells)
+    for note in group_notes:
+        say(f"note: {note}")
     notes += group_notes
     groups_path = write_csv(out / "groups.csv", groups, GROUP_COLUMNS) if groups else None
     if not groups:
