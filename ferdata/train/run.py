@@ -215,6 +215,17 @@ def _class_weights(config: TrainConfig, counts: dict[str, int], notes: list[str]
     return absent, cw
 
 
+def _record_seen(tmp: Path, train: Any, validation: Any, *, carved: bool, dataset_dir: str | Path,
+                 notes: list[str]) -> dict[str, Any]:
+    """Write ``seen.parquet`` (the rows the run trained and validated on); its summary for ``run.json``."""
+    seen = write_seen(tmp / SEEN_FILE, [("train", "train", train),
+                                        ("validation", "train" if carved else "validation", validation)])
+    if carved:
+        notes.append(f"the held-out rows are listed in {SEEN_FILE}: `ferdata evaluate RUN {Path(dataset_dir).name} "
+                     "--split train` scores only them (the training rows are left out)")
+    return seen
+
+
 @_no_input_writes
 def train_run(
     dataset_dir: str | Path,
@@ -276,11 +287,8 @@ def train_run(
         (tmp / "best.weights.h5").unlink(missing_ok=True)  # model.keras holds the same weights
         plot_learning_curves(history.history, tmp)
         _write_json(tmp / "labels.json", names)
-        seen = write_seen(tmp / SEEN_FILE, [("train", "train", train),
-                                            ("validation", "train" if split_note else "validation", validation)])
-        if split_note:
-            notes.append(f"the held-out rows are listed in {SEEN_FILE}: `ferdata evaluate RUN {Path(dataset_dir).name} "
-                         "--split train` scores only them (the training rows are left out)")
+        seen = _record_seen(tmp, train, validation, carved=split_note is not None, dataset_dir=dataset_dir,
+                            notes=notes)
         run_json = {
             "format": "ferdata-run/1", "model": cfg.model, "input_shape": list(shape),
             "dataset": str(Path(dataset_dir).resolve()), "label_names": names, "epochs": cfg.epochs,
