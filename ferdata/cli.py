@@ -904,11 +904,15 @@ def drop_flagged_cmd(input_dir: Path, out: Path, num_proc: int, seed: int, limit
               help="Annotate (is_duplicate, duplicate_of, ...) and write the groups report; remove nothing.")
 @click.option("--report", "report", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the groups report (.csv or .json) here [OUT/dedupe_groups.csv with --report-only].")
+@click.option("--against", "against", type=click.Path(path_type=Path), multiple=True, metavar="OTHER",
+              help="Another dataset directory (repeatable): rows of IN that show one of its photos (same pixels, "
+                   "same lineage root, or a verified near copy at the thresholds above) go to the ledger as "
+                   "contamination. OTHER is only read; its hashes are reused when it has them.")
 @common_options
 def dedupe_cmd(input_dir: Path, out: Path, method: str, threshold: int | None, verify: str | None,
                min_score: float | None, score_rise: float | None, similar_score: float | None, keep: str,
-               on_conflict: str, report_only: bool, report: Path | None, num_proc: int, seed: int, limit: int | None,
-               overwrite: bool) -> None:
+               on_conflict: str, report_only: bool, report: Path | None, against: tuple[Path, ...], num_proc: int,
+               seed: int, limit: int | None, overwrite: bool) -> None:
     """Exact (same pixels) and near (same photo) duplicates, split leakage, label conflicts.
 
     Near duplicates: perceptual-hash candidates within --threshold of a group's survivor, each
@@ -916,21 +920,26 @@ def dedupe_cmd(input_dir: Path, out: Path, method: str, threshold: int | None, v
     get `group` and `similar_group` columns (kept together by `ferdata split`, `--group
     similar`); by default the copy in the
     test, then validation split survives and every removed row goes to the rejects ledger with
-    duplicate_of, the distance and the verifier score.
+    duplicate_of, the distance and the verifier score. With --against OTHER, rows that show a
+    photo of OTHER are removed first (reason contamination: OTHER's path, id, origin, the distance
+    and the score), whatever the two datasets' classes, image sizes or modes.
 
     Example:
 
         ferdata dedupe fer2013 --out fer2013-dedup
 
         ferdata dedupe fer2013 --out fer2013-dups --report-only --threshold 4
+
+        ferdata dedupe btfer --against fer2013 --against affectnet --out btfer-clean
     """
     from ferdata.dedupe import REPORT_NAME, summary_lines
 
     # with --report-only and no --report, the step puts the report inside OUT before it is renamed into place
     params = {"method": method, "threshold": threshold, "verify": verify, "min_score": min_score,
               "score_rise": score_rise, "similar_score": similar_score, "keep": keep, "on_conflict": on_conflict,
-              "report_only": report_only, "report": str(report) if report is not None else None}
-    entry = run_step_command("dedupe", params, inputs=[input_dir], out=out, num_proc=num_proc, seed=seed,
+              "report_only": report_only, "report": str(report) if report is not None else None,
+              "against": [str(p) for p in against] or None}
+    entry = run_step_command("dedupe", params, inputs=[input_dir, *against], out=out, num_proc=num_proc, seed=seed,
                              limit=limit, overwrite=overwrite)
     report = report or out / REPORT_NAME
     for line in summary_lines(entry.get("info", {}), report):

@@ -689,3 +689,178 @@ def test_split_refuses_a_group_holding_too_many_rows(tmp_path: Path, run_cli) ->
     assert code == 2 and "'group:big'" in err and "20 of 60 rows" in err and "--max-group-share" in err
     code, _, err = run_cli("split", tmp_path / "d", "--out", tmp_path / "s", "-q", "--max-group-share", "0.4")
     assert code == 0, err
+
+
+# ------------------------------------------------------------------ contamination: --against (issue 23 item 3)
+
+
+def _tree_digest(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in sorted(x for x in path.rglob("*") if x.is_file()):
+        h.update(str(p.relative_to(path)).encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def _other_dataset(path: Path, faces: list[np.ndarray]) -> Path:
+    """A dataset of RGB 96x96 photos with classes of its own (another size, mode and class set)."""
+    import datasets
+    from PIL import Image
+
+    from ferdata.dataset import save_dataset
+    from ferdata.images import pixel_id
+
+    rgb = [np.asarray(Image.fromarray(f).resize((96, 96), Image.BICUBIC).convert("RGB")) for f in faces]
+    tinted = [np.clip(x.astype(int) + [12, 0, -12], 0, 255).astype(np.uint8) for x in rgb]
+    ds = datasets.Dataset.from_dict(
+        {"image": [{"bytes": _png_bytes(Image.fromarray(x)), "path": None} for x in tinted],
+         "label": [k % 2 for k in range(len(tinted))], "id": [pixel_id(x) for x in tinted],
+         "origin": [f"other#{k}" for k in range(len(tinted))]},
+        features=datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["pos", "neg"]),
+                                    "id": datasets.Value("string"), "origin": datasets.Value("string")}))
+    save_dataset(datasets.DatasetDict({"train": ds}), path, manifest={"steps": []})
+    return path
+
+
+def _altered_copies(face: np.ndarray) -> dict[str, np.ndarray]:
+    """A photo as another dataset would hold it: shifted 2 px, re-encoded as JPEG q60, 15 % brighter."""
+    import io
+
+    from PIL import Image
+
+    shifted = np.pad(face, ((2, 0), (0, 2)), mode="edge")[:48, 2:]
+    buf = io.BytesIO()
+    Image.fromarray(face).save(buf, format="JPEG", quality=60)
+    jpeg = np.asarray(Image.open(buf).convert("L"))
+    bright = np.clip(face.astype(float) * 1.15, 0, 255).astype(np.uint8)
+    return {"shifted": shifted, "jpeg": jpeg, "bright": bright}
+
+
+@pytest.fixture
+def contaminated(tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
+    """IN (48x48 gray, classes a/b/c) with altered copies of three of OTHER's photos and three faces of its own."""
+    from ferdata.dataset import save_dataset
+
+    faces = [_textured(_smooth(300 + k), k) for k in range(5)]
+    other = _other_dataset(tmp_path / "other", faces)
+    copies = {name: img for k, (name, img) in enumerate(_altered_copies(faces[0]).items())}
+    copies["jpeg"] = _altered_copies(faces[1])["jpeg"]
+    copies["bright"] = _altered_copies(faces[2])["bright"]
+    own = [_textured(_smooth(400 + k), 10 + k) for k in range(3)]
+    rows = [(img, 0) for img in copies.values()] + [(img, 1) for img in own]
+    save_dataset(_memory_dd({"train": rows[:4], "test": rows[4:]}), tmp_path / "in", manifest={"steps": []})
+    kinds = {"train#0": "shifted", "train#1": "jpeg", "train#2": "bright"}
+    return tmp_path / "in", other, kinds
+
+
+def test_against_removes_altered_copies_and_leaves_other_untouched(contaminated, tmp_path: Path, run_cli) -> None:
+    """Shifted, re-encoded and brightened copies of OTHER's photos go to the ledger as contamination."""
+    inp, other, kinds = contaminated
+    before = _tree_digest(other)
+    code, out, err = run_cli("dedupe", inp, "--against", other, "--out", tmp_path / "d")
+    assert code == 0, err
+    assert f"against {other}: 3 rows are its photos" in out and "not written into it" in out
+    assert _tree_digest(other) == before  # OTHER is only read: hashes computed elsewhere
+    ledger = {r["origin"]: r for r in read_rejects(tmp_path / "d") if r["step"] == "dedupe"}
+    assert set(ledger) == set(kinds), {k: v["reason"] for k, v in ledger.items()}
+    other_dd = open_dataset(other)["train"]
+    for origin in kinds:
+        row = ledger[origin]
+        details = json.loads(row["details"])
+        assert row["reason"] == "contamination" and details["match"] == "near"
+        assert details["against"] == str(other) and details["against_split"] == "train"
+        k = other_dd["origin"].index(details["against_origin"])
+        assert details["against_id"] == other_dd["id"][k]
+        assert 0 <= details["distance"] <= 18 and details["verify_score"] >= details["required_score"]
+    # the faces of its own stay, in every split, with IN's classes
+    kept = open_dataset(tmp_path / "d")
+    assert sorted(kept["train"]["origin"]) == ["train#3"] and len(kept["test"]) == 2
+    assert kept["train"].features["label"].names == ["a", "b", "c"]
+    info = read_manifest(tmp_path / "d")["steps"][-1]["info"]
+    assert info["removed"] == {"contamination": 3} and info["against"][0]["near"] == 3
+    assert info["against"][0]["hashes_reused"] is False
+
+
+def test_against_exact_copies_and_reused_hashes(contaminated, tmp_path: Path, run_cli) -> None:
+    """OTHER's own pixels match by id; OTHER's hashes are reused when it has them; report-only marks."""
+    import datasets
+
+    from ferdata.dataset import save_dataset
+
+    inp, other, _ = contaminated
+    code, _, err = run_cli("dedupe", other, "--out", tmp_path / "other-hashed", "-q")  # OTHER with phash columns
+    assert code == 0, err
+    hashed = open_dataset(tmp_path / "other-hashed")
+    # IN: one of OTHER's rows unchanged (same pixels, other class names) and a face of its own
+    mine = open_dataset(inp)["test"].select([0])
+    same = hashed["train"].select([3]).select_columns(["image", "label", "id", "origin"])
+    same = same.cast_column("label", mine.features["label"])
+    save_dataset(datasets.DatasetDict({"train": datasets.concatenate_datasets([same, mine])}), tmp_path / "in2",
+                 manifest={"steps": []})
+    code, out, err = run_cli("dedupe", tmp_path / "in2", "--against", tmp_path / "other-hashed", "--out",
+                             tmp_path / "d", "--report-only", "-q")
+    assert code == 0, err
+    marked = open_dataset(tmp_path / "d")["train"]
+    assert marked["duplicate_reason"] == ["contamination", ""] and marked["is_duplicate"] == [True, False]
+    assert marked["duplicate_of"][0] == hashed["train"]["id"][3]
+    entry = read_manifest(tmp_path / "d")["steps"][-1]
+    assert entry["info"]["would_remove"] == {"contamination": 1}
+    assert entry["info"]["against"][0]["same_pixels"] == 1 and entry["info"]["against"][0]["hashes_reused"] is True
+
+
+def test_against_bad_inputs(contaminated, tmp_path: Path, run_cli) -> None:
+    """Not a dataset directory or IN itself: exit 2 naming the path; an empty OTHER: a warning, nothing removed."""
+    import logging
+
+    import datasets
+
+    from ferdata.dataset import core_features, save_dataset
+
+    inp, other, _ = contaminated
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "file.csv").write_text("emotion,pixels,Usage\n")
+    for bad in (tmp_path / "plain", tmp_path / "file.csv", tmp_path / "missing"):
+        code, _, err = run_cli("dedupe", inp, "--against", bad, "--out", tmp_path / "o")
+        assert code == 2 and str(bad) in err and err.startswith("Error:") and "--against" in err, err
+    code, _, err = run_cli("dedupe", inp, "--against", inp, "--out", tmp_path / "o")
+    assert code == 2 and str(inp) in err and "the dataset being deduplicated" in err
+    assert not (tmp_path / "o").exists()
+    empty = datasets.Dataset.from_dict({"image": [], "label": [], "id": [], "source": [], "origin": []},
+                                       features=core_features(["happy"]))
+    save_dataset(datasets.DatasetDict({"train": empty}), tmp_path / "empty", manifest={"steps": []})
+    stream = __import__("io").StringIO()
+    handler = logging.StreamHandler(stream)
+    logging.getLogger("ferdata").addHandler(handler)
+    try:
+        code, out, err = run_cli("dedupe", inp, "--against", tmp_path / "empty", "--out", tmp_path / "e")
+    finally:
+        logging.getLogger("ferdata").removeHandler(handler)
+    assert code == 0, err
+    assert "has no rows; nothing is removed" in stream.getvalue() and "no rows; nothing removed" in out
+    assert not [r for r in read_rejects(tmp_path / "e") if r["reason"] == "contamination"]
+    assert sum(len(x) for x in open_dataset(tmp_path / "e").values()) == 6
+
+
+def test_against_only_keeps_groups_and_duplicates(contaminated, tmp_path: Path) -> None:
+    """within=False (btfer's check after crop): only contamination is removed; copies inside IN stay."""
+    import datasets
+
+    from ferdata.dataset import save_dataset
+    from ferdata.steps import apply_step
+
+    inp, other, kinds = contaminated
+    dd = open_dataset(inp)
+    twice = datasets.DatasetDict({"train": datasets.concatenate_datasets([dd["train"], dd["train"].select([3])]),
+                                  "test": dd["test"]})
+    save_dataset(twice, tmp_path / "twice", manifest={"steps": []})
+    _, entry = apply_step("dedupe", {"against": str(other), "within": False}, inputs=[tmp_path / "twice"],
+                          out=tmp_path / "d")
+    kept = open_dataset(tmp_path / "d")
+    assert sorted(kept["train"]["origin"]) == ["train#3", "train#3"]  # the exact copy inside IN stays
+    assert "group" not in kept["train"].column_names
+    assert entry["rejected_by_reason"] == {"contamination": 3}
+    # nothing to check against: the step changes nothing
+    _, entry = apply_step("dedupe", {"within": False, "against": ""}, inputs=[tmp_path / "twice"], out=tmp_path / "n")
+    assert entry["rejected"] == 0 and entry["kept"] == 7

@@ -102,6 +102,9 @@ CASES: list[Case] = [
     Case("dedupe", "dedupe", {}, num_proc=True),
     Case("dedupe-majority", "dedupe", {"on_conflict": "majority"}),
     Case("dedupe-report-only", "dedupe", {"report_only": True}),
+    # six rows of @base are in @small (same pixels): contamination, then the usual within-dataset dedupe
+    Case("dedupe-against", "dedupe", {"against": "@small"}),
+    Case("dedupe-against-only", "dedupe", {"against": "@small", "within": False}),
     Case("review_exclusions", "review_exclusions", {"review_csv": "@review"}),
     Case("clahe", "clahe", {}, changes_pixels=True),
     Case("crop", "crop", {}, changes_pixels=True, input="@small"),

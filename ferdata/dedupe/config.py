@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +35,8 @@ DEFAULT_MIN_SCORE = 0.44
 DEFAULT_SCORE_RISE = 0.01
 RISE_FROM = 10
 DEFAULT_SIMILAR_SCORE = 0.35
+#: Reject reason of a row that shows a photograph of an ``against`` dataset.
+CONTAMINATION = "contamination"
 
 
 def check_method(method: str) -> str:
@@ -75,6 +79,12 @@ class DedupeConfig:
     report_only: bool = False
     #: write the groups report here (.csv or .json)
     report: str | None = None
+    #: other dataset directories: rows showing one of their photographs (same pixels, same lineage root,
+    #: or a verified near copy at the thresholds above) are removed as ``contamination``; the others are
+    #: only read. A path, or a list of paths ("" or [] = none)
+    against: list[str] | str | None = None
+    #: also find duplicates inside the dataset (false: only the ``against`` check, group columns untouched)
+    within: bool = True
 
     def required_score(self, distance: np.ndarray) -> np.ndarray:
         """The verdict score a candidate pair at each hash ``distance`` needs to be a near duplicate."""
@@ -104,3 +114,35 @@ class DedupeConfig:
                                  "split preference such as test,validation,train")
         if self.report is not None and Path(self.report).suffix.lower() not in (".csv", ".json"):
             raise UsageError(f"report {self.report!r} must end in .csv or .json")
+        if not isinstance(self.within, bool):
+            raise UsageError(f"within must be true or false, got {self.within!r}")
+        self.against = check_against(self.against)
+
+    @property
+    def against_paths(self) -> list[str]:
+        """The ``against`` dataset directories (a list, possibly empty)."""
+        return list(self.against or [])
+
+
+def check_against(value: Any) -> list[str]:
+    """``against`` as a list of dataset directories: a path, a list of paths, or "" / [] / None for none.
+
+    Raises:
+        UsageError: for a value of another type, or a path that is not a dataset directory (naming it).
+    """
+    from ferdata.dataset import check_dataset_dir
+    from ferdata.errors import FerdataError
+
+    if value is None or value == "":
+        return []
+    if isinstance(value, (str, os.PathLike)):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, (str, os.PathLike)) and str(v) for v in value):
+        raise UsageError(f"against must be a dataset directory or a list of them, got {value!r}")
+    paths = [os.fspath(v) for v in value]
+    for path in paths:
+        try:
+            check_dataset_dir(path)
+        except FerdataError as e:
+            raise UsageError(f"--against {path}: {e}") from e
+    return paths

@@ -32,6 +32,7 @@ from ferdata.columns import (
     ORIGIN,
     SIMILAR_GROUP,
 )
+from ferdata.dedupe.config import CONTAMINATION
 from ferdata.dedupe.hashing import _column
 from ferdata.dedupe.search import _plan, as_hash_array, find_duplicate_arrays, popcount
 from ferdata.dedupe.verify import VERIFY_SIZE, DetailSpectra, verify_array, verify_pairs
@@ -39,6 +40,7 @@ from ferdata.dedupe.verify import VERIFY_SIZE, DetailSpectra, verify_array, veri
 if TYPE_CHECKING:
     import datasets
 
+    from ferdata.dedupe.against import Contamination
     from ferdata.dedupe.config import DedupeConfig
 
 logger = logging.getLogger(__name__)
@@ -198,7 +200,8 @@ def _gray_png(value: Any) -> np.ndarray | None:
 
 
 def _group_rows(dd: datasets.DatasetDict, splits: list[str], config: DedupeConfig, *, rank: np.ndarray,
-                id_keys: np.ndarray, hashes: np.ndarray, const: np.ndarray) -> _Grouping:
+                id_keys: np.ndarray, hashes: np.ndarray, const: np.ndarray,
+                exclude: np.ndarray | None = None, rows: np.ndarray | None = None) -> _Grouping:
     """Survivor-first grouping: no chaining, every member within the radius of its own survivor.
 
     1. Rows with the same ``id`` (identical pixels) are one unit; its first row in keep order
@@ -213,8 +216,16 @@ def _group_rows(dd: datasets.DatasetDict, splits: list[str], config: DedupeConfi
     4. Similar groups: a survivor's candidates that scored at least ``similar_score`` but were not
        confirmed link the two groups; bounded like the duplicate groups, each similar group is an
        anchor and the groups linked to it directly (never a chain of look-alikes).
+
+    Rows marked in ``exclude`` (contamination, removed on their own account) take no part: each
+    stays a group of its own. With ``config.within`` false every row does.
     """
     n = len(id_keys)
+    if exclude is not None and exclude.any() and n:
+        keep = np.nonzero(~exclude)[0]
+        part = _group_rows(dd, splits, config, rank=rank[keep], id_keys=id_keys[keep], hashes=hashes[keep],
+                           const=const[keep], rows=keep) if len(keep) else None
+        return _with_excluded(n, keep, part, id_keys)
     order = np.lexsort((np.arange(n), rank)) if n else np.empty(0, np.int64)
     survivor = np.arange(n, dtype=np.int64)
     score = np.full(n, np.nan)
@@ -223,6 +234,8 @@ def _group_rows(dd: datasets.DatasetDict, splits: list[str], config: DedupeConfi
     if not n:
         return _Grouping(survivor, score, is_copy, np.empty(0, np.int64), np.empty(0, np.int64), info)
     _, id_inv = np.unique(id_keys, return_inverse=True)
+    if not config.within:
+        return _Grouping(survivor, score, is_copy, np.arange(n, dtype=np.int64), id_inv, info)
     _, first = np.unique(id_inv[order], return_index=True)
     rep_of_id = order[first]
     survivor[:] = rep_of_id[id_inv]
@@ -230,13 +243,32 @@ def _group_rows(dd: datasets.DatasetDict, splits: list[str], config: DedupeConfi
     # candidates: representatives that are not constant, in keep order (local index = turn)
     reps = rep_of_id[np.argsort(np.argsort(order)[rep_of_id], kind="stable")]
     cand = reps[~const[reps]]
-    greedy = _SurvivorFirst(dd, splits, cand, _candidate_pairs(hashes[cand], config.threshold), config)
+    # the dataset's own row numbers of the candidates (the grouping may run on a subset of the rows)
+    greedy = _SurvivorFirst(dd, splits, cand, _candidate_pairs(hashes[cand], config.threshold), config,
+                            image_rows=None if rows is None else rows[cand])
     greedy.run()
     info.update(candidate_pairs=len(greedy.li), verified_pairs=greedy.verified, rejected_by_verifier=greedy.rejected)
     score[cand] = greedy.score
     survivor[cand] = cand[greedy.owner]
     survivor = survivor[survivor]  # copies follow their representative
     return _Grouping(survivor, score, is_copy, greedy.similar(n, survivor), id_inv, info)
+
+
+def _with_excluded(n: int, keep: np.ndarray, part: _Grouping | None, id_keys: np.ndarray) -> _Grouping:
+    """The grouping of all ``n`` rows from the grouping ``part`` of the rows ``keep``: the others alone."""
+    survivor = np.arange(n, dtype=np.int64)
+    score = np.full(n, np.nan)
+    is_copy = np.zeros(n, dtype=bool)
+    similar = np.arange(n, dtype=np.int64)
+    info: dict[str, Any] = {"candidate_pairs": 0, "verified_pairs": 0, "rejected_by_verifier": 0}
+    if part is not None:
+        survivor[keep] = keep[part.survivor]
+        score[keep] = part.score
+        is_copy[keep] = part.is_copy
+        similar[keep] = keep[part.similar]
+        info = part.info
+    _, id_inv = np.unique(id_keys, return_inverse=True)
+    return _Grouping(survivor, score, is_copy, similar, id_inv, info)
 
 
 def _candidate_pairs(hashes: np.ndarray, threshold: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -266,10 +298,12 @@ class _SurvivorFirst:
         cand: the row of each candidate, in turn order.
         pairs: ``(li, lj, d)``: the candidate pairs (turns) within the radius and their distances.
         config: its ``verify``, ``min_score``, ``score_rise`` and ``similar_score`` are used.
+        image_rows: the row of ``dd`` holding each candidate's image, when ``cand`` numbers a subset.
     """
 
     def __init__(self, dd: datasets.DatasetDict, splits: list[str], cand: np.ndarray,
-                 pairs: tuple[np.ndarray, np.ndarray, np.ndarray], config: DedupeConfig) -> None:
+                 pairs: tuple[np.ndarray, np.ndarray, np.ndarray], config: DedupeConfig, *,
+                 image_rows: np.ndarray | None = None) -> None:
         li, lj, dist = pairs
         m = len(cand)
         self.cand, self.li, self.lj, self.config = cand, li, lj, config
@@ -292,9 +326,10 @@ class _SurvivorFirst:
         self.verify = config.verify != "none"
         self.spectra = DetailSpectra([])
         if self.verify and len(li):
-            images = _verify_images(dd, splits, cand[np.unique(np.concatenate([li, lj]))])
+            at = cand if image_rows is None else image_rows  # the rows of dd the candidates' images are in
+            images = _verify_images(dd, splits, at[np.unique(np.concatenate([li, lj]))])
             # indexed by candidate turn; each row's detail spectra are computed once, on first use
-            self.spectra = DetailSpectra([images.get(int(r)) for r in cand])
+            self.spectra = DetailSpectra([images.get(int(r)) for r in at])
 
     def neighbours(self, u: int) -> tuple[np.ndarray, np.ndarray]:
         """The candidates paired with turn ``u``, and the pair (edge) of each."""
@@ -418,13 +453,18 @@ class DuplicateGroups:
     :meth:`similar_groups` read them; :func:`ferdata.dedupe.report.report_rows` writes the report.
     """
 
-    def __init__(self, rows: _Rows, grouping: _Grouping, config: DedupeConfig) -> None:
+    def __init__(self, rows: _Rows, grouping: _Grouping, config: DedupeConfig,
+                 contamination: Contamination | None = None) -> None:
         self.rows, self.grouping, self.config = rows, grouping, config
         self.survivor, self.score = grouping.survivor, grouping.score
+        self.contamination = contamination
         self._find_groups()
         self._find_similar()
         self._measure_diameters()
         self._resolve_conflicts()
+        if contamination is not None:  # rows of another dataset's photos: removed on their own account
+            self.action[contamination.matched] = "remove"
+            self.reason[contamination.matched] = CONTAMINATION
 
     def _find_groups(self) -> None:
         """Group of each row, group sizes, survivors and values, distances, members of each group."""
@@ -552,6 +592,9 @@ class DuplicateGroups:
         rows, config = self.rows, self.config
         out = []
         for row in self.removed():
+            if self.reason[row] == CONTAMINATION:
+                out.append(contamination_reject(rows, int(row), self.contamination, step))
+                continue
             s, c = int(self.survivor[row]), self.comp[row]
             details = {DUPLICATE_OF: rows.ids[s], "distance": int(self.distance[row]), GROUP: self.group_id[c],
                        GROUP_SIZE: int(self.size[row]), "group_diameter": int(self.diameter[c]),
@@ -566,3 +609,14 @@ class DuplicateGroups:
                 details["labels"] = sorted({rows.label_name(rows.labels[k]) for k in self.members_of[int(c)]})
             out.append(make_reject(rows.ids[row], rows.origins[row], step, self.reason[row], details))
         return out
+
+
+def contamination_reject(rows: _Rows, row: int, contamination: Contamination | None, step: str) -> dict[str, Any]:
+    """The ledger row of a row removed as ``contamination``: the other dataset's row, distance and score."""
+    from ferdata.dataset import make_reject
+
+    if contamination is None:  # the reason is only ever set together with a result
+        raise RuntimeError("contamination reason without a contamination result")
+    details = {**contamination.details[row], "split": rows.splits[rows.split_of[row]],
+               "label": rows.label_name(rows.labels[row])}
+    return make_reject(rows.ids[row], rows.origins[row], step, CONTAMINATION, details)

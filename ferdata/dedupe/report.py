@@ -269,9 +269,24 @@ def summary_lines(info: dict[str, Any], report: Path) -> list[str]:
         >>> summary_lines({"groups": 2, "rows_in_groups": 5, "verify": "none"}, Path("g.csv"))[0]
         'groups: 2 (5 rows), exact duplicate rows 0, label conflicts 0, constant images 0'
     """
-    lines = [f"groups: {info.get('groups', 0)} ({info.get('rows_in_groups', 0)} rows), exact duplicate rows "
-             f"{info.get('exact_duplicate_rows', 0)}, label conflicts {info.get('label_conflict_groups', 0)}, "
-             f"constant images {info.get('constant_images', 0)}"]
+    lines = []
+    for entry in info.get("against", []):
+        if entry.get("empty"):
+            lines.append(f"against {entry['against']}: no rows; nothing removed as contamination")
+            continue
+        lines.append(f"against {entry['against']}: {entry.get('contaminated', 0)} rows are its photos "
+                     f"(same pixels {entry.get('same_pixels', 0)}, same root {entry.get('same_root', 0)}, "
+                     f"verified near copies {entry.get('near', 0)} of {entry.get('candidate_pairs', 0)} candidate "
+                     f"pairs), compared with its {entry.get('rows', 0)} rows"
+                     + ("" if entry.get("hashes_reused") else " (hashed for this run, not written into it)"))
+    if info.get("within") is False:
+        if info.get("report_only"):
+            would = info.get("would_remove", {})
+            lines.append("would remove: " + (", ".join(f"{k} {v}" for k, v in would.items()) or "nothing"))
+        return lines
+    lines.append(f"groups: {info.get('groups', 0)} ({info.get('rows_in_groups', 0)} rows), exact duplicate rows "
+                 f"{info.get('exact_duplicate_rows', 0)}, label conflicts {info.get('label_conflict_groups', 0)}, "
+                 f"constant images {info.get('constant_images', 0)}")
     if info.get("verify", "none") != "none":
         lines.append(f"verifier {info['verify']}: {info.get('verified_pairs', 0)} of {info.get('near_hash_pairs', 0)} "
                      f"candidate pairs scored, {info.get('rejected_by_verifier', 0)} rejected (score < "

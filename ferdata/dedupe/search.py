@@ -403,3 +403,62 @@ def find_duplicates(hashes: np.ndarray | Sequence[int] | Sequence[str], threshol
     """
     i, j, d = find_duplicate_arrays(hashes, threshold)
     return list(zip(i.tolist(), j.tolist(), d.tolist(), strict=True))
+
+
+def find_cross_pairs(a: np.ndarray | Sequence[int] | Sequence[str], b: np.ndarray | Sequence[int] | Sequence[str],
+                     threshold: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every pair ``(a[i], b[j])`` of hashes of two sets within Hamming distance ``threshold``, exactly.
+
+    The candidate search of ``dedupe --against``: the same radius as :func:`find_duplicate_arrays`,
+    between two datasets instead of inside one. Identical hashes of each side are collapsed first,
+    then the distinct values are compared in chunks (``chunk x distinct b`` popcounts at a time,
+    memory bounded), so the cost is the product of the two numbers of distinct hashes.
+
+    Args:
+        a, b: 64-bit hashes (see :func:`as_hash_array`).
+        threshold: the largest distance reported, 0..64.
+
+    Returns:
+        ``(i, j, distance)``: indices into ``a`` and ``b`` (int64) and distances (uint8), sorted by ``(i, j)``.
+
+    Example:
+        >>> i, j, d = find_cross_pairs(["ff00000000000000", "0000000000000001"], ["0000000000000003"], 1)
+        >>> list(zip(i.tolist(), j.tolist(), d.tolist()))
+        [(1, 0, 1)]
+    """
+    r = check_threshold(threshold)
+    ha, hb = as_hash_array(a), as_hash_array(b)
+    if not len(ha) or not len(hb):
+        return _no_pairs()
+    ua, inv_a = np.unique(ha, return_inverse=True)
+    ub, inv_b = np.unique(hb, return_inverse=True)
+    chunk = max(1, (1 << 23) // len(ub))
+    parts_i, parts_j, parts_d = [], [], []
+    for lo in range(0, len(ua), chunk):
+        d = popcount(ua[lo:lo + chunk, None] ^ ub[None, :])
+        ii, jj = np.nonzero(d <= r)
+        parts_i.append(ii + lo)
+        parts_j.append(jj)
+        parts_d.append(d[ii, jj])
+    ui, uj, ud = (np.concatenate(x) for x in (parts_i, parts_j, parts_d))
+    if not len(ui):
+        return _no_pairs()
+    # the members of each distinct value of a, then of b
+    members_a, start_a, count_a = _members(inv_a, len(ua))
+    members_b, start_b, count_b = _members(inv_b, len(ub))
+    pair, off_a = _expand(np.arange(len(ui)), np.zeros(len(ui), dtype=np.int64), count_a[ui])
+    rows_a = members_a[start_a[ui][pair] + off_a]
+    rep, off_b = _expand(np.arange(len(pair)), np.zeros(len(pair), dtype=np.int64), count_b[uj][pair])
+    i = rows_a[rep]
+    j = members_b[start_b[uj[pair]][rep] + off_b]
+    d = ud[pair][rep]
+    order = np.lexsort((j, i))
+    return i[order].astype(np.int64), j[order].astype(np.int64), d[order].astype(np.uint8)
+
+
+def _members(inverse: np.ndarray, n_values: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Items grouped by value (``np.unique``'s ``inverse``): the items in value order, each value's start and count."""
+    members = np.argsort(inverse, kind="stable")
+    count = np.bincount(inverse, minlength=n_values).astype(np.int64)
+    start = np.concatenate([[0], np.cumsum(count)[:-1]]).astype(np.int64)
+    return members, start, count

@@ -31,7 +31,8 @@ from ferdata.columns import (
     LABEL,
     SIMILAR_GROUP,
 )
-from ferdata.dedupe.config import STEP, DedupeConfig
+from ferdata.dedupe.against import check_not_input, find_contamination
+from ferdata.dedupe.config import CONTAMINATION, STEP, DedupeConfig
 from ferdata.dedupe.grouping import DuplicateGroups, _group_rows, gather_rows, survivor_rank
 from ferdata.dedupe.hashing import hash_dataset
 from ferdata.dedupe.report import REPORT_NAME, add_survivor_evidence, report_rows, write_groups_report
@@ -39,6 +40,8 @@ from ferdata.steps import StepContext, StepOutput, register_step
 
 if TYPE_CHECKING:
     import datasets
+
+    from ferdata.dedupe.against import Contamination
 
 
 @dataclass
@@ -75,20 +78,66 @@ def dedupe_dataset(dd: datasets.DatasetDict, config: DedupeConfig | None = None,
         {'train/test': 12}
     """
     config = config or DedupeConfig()
+    check_not_input(dd, config.against_paths)
+    if not config.within and not config.against_paths:
+        return DedupeResult(dd, [], {"within": False, "against": [], "rows": sum(len(x) for x in dd.values())}, [])
     dd, rejects, reused = hash_dataset(dd, method=config.method, num_proc=num_proc, step=step)
     rows = gather_rows(dd, config.method)
+    contamination = (find_contamination(dd, rows, config, num_proc=num_proc, step=step)
+                     if config.against_paths else None)
+    if not config.within:
+        return _against_only(dd, config, rows, contamination, rejects, reused=reused, step=step)
     rank = survivor_rank(dd, rows, config.keep)
     grouping = _group_rows(dd, rows.splits, config, rank=rank, id_keys=rows.id_keys, hashes=rows.hashes,
-                           const=rows.const)
-    groups = DuplicateGroups(rows, grouping, config)
+                           const=rows.const, exclude=None if contamination is None else contamination.matched)
+    groups = DuplicateGroups(rows, grouping, config, contamination)
     new_rejects = groups.ledger_rows(step)
     add_survivor_evidence(new_rejects, dd)  # the survivor as the step compared it, for reports after crop/upscale
     report = report_rows(groups, data=dd if config.report else None)
     result = _output_dataset(dd, config, groups)
     info = _info(config, groups, hashes_reused=reused, undecodable=len(rejects))
+    if contamination is not None:
+        info["against"] = contamination.info
     if config.report:
         write_groups_report(report, config.report)
     return DedupeResult(result, rejects + ([] if config.report_only else new_rejects), info, report)
+
+
+def _against_only(dd: datasets.DatasetDict, config: DedupeConfig, rows: Any, contamination: Contamination | None,
+                  rejects: list[dict[str, str]], *, reused: bool, step: str) -> DedupeResult:
+    """``within=False``: remove (or, with ``report_only``, mark) the contaminated rows; nothing else changes."""
+    from ferdata.dedupe.grouping import contamination_reject
+
+    matched = contamination.matched if contamination is not None else np.zeros(rows.n, dtype=bool)
+    offsets = np.concatenate([[0], np.cumsum(rows.sizes)])
+    out = {}
+    for k, split in enumerate(rows.splits):
+        ds = dd[split]
+        hit = matched[offsets[k]:offsets[k + 1]]
+        if config.report_only:
+            ds = ds.remove_columns([c for c in DUPLICATE_MARK_COLUMNS if c in ds.column_names])
+            fingerprint = json.dumps([dataclasses.asdict(config), ds._fingerprint], default=str)
+            got = [contamination.details[int(r)] if h and contamination else None
+                   for r, h in zip(range(offsets[k], offsets[k + 1]), hit, strict=True)]
+            ds = _add_column(ds, fingerprint, IS_DUPLICATE, hit.tolist())
+            ds = _add_column(ds, fingerprint, DUPLICATE_OF, [g["against_id"] if g else "" for g in got])
+            ds = _add_column(ds, fingerprint, DUPLICATE_DISTANCE, [int(g["distance"]) if g else -1 for g in got])
+            ds = _add_column(ds, fingerprint, DUPLICATE_REASON, [CONTAMINATION if g else "" for g in got])
+            ds = _add_column(ds, fingerprint, DUPLICATE_SCORE,
+                             [float(g["verify_score"]) if g and g["verify_score"] is not None else -2.0 for g in got])
+        elif hit.any():
+            ds = ds.select(np.nonzero(~hit)[0].tolist())
+        out[split] = ds
+    new = [contamination_reject(rows, int(r), contamination, step) for r in np.nonzero(matched)[0]]
+    info = {"within": False, "method": config.method, "threshold": config.threshold, "verify": config.verify,
+            "min_score": config.min_score, "score_rise": config.score_rise, "report_only": config.report_only,
+            "hashes_reused": reused, "rows": rows.n, "undecodable": len(rejects),
+            "removed" if not config.report_only else "would_remove":
+                {CONTAMINATION: int(matched.sum())} if matched.any() else {},
+            "against": contamination.info if contamination is not None else []}
+    import datasets
+
+    return DedupeResult(datasets.DatasetDict(out), rejects + ([] if config.report_only else new), info, [])
 
 
 def _output_dataset(dd: datasets.DatasetDict, config: DedupeConfig, groups: DuplicateGroups) -> datasets.DatasetDict:
@@ -126,13 +175,19 @@ def _add_marks(ds: datasets.Dataset, fingerprint: str, groups: DuplicateGroups, 
     """The ``report_only`` columns of the split holding rows ``part``: what would be removed, and why."""
     ids = groups.rows.ids
     removing = groups.action[part] == "remove"
+    of = [ids[s] if r else "" for s, r in zip(groups.survivor[part], removing, strict=True)]
+    distance = [int(d) if r else -1 for d, r in zip(groups.distance[part], removing, strict=True)]
+    score = [-2.0 if np.isnan(x) else float(x) for x in groups.score[part]]
+    found = groups.contamination.details if groups.contamination is not None else {}
+    for k, row in enumerate(range(part.start, part.stop)):
+        if row in found:  # the other dataset's row, not a survivor of this one
+            of[k], distance[k] = found[row]["against_id"], int(found[row]["distance"])
+            score[k] = -2.0 if found[row]["verify_score"] is None else float(found[row]["verify_score"])
     ds = _add_column(ds, fingerprint, IS_DUPLICATE, removing.tolist())
-    ds = _add_column(ds, fingerprint, DUPLICATE_OF, [ids[s] if r else "" for s, r in zip(groups.survivor[part], removing,
-                                                                                      strict=True)])
-    ds = _add_column(ds, fingerprint, DUPLICATE_DISTANCE, [int(d) if r else -1 for d, r in zip(groups.distance[part],
-                                                                                            removing, strict=True)])
+    ds = _add_column(ds, fingerprint, DUPLICATE_OF, of)
+    ds = _add_column(ds, fingerprint, DUPLICATE_DISTANCE, distance)
     ds = _add_column(ds, fingerprint, DUPLICATE_REASON, [str(x) for x in groups.reason[part]])
-    return _add_column(ds, fingerprint, DUPLICATE_SCORE, [-2.0 if np.isnan(x) else float(x) for x in groups.score[part]])
+    return _add_column(ds, fingerprint, DUPLICATE_SCORE, score)
 
 
 def _apply_decisions(ds: datasets.Dataset, split: str, groups: DuplicateGroups, part: slice) -> datasets.Dataset:
