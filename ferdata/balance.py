@@ -14,7 +14,9 @@ Which splits: ``--splits`` names them; by default ``train`` when the dataset has
 split (a BTFER-style test-only dataset). ``--supplement DIR`` first adds rows of
 ``--supplement-classes`` from another dataset directory (paper 004 added disgust images to
 FER2013), up to the target count when there is one: only from that dataset's ``train`` split, never
-a row whose ``id`` or ``root_id`` is already present, and each row at most once over all splits.
+a row whose ``id`` or ``root_id`` is already present nor one that shows the same photograph as a row
+of this dataset (re-encoded, shifted, re-cropped or retouched: the check of ``dedupe --against``,
+:func:`ferdata.dedupe.against.same_photo_rows`), and each row at most once over all splits.
 
 Class weights for every split are stored in ``ferdata.json`` under ``class_weights``:
 ``simple`` (paper 001: (1/n_i) / min_j(1/n_j), the largest class gets 1.0), ``conservative``
@@ -136,15 +138,19 @@ def sample_split(ds: datasets.Dataset, *, strategy: str, per_class: int | None, 
 
 
 def supplement(dd: datasets.DatasetDict, src: str, *, classes: Sequence[str] | None, splits: Sequence[str],
-               per_class: int | None, rng: np.random.Generator) -> tuple[datasets.DatasetDict, dict[str, int]]:
+               per_class: int | None, rng: np.random.Generator,
+               num_proc: int = 1) -> tuple[datasets.DatasetDict, dict[str, int], dict[str, Any]]:
     """Add rows of ``classes`` from the ``train`` split of the dataset directory ``src`` to ``splits``.
 
     Supplements come only from the other dataset's ``train`` split (its validation and test rows are
     evaluation data and are never used), minus every row whose ``id`` or ``root_id`` is already in
-    this dataset (any split). The candidates of each class are shuffled once and the target splits
+    this dataset (any split) and every row that shows the same photograph as one of this dataset's
+    rows (the ``dedupe --against`` check with the dedupe defaults: a re-encoded or shifted copy has
+    another id). The candidates of each class are shuffled once and the target splits
     take from that one queue in turn, so a row is added at most once: up to ``per_class`` per class
     and split, or, without ``per_class``, every candidate to the first target split.
-    Rows are matched by class name, not label id. Returns the new dataset and rows added per class.
+    Rows are matched by class name, not label id. Returns the new dataset, rows added per class and
+    the counts of the candidates left out (``already_present``, ``same_photo``).
 
     Raises:
         UsageError: when ``src`` has no train split, or for a class this dataset does not have.
@@ -180,6 +186,16 @@ def supplement(dd: datasets.DatasetDict, src: str, *, classes: Sequence[str] | N
         if not keys & present and not keys & seen:  # not in this dataset, not a repeat within the pool
             fresh[i] = True
         seen |= keys
+    # a re-encoded or shifted copy of one of this dataset's photos has another id: the dedupe --against check
+    from ferdata.dedupe.against import same_photo_rows
+
+    in_classes = np.isin(pool_labels, [other_names.index(name) for name in wanted if name in other_names])
+    candidates = np.flatnonzero(fresh & in_classes)
+    same, check = same_photo_rows(pool.select(candidates.tolist()), dd, name="the dataset being balanced",
+                                  num_proc=num_proc, step="balance")
+    fresh[candidates[same]] = False
+    left_out = {"already_present": int((in_classes & ~fresh).sum() - same.sum()), "same_photo": int(same.sum()),
+                "same_photo_by_match": {k: int(check.get(k, 0)) for k in ("same_pixels", "same_root", "near")}}
     queues = {name: list(rng.permutation(np.flatnonzero(fresh & (pool_labels == other_names.index(name)))))
               for name in wanted if name in other_names}
     added: dict[str, int] = {}
@@ -204,7 +220,7 @@ def supplement(dd: datasets.DatasetDict, src: str, *, classes: Sequence[str] | N
             if column not in extra.column_names:
                 extra = extra.add_column(column, [None] * len(extra), feature=ds.features[column])
         result[split] = datasets.concatenate_datasets([ds, extra.select_columns(ds.column_names).cast(ds.features)])
-    return datasets.DatasetDict(result), added
+    return datasets.DatasetDict(result), added, left_out
 
 
 @register_step("balance", BalanceConfig)
@@ -225,9 +241,10 @@ def balance_step(data: datasets.DatasetDict, config: BalanceConfig, ctx: StepCon
     rng = np.random.default_rng(ctx.seed)
     info: dict[str, Any] = {"splits": splits, "before": {s: class_counts(data[s]) for s in splits}}
     if config.supplement:
-        data, added = supplement(data, config.supplement, classes=config.supplement_classes, splits=splits,
-                                 per_class=config.per_class, rng=rng)
+        data, added, left_out = supplement(data, config.supplement, classes=config.supplement_classes,
+                                           splits=splits, per_class=config.per_class, rng=rng, num_proc=ctx.num_proc)
         info["supplemented"] = added
+        info["supplement_left_out"] = left_out
     rejects = []
     result = dict(data)
     shortfalls = {}

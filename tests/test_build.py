@@ -70,6 +70,28 @@ def test_target_shortfall_and_supplement(fer_dir: Path, tmp_path: Path, run_cli)
     assert class_counts(open_dataset(tmp_path / "self")["train"])["disgust"] == 4
 
 
+def test_supplement_leaves_out_copies_of_the_base(tmp_path: Path, run_cli) -> None:
+    """A shifted or re-encoded copy of a base photo has another id; the supplement check still keeps it out."""
+    from ferdata.dataset import save_dataset
+    from tests.test_dedupe import _altered_copies, _memory_dd, _smooth, _textured
+
+    faces = [_textured(_smooth(600 + k), k) for k in range(6)]
+    save_dataset(_memory_dd({"train": [(faces[0], 0), (faces[1], 0), (faces[2], 1), (faces[3], 1)]}),
+                 tmp_path / "base", manifest={"steps": []})
+    copies = [_altered_copies(faces[0])["shifted"], _altered_copies(faces[2])["jpeg"]]
+    save_dataset(_memory_dd({"train": [(copies[0], 2), (copies[1], 2), (faces[4], 2), (faces[5], 2)]}),
+                 tmp_path / "other", manifest={"steps": []})
+    code, _, err = run_cli("balance", tmp_path / "base", "--out", tmp_path / "b", "--strategy", "target",
+                           "--per-class", "4", "--supplement", tmp_path / "other", "--supplement-classes", "c", "-q")
+    assert code == 0, err
+    added = open_dataset(tmp_path / "b")["train"].filter(lambda r: r["label"] == 2)
+    other = open_dataset(tmp_path / "other")["train"]
+    assert sorted(added["id"]) == sorted(other["id"][2:])  # the two new faces, not the two copies
+    info = read_manifest(tmp_path / "b")["steps"][-1]["info"]
+    assert info["supplemented"] == {"c": 2} and info["shortfall"]["train"]["c"] == 2
+    assert info["supplement_left_out"]["same_photo"] == 2 and info["supplement_left_out"]["already_present"] == 0
+
+
 def test_split_stratified_and_group_aware(tmp_path: Path) -> None:
     labels = np.repeat(np.arange(4), 50)
     where = assign(labels, [0.8, 0.1, 0.1], seed=1)

@@ -262,3 +262,39 @@ def _near_matches(result: Contamination, dd: datasets.DatasetDict, rows: _Rows, 
         result.matched[r] = True
         result.details[int(r)] = _details(o, k, name, "near", config, distance=int(d[e]), score=float(score[e]))
         entry["near"] += 1
+
+
+def same_photo_rows(candidates: datasets.Dataset, base: datasets.DatasetDict, config: DedupeConfig | None = None, *,
+                    name: str = "base", num_proc: int = 1, step: str = STEP) -> tuple[np.ndarray, dict[str, Any]]:
+    """Which rows of ``candidates`` show a photograph of ``base`` (the check of ``balance --supplement``).
+
+    The same check as ``dedupe --against`` (:func:`find_contamination`, the dedupe defaults unless
+    ``config`` is given), for rows that are not in a dataset yet: a supplement pool against the
+    dataset it would be added to. Rows whose image cannot be decoded are not matched.
+
+    Returns:
+        A boolean mask over the rows of ``candidates``, and the check's counts.
+
+    Example:
+        >>> mask, info = same_photo_rows(other["train"], dd)  # doctest: +SKIP
+        >>> int(mask.sum()), info["near"]  # doctest: +SKIP
+        (4, 3)
+    """
+    import datasets
+
+    from ferdata.dataset import no_input_caching
+    from ferdata.dedupe.grouping import gather_rows
+
+    config = config or DedupeConfig()
+    mask = np.zeros(len(candidates), dtype=bool)
+    if not len(candidates):
+        return mask, {"against": name, "rows": sum(len(x) for x in base.values()), "contaminated": 0}
+    position = "_ferdata_row"
+    pool = datasets.DatasetDict({"candidates": candidates.add_column(position, np.arange(len(candidates)).tolist())})
+    with no_input_caching():
+        pool, _, _ = hash_dataset(pool, method=config.method, num_proc=num_proc, step=step)
+    rows = gather_rows(pool, config.method)
+    found = find_contamination(pool, rows, config, others=[(name, base)], num_proc=num_proc, step=step)
+    at = np.asarray(_column(pool["candidates"], position).to_pylist(), dtype=np.int64)
+    mask[at[found.matched]] = True
+    return mask, found.info[0]
