@@ -357,6 +357,58 @@ def _parse_pixels(text: str, count: int) -> np.ndarray | str:
     return values.astype(np.uint8)
 
 
+@dataclass
+class _RowParser:
+    """The checks of one FER2013 CSV row: a dataset row, or a ledger row naming what is wrong."""
+
+    image_size: int
+    columns: tuple[int, int, int | None, int]
+    codes: dict[int, int]
+    ferplus: bool
+    use_ferplus_label: bool
+    ferplus_mode: str
+    label_names: list[str]
+
+    def parse(self, row: list[str], *, origin: str, usage: str, split: str, extra: dict[str, Any],
+              data_row: int) -> dict[str, Any]:
+        """The row to yield for ``row`` (``extra``: its FER+ columns, filled in here)."""
+        i_emotion, i_pixels, i_usage, n_columns = self.columns
+        count = self.image_size * self.image_size
+
+        def bad(reason: str, details: str, id: str = "") -> dict[str, Any]:
+            return {**reject_row(reason, details, origin=origin, source=SOURCE, split=split, id=id), **extra}
+
+        if _blank(row):
+            return bad("empty_line", "")
+        if len(row) != n_columns:
+            return bad("wrong_column_count", f"{len(row)} columns, expected {n_columns}")
+        if i_usage is not None and usage.lower() not in SPLIT_NAMES:
+            return bad("unknown_usage", f"Usage {_printable(usage)!r}; known: Training, PublicTest, PrivateTest")
+        try:
+            code = int(row[i_emotion].strip())
+        except ValueError:
+            return bad("bad_label", f"emotion {_printable(row[i_emotion])!r} is not a number")
+        if code not in self.codes:
+            return bad("unknown_code", f"emotion code {code}; known: {sorted(self.codes)}")
+        pixels = _parse_pixels(row[i_pixels], count)
+        if isinstance(pixels, str):
+            return bad(pixels, f"expected {count} integers 0..255")
+        pixels = pixels.reshape(self.image_size, self.image_size)
+        label = self.codes[code]
+        if self.ferplus:
+            votes = extra["ferplus_votes"]
+            extra["label_fer2013"] = label
+            if votes is None and self.use_ferplus_label:
+                return bad("bad_ferplus_votes", f"FER+ data row {data_row + 1}: expected 10 whole vote counts",
+                           id=pixel_id(pixels))
+            if votes is not None and self.use_ferplus_label:
+                winner, reason = ferplus_label(votes, self.ferplus_mode)
+                if winner is None:
+                    return bad(reason, _vote_details(votes, self.ferplus_mode), id=pixel_id(pixels))
+                label = self.label_names.index(FERPLUS_CLASSES[winner])
+        return {**pixels_row(pixels, label, origin=origin, source=SOURCE, split=split), **extra}
+
+
 def generate_rows(path: str, image_size: int, limit: int | None, ferplus: str = "", label_source: str = "fer2013",
                   ferplus_mode: str = "majority", ranges: list[tuple[int, int | None]] | None = None,
                   ) -> Iterator[dict[str, Any]]:
@@ -372,10 +424,11 @@ def generate_rows(path: str, image_size: int, limit: int | None, ferplus: str = 
     use_ferplus_label = bool(ferplus) and label_source == "ferplus"
     label_names = maps.names_for({"contempt"}) if use_ferplus_label else names
     votes_rows = read_ferplus(ferplus) if ferplus else []
-    count = image_size * image_size
     name = Path(path).name
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-    i_emotion, i_pixels, i_usage, n_columns = _columns(path)
+    columns = _columns(path)
+    i_usage = columns[2]
+    parser = _RowParser(image_size, columns, codes, bool(ferplus), use_ferplus_label, ferplus_mode, label_names)
     with _open(path) as f:
         reader = csv.reader(f)
         next(reader, None)
@@ -398,50 +451,7 @@ def generate_rows(path: str, image_size: int, limit: int | None, ferplus: str = 
                     extra = {"ferplus_votes": votes_rows[data_row][1], "label_fer2013": -1}
             elif ferplus:
                 extra = {"ferplus_votes": None, "label_fer2013": -1}
-
-            def bad(reason: str, details: str, origin: str = origin, split: str = split,
-                    extra: dict[str, Any] = extra, id: str = "") -> dict[str, Any]:
-                return {**reject_row(reason, details, origin=origin, source=SOURCE, split=split, id=id), **extra}
-
-            if _blank(row):
-                yield bad("empty_line", "")
-                continue
-            if len(row) != n_columns:
-                yield bad("wrong_column_count", f"{len(row)} columns, expected {n_columns}")
-                continue
-            if i_usage is not None and usage.lower() not in SPLIT_NAMES:
-                yield bad("unknown_usage", f"Usage {_printable(usage)!r}; known: Training, PublicTest, PrivateTest")
-                continue
-            try:
-                code = int(row[i_emotion].strip())
-            except ValueError:
-                yield bad("bad_label", f"emotion {_printable(row[i_emotion])!r} is not a number")
-                continue
-            if code not in codes:
-                yield bad("unknown_code", f"emotion code {code}; known: {sorted(codes)}")
-                continue
-            pixels = _parse_pixels(row[i_pixels], count)
-            if isinstance(pixels, str):
-                yield bad(pixels, f"expected {count} integers 0..255")
-                continue
-            label = codes[code]
-            if ferplus:
-                votes = extra["ferplus_votes"]
-                extra["label_fer2013"] = label
-                if votes is None:
-                    if use_ferplus_label:
-                        yield bad("bad_ferplus_votes", f"FER+ data row {data_row + 1}: expected 10 whole vote counts",
-                                  id=pixel_id(pixels.reshape(image_size, image_size)))
-                        continue
-                elif use_ferplus_label:
-                    winner, reason = ferplus_label(votes, ferplus_mode)
-                    if winner is None:
-                        yield bad(reason, _vote_details(votes, ferplus_mode),
-                                  id=pixel_id(pixels.reshape(image_size, image_size)))
-                        continue
-                    label = label_names.index(FERPLUS_CLASSES[winner])
-            yield {**pixels_row(pixels.reshape(image_size, image_size), label, origin=origin, source=SOURCE,
-                                split=split), **extra}
+            yield parser.parse(row, origin=origin, usage=usage, split=split, extra=extra, data_row=data_row)
 
 
 #: A parallel import gives each worker at least this many CSV rows (forking costs more on fewer).
