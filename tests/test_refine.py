@@ -36,7 +36,7 @@ FAST = ["--model", "tiny-cnn", "--epochs", "6", "--batch-size", "8", "--lr", "0.
 
 def fast_config(**kw: object) -> RefineConfig:
     base = {"model": "tiny-cnn", "epochs": 6, "batch_size": 8, "lr": 0.01, "patience": 0, "rounds": 3,
-            "precision_target": 1.0, "offdiag_max": 0}
+            "precision_target": 1.0, "offdiag_max": 0, "mode": "relabel"}
     base.update(kw)
     return RefineConfig(**base)  # type: ignore[arg-type]
 
@@ -103,7 +103,7 @@ def paper_run(noisy: tuple[Path, dict[str, np.ndarray]], tmp_path_factory: pytes
     src, _ = noisy
     before = tree_digest(src)
     run = tmp_path_factory.mktemp("refine-run") / "run"
-    result = CliRunner().invoke(cli, ["refine", str(src), "--out", str(run), *FAST, "--rounds", "3",
+    result = CliRunner().invoke(cli, ["refine", str(src), "--out", str(run), "--mode", "relabel", *FAST, "--rounds", "3",
                                       "--precision-target", "1.0", "--offdiag-max", "0", "-q"],
                                 catch_exceptions=False)
     return run, before, result.exit_code, result.stdout + result.stderr
@@ -256,6 +256,61 @@ def test_resume_after_a_kill_gives_the_same_rounds(paper_run, noisy, tmp_path: P
     assert (out / "rounds.csv").read_text() == (run / "rounds.csv").read_text()
 
 
+def test_a_run_killed_between_folds_resumes_from_its_last_finished_fold(noisy, tmp_path: Path, monkeypatch) -> None:
+    """Killed when fold 3 of 3 starts: the rerun loads folds 1-2, trains only fold 3, and ends as an unbroken run."""
+    import datasets
+
+    from ferdata import refine as refine_module
+
+    config = fast_config(mode="flag", cv=3, rounds=1, compare=False, augment="none", tta=False, epochs=12)
+    whole = refine(noisy[0], tmp_path / "whole", config)
+    real_fit = refine_module._Trainer.fit
+    trained: list[str] = []
+
+    def fit_killed_at_fold_3(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if len(trained) == 2:
+            raise KeyboardInterrupt
+        trained.append(kwargs.get("label", ""))
+        return real_fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(refine_module._Trainer, "fit", fit_killed_at_fold_3)
+    with pytest.raises(KeyboardInterrupt):
+        refine(noisy[0], tmp_path / "killed", config)
+    finished = sorted(p.parent.name for p in (tmp_path / "killed" / "rounds" / "round_1").glob("fold_*/fold.json"))
+    assert finished == ["fold_0", "fold_1"] and not (tmp_path / "killed" / "rounds.csv").exists()
+    trained.clear()
+    monkeypatch.setattr(refine_module._Trainer, "fit", lambda self, *a, **k: (trained.append(k.get("label", "")),
+                                                                               real_fit(self, *a, **k))[1])
+    resumed = refine(noisy[0], tmp_path / "killed", config)
+    assert trained == ["fold 3/3"]                                     # folds 1 and 2 were loaded, not trained
+    assert (tmp_path / "killed" / "rounds.csv").read_text() == (tmp_path / "whole" / "rounds.csv").read_text()
+    np.testing.assert_allclose(np.load(tmp_path / "killed" / "rounds" / "round_1" / "probs.npy"),
+                               np.load(tmp_path / "whole" / "rounds" / "round_1" / "probs.npy"), atol=1e-5)
+    flags = [datasets.load_from_disk(str(r.dataset_dir))["train"]["suspect_label"] for r in (whole, resumed)]
+    assert flags[0] == flags[1] and any(flags[0])
+
+
+def test_progress_lines_per_epoch_and_fold_with_an_eta(noisy, tmp_path: Path, capsys) -> None:
+    from ferdata.progress import disable_progress_bars, enable_progress_bars, is_quiet, progress_bars_disabled, set_quiet
+
+    was_off, was_quiet = progress_bars_disabled(), is_quiet()
+    set_quiet(False)
+    enable_progress_bars()
+    try:
+        refine(noisy[0], tmp_path / "run", fast_config(mode="flag", cv=2, rounds=1, compare=False, epochs=2,
+                                                       augment="none", tta=False))
+    finally:
+        set_quiet(was_quiet)
+        if was_off:
+            disable_progress_bars()
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("refine fold ")]
+    epochs = [line for line in lines if " epoch " in line]
+    assert len(epochs) == 4 and epochs[0].startswith("refine fold 1/2 epoch 1/2: loss ")
+    assert all(" elapsed, ETA " in line for line in lines)
+    assert [line.split(":")[0] for line in lines if " done" in line] == ["refine fold 1/2 done", "refine fold 2/2 done"]
+    assert lines[-1].endswith("ETA 0s")
+
+
 # ---------------------------------------------------------------- safer variants
 
 def test_cv_prune_sends_disagreements_to_the_ledger(noisy, tmp_path: Path) -> None:
@@ -296,6 +351,12 @@ def test_flag_mode_changes_no_label(noisy, tmp_path: Path) -> None:
     assert np.all(np.asarray(train["top1_label"])[suspect] != np.asarray(train["label"])[suspect])
     assert not any(refined["test"]["suspect_label"])
     assert refined["train"].features["top2_label"].names == NAMES
+    # flag mode reports flags, not removals: nothing was removed from the dataset
+    rounds = read_csv(tmp_path / "run" / "rounds.csv")
+    assert "kept" not in rounds[0] and "removed" not in rounds[0] and int(rounds[-1]["flagged"]) == suspect.sum()
+    dist = {r["class"]: r for r in read_csv(tmp_path / "run" / "distribution.csv")}
+    assert int(dist["total"]["refined"]) == int(dist["total"]["original"]) == 200
+    assert int(dist["total"]["flagged"]) == suspect.sum()
     entry = read_manifest(result.dataset_dir)["steps"][-1]  # recorded like every other step
     assert entry["step"] == "refine" and entry["seed"] == 0 and entry["limit"] is None and entry["limited_out"] == 0
     assert entry["input_rows"] == entry["kept"] + entry["rejected"] + entry["limited_out"]
@@ -345,7 +406,10 @@ def test_a_finished_run_finishes_again_in_another_mode_without_training(paper_ru
                                                 tta=False),  # the paper run's training options
                     on_round=lambda r: trained.append(r["round"]))
     assert trained == []
-    assert (copy / "rounds.csv").read_text() == (run / "rounds.csv").read_text()
+    same = ("round", "images_train", "images_val", "total", "val_accuracy")   # the same trainings, in flag's words
+    flag_rows, paper_rows = read_csv(copy / "rounds.csv"), read_csv(run / "rounds.csv")
+    assert [[r[k] for k in same] for r in flag_rows] == [[r[k] for k in same] for r in paper_rows]
+    assert [r["agree"] for r in flag_rows] == [r["kept"] for r in paper_rows] and "kept" not in flag_rows[0]
     train = datasets.load_from_disk(str(result.dataset_dir))["train"]
     relabelled = datasets.load_from_disk(str(run / "dataset"))["train"]
     assert train["suspect_label"] == relabelled["relabeled"]   # same final model, other output
@@ -354,8 +418,8 @@ def test_a_finished_run_finishes_again_in_another_mode_without_training(paper_ru
 def test_the_same_command_again_resumes_a_finished_run_without_training(paper_run, noisy, run_cli) -> None:
     run, _, _, _ = paper_run
     before = (run / "rounds.csv").read_text()
-    code, out, err = run_cli("refine", noisy[0], "--out", run, *FAST, "--rounds", "3", "--precision-target", "1.0",
-                             "--offdiag-max", "0", "-q")
+    code, out, err = run_cli("refine", noisy[0], "--out", run, "--mode", "relabel", *FAST, "--rounds", "3",
+                             "--precision-target", "1.0", "--offdiag-max", "0", "-q")
     assert code == 0, err
     assert "round " not in err                                   # no round was trained again
     assert (run / "rounds.csv").read_text() == before
@@ -460,23 +524,111 @@ def random_label_dataset(out: Path, *, n: int = 160, seed: int = 0) -> None:
                  out, manifest=new_manifest(seed=seed))
 
 
-def test_guard_refuses_to_flag_unlearnable_labels(tmp_path: Path, run_cli) -> None:
+def _cli_with_log(run_cli, caplog, *args: object) -> tuple[int, str, str]:
+    """``run_cli`` with what the ``ferdata`` logger wrote (to the process's stderr) appended to stderr."""
+    import logging
+
+    caplog.clear()
+    logger = logging.getLogger("ferdata")
+    logger.addHandler(caplog.handler)
+    try:
+        code, out, err = run_cli(*args)
+    finally:
+        logger.removeHandler(caplog.handler)
+    return code, out, err + caplog.text
+
+
+def test_guard_refuses_to_flag_unlearnable_labels(tmp_path: Path, run_cli, caplog) -> None:
+    """A refusal is stated once on stderr, and in summary.md, rounds.csv, distribution.csv and the manifest;
+    nothing changed, so no comparison is trained."""
     import datasets
 
     random_label_dataset(tmp_path / "random")
-    code, out, err = run_cli("refine", tmp_path / "random", "--out", tmp_path / "run", "--mode", "flag", "--cv", "2",
-                             *FAST, "--no-compare", "-q")
+    code, out, err = _cli_with_log(run_cli, caplog, "refine", tmp_path / "random", "--out", tmp_path / "run",
+                                   "--cv", "2", *FAST, "-q")
     assert code == 0, err
-    assert "WARNING: refine guard" in err and "NOTHING was flagged" in err
+    assert err.count("refine guard") == 1 and "would have been flagged by the argmax rule; none was, because" in err
+    assert "flagged: 0 of 160 rows (argmax rule; the guard refused" in out
     flagged = datasets.load_from_disk(str(tmp_path / "run" / "dataset"))["train"]["suspect_label"]
     assert not any(flagged)
-    assert "WARNING (guard)" in (tmp_path / "run" / "summary.md").read_text()
+    summary = (tmp_path / "run" / "summary.md").read_text()
+    assert "WARNING (guard): refine guard:" in summary and "would have been flagged" in summary
+    assert "comparison: not trained, nothing was flagged" in summary and "Table 7" not in summary
+    assert not (tmp_path / "run" / "comparison").exists() and (tmp_path / "run" / "comparison.csv").read_text() == ""
+    last = read_csv(tmp_path / "run" / "rounds.csv")[-1]
+    assert (last["guard"], last["flagged"]) == ("refused", "0") and int(last["candidates"]) > 0
+    assert last["guard_statement"].startswith("refine guard: ") and "kept" not in last and "agree" in last
+    dist = {r["class"]: r for r in read_csv(tmp_path / "run" / "distribution.csv")}
+    assert dist["total"]["flagged"] == "0" and dist["total"]["refined"] == dist["total"]["original"] == "160"
+    info = read_manifest(tmp_path / "run" / "dataset")["steps"][-1]["info"]["guard"]
+    assert info["triggered"] and info["statement"] == last["guard_statement"]
+    from ferdata.report import write_report  # the dataset's report says it too
+
+    page = write_report(tmp_path / "run" / "dataset", per_class=0).path.read_text(encoding="utf-8")
+    assert "No row was flagged, pruned or relabelled (mode flag): refine guard: " in page
+    assert "0 rows whose label" not in page
     # --force acts on the suspects anyway (finishing the same run: no training)
-    code, out, err = run_cli("refine", tmp_path / "random", "--out", tmp_path / "run", "--mode", "flag", "--cv", "2",
-                             *FAST, "--no-compare", "--force", "-q")
+    code, out, err = _cli_with_log(run_cli, caplog, "refine", tmp_path / "random", "--out", tmp_path / "run",
+                                   "--cv", "2", *FAST, "--no-compare", "--force", "-q")
     assert code == 0, err
-    assert "acted anyway" in err
+    assert "refine guard overridden (--force)" in err and "guard overridden" in out
     assert any(datasets.load_from_disk(str(tmp_path / "run" / "dataset"))["train"]["suspect_label"])
+    assert read_csv(tmp_path / "run" / "rounds.csv")[-1]["guard"] == "overridden"
+
+
+def _crafted_probs(n: int = 700, *, classes: int = 7, accuracy: float = 0.8, seed: int = 0
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, out-of-sample probabilities) of a model right on ``accuracy`` of the rows, confident both ways."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % classes
+    predicted = np.where(rng.random(n) < accuracy, labels, (labels + rng.integers(1, classes, n)) % classes)
+    probs = np.full((n, classes), 0.3 / (classes - 1))
+    probs[np.arange(n), predicted] = 0.7
+    return labels, probs
+
+
+def test_the_default_rule_flags_a_flipped_row_and_not_a_clean_one() -> None:
+    """Crafted probabilities: a row the model firmly puts in another class is flagged, a believed row is not."""
+    from ferdata.refine import judge
+
+    config = RefineConfig()
+    labels, probs = _crafted_probs()
+    labels[0], probs[0] = 2, [0.02, 0.02, 0.02, 0.02, 0.02, 0.88, 0.02]   # given 2, model: 5 (a flip)
+    labels[1], probs[1] = 3, [0.02, 0.02, 0.02, 0.88, 0.02, 0.02, 0.02]   # given 3, model: 3
+    mask, guard = judge(labels, probs, rule=str(config.rule), top=config.top, classes=7,
+                        max_flag_rate=config.max_flag_rate, out_of_sample=True, force=False)
+    assert mask[0] and not mask[1]
+    assert not guard["triggered"] and guard["suspects"] == guard["candidates"] == int(mask.sum())
+    assert 0.1 < mask.mean() < 0.3            # about the 20 % the model disagrees with, no more
+    confident, _ = judge(labels, probs, rule="confident", top=None, classes=7, max_flag_rate=0.5,
+                         out_of_sample=True, force=False)
+    assert confident[0] and not confident[1]
+
+
+def test_the_guard_trips_on_a_model_at_chance() -> None:
+    from ferdata.refine import judge
+    from ferdata.refine.rules import guard_statement
+
+    labels, probs = _crafted_probs(accuracy=1 / 7, seed=1)           # right as often as a guess
+    mask, guard = judge(labels, probs, rule="argmax", top=None, classes=7, max_flag_rate=0.5,
+                        out_of_sample=True, force=False)
+    assert guard["triggered"] and "under 2x chance" in guard["reason"] and not mask.any()
+    assert guard["candidates"] > 500 and guard["suspects"] == 0
+    statement = guard_statement(guard, mode="prune")
+    assert statement.startswith(f"refine guard: {guard['candidates']} of 700 rows") and "would have been pruned" in statement
+    forced, g = judge(labels, probs, rule="argmax", top=None, classes=7, max_flag_rate=0.5, out_of_sample=True,
+                      force=True)
+    assert forced.sum() == g["candidates"] and guard_statement(g, mode="flag").startswith("refine guard overridden")
+    # a good model passes the same guard
+    assert not judge(*_crafted_probs(), rule="argmax", top=None, classes=7, max_flag_rate=0.5, out_of_sample=True,
+                     force=False)[1]["triggered"]
+
+
+def test_flag_is_the_default_and_relabel_is_named_with_its_warning(run_cli) -> None:
+    code, out, _ = run_cli("refine", "--help")
+    assert code == 0
+    text = " ".join(out.split())
+    assert "[default: flag]" in text and "0.79 to 0.44" in text and "reproduce the paper only" in text
 
 
 def test_default_flag_run_finds_exactly_the_flipped_labels(noisy, tmp_path: Path, run_cli) -> None:
@@ -515,8 +667,8 @@ def test_flag_defaults_and_the_mirrored_average(noisy) -> None:
     from ferdata.refine import _Trainer
     from ferdata.train import build_model
 
-    flag, relabel = RefineConfig(mode="flag"), RefineConfig()
-    assert (flag.model, flag.augment, flag.tta) == ("shallow-cnn-std", "light", True)
+    flag, relabel = RefineConfig(), RefineConfig(mode="relabel")
+    assert flag.mode == "flag" and (flag.model, flag.augment, flag.tta, flag.cv) == ("shallow-cnn-std", "light", True, 5)
     assert (relabel.model, relabel.augment, relabel.tta) == ("fer-cnn", "none", False)
     assert RefineConfig(mode="flag", augment="none", tta=False).tta is False
     rng = np.random.default_rng(1)

@@ -181,6 +181,10 @@ def test_to_tf_dataset_resizes_converts_and_one_hots(fer_dir: Path, tmp_path: Pa
     e2 = next(iter(shuffled))[1].numpy().argmax(1)
     again = next(iter(to_tf_dataset(fer_dir, split="train", batch_size=32, shuffle=True, seed=3)))[1].numpy().argmax(1)
     assert sorted(e1) == sorted(e2) and e1.tolist() != e2.tolist() and e1.tolist() == again.tolist()
+    # augmentation is seeded and drawn in batch order: the same batches in two runs
+    runs = [[b[0].numpy() for b in to_tf_dataset(fer_dir, split="train", batch_size=8, shuffle=True, seed=3,
+                                                 augment="light")] for _ in range(2)]
+    assert all(np.array_equal(a, b) for a, b in zip(*runs, strict=True))
     # a Dataset loaded back from parquet (the Hub layout) works the same
     datasets.load_from_disk(str(fer_dir))["validation"].to_parquet(str(tmp_path / "validation.parquet"))
     hub = datasets.load_dataset("parquet", data_files={"validation": str(tmp_path / "validation.parquet")})

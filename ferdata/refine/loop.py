@@ -35,6 +35,8 @@ from ferdata.refine.outputs import (
     _write_confusion,
     _write_histories,
     distribution_rows,
+    round_line,
+    round_rows,
     summary_notes,
     write_dataset,
     write_tables,
@@ -44,6 +46,7 @@ from ferdata.refine.rules import (
     class_precision,
     confusion,
     group_folds,
+    guard_statement,
     judge,
     refined_labels,
     stop_reason,
@@ -90,8 +93,12 @@ class _Trainer:
                              batch_size=self.train.batch_size, shuffle=False, seed=self.train.seed,
                              augment="none", num_classes=self.num_classes)
 
-    def fit(self, train: datasets.Dataset, val: datasets.Dataset, out_dir: Path) -> tuple[Any, dict[str, list[float]]]:
-        """Train from scratch (same seed every time) and return the best-val-acc model and its history."""
+    def fit(self, train: datasets.Dataset, val: datasets.Dataset, out_dir: Path, *, clock: _Clock | None = None,
+            label: str = "") -> tuple[Any, dict[str, list[float]]]:
+        """Train from scratch (same seed every time) and return the best-val-acc model and its history.
+
+        With ``clock``, one line per epoch (``label``, metrics, elapsed, ETA) replaces the epoch bar.
+        """
         from ferdata.train import fit_model
         from ferdata.train.run import prepare_training
 
@@ -100,7 +107,8 @@ class _Trainer:
                                                    input_shape=(self.image_size, self.image_size, self.channels))
         result = fit_model(model, train_ds, val_ds, epochs=t.epochs, lr=t.lr, class_weight=None, out_dir=out_dir,
                            patience=t.fit_patience, seed=t.seed, verbose=0,
-                           progress=f"{t.model} {out_dir.parent.name}/{out_dir.name}")
+                           callbacks=[clock.callback(label)] if clock is not None else None,
+                           progress=None if clock is not None else f"{t.model} {out_dir.parent.name}/{out_dir.name}")
         return model, _history_dict(result)
 
     def predict(self, model: Any, ds: datasets.Dataset) -> np.ndarray:
@@ -117,6 +125,72 @@ class _Trainer:
             mirrored = batches.map(lambda x, *rest: (tf.image.flip_left_right(x), *rest))
             probs = (probs + np.asarray(predict_proba(model, mirrored), dtype=np.float32)) / 2
         return probs
+
+
+class _Clock:
+    """Progress of a round's trainings: one line per epoch and per finished fold on stderr, with an ETA.
+
+    The ETA is the round's wall time per trained epoch so far times the epochs still planned (each
+    training's ``epochs``; early stopping only shortens it, so it is an upper estimate). Nothing
+    is printed under ``-q`` (or with progress bars off).
+
+    Example:
+        >>> clock = _Clock(trainings=5, epochs=20)
+        >>> clock.line("fold 1/5 epoch 1/20")  # doctest: +SKIP
+    """
+
+    def __init__(self, *, trainings: int, epochs: int) -> None:
+        self.epochs, self.planned, self.done = epochs, trainings * epochs, 0
+        self.start = time.perf_counter()
+
+    def skip(self, trainings: int = 1) -> None:
+        """Trainings that were loaded from a killed run's finished folds: nothing left to do for them."""
+        self.planned -= trainings * self.epochs
+
+    def eta(self) -> str:
+        if not self.done:
+            return "ETA unknown"
+        left = (time.perf_counter() - self.start) / self.done * max(0, self.planned - self.done)
+        return f"ETA {_duration(left)}"
+
+    def line(self, text: str) -> None:
+        from ferdata.progress import is_quiet, progress_bars_disabled
+
+        if is_quiet() or progress_bars_disabled():
+            return
+        import sys
+
+        sys.stderr.write(f"refine {text} | {_duration(time.perf_counter() - self.start)} elapsed, {self.eta()}\n")
+        sys.stderr.flush()
+
+    def callback(self, label: str) -> Any:
+        """A Keras callback that counts epochs and prints ``label epoch E/N: metrics`` after each."""
+        import keras
+
+        clock = self
+
+        class EpochLine(keras.callbacks.Callback):
+            ran = 0
+
+            def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+                logs = logs or {}
+                clock.done += 1
+                self.ran += 1
+                metrics = ", ".join(f"{k} {logs[k]:.4f}" for k in ("loss", "accuracy", "val_accuracy") if k in logs)
+                clock.line(f"{label} epoch {epoch + 1}/{clock.epochs}: {metrics}")
+
+            def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+                clock.planned -= max(0, clock.epochs - self.ran)   # stopped early: those epochs will not run
+
+        return EpochLine()
+
+
+def _duration(seconds: float) -> str:
+    """``1h02m``, ``12m05s`` or ``42s``."""
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
 def _history_dict(result: Any) -> dict[str, list[float]]:
@@ -246,9 +320,9 @@ class _Run:
         current = np.load(self.run_dir / self.state["current"])
         labels = self.labels[current]
         rdir = self.run_dir / "rounds" / f"round_{k}"
-        if rdir.exists():  # a round killed half-way: start it again
-            shutil.rmtree(rdir)
-        rdir.mkdir(parents=True)
+        if rdir.exists() and not c.out_of_sample:  # a round killed half-way: start it again
+            shutil.rmtree(rdir)                     # (K-fold rounds keep their finished folds: _fold)
+        rdir.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         if c.out_of_sample:
             probs_current, probs_all, info, histories = self._round_cv(current, labels, rdir)
@@ -292,7 +366,8 @@ class _Run:
                          ) -> tuple[np.ndarray, np.ndarray, dict[str, Any], list[dict[str, list[float]]]]:
         c = self.config
         tr, va = carve(labels, c.val_fraction, seed=c.seed * 1000 + k, groups=self._groups(current))
-        model, history = self.trainer.fit(self.pool.select(current[tr]), self.pool.select(current[va]), rdir / "train")
+        model, history = self.trainer.fit(self.pool.select(current[tr]), self.pool.select(current[va]), rdir / "train",
+                                          clock=_Clock(trainings=1, epochs=int(c.epochs or 1)), label=f"round {k}")
         probs_all = self.trainer.predict(model, self.pool)
         probs_current = probs_all[current]
         val_acc = float(np.mean(probs_current[va].argmax(1) == labels[va])) if len(va) else 0.0
@@ -302,8 +377,6 @@ class _Run:
 
     def _round_cv(self, current: np.ndarray, labels: np.ndarray, rdir: Path
                   ) -> tuple[np.ndarray, np.ndarray, dict[str, Any], list[dict[str, list[float]]]]:
-        from ferdata.progress import progress
-
         c = self.config
         k_folds = int(c.cv or 2)
         folds = group_folds(labels, k_folds, seed=c.seed, groups=self._groups(current))
@@ -311,29 +384,63 @@ class _Run:
         probs_current = np.zeros((len(current), self.num_classes), dtype=np.float32)
         probs_outside = np.zeros((len(outside), self.num_classes), dtype=np.float32)
         sizes_train, sizes_val, val_accs, histories = [], [], [], []
-        for f in progress(range(k_folds), desc=f"cv folds ({k_folds})", total=k_folds):
-            held = np.flatnonzero(folds == f)
-            fit_pos = np.flatnonzero(folds != f)
-            fit_groups = self._groups(current[fit_pos])
-            tr, va = carve(labels[fit_pos], c.val_fraction, seed=c.seed * 1000 + f, groups=fit_groups)
-            tr, va = fit_pos[tr], fit_pos[va]
-            model, history = self.trainer.fit(self.pool.select(current[tr]), self.pool.select(current[va]),
-                                              rdir / f"fold_{f}")
-            probs_current[held] = self.trainer.predict(model, self.pool.select(current[held]))
+        clock = _Clock(trainings=k_folds, epochs=int(c.epochs or 1))
+        for f in range(k_folds):
+            fold = self._fold(f, k_folds, folds, current, labels, outside, rdir / f"fold_{f}", clock)
+            probs_current[folds == f] = fold["held"]
             if len(outside):
-                probs_outside += self.trainer.predict(model, self.pool.select(outside)) / k_folds
-            pv = self.trainer.predict(model, self.pool.select(current[va]))
-            val_accs.append(float(np.mean(pv.argmax(1) == labels[va])) if len(va) else 0.0)
-            sizes_train.append(len(tr))
-            sizes_val.append(len(va))
-            histories.append(history)
-            del model
+                probs_outside += fold["outside"] / k_folds
+            val_accs.append(float(fold["val_accuracy"]))
+            sizes_train.append(int(fold["images_train"]))
+            sizes_val.append(int(fold["images_val"]))
+            histories.append(fold["history"])
         probs_all = np.zeros((len(self.pool), self.num_classes), dtype=np.float32)
         probs_all[current] = probs_current
         probs_all[outside] = probs_outside
         info = {"images_train": int(round(np.mean(sizes_train))), "images_val": int(round(np.mean(sizes_val))),
                 "val_accuracy": round(float(np.mean(val_accs)), 4)}
         return probs_current, probs_all, info, histories
+
+    def _fold(self, f: int, k_folds: int, folds: np.ndarray, current: np.ndarray, labels: np.ndarray,
+              outside: np.ndarray, fdir: Path, clock: _Clock) -> dict[str, Any]:
+        """Train fold ``f`` and predict its held-out rows (and the rows outside the set), or load a finished fold.
+
+        A finished fold is saved as ``fold_F/fold.npz`` + ``fold.json`` (written last, atomically), keyed
+        by the round's rows and fold assignment, so a killed run resumes after its last finished fold.
+        """
+        c = self.config
+        key = hashlib.sha256(current.astype(np.int64).tobytes() + folds.astype(np.int64).tobytes()).hexdigest()[:16]
+        done = fdir / "fold.json"
+        if done.exists():
+            meta = json.loads(done.read_text(encoding="utf-8"))
+            if meta.get("key") == key:
+                clock.skip()
+                clock.line(f"fold {f + 1}/{k_folds}: finished before the run was stopped, loaded")
+                arrays = np.load(fdir / "fold.npz")
+                return {**meta, "held": arrays["held"], "outside": arrays["outside"]}
+        if fdir.exists():
+            shutil.rmtree(fdir)
+        held = np.flatnonzero(folds == f)
+        fit_pos = np.flatnonzero(folds != f)
+        tr, va = carve(labels[fit_pos], c.val_fraction, seed=c.seed * 1000 + f, groups=self._groups(current[fit_pos]))
+        tr, va = fit_pos[tr], fit_pos[va]
+        model, history = self.trainer.fit(self.pool.select(current[tr]), self.pool.select(current[va]), fdir,
+                                          clock=clock, label=f"fold {f + 1}/{k_folds}")
+        probs_held = self.trainer.predict(model, self.pool.select(current[held]))
+        probs_outside = (self.trainer.predict(model, self.pool.select(outside)) if len(outside)
+                         else np.zeros((0, self.num_classes), dtype=np.float32))
+        pv = self.trainer.predict(model, self.pool.select(current[va]))
+        val_acc = float(np.mean(pv.argmax(1) == labels[va])) if len(va) else 0.0
+        del model
+        meta = {"key": key, "fold": f, "images_train": int(len(tr)), "images_val": int(len(va)),
+                "val_accuracy": val_acc, "history": history}
+        np.savez(fdir / "fold.npz", held=probs_held, outside=probs_outside)
+        tmp = fdir / ".fold.json.tmp"
+        tmp.write_text(json.dumps(meta), encoding="utf-8")
+        os.replace(tmp, done)
+        clock.line(f"fold {f + 1}/{k_folds} done: val accuracy {val_acc:.4f}, "
+                   f"held-out accuracy {float(np.mean(probs_held.argmax(1) == labels[held])):.4f}")
+        return {**meta, "held": probs_held, "outside": probs_outside}
 
     # -- after the loop
 
@@ -349,12 +456,9 @@ class _Run:
         c = self.config
         suspects, guard = judge(self.labels, probs, rule=str(c.rule), top=c.top, classes=len(self.present),
                                 max_flag_rate=c.max_flag_rate, out_of_sample=c.out_of_sample, force=c.force)
-        if guard["triggered"]:
-            if c.force:
-                logger.warning("refine guard: %s; acting anyway (--force)", guard["reason"])
-            else:
-                logger.warning("refine guard: %s; NOTHING is flagged, pruned or relabelled (pass --force to act "
-                               "anyway, or use a model/epochs that learn these data)", guard["reason"])
+        guard["statement"] = guard_statement(guard, mode=c.mode)
+        if guard["triggered"]:  # said once, here; the summary, rounds.csv and the manifest repeat the same sentence
+            logger.warning("%s", guard["statement"])
         self._judged = (suspects, guard)
         return self._judged
 
@@ -364,10 +468,13 @@ class _Run:
         return refined_labels(self.labels, probs, suspects, mode=self.config.mode)
 
     def distribution(self, probs: np.ndarray) -> list[dict[str, Any]]:
-        """distribution.csv's rows: per class the original, refined and last-round-set counts."""
+        """distribution.csv's rows: per class the original, flagged, refined (RUN/dataset) and last-round-set counts."""
+        suspects, _ = self.judge(probs)
         new_labels, keep = self.refined_labels(probs)
+        if self.config.mode == "flag":  # flag changes nothing: the refined dataset holds every row
+            keep = np.ones_like(keep)
         final_set = np.load(self.run_dir / "rounds" / f"round_{self.state['final_round']}" / "current.npy")
-        return distribution_rows(self.names, self.labels, new_labels, keep, final_set)
+        return distribution_rows(self.names, self.labels, new_labels, keep, final_set, suspects)
 
     def compare(self, probs: np.ndarray) -> list[dict[str, Any]]:
         """Train the same CNN on the original and the refined training data; evaluate on the held-out split."""
@@ -378,8 +485,9 @@ class _Run:
         # prune and flag train on the same rows (those the model agrees with): one cached training serves both
         digest = hashlib.sha256(np.packbits(keep).tobytes() + new_labels.astype(np.int64).tobytes()).hexdigest()[:12]
         refined_key = f"refined-{'relabel' if c.mode == 'relabel' else 'agree'}-{digest}"
+        refined_name = "without flagged rows" if c.mode == "flag" else "refined"
         variants = [("original", "original", self.work, self.labels[self.work]),
-                    ("refined", refined_key, self.work[keep[self.work]], new_labels[self.work[keep[self.work]]])]
+                    (refined_name, refined_key, self.work[keep[self.work]], new_labels[self.work[keep[self.work]]])]
         for name, key, idx, labels in variants:
             cdir = self.run_dir / "comparison" / key
             if (cdir / "result.json").exists():
@@ -390,7 +498,9 @@ class _Run:
             if cdir.exists():
                 shutil.rmtree(cdir)
             cdir.mkdir(parents=True)
-            model, history = self.trainer.fit(data.select(tr), data.select(va), cdir / "train")
+            model, history = self.trainer.fit(data.select(tr), data.select(va), cdir / "train",
+                                              clock=_Clock(trainings=1, epochs=int(c.epochs or 1)),
+                                              label=f"comparison: {name} data")
             acc = {}
             for part, ds, y in (("train", data.select(tr), labels[tr]), ("val", data.select(va), labels[va]),
                                 ("heldout", self.heldout, held_labels)):
@@ -449,18 +559,18 @@ def refine(
         run = _Run(source, out, config, overwrite=overwrite)
         while not run.state["finished"]:
             row = run.round(len(run.state["rounds"]) + 1)
-            logger.info("round %d: %d images, val accuracy %.4f, kept %d%s", row["round"], row["total"],
-                        row["val_accuracy"], row["kept"], f", stop: {row['stop']}" if row["stop"] else "")
+            logger.info("%s", round_line(row, mode=config.mode))
             if on_round is not None:
                 on_round(row)
         probs = run.final_probs()
-        comparison = run.compare(probs) if config.compare else []
+        _, guard = run.judge(probs)
+        changed = guard["suspects"] > 0   # nothing flagged, pruned or relabelled: no comparison to train
+        comparison = run.compare(probs) if config.compare and changed else []
         distribution = run.distribution(probs)
         dataset_dir = write_dataset(run, probs, num_proc=num_proc)
-    rounds = run.state["rounds"]
-    _, guard = run.judge(probs)
+    rounds = round_rows(run.state["rounds"], mode=config.mode, guard=guard)
     write_tables(out, rounds, distribution, comparison, title=f"ferdata refine: {source.name}",
-                 notes=summary_notes(run, guard))
+                 notes=summary_notes(run, guard, compare_skipped=config.compare and not changed))
     run.state["done"] = True
     run._save_state()
     return RefineResult(out, dataset_dir, rounds, run.state["stop_reason"], comparison, distribution, guard)

@@ -38,7 +38,7 @@ from ferdata.columns import (
     TOP2_LABEL,
 )
 from ferdata.dataset import REJECT_DETAILS, REJECT_REASON
-from ferdata.refine.rules import flag_row, label_scores
+from ferdata.refine.rules import ACTIONS, flag_row, guard_statement, label_scores
 
 if TYPE_CHECKING:
     from ferdata.refine.loop import _Run
@@ -157,23 +157,83 @@ def _annotated(run: _Run, probs: np.ndarray, suspects: np.ndarray, guard: Any, *
 # ---------------------------------------------------------------- tables
 
 def distribution_rows(names: Sequence[str], labels: np.ndarray, new_labels: np.ndarray, keep: np.ndarray,
-                      final_set: np.ndarray) -> list[dict[str, Any]]:
-    """distribution.csv (paper 000, Table 6): per class the original, refined and last-round-set counts.
+                      final_set: np.ndarray, suspects: np.ndarray | None = None) -> list[dict[str, Any]]:
+    """distribution.csv (paper 000, Table 6): per class the original, flagged, refined and last-round-set counts.
+
+    ``refined`` counts the rows of the refined dataset (``keep``: every row in flag mode, which
+    changes nothing); ``flagged`` the suspects acted on, by their given class.
 
     Example:
         >>> rows = distribution_rows(["a", "b"], np.array([0, 1, 1]), np.array([0, 0, 1]), np.ones(3, bool),
-        ...                          np.array([0, 2]))
-        >>> [(r["class"], r["original"], r["refined"], r["last_round_set"]) for r in rows]
-        [('a', 1, 2, 1), ('b', 2, 1, 1), ('total', 3, 3, 2)]
+        ...                          np.array([0, 2]), np.array([False, True, False]))
+        >>> [(r["class"], r["original"], r["flagged"], r["refined"], r["last_round_set"]) for r in rows]
+        [('a', 1, 0, 2, 1), ('b', 2, 1, 1, 1), ('total', 3, 1, 3, 2)]
     """
+    suspects = np.zeros(len(labels), bool) if suspects is None else np.asarray(suspects, bool)
     rows = []
     for i, name in enumerate(names):
-        rows.append({"class": name, "original": int(np.sum(labels == i)),
+        rows.append({"class": name, "original": int(np.sum(labels == i)), "flagged": int(np.sum(suspects & (labels == i))),
                      "refined": int(np.sum((new_labels == i) & keep)),
                      "last_round_set": int(np.sum(labels[final_set] == i))})
-    rows.append({"class": "total", "original": int(len(labels)), "refined": int(keep.sum()),
+    rows.append({"class": "total", "original": int(len(labels)), "flagged": int(suspects.sum()), "refined": int(keep.sum()),
                  "last_round_set": int(len(final_set))})
     return rows
+
+
+def round_rows(rounds: Sequence[dict[str, Any]], *, mode: str, guard: dict[str, Any] | None = None
+               ) -> list[dict[str, Any]]:
+    """rounds.csv's rows (paper 000, Table 5) in the words of the mode, the verdict on the last row.
+
+    ``relabel`` keeps the paper's ``kept``/``removed`` (rows that go on to the next round or not);
+    ``flag`` and ``prune`` say ``agree``/``disagree`` (prediction equal to the given label or not),
+    since nothing is removed by a round. The last row adds ``candidates`` (suspects by the rule),
+    the mode's action (``flagged``, ``pruned`` or ``relabelled``: rows acted on), ``guard``
+    (``refused``, ``overridden`` with ``--force``, or empty) and ``guard_statement``
+    (:func:`ferdata.refine.rules.guard_statement`: what would have been done, and why not).
+
+    Example:
+        >>> round_rows([{"round": 1, "kept": 8, "removed": 2}], mode="flag",
+        ...            guard={"candidates": 2, "suspects": 2})[0]
+        {'round': 1, 'agree': 8, 'disagree': 2, 'candidates': 2, 'flagged': 2, 'guard': '', 'guard_statement': ''}
+    """
+    rows = []
+    for r in rounds:
+        row = dict(r)
+        if mode != "relabel":
+            row = {("agree" if k == "kept" else "disagree" if k == "removed" else k): v for k, v in row.items()}
+        rows.append(row)
+    if rows and guard is not None:
+        verdict = ("overridden" if guard.get("forced") else "refused") if guard.get("triggered") else ""
+        rows[-1].update({"candidates": int(guard.get("candidates", 0)), ACTIONS[mode]: int(guard.get("suspects", 0)),
+                         "guard": verdict, "guard_statement": guard_statement(guard, mode=mode)})
+    return rows
+
+
+def result_line(guard: dict[str, Any], *, mode: str) -> str:
+    """The terminal's verdict line: rows acted on, the guard's refusal in short, the model's accuracy.
+
+    Example:
+        >>> result_line({"suspects": 0, "candidates": 7, "rows": 10, "rule": "argmax", "triggered": True,
+        ...              "accuracy": 0.2, "chance": 0.25, "out_of_sample": True}, mode="flag").split("),")[0]
+        'flagged: 0 of 10 rows (argmax rule; the guard refused 7 candidates'
+    """
+    refused = (f"; the guard refused {guard.get('candidates', 0)} candidates" if guard.get("triggered")
+               and not guard.get("forced") else "; guard overridden (--force)" if guard.get("triggered") else "")
+    return (f"{ACTIONS[mode]}: {guard.get('suspects', 0)} of {guard.get('rows', 0)} rows ({guard.get('rule')} rule"
+            f"{refused}), model accuracy on the given labels {guard.get('accuracy', 0):.4f} "
+            f"({'out-of-sample' if guard.get('out_of_sample') else 'in-sample'}), chance {guard.get('chance', 0):.4f}")
+
+
+def round_line(row: dict[str, Any], *, mode: str) -> str:
+    """One line per finished round for the terminal, in the words of the mode.
+
+    Example:
+        >>> round_line({"round": 1, "total": 10, "val_accuracy": 0.5, "kept": 8, "stop": ""}, mode="flag")
+        'round 1: 10 images, val accuracy 0.5000, the model agrees with 8 given labels'
+    """
+    done = (f"kept {row['kept']}" if mode == "relabel" else f"the model agrees with {row['kept']} given labels")
+    return (f"round {row['round']}: {row['total']} images, val accuracy {row['val_accuracy']:.4f}, {done}"
+            + (f", stop: {row['stop']}" if row.get("stop") else ""))
 
 
 # ---------------------------------------------------------------- writers
@@ -231,20 +291,26 @@ def summary_markdown(rounds: Sequence[dict[str, Any]], distribution: Sequence[di
     """summary.md: paper 000's Tables 5 (rounds), 6 (distribution) and 7 (comparison)."""
     lines = [f"# {title}", ""]
     lines += [f"- {n}" for n in notes]
+    kept = "kept" if any("kept" in r for r in rounds) else "agree"
+    action = next((a for a in ACTIONS.values() if any(a in r for r in rounds)), "")
     lines += ["", "## Refinement rounds (paper 000, Table 5)", "",
-              "| Training | Images (train) | Images (val) | Total | Accuracy (val) | Kept | Stop |",
-              "|---|---|---|---|---|---|---|"]
+              f"| Training | Images (train) | Images (val) | Total | Accuracy (val) | {kept.capitalize()} | Stop |"
+              + (f" Candidates | {action.capitalize()} | Guard |" if action else ""),
+              "|---|---|---|---|---|---|---|" + ("---|---|---|" if action else "")]
     for r in rounds:
         lines.append(f"| {r['round']} | {r['images_train']} | {r['images_val']} | {r['total']} | "
-                     f"{_fmt(r['val_accuracy'])} | {r['kept']} | {r['stop'] or ''} |")
+                     f"{_fmt(r['val_accuracy'])} | {r[kept]} | {r['stop'] or ''} |"
+                     + (f" {r.get('candidates', '')} | {r.get(action, '')} | {r.get('guard', '')} |" if action else ""))
     classes = [d for d in distribution if d["class"] != "total"]
     total = next((d for d in distribution if d["class"] == "total"), None)
     header = " | ".join(d["class"].capitalize() for d in classes)
     lines += ["", "## Class distribution (paper 000, Table 6)", "", f"| Dataset | {header} | Total |",
               "|---" * (len(classes) + 2) + "|"]
-    for key, label in (("original", "original"), ("refined", "refined")):
+    for key in ("original", "flagged", "refined"):
+        if classes and key not in classes[0]:
+            continue
         cells = " | ".join(str(d[key]) for d in classes)
-        lines.append(f"| {label} | {cells} | {total[key] if total else ''} |")
+        lines.append(f"| {key} | {cells} | {total[key] if total else ''} |")
     if comparison:
         lines += ["", "## Original vs refined training data (paper 000, Table 7)", "",
                   "| Dataset | Images (training) | Images (validation) | Total | Train acc | Val acc | Held-out acc |",
@@ -257,7 +323,7 @@ def summary_markdown(rounds: Sequence[dict[str, Any]], distribution: Sequence[di
     return "\n".join(lines) + "\n"
 
 
-def summary_notes(run: _Run, guard: dict[str, Any]) -> list[str]:
+def summary_notes(run: _Run, guard: dict[str, Any], *, compare_skipped: bool = False) -> list[str]:
     """The bullet points above summary.md's tables: input, options, stop, splits, suspects and the guard."""
     config = run.config
     predictions = f"out-of-sample, {config.cv}-fold" if config.out_of_sample else "in-sample (paper)"
@@ -267,12 +333,14 @@ def summary_notes(run: _Run, guard: dict[str, Any]) -> list[str]:
              f"refined splits: {', '.join(run.pool_splits)}; untouched: {', '.join(run.untouched_splits) or 'none'}"]
     if "test" in run.pool_splits:
         notes.append("WARNING: the test split was refined too (--include-test); scores measured on it are optimistic")
-    notes.append(f"suspects: {guard['suspects']} of {len(run.labels)} rows (rule: {guard['rule']}); model accuracy "
-                 f"on the given labels {guard['accuracy']:.4f} ({'out-of-sample' if config.out_of_sample else 'in-sample'}), "
-                 f"chance {guard['chance']:.4f}")
+    notes.append(f"{ACTIONS[config.mode]}: {guard['suspects']} of {len(run.labels)} rows (rule: {guard['rule']}); "
+                 f"model accuracy on the given labels {guard['accuracy']:.4f} "
+                 f"({'out-of-sample' if config.out_of_sample else 'in-sample'}), chance {guard['chance']:.4f}")
     if guard["triggered"]:
-        notes.append(f"WARNING (guard): {guard['reason']}; "
-                     + ("acted anyway (--force)" if config.force else "nothing was flagged, pruned or relabelled"))
+        notes.append(f"WARNING (guard): {guard_statement(guard, mode=config.mode)}")
+    if compare_skipped:
+        notes.append(f"comparison: not trained, nothing was {ACTIONS[config.mode]} (the refined training data "
+                     "equals the original)")
     return notes
 
 

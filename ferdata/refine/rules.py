@@ -262,11 +262,39 @@ def judge(labels: Sequence[int] | np.ndarray, probs: np.ndarray, *, rule: str, t
     guard = guard_check(labels, probs, suspects, classes=classes, max_flag_rate=max_flag_rate,
                         out_of_sample=out_of_sample)
     guard.update(rule=rule if top is None else f"top {top} by normalised margin", forced=force,
-                 candidates=int(suspects.sum()))
+                 candidates=int(suspects.sum()), rows=int(len(suspects)))
     if guard["triggered"] and not force:
         suspects = np.zeros_like(suspects)
     guard["suspects"] = int(suspects.sum())
     return suspects, guard
+
+
+#: What a mode does to a suspect row (the verb of outputs and messages).
+ACTIONS = {"flag": "flagged", "prune": "pruned", "relabel": "relabelled"}
+
+
+def guard_statement(guard: dict[str, Any], *, mode: str) -> str:
+    """The one sentence that states a guard refusal (or a forced run): what would have been done, and why not.
+
+    Empty when the guard did not trip. Used by the log, the summary, the tables and the report.
+
+    Example:
+        >>> _, g = judge([0, 1, 0, 1], np.eye(2)[[1, 0, 1, 0]], rule="argmax", top=None, classes=2,
+        ...              max_flag_rate=0.5, out_of_sample=True, force=False)
+        >>> guard_statement(g, mode="flag").split(";")[0]
+        'refine guard: 4 of 4 rows (100.0%) would have been flagged by the argmax rule'
+    """
+    if not guard.get("triggered"):
+        return ""
+    action = ACTIONS.get(mode, "flagged")
+    rows, candidates = int(guard.get("rows", 0)), int(guard.get("candidates", 0))
+    share = f"{candidates / rows:.1%}" if rows else "0%"
+    if guard.get("forced"):
+        return (f"refine guard overridden (--force): {candidates} of {rows} rows ({share}) were {action} by the "
+                f"{guard.get('rule')} rule, although {guard.get('reason')}")
+    return (f"refine guard: {candidates} of {rows} rows ({share}) would have been {action} by the "
+            f"{guard.get('rule')} rule; none was, because {guard.get('reason')}. Pass --force to act anyway, "
+            "or use a model or more epochs that learn these data")
 
 
 def refined_labels(labels: np.ndarray, probs: np.ndarray, suspects: np.ndarray, *, mode: str

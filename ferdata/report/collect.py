@@ -268,12 +268,21 @@ def _suspect_rows(ctx: Context) -> tuple[list[dict[str, Any]], str]:
     return found, mode
 
 
+def _refine_guard(ctx: Context) -> str:
+    """The last refine step's guard statement (``ferdata.refine.rules.guard_statement``); "" when it did not trip."""
+    for entry in reversed(ctx.manifest.get("steps") or []):
+        if isinstance(entry, dict) and entry.get("step") == "refine":
+            return str(((entry.get("info") or {}).get("guard") or {}).get("statement") or "")
+    return ""
+
+
 def suspects(ctx: Context, *, per_cell: int = 8, max_rows: int = 200) -> dict[str, Any] | None:
-    """Label suspects from refine: flag columns, relabel columns, or the prune ledger."""
+    """Label suspects from refine: flag columns, relabel columns, or the prune ledger (and the guard's refusal)."""
     found, mode = _suspect_rows(ctx)
+    guard = _refine_guard(ctx)
     if not found:  # refine ran and suspected nothing: say so; no refine at all: no section
         return {"mode": mode, "count": 0, "names": ctx.names, "matrix": [], "galleries": [], "table": [],
-                "more": 0} if mode else None
+                "more": 0, "guard": guard} if mode else None
     for s in found:
         s["given_name"], s["top1_name"] = ctx.label_name(s["given"]), ctx.label_name(s["top1"])
         s["top2_name"] = ctx.label_name(s["top2"]) if s["top2"] is not None else ""
@@ -317,7 +326,7 @@ def suspects(ctx: Context, *, per_cell: int = 8, max_rows: int = 200) -> dict[st
               "conf1": s["conf1"], "top2": s["top2_name"], "conf2": s["conf2"], "ferplus": _ferplus(s["ferplus"])}
              for s in found[:max_rows]]
     return {"mode": mode, "count": len(found), "names": names, "matrix": matrix, "galleries": galleries,
-            "table": table, "more": max(0, len(found) - max_rows)}
+            "table": table, "more": max(0, len(found) - max_rows), "guard": guard}
 
 
 def _step_index(manifest: dict[str, Any], name: str) -> int | None:

@@ -373,11 +373,16 @@ def _finish(data: tf.data.Dataset, plan: _Plan, n: int) -> tf.data.Dataset:
 
     def to_model(images: tf.Tensor, targets: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         images = tf.ensure_shape(_resize(tf.cast(images, tf.float32), plan.size), (None, height, width, plan.channels))
-        for layer in layers:
-            images = layer(images, training=True)
         return images, (tf.cast(targets, tf.float32) if soft else tf.one_hot(targets, depth, dtype=tf.float32))
 
+    def augment(images: tf.Tensor, targets: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        for layer in layers:
+            images = layer(images, training=True)
+        return images, targets
+
     data = data.map(to_model, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if layers:  # one batch at a time: the random layers draw their seeds in batch order (reproducible runs)
+        data = data.map(augment)
     data = data.prefetch(tf.data.AUTOTUNE)
     return data.apply(tf.data.experimental.assert_cardinality((n + plan.batch_size - 1) // plan.batch_size))
 
