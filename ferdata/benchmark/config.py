@@ -148,3 +148,9 @@ class BenchmarkConfig:
     def datasets(self) -> dict[str, str]:
         """Every dataset name and its resolved directory."""
         return {spec.name: str(Path(spec.path).resolve()) for spec in (*self.train, *self.test)}
+
+    def splits(self) -> dict[str, str]:
+        """``{"train:NAME": split, "test:NAME": split or ""}``: the split choices a resumed benchmark must keep."""
+        out = {f"train:{spec.name}": spec.train_split for spec in self.train}
+        out.update({f"test:{spec.name}": spec.test_split or "" for spec in self.test})
+        return out

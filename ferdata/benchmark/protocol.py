@@ -109,15 +109,23 @@ def open_output(out: Path, config: BenchmarkConfig, *, overwrite: bool) -> bool:
         if clash:
             raise OutputExists(f"{out}: dataset names {sorted(clash)} named other directories before "
                                f"({', '.join(state['datasets'][k] for k in sorted(clash))}); use new names or --overwrite")
+        before = state.get("splits", {})
+        moved = sorted(k for k, v in config.splits().items() if before.get(k, v) != v)
+        if moved:
+            was = ", ".join(f"{k}={before[k] or 'default'}" for k in moved)
+            raise OutputExists(f"{out}: the splits of {', '.join(moved)} differ from the benchmark's ({was}); "
+                               "keep them to resume, or pass --overwrite")
         resumed = True
         datasets = {**state.get("datasets", {}), **config.datasets()}
+        splits = {**state.get("splits", {}), **config.splits()}
     else:
         resumed = False
-        datasets = config.datasets()
+        datasets, splits = config.datasets(), config.splits()
     out.mkdir(parents=True, exist_ok=True)
     from ferdata import __version__
 
-    state = {"format": FORMAT, "protocol": config.protocol(), "datasets": datasets, "ferdata": __version__}
+    state = {"format": FORMAT, "protocol": config.protocol(), "datasets": datasets, "splits": splits,
+             "ferdata": __version__}
     tmp = out / f".{STATE_FILE}.tmp"
     tmp.write_text(json.dumps(state, indent=2), encoding="utf-8")
     tmp.replace(state_path)
