@@ -7,7 +7,8 @@
 * *Keras*: the same model (fresh, same seed), compiled the same way, ``model.fit`` on in-memory
   ``float32`` arrays (loading them is not timed), validation every epoch;
 
-then ``ferdata / Keras``. The runs alternate (Keras, ferdata, Keras, ferdata, ...) ``--repeats``
+then ``ferdata / Keras``, in images per second of wall time and in images per CPU-second of the
+process (less sensitive to other jobs on a shared machine). The runs alternate (Keras, ferdata, Keras, ferdata, ...) ``--repeats``
 times and the medians are compared, so a busier minute hits both sides. ``--augment light`` adds
 a pair with refine's augmentation preset: ferdata augments the batches in its pipeline, Keras runs
 the same random layers in front of the model (the Keras way of augmenting in-memory arrays).
@@ -69,8 +70,9 @@ def _arrays(ds: object, classes: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def keras_rate(x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray, *, model: str, epochs: int,
-               batch: int, augment: str = "none") -> float:
-    """Keras ``fit`` on the arrays; ``augment``: the preset's random layers in front of the model (Keras' way)."""
+               batch: int, augment: str = "none") -> tuple[float, float]:
+    """(images/s wall, images per CPU-second) of Keras ``fit`` on the arrays; ``augment``: the preset's random
+    layers in front of the model (Keras' way)."""
     import keras
 
     from ferdata.train import build_model, compile_model
@@ -86,24 +88,26 @@ def keras_rate(x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray, *, 
             h = layer(h)
         net = keras.Model(inputs, net(h))
     net = compile_model(net)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     net.fit(x, y, batch_size=batch, epochs=epochs, validation_data=(xv, yv), shuffle=True, verbose=0)
-    return len(x) * epochs / (time.perf_counter() - start)
+    return len(x) * epochs / (time.perf_counter() - start), len(x) * epochs / (time.process_time() - cpu)
 
 
 def ferdata_rate(train: object, val: object, classes: int, *, model: str, epochs: int, batch: int,
-                 augment: str) -> float:
+                 augment: str) -> tuple[float, float]:
+    """(images/s wall, images per CPU-second) of ``to_tf_dataset`` (decoding included) + ``fit_model``."""
     import keras
 
     from ferdata.train import build_model, fit_model, to_tf_dataset
 
     keras.utils.set_random_seed(0)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     net = build_model(model, (48, 48, 1), classes)
     tr = to_tf_dataset(train, channels=1, batch_size=batch, shuffle=True, augment=augment, num_classes=classes)
     va = to_tf_dataset(val, channels=1, batch_size=batch, num_classes=classes)
     fit_model(net, tr, va, epochs=epochs, patience=0, progress=None)
-    return len(train) * epochs / (time.perf_counter() - start)  # type: ignore[arg-type]
+    images = len(train) * epochs  # type: ignore[arg-type]
+    return images / (time.perf_counter() - start), images / (time.process_time() - cpu)
 
 
 def bench_throughput(args: argparse.Namespace) -> None:
@@ -117,19 +121,25 @@ def bench_throughput(args: argparse.Namespace) -> None:
               f"(prepared in {time.perf_counter() - t0:.0f} s); model {args.model}, batch {args.batch}, "
               f"{args.epochs} epochs, {args.repeats} alternating repeats; load before: {os.getloadavg()[0]:.2f}")
         augments = ["none"] + ([args.augment] if args.augment != "none" else [])
-        rates: dict[tuple[str, str], list[float]] = {(side, a): [] for a in augments for side in ("keras", "ferdata")}
+        rates: dict[tuple[str, str], list[tuple[float, float]]] = {(side, a): [] for a in augments
+                                                                    for side in ("keras", "ferdata")}
         for r in range(args.repeats):
             for augment in augments:
                 rates[("keras", augment)].append(keras_rate(x, y, xv, yv, model=args.model, epochs=args.epochs,
                                                             batch=args.batch, augment=augment))
                 rates[("ferdata", augment)].append(ferdata_rate(train, val, classes, model=args.model,
                                                                 epochs=args.epochs, batch=args.batch, augment=augment))
-            print(f"repeat {r + 1}: " + ", ".join(f"{s}/{a} {v[-1]:.0f}" for (s, a), v in rates.items())
-                  + f" images/s (load {os.getloadavg()[0]:.2f})", flush=True)
+            print(f"repeat {r + 1}: " + ", ".join(f"{s}/{a} {v[-1][0]:.0f}" for (s, a), v in rates.items())
+                  + " images/s wall; per CPU-second: " + ", ".join(f"{s}/{a} {v[-1][1]:.0f}" for (s, a), v in
+                                                                   rates.items())
+                  + f" (load {os.getloadavg()[0]:.2f})", flush=True)
         for augment in augments:
-            ours, theirs = (statistics.median(rates[(side, augment)]) for side in ("ferdata", "keras"))
-            print(f"augment {augment:>5}: ferdata {ours:6.0f} images/s, Keras fit on arrays {theirs:6.0f} images/s, "
-                  f"ratio {ours / theirs:.2f}")
+            for k, unit in ((0, "images/s (wall)"), (1, "images per CPU-second")):
+                ours, theirs = (statistics.median(v[k] for v in rates[(side, augment)]) for side in ("ferdata", "keras"))
+                paired = statistics.median(a[k] / b[k] for a, b in zip(rates[("ferdata", augment)],
+                                                                        rates[("keras", augment)], strict=True))
+                print(f"augment {augment:>5}: ferdata {ours:6.0f}, Keras fit on arrays {theirs:6.0f} {unit}: "
+                      f"ratio of medians {ours / theirs:.2f}, median of paired ratios {paired:.2f}")
         print(f"load after: {os.getloadavg()[0]:.2f} (1-min average, {os.cpu_count()} cores)")
 
 
