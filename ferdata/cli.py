@@ -1488,10 +1488,12 @@ def apply_review_cmd(dataset: Path, review_csv: Path, out: Path, allow_missing: 
 @click.option("--tta/--no-tta", default=None,
               help="Average each prediction with that of the mirrored image [default: flag/prune on, relabel off].")
 @click.option("--image-size", type=int, default=None, help="Side of the model input (default: the images' size).")
-@click.option("--no-compare", is_flag=True, help="Skip the final original-vs-refined training comparison.")
+@click.option("--compare/--no-compare", default=None,
+              help="Train the same CNN on the original and on the refined data and compare them on the held-out "
+                   "split [default: relabel/prune on, flag off: flag changes nothing].")
 @common_options
 def refine_cmd(dataset_dir: Path, out: Path, num_proc: int, seed: int, limit: int | None, overwrite: bool,
-               no_compare: bool, **options: Any) -> None:
+               compare: bool | None, **options: Any) -> None:
     """Find label errors (flag / prune, out-of-sample) or relabel with paper 000's loop.
 
     --mode flag (the default) or prune: one 5-fold out-of-sample pass of shallow-cnn-std (light
@@ -1502,8 +1504,8 @@ def refine_cmd(dataset_dir: Path, out: Path, num_proc: int, seed: int, limit: in
     guard refuses to change anything when the model cannot judge the labels (accuracy under 2x
     chance, or more suspects than --max-flag-rate) and says what it would have flagged.
 
-    Writes RUN (--out): rounds.csv, distribution.csv, comparison.csv (only when something
-    changed), summary.md, a confusion matrix and learning curves per round, and RUN/dataset (the
+    Writes RUN (--out): rounds.csv, distribution.csv, comparison.csv (prune and relabel, when
+    something changed; flag with --compare), summary.md, a confusion matrix and learning curves per round, and RUN/dataset (the
     refined dataset directory). The test split (and validation, unless --include-validation) is
     never relabelled unless --include-test. Run the same command again to resume a killed run
     after its last finished fold or round.
@@ -1519,7 +1521,7 @@ def refine_cmd(dataset_dir: Path, out: Path, num_proc: int, seed: int, limit: in
         raise UsageError("refine does not take --limit; make a smaller dataset first (e.g. with ferdata balance)")
     from ferdata.refine.outputs import result_line, round_line
 
-    config = RefineConfig(seed=seed, compare=not no_compare, **options)
+    config = RefineConfig(seed=seed, compare=compare, **options)
     result = refine(dataset_dir, out, config, overwrite=overwrite, num_proc=num_proc,
                     on_round=lambda r: click.echo(round_line(r, mode=config.mode), err=True))
     click.echo(result_line(result.guard, mode=config.mode))

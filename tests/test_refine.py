@@ -545,7 +545,7 @@ def test_guard_refuses_to_flag_unlearnable_labels(tmp_path: Path, run_cli, caplo
 
     random_label_dataset(tmp_path / "random")
     code, out, err = _cli_with_log(run_cli, caplog, "refine", tmp_path / "random", "--out", tmp_path / "run",
-                                   "--cv", "2", *FAST, "-q")
+                                   "--cv", "2", *FAST, "--compare", "-q")
     assert code == 0, err
     assert err.count("refine guard") == 1 and "would have been flagged by the argmax rule; none was, because" in err
     assert "flagged: 0 of 160 rows (argmax rule; the guard refused" in out
@@ -629,6 +629,9 @@ def test_flag_is_the_default_and_relabel_is_named_with_its_warning(run_cli) -> N
     assert code == 0
     text = " ".join(out.split())
     assert "[default: flag]" in text and "0.79 to 0.44" in text and "reproduce the paper only" in text
+    # flag changes nothing, so it trains no comparison unless asked; prune and relabel do
+    assert RefineConfig().compare is False and RefineConfig(mode="prune").compare is True
+    assert RefineConfig(compare=True).compare is True and RefineConfig(mode="relabel", compare=False).compare is False
 
 
 def test_default_flag_run_finds_exactly_the_flipped_labels(noisy, tmp_path: Path, run_cli) -> None:

@@ -98,8 +98,9 @@ class RefineConfig:
     patience: int = 10
     #: side of the square model input; None = the images' own size
     image_size: int | None = None
-    #: train the same CNN on the original and on the refined data and compare them on the held-out split
-    compare: bool = True
+    #: train the same CNN on the original and on the refined data and compare them on the held-out split;
+    #: None: on for relabel and prune, off for flag (flag changes nothing; its run is the flags)
+    compare: bool | None = None
 
     def __post_init__(self) -> None:
         from ferdata.train.data import AUGMENT_PRESETS
@@ -122,6 +123,8 @@ class RefineConfig:
             self.cv = cv
         if self.rule is None:
             self.rule = rule
+        if self.compare is None:
+            self.compare = self.mode != "flag"
         if self.model not in MODEL_NAMES:
             raise UsageError(f"unknown model {self.model!r}; valid models: auto, {', '.join(MODEL_NAMES)}")
         if self.rule not in RULES:
