@@ -168,3 +168,22 @@ def test_hf_import_unknown_code_map_is_usage_error(tmp_path: Path, run_cli) -> N
     _codes_dataset(tmp_path / "raw", [1])
     code, _, err = run_cli("import", "hf", tmp_path / "raw", "--out", tmp_path / "o", "--codes", "raf", "-q")
     assert code == 2 and "'raf'" in err and "rafdb" in err and err.count("\n") == 1
+
+
+def test_import_hf_classes_7_drops_contempt(tmp_path: Path) -> None:
+    """--classes 7 means the canonical seven for every importer: a saved dataset's contempt rows go to the ledger."""
+    import datasets
+
+    from ferdata.dataset import open_dataset, read_rejects
+    from ferdata.steps import apply_step
+
+    rng = np.random.default_rng(0)
+    names = ["angry", "contempt", "happy"]
+    images = [rng.integers(0, 256, (48, 48), dtype=np.uint8) for _ in range(6)]
+    ds = datasets.Dataset.from_dict({"image": images, "label": [0, 1, 2, 1, 0, 2]},
+                                    features=datasets.Features({"image": datasets.Image(),
+                                                                "label": datasets.ClassLabel(names=names)}))
+    datasets.DatasetDict({"train": ds}).save_to_disk(str(tmp_path / "saved"))
+    apply_step("import_hf", {"src": str(tmp_path / "saved")}, out=tmp_path / "o")
+    assert "contempt" not in open_dataset(tmp_path / "o")["train"].features["label"].names
+    assert [r["reason"] for r in read_rejects(tmp_path / "o")] == ["class_not_in_grouping"] * 2

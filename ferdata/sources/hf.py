@@ -156,12 +156,13 @@ def _convert(raw: datasets.DatasetDict, config: HfConfig, ctx: StepContext, *, s
 @register_step("import_hf", HfConfig, source=True)
 def import_hf(data: None, config: HfConfig, ctx: StepContext) -> StepOutput:
     """Import a Hugging Face dataset saved on disk into the core schema."""
+    from ferdata.dataset import label_names
     from ferdata.labels.step import apply_grouping
 
     raw = _load(config.src, ctx.scratch())
     source = f"hf:{config.name or check_input(config.src).resolve().name}"
     dd, rejects, limited_out = _convert(raw, config, ctx, source=source, step="import_hf")
-    if config.classes != 7:
+    if config.classes != 7 or "contempt" in label_names(dd):  # --classes 7 drops contempt, as every importer does
         dd, more = apply_grouping(dd, config.classes, step="import_hf")
         rejects += more
     return StepOutput(dd, rejects, info={"source": config.src, "limited_out": limited_out})
