@@ -566,6 +566,47 @@ def test_verifier_fast_paths_keep_the_scores() -> None:
     assert np.allclose(dedupe._correlate(fa, fb)[0], best, atol=1e-5)
 
 
+def test_correlation_bound_prunes_only_pairs_below_the_floor() -> None:
+    """The bound is never below the exact correlation, and pruned pairs score as they would have."""
+    from ferdata import dedupe
+    from ferdata.dedupe.verify import RESIDUAL_UNMEASURED, VERIFY_ZOOM_FLOOR, _correlation_bound
+
+    rng = np.random.default_rng(3)
+    faces = [_textured(_smooth(700 + k), k) for k in range(30)]
+    images = [verify_array(x) for x in faces + [np.roll(f, (2, -1), axis=(0, 1)) for f in faces[:5]]]
+    i, j = np.triu_indices(len(images), 1)
+    pick = rng.choice(len(i), 300, replace=False)
+    i, j = np.r_[i[pick], np.arange(5)], np.r_[j[pick], np.arange(30, 35)]  # random pairs and 5 shifted copies
+    exact = verify_pairs(images, i, j, exact=True)
+    fast = verify_pairs(images, i, j)
+    bound = _correlation_bound(dedupe.DetailSpectra(images), i, j)
+    unzoomed = verify_pairs(images, i, j, exact=True, accept_at=-1.0).xcorr  # no zoom trials
+    assert (bound >= unzoomed).all()
+    pruned = bound < VERIFY_ZOOM_FLOOR
+    assert pruned.sum() > len(i) // 2  # the bound does prune
+    kept = ~pruned
+    assert np.array_equal(fast.score[kept], exact.score[kept]) and np.array_equal(fast.dy[kept], exact.dy[kept])
+    floor = VERIFY_ZOOM_FLOOR - RESIDUAL_UNMEASURED
+    assert (fast.score[pruned] < floor).all() and (exact.score[pruned] < floor).all()
+    assert (fast.score[-5:] >= DedupeConfig().min_score).all()
+    two = verify_pairs(dedupe.DetailSpectra(images), i, j, workers=2)
+    assert np.array_equal(two.score, fast.score)
+
+
+def test_phash_equals_imagehash() -> None:
+    """The dedupe step's phash is imagehash's, bit for bit (gray, RGB, any size, constant images)."""
+    import imagehash
+    from PIL import Image
+
+    rng = np.random.default_rng(4)
+    images = [_textured(_smooth(800 + k), k) for k in range(20)]
+    images += [rng.integers(0, 256, (64, 80, 3), dtype=np.uint8), rng.integers(0, 256, (31, 47), dtype=np.uint8),
+               np.zeros((48, 48), np.uint8), np.full((48, 48), 200, np.uint8), (rng.random((48, 48)) > 0.5) * 255]
+    for x in images:
+        x = np.asarray(x, dtype=np.uint8)
+        assert image_hash(x, "phash") == str(imagehash.phash(Image.fromarray(x)))
+
+
 def test_gray_png_fast_decode_matches_pillow() -> None:
     """The OpenCV fast path returns Pillow's pixels for 8-bit gray PNGs and declines anything else."""
     import io

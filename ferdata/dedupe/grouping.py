@@ -35,7 +35,14 @@ from ferdata.columns import (
 from ferdata.dedupe.config import CONTAMINATION
 from ferdata.dedupe.hashing import _column
 from ferdata.dedupe.search import _plan, as_hash_array, find_duplicate_arrays, popcount
-from ferdata.dedupe.verify import VERIFY_SIZE, DetailSpectra, verify_array, verify_pairs
+from ferdata.dedupe.verify import (
+    RESIDUAL_UNMEASURED,
+    VERIFY_SIZE,
+    VERIFY_ZOOM_FLOOR,
+    DetailSpectra,
+    verify_array,
+    verify_pairs,
+)
 
 if TYPE_CHECKING:
     import datasets
@@ -201,7 +208,7 @@ def _gray_png(value: Any) -> np.ndarray | None:
 
 def _group_rows(dd: datasets.DatasetDict, splits: list[str], config: DedupeConfig, *, rank: np.ndarray,
                 id_keys: np.ndarray, hashes: np.ndarray, const: np.ndarray,
-                exclude: np.ndarray | None = None, rows: np.ndarray | None = None) -> _Grouping:
+                exclude: np.ndarray | None = None, rows: np.ndarray | None = None, workers: int = 1) -> _Grouping:
     """Survivor-first grouping: no chaining, every member within the radius of its own survivor.
 
     1. Rows with the same ``id`` (identical pixels) are one unit; its first row in keep order
@@ -224,7 +231,7 @@ def _group_rows(dd: datasets.DatasetDict, splits: list[str], config: DedupeConfi
     if exclude is not None and exclude.any() and n:
         keep = np.nonzero(~exclude)[0]
         part = _group_rows(dd, splits, config, rank=rank[keep], id_keys=id_keys[keep], hashes=hashes[keep],
-                           const=const[keep], rows=keep) if len(keep) else None
+                           const=const[keep], rows=keep, workers=workers) if len(keep) else None
         return _with_excluded(n, keep, part, id_keys)
     order = np.lexsort((np.arange(n), rank)) if n else np.empty(0, np.int64)
     survivor = np.arange(n, dtype=np.int64)
@@ -245,7 +252,7 @@ def _group_rows(dd: datasets.DatasetDict, splits: list[str], config: DedupeConfi
     cand = reps[~const[reps]]
     # the dataset's own row numbers of the candidates (the grouping may run on a subset of the rows)
     greedy = _SurvivorFirst(dd, splits, cand, _candidate_pairs(hashes[cand], config.threshold), config,
-                            image_rows=None if rows is None else rows[cand])
+                            image_rows=None if rows is None else rows[cand], workers=workers)
     greedy.run()
     info.update(candidate_pairs=len(greedy.li), verified_pairs=greedy.verified, rejected_by_verifier=greedy.rejected)
     score[cand] = greedy.score
@@ -299,11 +306,12 @@ class _SurvivorFirst:
         pairs: ``(li, lj, d)``: the candidate pairs (turns) within the radius and their distances.
         config: its ``verify``, ``min_score``, ``score_rise`` and ``similar_score`` are used.
         image_rows: the row of ``dd`` holding each candidate's image, when ``cand`` numbers a subset.
+        workers: threads for the verifier's bulk work (:func:`~ferdata.dedupe.verify.verify_pairs`).
     """
 
     def __init__(self, dd: datasets.DatasetDict, splits: list[str], cand: np.ndarray,
                  pairs: tuple[np.ndarray, np.ndarray, np.ndarray], config: DedupeConfig, *,
-                 image_rows: np.ndarray | None = None) -> None:
+                 image_rows: np.ndarray | None = None, workers: int = 1) -> None:
         li, lj, dist = pairs
         m = len(cand)
         self.cand, self.li, self.lj, self.config = cand, li, lj, config
@@ -328,8 +336,12 @@ class _SurvivorFirst:
         if self.verify and len(li):
             at = cand if image_rows is None else image_rows  # the rows of dd the candidates' images are in
             images = _verify_images(dd, splits, at[np.unique(np.concatenate([li, lj]))])
-            # indexed by candidate turn; each row's detail spectra are computed once, on first use
+            # indexed by candidate turn; each row's detail spectra are computed once (zoomed ones on first use)
             self.spectra = DetailSpectra([images.get(int(r)) for r in at])
+            self.spectra.prepare(np.unique(np.concatenate([li, lj])))  # every unzoomed spectrum, in large batches
+        # a threshold below what a pair under the zoom floor can score needs the exact correlation of every pair
+        self.exact = min(config.min_score, config.similar_score) < VERIFY_ZOOM_FLOOR - RESIDUAL_UNMEASURED
+        self.workers = workers
 
     def neighbours(self, u: int) -> tuple[np.ndarray, np.ndarray]:
         """The candidates paired with turn ``u``, and the pair (edge) of each."""
@@ -343,7 +355,8 @@ class _SurvivorFirst:
         if not self.verify or not len(edges):
             return
         # a pair whose unzoomed detail correlation is already this high skips the zoom trials
-        result = verify_pairs(self.spectra, self.li[edges], self.lj[edges], accept_at=_ACCEPT_XCORR)
+        result = verify_pairs(self.spectra, self.li[edges], self.lj[edges], accept_at=_ACCEPT_XCORR, exact=self.exact,
+                              workers=self.workers)
         self.escore[edges] = result.score
         self.verified += len(edges)
 

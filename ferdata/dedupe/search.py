@@ -259,8 +259,9 @@ def brute_force_pairs(hashes: np.ndarray | Sequence[int] | Sequence[str], thresh
                       *, chunk: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Reference search: every pair's distance in row chunks (vectorised popcount), O(n**2) time.
 
-    Memory stays bounded (``chunk x n`` at a time); used by the tests and benchmarks to check
-    :func:`find_duplicate_arrays`, and by it for small inputs where it is the faster choice.
+    Memory stays bounded (about ``chunk x n`` distances at a time, in buffers reused from chunk to
+    chunk); used by the tests and benchmarks to check :func:`find_duplicate_arrays`, and by it where
+    it is the faster choice (small inputs, or radii of 12 and more at any size).
 
     Returns:
         ``(i, j, distance)`` arrays sorted by ``(i, j)``, ``i < j``.
@@ -268,23 +269,33 @@ def brute_force_pairs(hashes: np.ndarray | Sequence[int] | Sequence[str], thresh
     h = as_hash_array(hashes)
     r = check_threshold(threshold)
     n = len(h)
-    chunk = chunk or max(1, (1 << 23) // max(n, 1))  # ~64 MB of distances at a time
+    chunk = chunk or max(1, (1 << 22) // max(n, 1))  # ~4M distances (36 MB of buffers) at a time
     out_i, out_j, out_d = [], [], []
-    for lo in range(0, n, chunk):
-        hi = min(n, lo + chunk)
-        d = popcount(h[lo:hi, None] ^ h[None, lo:])
-        ii, jj = np.nonzero(d <= r)
-        jj = jj + lo
-        ii = ii + lo
-        keep = jj > ii
-        out_i.append(ii[keep])
-        out_j.append(jj[keep])
-        out_d.append(d[ii[keep] - lo, jj[keep] - lo])
+    xor = np.empty(chunk * n, dtype=np.uint64)
+    dist = np.empty(chunk * n, dtype=np.uint8)
+    near = np.empty(chunk * n, dtype=bool)
+    for lo in range(0, n - 1, chunk):
+        hi = min(n - 1, lo + chunk)
+        # rows lo..hi-1 against the rows after lo (the pairs below the diagonal are dropped below)
+        width = n - lo - 1
+        shape = (hi - lo, width)
+        x = xor[:shape[0] * width].reshape(shape)
+        d = dist[:shape[0] * width].reshape(shape)
+        ok = near[:shape[0] * width].reshape(shape)
+        np.bitwise_xor(h[lo:hi, None], h[None, lo + 1:], out=x)
+        np.bitwise_count(x, out=d)
+        np.less_equal(d, r, out=ok)
+        ii, jj = np.nonzero(ok)
+        keep = jj >= ii  # column c is row lo + 1 + c: j > i
+        ii, jj = ii[keep], jj[keep]
+        out_d.append(d[ii, jj])
+        out_i.append(ii + lo)
+        out_j.append(jj + lo + 1)
     if not out_i:
         return _no_pairs()
-    i, j, dist = (np.concatenate(x) for x in (out_i, out_j, out_d))
-    order = np.lexsort((j, i))
-    return i[order].astype(np.int64), j[order].astype(np.int64), dist[order]
+    # row-major nonzero over chunks in row order: already sorted by (i, j)
+    return (np.concatenate(out_i).astype(np.int64), np.concatenate(out_j).astype(np.int64),
+            np.concatenate(out_d).astype(np.uint8))
 
 
 def _unique_pairs(u: np.ndarray, r: int, algorithm: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -338,6 +349,9 @@ def find_duplicate_arrays(hashes: np.ndarray | Sequence[int] | Sequence[str], th
     r = check_threshold(threshold)
     h = as_hash_array(hashes)
     uniq, inverse, counts = np.unique(h, return_inverse=True, return_counts=True)
+    if algorithm != "index" and r > 0 and len(uniq) > 0.9 * len(h) and _plan(len(uniq), r).brute:
+        # few identical hashes and a brute-force radius: search the rows themselves, already in (i, j) order
+        return brute_force_pairs(h, r)
     return _item_pairs(len(h), inverse, counts, _unique_pairs(uniq, r, algorithm))
 
 

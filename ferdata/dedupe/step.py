@@ -89,7 +89,8 @@ def dedupe_dataset(dd: datasets.DatasetDict, config: DedupeConfig | None = None,
         return _against_only(dd, config, rows, contamination, rejects, reused=reused, step=step)
     rank = survivor_rank(dd, rows, config.keep)
     grouping = _group_rows(dd, rows.splits, config, rank=rank, id_keys=rows.id_keys, hashes=rows.hashes,
-                           const=rows.const, exclude=None if contamination is None else contamination.matched)
+                           const=rows.const, exclude=None if contamination is None else contamination.matched,
+                           workers=num_proc)
     groups = DuplicateGroups(rows, grouping, config, contamination)
     new_rejects = groups.ledger_rows(step)
     add_survivor_evidence(new_rejects, dd)  # the survivor as the step compared it, for reports after crop/upscale

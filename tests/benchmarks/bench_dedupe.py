@@ -11,9 +11,11 @@ Run all three (about 2-3 minutes on a 2-core machine):
   reported separately) mixed with the untouched distinct images; precision and recall of the
   duplicate pairs per hash method and threshold 0..12. The baseline in the same run is
   threshold 0 (identical hashes only).
-* speed: find_duplicates over N random 64-bit hashes with 10 % planted near copies (1-4 flipped
-  bits) at the default radius, beside a vectorised numpy brute force on the 100,000 set (same
-  pairs checked).
+* speed: first the whole dedupe step on fer2013-train (26,223 rows, defaults, --num-proc 2) beside
+  one single-process ``imagehash.phash`` pass over the same images, in turns in the same run
+  (``step-vs-phash`` alone: ``--rounds``, ``--num-proc``); then find_duplicates over N random
+  64-bit hashes with 10 % planted near copies (1-4 flipped bits) at radius 8, beside a vectorised
+  numpy brute force on the 100,000 set (same pairs checked).
 * step: the dedupe step's global pass over N pre-hashed rows (train + test, 10 % copies).
 * hashing: images per second of ``ferdata dedupe`` hashing fer2013-dev (5 copies, 17,180 images)
   with num_proc 1 and 2.
@@ -233,6 +235,66 @@ def _planted(n: int, seed: int = 1) -> np.ndarray:
         copies ^= np.uint64(1) << rng.integers(0, 64, k).astype(np.uint64)
     h[n - k:] = copies
     return h
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and its finished children (the step's hashing workers)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _load() -> str:
+    import os
+
+    return "load average " + " / ".join(f"{x:.1f}" for x in os.getloadavg()) + f" ({os.cpu_count()} cores)"
+
+
+def step_vs_phash(rounds: int = 2, num_proc: int = 2, csv: Path | None = None) -> None:
+    """The whole dedupe step beside one single-process ``imagehash.phash`` pass over the same images.
+
+    fer2013-train (26,223 rows, ``ferdata import fer2013 ../shared/data/fer2013-train.csv.gz``) is
+    imported once; then, ``rounds`` times in turn (so both see the same machine load): one
+    ``imagehash.phash`` pass in this process over every image (PNG decode included, as the step's
+    hashing decodes them), and ``ferdata dedupe`` with the defaults and ``--num-proc num_proc``
+    (the step's own time, as ``ferdata.json`` records it; its output written afterwards is not in
+    it). Prints wall and CPU seconds of both and their ratio, and the machine's load.
+    """
+    import io
+    import tempfile
+
+    import datasets
+    import imagehash
+    from PIL import Image
+
+    from ferdata.progress import disable_progress_bars
+    from ferdata.steps import StepContext, apply_step
+
+    disable_progress_bars()
+    csv = csv or DATA / "fer2013-train.csv.gz"
+    if not csv.exists():
+        raise SystemExit(f"skipped: {csv} is absent (see ../shared/data/README.md)")
+    print(f"speed: {_load()} at the start")
+    with tempfile.TemporaryDirectory() as tmp:
+        apply_step("import_fer2013", {"csv": str(csv)}, out=Path(tmp) / "fer")
+        dd = datasets.load_from_disk(str(Path(tmp) / "fer"))
+        raw = [v["bytes"] for s in dd for v in dd[s].cast_column("image", datasets.Image(decode=False))
+               .with_format("arrow")["image"].to_pylist()]
+        print(f"speed: {csv.name}: {len(raw)} rows; step with --num-proc {num_proc}")
+        print("round  phash pass wall / CPU   dedupe step wall / CPU   ratio wall   ratio CPU   removed")
+        ratios = []
+        for k in range(rounds):
+            wall, cpu = time.perf_counter(), _cpu_seconds()
+            for data in raw:
+                imagehash.phash(Image.open(io.BytesIO(data)))
+            p_wall, p_cpu = time.perf_counter() - wall, _cpu_seconds() - cpu
+            cpu = _cpu_seconds()
+            _, entry = apply_step("dedupe", {}, inputs=[Path(tmp) / "fer"], out=Path(tmp) / f"d{k}",
+                                  ctx=StepContext(num_proc=num_proc))
+            s_wall, s_cpu = entry["seconds"], _cpu_seconds() - cpu
+            ratios.append(s_wall / p_wall)
+            print(f"{k + 1:5}  {p_wall:8.1f}s / {p_cpu:5.1f}s     {s_wall:8.1f}s / {s_cpu:5.1f}s      "
+                  f"{s_wall / p_wall:7.2f}    {s_cpu / p_cpu:8.2f}   {entry['rejected_by_reason']}")
+    print(f"speed: dedupe step / phash pass (wall, same run): {min(ratios):.2f}-{max(ratios):.2f}; {_load()} at the end")
 
 
 def speed(n_large: int = 1_000_000, threshold: int = 8) -> None:
@@ -592,12 +654,17 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1_000_000, help="hashes in the large speed run (default 1e6)")
     parser.add_argument("--copies", type=int, default=400, help="copies per transform in the quality run")
     parser.add_argument("--radius", type=int, default=18, help="radius of the search run (default 18)")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of phash pass + step in the speed run")
+    parser.add_argument("--num-proc", type=int, default=2, help="the step's --num-proc in the speed run (2 cores)")
     args = parser.parse_args()
     for which in args.which:
         if which == "quality":
             quality(args.copies)
         elif which == "speed":
+            step_vs_phash(args.rounds, args.num_proc)
             speed(args.n)
+        elif which == "step-vs-phash":
+            step_vs_phash(args.rounds, args.num_proc)
         elif which == "hashing":
             hashing()
         elif which == "step":
@@ -613,8 +680,8 @@ def main() -> None:
         elif which == "search":
             search(args.n, args.radius)
         else:
-            raise SystemExit(f"unknown benchmark {which!r}; choose from train, quality, real, verified, pipeline, speed, search, "
-                             "hashing, step")
+            raise SystemExit(f"unknown benchmark {which!r}; choose from train, quality, real, verified, pipeline, speed, "
+                             "step-vs-phash, search, hashing, step")
 
 
 def test_bench_dedupe() -> None:
