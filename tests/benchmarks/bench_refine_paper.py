@@ -186,8 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"fer2013-dev: {len(truth['true'])} train images, {int(errors.sum())} injected errors "
           f"({args.noise:.0%} symmetric, seed {args.seed}); model {args.model}, {args.epochs} epochs, "
           f"up to {args.rounds} rounds")
-    config = RefineConfig(model=args.model, epochs=args.epochs, rounds=args.rounds, batch_size=args.batch_size,
-                          lr=args.lr, seed=args.seed, patience=4)
+    config = RefineConfig(mode="relabel", model=args.model, epochs=args.epochs, rounds=args.rounds,
+                          batch_size=args.batch_size, lr=args.lr, seed=args.seed, patience=4)  # paper mode
     table = []
     t = time.perf_counter()
     paper = refine(source, work / "paper", config, overwrite=not args.reuse)
