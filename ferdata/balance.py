@@ -9,14 +9,22 @@ Strategies (``ferdata balance --strategy``):
   named ``test``.
 * ``target``: exactly ``--per-class N`` per class where possible (BTFER's 300 per class): larger
   classes are sampled down, smaller ones keep all their rows and their shortfall is reported.
+* ``keep``: every row stays; only ``--supplement`` adds rows (to ``--per-class`` when given) and the
+  class weights are stored (paper 004: top up the minority classes, sample nothing away).
+
+``--per-class median`` means, in each balanced split, the median of its non-empty class counts
+(taken before supplementing): with ``keep`` and ``--supplement``, classes below the median are
+topped up to it and no class is made larger than a typical one.
 
 Which splits: ``--splits`` names them; by default ``train`` when the dataset has one, else every
 split (a BTFER-style test-only dataset). ``--supplement DIR`` first adds rows of
 ``--supplement-classes`` from another dataset directory (paper 004 added disgust images to
 FER2013), up to the target count when there is one: only from that dataset's ``train`` split, never
-a row whose ``id`` or ``root_id`` is already present nor one that shows the same photograph as a row
-of this dataset (re-encoded, shifted, re-cropped or retouched: the check of ``dedupe --against``,
-:func:`ferdata.dedupe.against.same_photo_rows`), and each row at most once over all splits.
+a row that shows the same photograph as a row of this dataset (the same ``id`` or ``root_id``, or
+re-encoded, shifted, re-cropped or retouched: the check of ``dedupe --against``,
+:func:`ferdata.dedupe.against.same_photo_matches`), and each row at most once over all splits. Every
+candidate left out as the same photograph is written to the rejects ledger with reason
+``contamination`` (the base row it matched in its details), like ``dedupe --against``.
 
 Class weights for every split are stored in ``ferdata.json`` under ``class_weights``:
 ``simple`` (paper 001: (1/n_i) / min_j(1/n_j), the largest class gets 1.0), ``conservative``
@@ -27,7 +35,7 @@ by :func:`ferdata.train.weights.class_weights`. Absent classes get weight 0.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +49,9 @@ if TYPE_CHECKING:
     import datasets
 
 logger = logging.getLogger(__name__)
-STRATEGIES = ("undersample", "oversample", "target")
+STRATEGIES = ("undersample", "oversample", "target", "keep")
+#: ``--per-class`` value: the median of a split's non-empty class counts
+MEDIAN = "median"
 #: Class-weight methods stored in ferdata.json (see :mod:`ferdata.train.weights`).
 WEIGHT_METHODS = ("simple", "conservative", "inverse")
 
@@ -56,10 +66,10 @@ def all_class_weights(dd: datasets.DatasetDict) -> dict[str, dict[str, dict[str,
 
 @dataclass
 class BalanceConfig:
-    """Options of the ``balance`` step."""
+    """Options of the ``balance`` step (``per_class``: a count, or ``"median"`` per split)."""
 
     strategy: str = "undersample"
-    per_class: int | None = None
+    per_class: int | str | None = None
     splits: list[str] | None = None
     supplement: str | None = None
     supplement_classes: list[str] | None = None
@@ -67,7 +77,11 @@ class BalanceConfig:
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise UsageError(f"--strategy {self.strategy!r} is not allowed; allowed: {', '.join(STRATEGIES)}")
-        if self.per_class is not None and self.per_class < 1:
+        if isinstance(self.per_class, str) and self.per_class.strip().isdigit():
+            self.per_class = int(self.per_class)
+        if isinstance(self.per_class, str) and self.per_class != MEDIAN or isinstance(self.per_class, bool):
+            raise UsageError(f"--per-class must be a number of rows or {MEDIAN!r}, got {self.per_class!r}")
+        if isinstance(self.per_class, int) and self.per_class < 1:
             raise UsageError(f"--per-class must be at least 1, got {self.per_class}")
         if self.strategy == "target" and self.per_class is None:
             raise UsageError("--strategy target needs --per-class N")
@@ -77,6 +91,19 @@ class BalanceConfig:
             self.supplement_classes = [s.strip() for s in self.supplement_classes.split(",") if s.strip()]
         if self.supplement_classes and not self.supplement:
             raise UsageError("--supplement-classes needs --supplement DIR")
+
+
+def per_class_target(per_class: int | str | None, counts: dict[str, int]) -> int | None:
+    """The per-class count of one split: ``per_class`` itself, or the median of its non-empty classes.
+
+    Example:
+        >>> per_class_target("median", {"angry": 40, "disgust": 4, "happy": 70, "sad": 0})
+        40
+    """
+    if per_class != MEDIAN:
+        return per_class if isinstance(per_class, int) else None
+    nonzero = [n for n in counts.values() if n > 0]
+    return max(1, int(np.median(nonzero))) if nonzero else None
 
 
 def _rows_by_class(labels: Sequence[int], num_classes: int) -> list[np.ndarray]:
@@ -137,27 +164,47 @@ def sample_split(ds: datasets.Dataset, *, strategy: str, per_class: int | None, 
     return kept, removed, repeats, shortfall
 
 
+@dataclass
+class Supplemented:
+    """What :func:`supplement` did: the new dataset, rows added per class, the candidates left out
+    (counts) and their ledger rows (reason ``contamination``)."""
+
+    data: datasets.DatasetDict
+    added: dict[str, int]
+    left_out: dict[str, Any]
+    rejects: list[dict[str, Any]]
+
+
 def supplement(dd: datasets.DatasetDict, src: str, *, classes: Sequence[str] | None, splits: Sequence[str],
-               per_class: int | None, rng: np.random.Generator,
-               num_proc: int = 1) -> tuple[datasets.DatasetDict, dict[str, int], dict[str, Any]]:
+               per_class: int | Mapping[str, int | None] | None, rng: np.random.Generator,
+               num_proc: int = 1) -> Supplemented:
     """Add rows of ``classes`` from the ``train`` split of the dataset directory ``src`` to ``splits``.
 
     Supplements come only from the other dataset's ``train`` split (its validation and test rows are
-    evaluation data and are never used), minus every row whose ``id`` or ``root_id`` is already in
-    this dataset (any split) and every row that shows the same photograph as one of this dataset's
-    rows (the ``dedupe --against`` check with the dedupe defaults: a re-encoded or shifted copy has
-    another id). The candidates of each class are shuffled once and the target splits
-    take from that one queue in turn, so a row is added at most once: up to ``per_class`` per class
-    and split, or, without ``per_class``, every candidate to the first target split.
-    Rows are matched by class name, not label id. Returns the new dataset, rows added per class and
-    the counts of the candidates left out (``already_present``, ``same_photo``).
+    evaluation data and are never used). A candidate that shows a photograph of this dataset (any
+    split) is left out and written to the ledger with reason ``contamination``: the same ``id`` or
+    ``root_id`` (``already_present``), or a re-encoded, shifted or retouched copy (``same_photo``:
+    the ``dedupe --against`` check with the dedupe defaults). A candidate that repeats an earlier
+    one of the pool (same ``id`` or ``root_id``) is left out and counted (``repeated``). The
+    candidates of each class are shuffled once and the target splits take from that one queue in
+    turn, so a row is added at most once: up to ``per_class`` per class and split (one count, or
+    one per split), or, without it, every candidate to the first target split.
+    Rows are matched by class name, not label id.
 
     Raises:
         UsageError: when ``src`` has no train split, or for a class this dataset does not have.
+
+    Example:
+        >>> done = supplement(dd, "raf-db", classes=["disgust"], splits=["train"], per_class=4000,
+        ...                   rng=np.random.default_rng(0))  # doctest: +SKIP
+        >>> done.added, done.left_out["same_photo"]  # doctest: +SKIP
+        ({'disgust': 717}, 3)
     """
     import datasets
 
-    from ferdata.dataset import CORE_COLUMNS, LINEAGE_COLUMNS, ROOT_ID, class_counts, label_names, open_dataset
+    from ferdata.columns import CORE_COLUMNS, LINEAGE_COLUMNS, PARENT_ID, ROOT_ID
+    from ferdata.dataset import _thumbnails, class_counts, label_names, make_reject, open_dataset
+    from ferdata.dedupe.against import same_photo_matches
 
     other = open_dataset(src)
     names = label_names(dd)
@@ -169,33 +216,42 @@ def supplement(dd: datasets.DatasetDict, src: str, *, classes: Sequence[str] | N
     if "train" not in other:
         raise UsageError(f"--supplement {src} has no train split (splits: {', '.join(other)}); supplements are drawn "
                          "only from a train split, never from evaluation data")
+    absent = [name for name in wanted if name not in other_names]
+    if absent and classes:
+        logger.warning("balance: --supplement %s has no class %s (its classes: %s); nothing added for it", src,
+                       ", ".join(absent), ", ".join(other_names))
     source = other["train"]
     pool = source.select_columns([c for c in (*CORE_COLUMNS, *LINEAGE_COLUMNS) if c in source.column_names])
-    present: set[str] = set()
-    for ds in dd.values():
-        for column in ("id", ROOT_ID):
-            if column in ds.column_names:
-                present.update(x for x in ds[column] if x)
     pool_ids = pool["id"]
     pool_roots = pool[ROOT_ID] if ROOT_ID in pool.column_names else [None] * len(pool)
     pool_labels = np.asarray(pool["label"])
-    fresh = np.zeros(len(pool), dtype=bool)
+    in_classes = np.isin(pool_labels, [other_names.index(name) for name in wanted if name in other_names])
+    first = np.zeros(len(pool), dtype=bool)  # not a repeat of an earlier row of the pool
     seen: set[str] = set()
     for i, (rid, root) in enumerate(zip(pool_ids, pool_roots, strict=True)):
         keys = {rid, root or rid}
-        if not keys & present and not keys & seen:  # not in this dataset, not a repeat within the pool
-            fresh[i] = True
+        first[i] = not keys & seen
         seen |= keys
-    # a re-encoded or shifted copy of one of this dataset's photos has another id: the dedupe --against check
-    from ferdata.dedupe.against import same_photo_rows
-
-    in_classes = np.isin(pool_labels, [other_names.index(name) for name in wanted if name in other_names])
-    candidates = np.flatnonzero(fresh & in_classes)
-    same, check = same_photo_rows(pool.select(candidates.tolist()), dd, name="the dataset being balanced",
-                                  num_proc=num_proc, step="balance")
-    fresh[candidates[same]] = False
-    left_out = {"already_present": int((in_classes & ~fresh).sum() - same.sum()), "same_photo": int(same.sum()),
-                "same_photo_by_match": {k: int(check.get(k, 0)) for k in ("same_pixels", "same_root", "near")}}
+    # same id or root, or a re-encoded, shifted or retouched copy: the dedupe --against check
+    candidates = np.flatnonzero(first & in_classes)
+    found = same_photo_matches(pool.select(candidates.tolist()), dd, name="the dataset being balanced",
+                               num_proc=num_proc, step="balance")
+    fresh = first & in_classes
+    fresh[candidates[found.matched]] = False
+    by_match = {k: int(found.info[0].get(k, 0)) for k in ("same_pixels", "same_root", "near")}
+    left_out = {"already_present": by_match["same_pixels"] + by_match["same_root"], "same_photo": by_match["near"],
+                "same_photo_by_match": by_match, "repeated": int((in_classes & ~first).sum())}
+    matched = sorted(found.details)
+    origins = pool["origin"] if matched else []
+    thumbs = _thumbnails(pool, [int(candidates[k]) for k in matched])
+    rejects = []
+    for k, thumb in zip(matched, thumbs, strict=True):
+        i = int(candidates[k])
+        r = make_reject(pool_ids[i], origins[i], "balance", "contamination",
+                        {"supplement_split": "train", "class": other_names[pool_labels[i]], **found.details[k]},
+                        thumbnail=thumb)
+        r[ROOT_ID], r[PARENT_ID] = pool_roots[i] or pool_ids[i], ""
+        rejects.append(r)
     queues = {name: list(rng.permutation(np.flatnonzero(fresh & (pool_labels == other_names.index(name)))))
               for name in wanted if name in other_names}
     added: dict[str, int] = {}
@@ -203,9 +259,10 @@ def supplement(dd: datasets.DatasetDict, src: str, *, classes: Sequence[str] | N
     for split in splits:
         ds = result[split]
         counts = class_counts(ds)
+        target = per_class.get(split) if isinstance(per_class, Mapping) else per_class
         picks: list[int] = []
         for name, queue in queues.items():
-            need = len(queue) if per_class is None else max(0, per_class - counts[name])
+            need = len(queue) if target is None else max(0, target - counts[name])
             chosen, queues[name] = queue[:need], queue[need:]
             picks.extend(int(i) for i in chosen)
             added[name] = added.get(name, 0) + len(chosen)
@@ -220,12 +277,12 @@ def supplement(dd: datasets.DatasetDict, src: str, *, classes: Sequence[str] | N
             if column not in extra.column_names:
                 extra = extra.add_column(column, [None] * len(extra), feature=ds.features[column])
         result[split] = datasets.concatenate_datasets([ds, extra.select_columns(ds.column_names).cast(ds.features)])
-    return datasets.DatasetDict(result), added, left_out
+    return Supplemented(datasets.DatasetDict(result), added, left_out, rejects)
 
 
 @register_step("balance", BalanceConfig)
 def balance_step(data: datasets.DatasetDict, config: BalanceConfig, ctx: StepContext) -> StepOutput:
-    """Undersample, oversample or sample to a per-class target; store class weights."""
+    """Undersample, oversample, sample to a per-class target or keep every row; supplement; store class weights."""
     import datasets
 
     from ferdata.dataset import class_counts, make_reject
@@ -239,18 +296,24 @@ def balance_step(data: datasets.DatasetDict, config: BalanceConfig, ctx: StepCon
     if config.strategy == "oversample":
         splits = [s for s in splits if s != "test"]
     rng = np.random.default_rng(ctx.seed)
-    info: dict[str, Any] = {"splits": splits, "before": {s: class_counts(data[s]) for s in splits}}
-    if config.supplement:
-        data, added, left_out = supplement(data, config.supplement, classes=config.supplement_classes,
-                                           splits=splits, per_class=config.per_class, rng=rng, num_proc=ctx.num_proc)
-        info["supplemented"] = added
-        info["supplement_left_out"] = left_out
+    before = {s: class_counts(data[s]) for s in splits}
+    targets = {s: per_class_target(config.per_class, before[s]) for s in splits}
+    info: dict[str, Any] = {"splits": splits, "before": before}
+    if config.per_class == MEDIAN:
+        info["per_class"] = targets
     rejects = []
+    if config.supplement:
+        done = supplement(data, config.supplement, classes=config.supplement_classes, splits=splits,
+                          per_class=targets, rng=rng, num_proc=ctx.num_proc)
+        data = done.data
+        info["supplemented"] = done.added
+        info["supplement_left_out"] = done.left_out
+        rejects += done.rejects
     result = dict(data)
     shortfalls = {}
-    for split in splits:
+    for split in splits if config.strategy != "keep" else []:
         ds = data[split]
-        kept, removed, repeats, shortfall = sample_split(ds, strategy=config.strategy, per_class=config.per_class,
+        kept, removed, repeats, shortfall = sample_split(ds, strategy=config.strategy, per_class=targets[split],
                                                          rng=rng, split=split)
         if removed:
             meta = ds.select_columns(["id", "origin", "label"]).select(removed)
@@ -259,7 +322,7 @@ def balance_step(data: datasets.DatasetDict, config: BalanceConfig, ctx: StepCon
                                     {"split": split, "class": names[r["label"]]}) for r in meta]
         if shortfall:
             shortfalls[split] = shortfall
-            logger.warning("balance: split %s is short of the target %s: %s", split, config.per_class,
+            logger.warning("balance: split %s is short of the target %s: %s", split, targets[split],
                            ", ".join(f"{k} -{v}" for k, v in shortfall.items()))
         if repeats:
             info.setdefault("repeated", {})[split] = len(repeats)

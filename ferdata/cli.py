@@ -407,22 +407,26 @@ def import_hub_cmd(repo: str, out: Path, classes: str | None, image_column: str,
 @cli.command("balance", short_help="Rebalance classes and store class weights.")
 @click.argument("src", type=existing("IN", file_okay=False))
 @out_option
-@click.option("--strategy", type=click.Choice(["undersample", "oversample", "target"]), default="undersample",
-              show_default=True, help="undersample to the smallest class, oversample to the largest, or sample "
-              "to a per-class target.")
-@click.option("--per-class", type=click.IntRange(min=1), default=None, help="Rows per class (required by target).")
+@click.option("--strategy", type=click.Choice(["undersample", "oversample", "target", "keep"]), default="undersample",
+              show_default=True, help="undersample to the smallest class, oversample to the largest, sample "
+              "to a per-class target, or keep every row (only --supplement adds rows).")
+@click.option("--per-class", default=None, metavar="N|median",
+              help="Rows per class (required by target); median: each split's median class count.")
 @click.option("--splits", default=None, help="Comma-separated splits to balance (default: train, else all).")
 @click.option("--supplement", type=existing("supplement", file_okay=False), default=None,
-              help="Dataset directory to take extra rows from (paper 004: disgust from another set).")
+              help="Dataset directory to take extra rows from, its train split only (paper 004: disgust from "
+              "another set); copies of this dataset's photos go to the ledger as contamination.")
 @click.option("--supplement-classes", default=None, help="Comma-separated classes to supplement (default: all).")
 @common_options
-def balance_cmd(src: Path, out: Path, strategy: str, per_class: int | None, splits: str | None,
+def balance_cmd(src: Path, out: Path, strategy: str, per_class: str | None, splits: str | None,
                 supplement: Path | None, supplement_classes: str | None, **opts: Any) -> None:
     """Rebalance classes and store class weights (simple, conservative, inverse) in ferdata.json.
 
     Example:
 
         ferdata balance btfer-raw --out btfer --strategy target --per-class 300 --seed 0
+
+        ferdata balance fer2013 --out fer2013-plus --strategy keep --per-class median --supplement raf-db --supplement-classes disgust
     """
     run_step_command("balance", {"strategy": strategy, "per_class": per_class, "splits": splits,
                                  "supplement": str(supplement) if supplement else None,

@@ -16,8 +16,18 @@ A recipe::
 
 Values ``"{var}"`` are replaced by the variable (keeping its type), ``"{var*2}"`` by the variable
 times a number (rounded to an integer: over-fetching ``per_class``), and ``"x-{var}"`` is string
-formatting. The whole recipe is validated before any work: unknown steps, parameters or
-variables, and missing required variables, are errors that list the valid names.
+formatting. An optional step names a variable in ``when:``; it runs only when that variable is set
+(not ``""``, ``[]`` or ``false``), and is left out of the build otherwise, as if the recipe did not
+list it::
+
+      supplement: ""      # in variables: "" = no supplement
+    ...
+      - step: balance
+        when: supplement  # only with --supplement DIR
+        supplement: "{supplement}"
+
+The whole recipe is validated before any work: unknown steps, parameters or variables (a skipped
+step's parameters included), and missing required variables, are errors that list the valid names.
 
 Resumable and atomic: every finished step is checkpointed as a dataset directory under
 ``.OUT.build/`` (a sibling of ``OUT``) with ``state.json`` (written to a temporary file and
@@ -192,15 +202,21 @@ def load_recipe(name_or_path: str | Path, variables: dict[str, Any] | None = Non
     for i, item in enumerate(raw["steps"], 1):
         if not isinstance(item, dict) or "step" not in item:
             raise RecipeError(f"{path}: step {i} must be a mapping with a 'step' key")
-        params = {k: v for k, v in item.items() if k != "step"}
+        params = {k: v for k, v in item.items() if k not in ("step", "when")}
         undeclared = sorted(_used_variables(params) - set(values))
         if undeclared:
             raise RecipeError(f"{path}: step {i} uses undeclared variables {undeclared}")
         step = get_step(str(item["step"]))
+        if "when" in item and not _is_set(path, i, item["when"], values):
+            unknown = sorted(set(params) - set(step.param_names()))  # a skipped step's parameters are checked too
+            if unknown:
+                raise RecipeError(f"step {step.name!r} has no parameter {', '.join(map(repr, unknown))}; "
+                                  f"valid parameters: {', '.join(step.param_names()) or '(none)'}")
+            continue
         steps.append((step, step.make_config(_substitute(params, values))))
-    if not steps[0][0].source:
+    if not steps or not steps[0][0].source:
         raise RecipeError(f"{path}: the first step must create the dataset (an import or crawl step), "
-                          f"got {steps[0][0].name!r}")
+                          f"got {steps[0][0].name if steps else '(every step skipped by when:)'!r}")
     export = raw.get("export")
     if export not in (None, "hub", "imagefolder"):
         raise RecipeError(f"{path}: export must be hub or imagefolder, got {export!r}")
@@ -209,6 +225,19 @@ def load_recipe(name_or_path: str | Path, variables: dict[str, Any] | None = Non
         raise RecipeError(f"{path}: report must be true or false, got {report!r}")
     return Recipe(str(raw.get("name") or path.stem), str(raw.get("description") or ""), values, steps, export, raw,
                   report=report)
+
+
+def _is_set(path: Path, i: int, when: Any, values: dict[str, Any]) -> bool:
+    """Whether step ``i``'s ``when:`` variable is set (anything but ``""``, ``[]`` or ``false``).
+
+    Raises:
+        RecipeError: when ``when`` does not name one of the recipe's variables.
+    """
+    if not isinstance(when, str) or when not in values:
+        raise RecipeError(f"{path}: step {i} has when: {when!r}; it must name one of the recipe's variables: "
+                          f"{', '.join(sorted(values)) or '(none)'}")
+    value = values[when]
+    return not (value is False or value == "" or value == [])
 
 
 def shortfall_report(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -271,6 +271,7 @@ def same_photo_rows(candidates: datasets.Dataset, base: datasets.DatasetDict, co
     The same check as ``dedupe --against`` (:func:`find_contamination`, the dedupe defaults unless
     ``config`` is given), for rows that are not in a dataset yet: a supplement pool against the
     dataset it would be added to. Rows whose image cannot be decoded are not matched.
+    :func:`same_photo_matches` also gives the ledger details of each match.
 
     Returns:
         A boolean mask over the rows of ``candidates``, and the check's counts.
@@ -280,15 +281,33 @@ def same_photo_rows(candidates: datasets.Dataset, base: datasets.DatasetDict, co
         >>> int(mask.sum()), info["near"]  # doctest: +SKIP
         (4, 3)
     """
+    found = same_photo_matches(candidates, base, config, name=name, num_proc=num_proc, step=step)
+    return found.matched, found.info[0]
+
+
+def same_photo_matches(candidates: datasets.Dataset, base: datasets.DatasetDict, config: DedupeConfig | None = None,
+                       *, name: str = "base", num_proc: int = 1, step: str = STEP) -> Contamination:
+    """:func:`same_photo_rows` with the ledger details of each match, by row of ``candidates``.
+
+    Returns:
+        A :class:`Contamination` over the rows of ``candidates`` (``details`` keyed by their row
+        number) with one ``info`` entry, for ``base``.
+
+    Example:
+        >>> found = same_photo_matches(other["train"], dd)  # doctest: +SKIP
+        >>> found.details[0]["match"], found.details[0]["against_id"][:8]  # doctest: +SKIP
+        ('near', '3f2a9c1d')
+    """
     import datasets
 
     from ferdata.dataset import no_input_caching
     from ferdata.dedupe.grouping import gather_rows
 
     config = config or DedupeConfig()
-    mask = np.zeros(len(candidates), dtype=bool)
+    result = Contamination(np.zeros(len(candidates), dtype=bool))
     if not len(candidates):
-        return mask, {"against": name, "rows": sum(len(x) for x in base.values()), "contaminated": 0}
+        result.info.append({"against": name, "rows": sum(len(x) for x in base.values()), "contaminated": 0})
+        return result
     position = "_ferdata_row"
     pool = datasets.DatasetDict({"candidates": candidates.add_column(position, np.arange(len(candidates)).tolist())})
     with no_input_caching():
@@ -296,5 +315,7 @@ def same_photo_rows(candidates: datasets.Dataset, base: datasets.DatasetDict, co
     rows = gather_rows(pool, config.method)
     found = find_contamination(pool, rows, config, others=[(name, base)], num_proc=num_proc, step=step)
     at = np.asarray(_column(pool["candidates"], position).to_pylist(), dtype=np.int64)
-    mask[at[found.matched]] = True
-    return mask, found.info[0]
+    result.matched[at[found.matched]] = True
+    result.details = {int(at[r]): d for r, d in found.details.items()}
+    result.info = found.info
+    return result

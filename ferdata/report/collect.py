@@ -57,6 +57,18 @@ QUALITY_THRESHOLDS = {
 
 # ---------------------------------------------------------------- dataset sections
 
+def _class_weights(ctx: Context) -> dict[str, Any]:
+    """Class weights of the rows reported (as the card computes them), else the manifest's."""
+    import datasets
+
+    from ferdata.balance import all_class_weights
+
+    if len(ctx.dd) and all(isinstance(ds.features.get("label"), datasets.ClassLabel) for ds in ctx.dd.values()):
+        return all_class_weights(ctx.dd)
+    weights = ctx.manifest.get("class_weights")
+    return weights if isinstance(weights, dict) else {}
+
+
 def data_card(ctx: Context, path: Path) -> dict[str, Any]:
     """Datasheet order: what, provenance, recipe/seed, versions, labels, class weights, licence."""
     m = ctx.manifest
@@ -79,7 +91,7 @@ def data_card(ctx: Context, path: Path) -> dict[str, Any]:
             queries.update(str(q) for q in ctx.col(split, "query"))
     recipe = m.get("recipe") or {}
     total = sum(len(ds) for ds in ctx.dd.values())
-    weights = m.get("class_weights") or {}
+    weights = _class_weights(ctx)
     weight_rows = []
     for split, methods in (weights.items() if isinstance(weights, dict) else []):
         for method, w in (methods.items() if isinstance(methods, dict) else []):
