@@ -1487,6 +1487,9 @@ def apply_review_cmd(dataset: Path, review_csv: Path, out: Path, allow_missing: 
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Training batch size.")
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam's initial learning rate.")
 @click.option("--patience", type=int, default=10, show_default=True, help="Early-stopping patience in epochs (0: off).")
+@click.option("--schedule", type=click.Choice(["plateau", "cosine"]), default=None,
+              help="Learning rate: plateau (halved when validation loss stalls, paper 000) or cosine (decays "
+                   "to 0 over the epochs) [default: plateau].")
 @click.option("--augment", type=click.Choice(["none", "paper001", "paper002", "light"]), default=None,
               help="Augmentation preset while training [default: relabel none, flag/prune light].")
 @click.option("--tta/--no-tta", default=None,

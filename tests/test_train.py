@@ -486,3 +486,37 @@ def test_a_label_map_can_drop_a_class(trained_run, tmp_path: Path, run_cli) -> N
     assert metrics["num_examples"] == 6 and metrics["dropped_rows"] == 2 and metrics["dropped_by_class"] == {"contempt": 2}
     assert "left out 2 rows of classes the model cannot output: contempt 2" in err
     assert "2 of classes the model cannot output" in out
+
+
+def test_cosine_schedule_decays_the_rate_to_zero_over_all_steps() -> None:
+    """``schedule="cosine"`` sets the rate before every batch: lr at the first step, about 0 at the last,
+    half of lr at the middle; the plateau schedule leaves it at lr while the loss falls; a bad name is refused."""
+    import tensorflow as tf
+
+    from ferdata.train import build_model, fit_model
+
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 16, 16, 1), dtype=np.float32)
+    y = tf.one_hot(rng.integers(0, 4, 64), 4)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)  # 4 steps per epoch, 16 in all
+    seen: list[float] = []
+
+    import keras
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            seen.append(float(self.model.optimizer.learning_rate.numpy()))
+
+    model = build_model("tiny-cnn", (16, 16, 1), 4)
+    fit_model(model, data, data, epochs=4, lr=0.01, patience=0, progress=None, schedule="cosine", callbacks=[Record()])
+    assert len(seen) == 16
+    assert seen[0] == pytest.approx(0.01)
+    assert seen[8] == pytest.approx(0.005, rel=1e-4)
+    assert seen[-1] < 0.0002
+    assert all(a > b for a, b in zip(seen, seen[1:]))
+    with pytest.raises(UsageError, match="unknown learning-rate schedule 'linear'; allowed: plateau, cosine"):
+        fit_model(build_model("tiny-cnn", (16, 16, 1), 4), data, None, epochs=1, schedule="linear", progress=None)
+    from ferdata.train.config import TrainConfig
+
+    with pytest.raises(UsageError, match="allowed: plateau, cosine"):
+        TrainConfig(schedule="step")

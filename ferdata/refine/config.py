@@ -96,6 +96,8 @@ class RefineConfig:
     tta: bool | None = None
     #: early-stopping patience in epochs without a better validation accuracy (0: train all epochs)
     patience: int = 10
+    #: learning-rate schedule of every training (``ferdata.train.fit.SCHEDULES``); None: the mode's
+    schedule: str | None = None
     #: side of the square model input; None = the images' own size
     image_size: int | None = None
     #: train the same CNN on the original and on the refined data and compare them on the held-out split;
@@ -125,6 +127,8 @@ class RefineConfig:
             self.rule = rule
         if self.compare is None:
             self.compare = self.mode != "flag"
+        if self.schedule is None:
+            self.schedule = "plateau"
         if self.model not in MODEL_NAMES:
             raise UsageError(f"unknown model {self.model!r}; valid models: auto, {', '.join(MODEL_NAMES)}")
         if self.rule not in RULES:
@@ -177,7 +181,7 @@ class RefineConfig:
 
         return TrainConfig(model=self.model, epochs=int(self.epochs or 1), batch_size=self.batch_size, lr=self.lr,
                            augment=str(self.augment), image_size=image_size, channels=channels,
-                           patience=self.patience, val_fraction=self.val_fraction, seed=self.seed)
+                           patience=self.patience, schedule=self.schedule, val_fraction=self.val_fraction, seed=self.seed)
 
 
 @dataclass

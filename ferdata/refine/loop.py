@@ -106,7 +106,7 @@ class _Trainer:
         model, train_ds, val_ds = prepare_training(t, train, val, num_classes=self.num_classes,
                                                    input_shape=(self.image_size, self.image_size, self.channels))
         result = fit_model(model, train_ds, val_ds, epochs=t.epochs, lr=t.lr, class_weight=None, out_dir=out_dir,
-                           patience=t.fit_patience, seed=t.seed, verbose=0,
+                           patience=t.fit_patience, seed=t.seed, schedule=t.schedule, verbose=0,
                            callbacks=[clock.callback(label)] if clock is not None else None,
                            progress=None if clock is not None else f"{t.model} {out_dir.parent.name}/{out_dir.name}")
         return model, _history_dict(result)

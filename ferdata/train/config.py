@@ -39,6 +39,8 @@ class TrainConfig:
     batch_size: int = 64
     #: Adam's initial learning rate (halved on plateaus, see ``fit_model``)
     lr: float = 1e-3
+    #: learning-rate schedule: ``plateau`` or ``cosine`` (``ferdata.train.fit.SCHEDULES``)
+    schedule: str = "plateau"
     #: loss weights per class: ``none``, ``simple``, ``conservative`` or ``inverse``
     class_weights: str = "none"
     #: augmentation preset of the training batches (``AUGMENT_PRESETS``)
@@ -64,6 +66,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         from ferdata.train.data import AUGMENT_PRESETS
+        from ferdata.train.fit import SCHEDULES
         from ferdata.train.models import MODEL_NAMES
         from ferdata.train.weights import CLASS_WEIGHT_METHODS
 
@@ -72,6 +75,8 @@ class TrainConfig:
         if self.class_weights not in CLASS_WEIGHT_METHODS:
             raise UsageError(f"unknown class-weight method {self.class_weights!r}; "
                              f"allowed: {', '.join(CLASS_WEIGHT_METHODS)}")
+        if self.schedule not in SCHEDULES:
+            raise UsageError(f"unknown learning-rate schedule {self.schedule!r}; allowed: {', '.join(SCHEDULES)}")
         if self.augment not in AUGMENT_PRESETS:
             raise UsageError(f"unknown augmentation {self.augment!r}; allowed: {', '.join(AUGMENT_PRESETS)}")
         if self.batch_size < 1 or self.epochs < 1:

@@ -20,6 +20,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_PATIENCE = 10
 #: ReduceLROnPlateau: factor, patience (epochs without a lower validation loss), floor (paper 000: 1e-5).
 LR_FACTOR, LR_PATIENCE, MIN_LR = 0.5, 3, 1e-5
+#: Learning-rate schedules: ``plateau`` halves the rate when the validation loss stalls (paper 000);
+#: ``cosine`` decays it from ``lr`` to 0 along a half cosine over all the training steps (so the last
+#: epochs fine-tune: fewer epochs reach what more epochs at a constant rate reach; docs/refine.md).
+SCHEDULES = ("plateau", "cosine")
 
 
 def _best_weights_callback() -> Any:
@@ -54,6 +58,34 @@ def _best_weights_callback() -> Any:
     return BestWeights()
 
 
+def _cosine_callback(lr: float, epochs: int) -> Any:
+    import math
+
+    import keras
+
+    class CosineDecay(keras.callbacks.Callback):
+        """Set the rate before every batch: ``lr * (1 + cos(pi * t / T)) / 2``, T = all steps (or epochs
+        when the number of steps per epoch is unknown)."""
+
+        def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+            self.per_epoch = int(self.params.get("steps") or 0)
+            self.total, self.t = max(1, self.per_epoch * int(epochs) or int(epochs)), 0
+
+        def _set(self, t: int) -> None:
+            self.model.optimizer.learning_rate.assign(lr * 0.5 * (1 + math.cos(math.pi * min(t, self.total) / self.total)))
+
+        def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            if not self.per_epoch:
+                self._set(epoch)
+
+        def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+            if self.per_epoch:
+                self._set(self.t)
+                self.t += 1
+
+    return CosineDecay()
+
+
 def compile_model(model: keras.Model, *, lr: float = 1e-3) -> keras.Model:
     """Compile with Adam, categorical cross-entropy, accuracy and top-2 accuracy (paper 003).
 
@@ -86,12 +118,13 @@ def fit_model(
     verbose: int = 0,
     callbacks: list[Any] | None = None,
     progress: str | None = "train",
+    schedule: str = "plateau",
 ) -> keras.callbacks.History:
     """Compile and train a model; end with the weights of its best validation-accuracy epoch.
 
     Callbacks: the best-epoch keeper (restores at the end; with ``out_dir`` also a
-    ``best.weights.h5`` checkpoint), ``ReduceLROnPlateau`` on validation loss (factor 0.5, patience 3,
-    floor 1e-5, paper 000), ``EarlyStopping`` on validation accuracy after ``patience`` epochs, and
+    ``best.weights.h5`` checkpoint), the learning-rate schedule (``plateau``: ``ReduceLROnPlateau`` on
+    validation loss, factor 0.5, patience 3, floor 1e-5, paper 000; ``cosine``: see ``SCHEDULES``), ``EarlyStopping`` on validation accuracy after ``patience`` epochs, and
     with ``out_dir`` a ``history.csv`` logger. Without ``val_ds`` the training accuracy is monitored.
 
     Args:
@@ -106,6 +139,7 @@ def fit_model(
         seed: seeds Python, NumPy and TensorFlow (deterministic as far as TF's kernels allow).
         verbose: Keras verbosity (0 silent, 1 progress bar, 2 one line per epoch).
         callbacks: extra Keras callbacks (e.g. a refinement monitor), run after the built-in ones.
+        schedule: ``plateau`` or ``cosine`` (``SCHEDULES``).
         progress: the label of a tqdm bar over epochs on stderr (loss and accuracies as postfix; off
             under ``-q`` / ``disable_progress_bars()``); None for no bar.
 
@@ -122,13 +156,16 @@ def fit_model(
         raise UsageError(f"epochs must be at least 1, got {epochs}")
     if int(patience) < 0:
         raise UsageError(f"patience must be 0 or more, got {patience}")
+    if schedule not in SCHEDULES:
+        raise UsageError(f"unknown learning-rate schedule {schedule!r}; allowed: {', '.join(SCHEDULES)}")
     keras.utils.set_random_seed(int(seed))
     compile_model(model, lr=lr)
     prefix = "val_" if val_ds is not None else ""
     best = _best_weights_callback()
     best.monitor = f"{prefix}accuracy"
-    cbs: list[Any] = [best, keras.callbacks.ReduceLROnPlateau(monitor=f"{prefix}loss", factor=LR_FACTOR,
-                                                               patience=LR_PATIENCE, min_lr=MIN_LR, verbose=0)]
+    cbs: list[Any] = [best, _cosine_callback(lr, int(epochs)) if schedule == "cosine" else
+                      keras.callbacks.ReduceLROnPlateau(monitor=f"{prefix}loss", factor=LR_FACTOR,
+                                                        patience=LR_PATIENCE, min_lr=MIN_LR, verbose=0)]
     if patience:
         cbs.append(keras.callbacks.EarlyStopping(monitor=f"{prefix}accuracy", patience=int(patience), mode="max"))
     if out_dir is not None:

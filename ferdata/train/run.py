@@ -280,7 +280,7 @@ def train_run(
     with atomic_dir(out) as tmp:
         start = time.perf_counter()
         history = fit_model(net, train_ds, val_ds, epochs=cfg.epochs, lr=cfg.lr, class_weight=cw, out_dir=tmp,
-                            patience=cfg.fit_patience, seed=cfg.seed,
+                            patience=cfg.fit_patience, seed=cfg.seed, schedule=cfg.schedule,
                             verbose=verbose, progress=f"train {cfg.model}" if not verbose else None)
         train_seconds = time.perf_counter() - start
         net.save(tmp / "model.keras")
