@@ -18,7 +18,7 @@ topped up to it and no class is made larger than a typical one.
 
 Which splits: ``--splits`` names them; by default ``train`` when the dataset has one, else every
 split (a BTFER-style test-only dataset). ``--supplement DIR`` first adds rows of
-``--supplement-classes`` from another dataset directory (paper 004 added disgust images to
+``--supplement-classes`` (default or ``all``: every class) from another dataset directory (paper 004 added disgust images to
 FER2013), up to the target count when there is one: only from that dataset's ``train`` split, never
 a row that shows the same photograph as a row of this dataset (the same ``id`` or ``root_id``, or
 re-encoded, shifted, re-cropped or retouched: the check of ``dedupe --against``,
@@ -52,6 +52,8 @@ logger = logging.getLogger(__name__)
 STRATEGIES = ("undersample", "oversample", "target", "keep")
 #: ``--per-class`` value: the median of a split's non-empty class counts
 MEDIAN = "median"
+#: ``--supplement-classes`` value: every class (the default; a recipe variable cannot be set to "" on the command line)
+ALL_CLASSES = "all"
 #: Class-weight methods stored in ferdata.json (see :mod:`ferdata.train.weights`).
 WEIGHT_METHODS = ("simple", "conservative", "inverse")
 
@@ -89,6 +91,8 @@ class BalanceConfig:
             self.splits = [s.strip() for s in self.splits.split(",") if s.strip()]
         if isinstance(self.supplement_classes, str):
             self.supplement_classes = [s.strip() for s in self.supplement_classes.split(",") if s.strip()]
+        if self.supplement_classes == [ALL_CLASSES]:
+            self.supplement_classes = None
         if self.supplement_classes and not self.supplement:
             raise UsageError("--supplement-classes needs --supplement DIR")
 

@@ -416,7 +416,7 @@ def import_hub_cmd(repo: str, out: Path, classes: str | None, image_column: str,
 @click.option("--supplement", type=existing("supplement", file_okay=False), default=None,
               help="Dataset directory to take extra rows from, its train split only (paper 004: disgust from "
               "another set); copies of this dataset's photos go to the ledger as contamination.")
-@click.option("--supplement-classes", default=None, help="Comma-separated classes to supplement (default: all).")
+@click.option("--supplement-classes", default=None, help="Comma-separated classes to supplement, or all (the default).")
 @common_options
 def balance_cmd(src: Path, out: Path, strategy: str, per_class: str | None, splits: str | None,
                 supplement: Path | None, supplement_classes: str | None, **opts: Any) -> None:

@@ -168,3 +168,15 @@ def test_when_names_a_variable(tmp_path: Path) -> None:
     assert [s.name for s, _ in load_recipe(recipe, {"source": "x.csv"}).steps] == ["import_fer2013"]
     assert [s.name for s, _ in load_recipe(recipe, {"source": "x.csv", "extra": "d"}).steps] == \
         ["import_fer2013", "balance"]
+
+
+def test_per_class_median_and_all_classes() -> None:
+    from ferdata.balance import BalanceConfig, per_class_target
+    from ferdata.errors import UsageError
+
+    config = BalanceConfig(strategy="keep", per_class="median", supplement="d", supplement_classes="all")
+    assert config.supplement_classes is None  # every class: "" cannot be given on the command line
+    assert BalanceConfig(per_class="40").per_class == 40
+    assert per_class_target("median", {"a": 3, "b": 0, "c": 9, "d": 5}) == 5
+    with pytest.raises(UsageError, match="'mean'"):
+        BalanceConfig(per_class="mean")
