@@ -979,15 +979,17 @@ def _int_pair(value: str) -> tuple[int, int]:
 @click.option("--no-skip", is_flag=True, help="Plain 5-3-3 ESPCN, without the linear skip convolution.")
 @click.option("--degradations", default="area,bicubic,blur_jpeg", show_default=True,
               help="LR-making methods mixed in training, NAME or NAME:WEIGHT: area, bicubic, bilinear, cv_cubic, "
-                   "cv_linear, nearest, blur1_area, area_jpeg75, area_noise2, blur_jpeg, mix, mix_smooth, mix_aliased "
-                   "(see docs/sr.md).")
+                   "cv_linear, nearest, blur1_area, area_jpeg75, area_jpeg50, area_noise2, blur_jpeg, mix, mix_smooth, "
+                   "mix_aliased, mix_jpeg, mix_nearest (see docs/sr.md).")
 @click.option("--variants", type=click.IntRange(min=1), default=4, show_default=True,
               help="LR versions drawn per image for each random degradation (mix*, blur_jpeg).")
 @click.option("--init", default=None, help="Start from these weights: a packaged name (espcn_x4) or a .pb / .keras path.")
 @click.option("--patience", type=click.IntRange(min=1), default=8, show_default=True, help="Early-stopping patience (epochs).")
+@click.option("--validate-on", default="", help="Fixed degradations whose mean validation PSNR picks the best epoch "
+              "(e.g. area_jpeg75,area_jpeg50) [default: every one].")
 @common_options
 def train_espcn_cmd(hr_dir: Path, out: Path, scale: str, filters: str, degradations: str, no_skip: bool,
-                    num_proc: int, limit: int | None, overwrite: bool, **opts: Any) -> None:
+                    validate_on: str, num_proc: int, limit: int | None, overwrite: bool, **opts: Any) -> None:
     """Train an ESPCN super-resolution model on a folder of high-resolution gray faces.
 
     Writes MODEL_DIR/model.keras, MODEL_DIR/espcn_xS.pb (for cv2.dnn_superres), metrics.json and
@@ -1004,6 +1006,7 @@ def train_espcn_cmd(hr_dir: Path, out: Path, scale: str, filters: str, degradati
 
     config = EspcnTrainConfig(scale=int(scale), filters=_int_pair(filters), skip=not no_skip, limit=limit,
                               degradations=tuple(d.strip() for d in degradations.split(",") if d.strip()),
+                              validate_on=tuple(d.strip() for d in validate_on.split(",") if d.strip()),
                               extra={"command": "ferdata " + shlex.join(sys.argv[1:])
                                      if Path(sys.argv[0]).name == "ferdata" else ""}, **opts)
     metrics = train_espcn(hr_dir, out=out, config=config, overwrite=overwrite, verbose=not progress_off())

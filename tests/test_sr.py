@@ -76,6 +76,23 @@ def test_person_split_and_degradation_pool() -> None:
         degrade(hr, 4, "sharpen")
 
 
+def test_patch_pairs_stay_aligned_and_nearest_pairs_are_not_mirrored() -> None:
+    """A mirrored OpenCV-nearest pair would sample the top-right HR pixel of each block (the opposite shift):
+    nearest stacks are never flipped, centred ones are (issue 27)."""
+    from ferdata.sr.train import UNFLIPPABLE, PatchSampler, make_training_lr
+
+    hr = _face_like(4, seed=3, side=64)
+    lr, weights, names = make_training_lr(hr, 4, ("nearest", "mix_nearest", "area"), variants=1, seed=0)
+    assert names == ["nearest", "mix_nearest", "area"] and np.allclose(weights, 1 / 3)
+    sampler = PatchSampler(lr[:1], hr, scale=4, patch=8, batch_size=64, seed=0,
+                           flippable=np.array([n not in UNFLIPPABLE for n in names[:1]]))
+    lo, hi = sampler.batch()
+    assert np.array_equal(lo[..., 0], hi[:, ::4, ::4, 0])  # top-left of every block, as cv2 INTER_NEAREST
+    mirrored = PatchSampler(lr[:1], hr, scale=4, patch=8, batch_size=64, seed=0)  # the old behaviour, for contrast
+    lo, hi = mirrored.batch()
+    assert not np.array_equal(lo[..., 0], hi[:, ::4, ::4, 0])
+
+
 def test_build_espcn_shapes_and_validation() -> None:
     from ferdata.sr.model import build_espcn
 
@@ -215,7 +232,8 @@ def test_bad_models_are_one_line_errors(tmp_path: Path, tiny_model: tuple[Path, 
         Upscaler.load(tiny_model[0] / "espcn_x2.pb", 4)
     with pytest.raises(UsageError, match="not an x4 super-resolution model"):
         Upscaler.load(tiny_model[0] / "espcn_x2.pb", 4, backend="opencv")
-    packaged = "espcn_x2, espcn_x2_aliased, espcn_x3, espcn_x3_aliased, espcn_x4, espcn_x4_aliased"
+    packaged = ("espcn_x2, espcn_x2_aliased, espcn_x3, espcn_x3_aliased, espcn_x4, espcn_x4_aliased, "
+                "espcn_x4_compressed, espcn_x4_nearest")
     with pytest.raises(UsageError, match=f"unknown model 'nope'; packaged models: {packaged}"):
         Upscaler.load("nope")
     with pytest.raises(UsageError, match="model file not found"):
@@ -306,7 +324,67 @@ def test_estimate_degradation_separates_aliased_from_smooth() -> None:
         estimate_degradation([np.zeros((8, 8), np.uint8)])
 
 
-@pytest.mark.parametrize("kind", ["area", "cubic"])
+def _symmetric_lr(kind: str, n: int = 80, seed: int = 0) -> np.ndarray:
+    """Mirror-symmetric face-like 192 px images (a face's left-right symmetry) made 48 px by ``kind``:
+    ``area``, ``cubic`` / ``nearest`` (OpenCV, aliased), ``jpeg`` (area, then JPEG 60 at 48 px)."""
+    import cv2
+
+    from ferdata.sr.data import _jpeg
+
+    hr = _face_like(n, seed)
+    hr = ((hr.astype(np.uint16) + hr[:, :, ::-1]) // 2).astype(np.uint8)
+    flag = {"area": cv2.INTER_AREA, "jpeg": cv2.INTER_AREA, "cubic": cv2.INTER_CUBIC, "nearest": cv2.INTER_NEAREST}[kind]
+    lr = np.stack([cv2.resize(im, (48, 48), interpolation=flag) for im in hr])
+    return np.stack([_jpeg(im, 60) for im in lr]) if kind == "jpeg" else lr
+
+
+#: generated LR set -> the regime --model auto must read and the packaged x4 model it must pick
+_REGIMES = {"area": ("smooth", "espcn_x4"), "cubic": ("aliased", "espcn_x4_aliased"),
+            "jpeg": ("compressed", "espcn_x4_compressed"), "nearest": ("nearest", "espcn_x4_nearest")}
+
+
+@pytest.mark.parametrize("kind", list(_REGIMES))
+def test_auto_choice_reads_compressed_and_nearest_inputs(kind: str) -> None:
+    """Issue 27: blocky (JPEG) and OpenCV-nearest LR sets get their own models, smooth / aliased ones keep theirs,
+    and the evidence says why."""
+    from ferdata.sr.spectrum import BLOCKY_THRESHOLD, NEAREST_MARGIN, NEAREST_OFFSET, estimate_degradation
+    from ferdata.sr.step import auto_candidates, choose_model
+
+    regime, model = _REGIMES[kind]
+    lr = _symmetric_lr(kind, seed=5)
+    name, evidence = choose_model(list(lr), 4)
+    assert name == model == auto_candidates(4)[regime] and evidence["estimate"]["regime"] == regime
+    assert evidence["why"].startswith(f"regime {regime} (")
+    est = estimate_degradation(lr)
+    assert (est.blockiness > BLOCKY_THRESHOLD) == (kind == "jpeg")
+    if kind == "nearest":  # OpenCV nearest moves the image (1 - 1/4) / 2 px right: the symmetry axis with it
+        assert est.axis_offset is not None and est.axis_se is not None and est.axis_images == 80
+        assert abs(est.axis_offset - 0.375) < 0.1 and est.axis_offset - NEAREST_MARGIN * est.axis_se >= NEAREST_OFFSET
+        assert "symmetry axis" in est.why and "OpenCV nearest" in est.why
+    if kind == "cubic":  # centred aliased resize: axis measured, at the centre
+        assert est.axis_offset is not None and abs(est.axis_offset) < 0.1 and "not a nearest-neighbour shift" in est.why
+    if kind == "jpeg":
+        assert "8x8 JPEG blocks" in est.why
+    # too few images of one size to trust a mean face: an aliased set stays aliased (a wrong nearest costs dB)
+    if kind == "nearest":
+        assert estimate_degradation(lr[:40]).regime == "aliased"
+        assert estimate_degradation(lr[:, :, ::-1]).regime == "aliased"  # mirrored: the axis moves left
+
+
+def test_blockiness_and_symmetry_offset() -> None:
+    from ferdata.sr.data import _jpeg
+    from ferdata.sr.spectrum import blockiness, symmetry_offset
+
+    im = _face_like(1, seed=2, side=64)[0]
+    assert 0.8 < blockiness(im) < 1.1 < blockiness(_jpeg(im, 30))
+    assert blockiness(np.zeros((8, 40), np.uint8)) == 0.0 and blockiness(np.full((32, 32), 9, np.uint8)) == 0.0
+    sym = (im.astype(np.float64) + im[:, ::-1]) / 2
+    assert abs(symmetry_offset(sym)) < 0.01
+    shifted = np.real(np.fft.ifft(np.fft.fft(sym, axis=1) * np.exp(-2j * np.pi * np.fft.fftfreq(64) * 0.3), axis=1))
+    assert abs(symmetry_offset(shifted) - 0.3) < 0.02
+
+
+@pytest.mark.parametrize("kind", ["area", "cubic", "jpeg", "nearest"])
 def test_cli_upscale_model_auto_records_regime(kind: str, tmp_path: Path, run_cli) -> None:
     from PIL import Image
 
@@ -316,16 +394,19 @@ def test_cli_upscale_model_auto_records_regime(kind: str, tmp_path: Path, run_cl
     root = tmp_path / "faces"
     for cls in ("happy", "sad"):
         (root / cls).mkdir(parents=True)
-    for i, im in enumerate(_downscaled(kind, n=10, seed=4)):
+    n = 72 if kind == "nearest" else 10  # the symmetry test needs 64 images of one size
+    images = _downscaled(kind, n=n, seed=4) if kind in ("area", "cubic") else _symmetric_lr(kind, n=n, seed=4)
+    for i, im in enumerate(images):
         Image.fromarray(im).save(root / ("happy", "sad")[i % 2] / f"{i}.png")
-    regime = "smooth" if kind == "area" else "aliased"
+    regime = _REGIMES[kind][0]
     code, stdout, err = run_cli("sr-inspect", root)
     assert code == 0, err
-    assert stdout.startswith(f"regime {regime}:") and f"would use: {auto_candidates(4)[regime]}" in stdout
+    assert stdout.startswith(f"regime {regime} (") and f"would use: {auto_candidates(4)[regime]}" in stdout
     code, stdout, err = run_cli("upscale", "--espcn", root, "--out", tmp_path / "up", "--size", 96, "--scale", "4", "-q")
     assert code == 0, err
     auto = read_manifest(tmp_path / "up")["steps"][-1]["info"]["auto"]
-    assert auto["estimate"]["regime"] == regime and auto["estimate"]["images"] == 10
+    assert auto["estimate"]["regime"] == regime and auto["estimate"]["images"] == n
+    assert auto["estimate"]["why"] and auto["why"].startswith(f"regime {regime} (")
     assert auto["chosen"] == auto_candidates(4)[regime] == read_manifest(tmp_path / "up")["steps"][-1]["info"]["model"]
     assert f"model auto -> {auto['chosen']}" in stdout
 

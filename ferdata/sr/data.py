@@ -9,7 +9,7 @@ first cropped to a multiple of the scale). Fixed ones, each one row of the robus
 * ``cv_cubic`` / ``cv_linear`` / ``nearest``: OpenCV ``INTER_CUBIC`` / ``INTER_LINEAR`` /
   ``INTER_NEAREST`` *without* antialiasing, i.e. a plain ``cv2.resize`` downscale (aliased);
 * ``blur1_area``: Gaussian blur sigma 1 HR px, then ``area``;
-* ``area_jpeg75``: ``area``, then JPEG quality 75;
+* ``area_jpeg75`` / ``area_jpeg50``: ``area``, then JPEG quality 75 / 50 (Pillow, 4:2:0 irrelevant: gray);
 * ``area_noise2``: ``area``, then Gaussian sensor noise sigma 2 gray levels.
 
 Random ones, for training (each draw differs; seeded):
@@ -22,7 +22,10 @@ Random ones, for training (each draw differs; seeded):
   0.5-4 gray levels) in random order (blur and noise act at whatever resolution the image has
   at that point), then JPEG (p 0.5, quality 50-95);
 * ``mix_smooth`` / ``mix_aliased``: ``mix`` with only the antialiased (area, bicubic, bilinear)
-  or only the aliased (cv_cubic, cv_linear) kernels.
+  or only the aliased (cv_cubic, cv_linear) kernels;
+* ``mix_jpeg``: ``mix_smooth`` whose last stage is always JPEG, quality 40-90 (compressed web
+  faces; the training pool of ``espcn_x4_compressed``);
+* ``mix_nearest``: ``mix`` with only the ``nearest`` kernel (the training pool of ``espcn_x4_nearest``).
 
 The split is by **person**: the name in the file name (``Colin_Powell_0042.png`` -> ``Colin_Powell``)
 is hashed (sha256 modulo 100): buckets 0-9 are ``heldout`` (evaluation only, never trained on,
@@ -42,11 +45,12 @@ import numpy as np
 from ferdata.errors import InputNotFound, UsageError
 
 #: fixed degradations, in the order of the robustness table
-FIXED = ("area", "bicubic", "bilinear", "cv_cubic", "cv_linear", "nearest", "blur1_area", "area_jpeg75", "area_noise2")
+FIXED = ("area", "bicubic", "bilinear", "cv_cubic", "cv_linear", "nearest", "blur1_area", "area_jpeg75", "area_jpeg50",
+         "area_noise2")
 #: random degradations (training)
-RANDOM = ("blur_jpeg", "mix", "mix_smooth", "mix_aliased")
+RANDOM = ("blur_jpeg", "mix", "mix_smooth", "mix_aliased", "mix_jpeg", "mix_nearest")
 DEGRADATIONS = FIXED + RANDOM
-#: the rows of issue 17's robustness table (plus nearest and noise)
+#: the rows of the robustness table (issue 17's, plus nearest, noise and JPEG 50 from issue 27)
 ROBUST_EVAL = FIXED
 SMOOTH_KERNELS = ("area", "bicubic", "bilinear")
 #: nearest is left out of the random chains: it samples the top-left HR pixel of each block, a
@@ -143,7 +147,8 @@ def _jpeg(im: np.ndarray, quality: int) -> np.ndarray:
     return np.asarray(Image.open(buf).convert("L"), dtype=np.uint8)
 
 
-def _chain(hr: np.ndarray, size: tuple[int, int], kernels: tuple[str, ...], rng: np.random.Generator) -> np.ndarray:
+def _chain(hr: np.ndarray, size: tuple[int, int], kernels: tuple[str, ...], rng: np.random.Generator, *,
+           jpeg_p: float = 0.5, quality: tuple[int, int] = (50, 95)) -> np.ndarray:
     ops = ["resize"]
     if rng.random() < 0.5:
         ops.append("blur")
@@ -158,8 +163,8 @@ def _chain(hr: np.ndarray, size: tuple[int, int], kernels: tuple[str, ...], rng:
             im = _blur(im, rng.uniform(0.2, 1.5) * im.shape[1] / hr.shape[1])
         else:
             im = _noise(im, rng.uniform(0.5, 4.0), rng)
-    if rng.random() < 0.5:
-        im = _jpeg(im, int(rng.integers(50, 96)))
+    if rng.random() < jpeg_p:
+        im = _jpeg(im, int(rng.integers(quality[0], quality[1] + 1)))
     return im
 
 
@@ -180,14 +185,17 @@ def degrade(hr: np.ndarray, scale: int, method: str, *, rng: np.random.Generator
         return _resize(hr, size, method)
     if method == "blur1_area":
         return _resize(_blur(hr, 1.0), size, "area")
-    if method == "area_jpeg75":
-        return _jpeg(_resize(hr, size, "area"), 75)
+    if method in ("area_jpeg75", "area_jpeg50"):
+        return _jpeg(_resize(hr, size, "area"), int(method[-2:]))
     if method == "area_noise2":
         return _noise(_resize(hr, size, "area"), 2.0, rng)
     if method == "blur_jpeg":
         lr = _resize(_blur(hr, rng.uniform(0.3, 1.0)), size, "area")
         return _jpeg(lr, int(rng.integers(70, 96)))
-    kernels = {"mix": SMOOTH_KERNELS + ALIASED_KERNELS, "mix_smooth": SMOOTH_KERNELS, "mix_aliased": ALIASED_KERNELS}
+    if method == "mix_jpeg":
+        return _chain(hr, size, SMOOTH_KERNELS, rng, jpeg_p=1.0, quality=(40, 90))
+    kernels = {"mix": SMOOTH_KERNELS + ALIASED_KERNELS, "mix_smooth": SMOOTH_KERNELS, "mix_aliased": ALIASED_KERNELS,
+               "mix_nearest": ("nearest",)}
     return _chain(hr, size, kernels[method], rng)
 
 

@@ -31,6 +31,37 @@ exactly /2; log-linear in between, the end values beyond). The separation shrink
 at 36 px 1.4-1.6x), and it is a property of the
 content as well as of the resize: images with much less fine detail than faces read as smooth.
 The decision is on the median of ``fraction / threshold(side)`` (``score``; > 1 is aliased).
+
+Two more regimes (issue 27), each with its own packaged x4 model:
+
+* ``compressed``: JPEG saved at the image's own size leaves 8x8 blocks. :func:`blockiness` is the
+  mean absolute difference between neighbouring pixels across the block grid (columns / rows
+  7|8, 15|16, ...) over the same mean inside the blocks. Medians over 283 held-out faces at 36 px
+  (``bench_sr.py --only detect``): 0.95-0.97 for every resize, blur and noise, 0.99 / 1.01 after
+  JPEG 90 / 85, 1.05-1.08 after JPEG 75, 1.20 after JPEG 50; fer2013-dev 0.98.
+  A sample whose median is above :data:`BLOCKY_THRESHOLD` (1.03) is ``compressed``, before
+  anything else (JPEG also adds top-band energy). A grid that is not at the image origin (an image
+  cropped or resized after compression) is not seen.
+* ``nearest``: OpenCV ``INTER_NEAREST`` keeps the top-left high-resolution pixel of each block
+  instead of the block's centre, so the whole image moves right and down by ``(1 - 1/f) / 2`` of
+  a low-resolution pixel for a factor f (0.375 at x4). Nothing in one image's pixels shows that
+  (its spectrum is that of a centred aliased resize: 0.0196 against 0.0198 above), so the test
+  uses a prior on faces: a face is mirror-symmetric, and the mean of a sample of face crops has
+  its left-right symmetry axis near the centre. :func:`symmetry_offset` measures where that axis
+  is (sub-pixel, from the cross-spectrum of the mean image and its mirror) and eight
+  interleaved sub-samples give its standard error. An ``aliased`` sample is ``nearest`` when the
+  axis is right of the centre by at least :data:`NEAREST_OFFSET` (0.25 px) plus three standard
+  errors (:data:`NEAREST_MARGIN`), measured on at least :data:`AXIS_MIN_IMAGES` images of one size
+  no larger than :data:`AXIS_MAX_SIDE`. Measured axes of real faces (``bench_sr.py --only
+  detect``): faces-hr-144 held out at 36 px +0.19 +- 0.09 (every centred resize), +0.57 +- 0.08
+  after OpenCV nearest; all 3,000 faces at 36 / 48 / 64 px +0.09 / +0.12 / +0.16, after nearest
+  +0.46 / +0.45 / +0.60; FER2013 train +0.10, fer2013-dev -0.01. Random 500-face samples spread
+  by about +-0.1 (sd) around those: with two standard errors 1 of 70 aliased 500-face samples
+  read as nearest; with three none of 180 (area and OpenCV cubic at 36 / 48 / 64 px), while 14 /
+  9 / 0 of 30 nearest samples at 36 / 48 / 64 px do (the rest stay ``aliased``).
+  A sample of non-faces, of profiles, or of faces cropped off-centre carries no such evidence; a
+  wrong ``nearest`` call moves the output 1.5 px (about -7 dB against bicubic), a missed one
+  loses nothing against the aliased model (about bicubic's level), hence the wide one-sided margin.
 """
 
 from __future__ import annotations
@@ -56,7 +87,22 @@ MIN_SIDE = 16
 #: reference medians (see the module docstring), printed with every estimate
 REFERENCES = {"area": 0.0141, "pil_bicubic": 0.0129, "pil_bilinear": 0.0111, "blur1_area": 0.0103,
               "cv_cubic": 0.0198, "cv_linear": 0.0198, "cv_nearest": 0.0196}
-REGIMES = ("smooth", "aliased")
+REGIMES = ("smooth", "aliased", "compressed", "nearest")
+#: median blockiness above which a sample is called JPEG-compressed (clean 0.95-0.98, JPEG 75 1.05-1.08)
+BLOCKY_THRESHOLD = 1.03
+#: JPEG block side
+BLOCK = 8
+#: smallest right shift (px) of the mean face's symmetry axis, beyond two standard errors, read as OpenCV nearest
+NEAREST_OFFSET = 0.25
+#: standard errors the axis must clear NEAREST_OFFSET by (one-sided: a wrong nearest call costs ~7 dB)
+NEAREST_MARGIN = 3.0
+#: images of one size needed to measure the symmetry axis
+AXIS_MIN_IMAGES = 64
+#: largest side the symmetry test is made on (a crop's own off-centre grows with the side; the
+#: nearest shift stays under half a pixel)
+AXIS_MAX_SIDE = 64
+#: interleaved sub-samples for the axis's standard error
+AXIS_SPLITS = 8
 
 
 @dataclass
@@ -64,7 +110,9 @@ class DegradationEstimate:
     """The regime of a sample of images and the evidence for it.
 
     Attributes:
-        regime: ``smooth`` (area / antialiased downscale, blur) or ``aliased`` (plain resize).
+        regime: ``smooth`` (area / antialiased downscale, blur), ``aliased`` (plain resize),
+            ``compressed`` (8x8 JPEG blocks) or ``nearest`` (aliased, and the faces' symmetry axis
+            shifted right as OpenCV nearest does).
         high_band_fraction: median share of power above 0.75 Nyquist.
         high_mid_ratio: median top-band / mid-band power.
         score: median of each image's fraction over the threshold for its side (> 1: aliased).
@@ -73,6 +121,11 @@ class DegradationEstimate:
         quartiles: 25th and 75th percentile of ``high_band_fraction``.
         share_above: share of the images above their threshold one by one.
         references: medians of downscaled real faces per method (module docstring).
+        blockiness: median 8x8-grid blockiness (:func:`blockiness`; > 1.03: compressed).
+        axis_offset: the mean image's symmetry axis right of the centre, px (None: not measured).
+        axis_se: its standard error over interleaved sub-samples.
+        axis_images: images it was measured on (the most common size).
+        why: the rule that decided, in words.
     """
 
     regime: str
@@ -85,6 +138,11 @@ class DegradationEstimate:
     quartiles: tuple[float, float]
     share_above: float
     references: dict[str, float] = field(default_factory=lambda: dict(REFERENCES))
+    blockiness: float = 1.0
+    axis_offset: float | None = None
+    axis_se: float | None = None
+    axis_images: int = 0
+    why: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (what ``ferdata.json`` records)."""
@@ -94,7 +152,10 @@ class DegradationEstimate:
 
     def summary(self) -> str:
         """One line for the terminal."""
-        return (f"regime {self.regime}: median high-band (>{HIGH_BAND} Nyquist) energy fraction "
+        axis = (f"symmetry axis {self.axis_offset:+.3f} +- {self.axis_se:.3f} px of {self.axis_images} images"
+                if self.axis_offset is not None and self.axis_se is not None else "symmetry axis not measured")
+        return (f"regime {self.regime} ({self.why}): blockiness {self.blockiness:.3f} (JPEG above {BLOCKY_THRESHOLD}), "
+                f"{axis}; median high-band (>{HIGH_BAND} Nyquist) energy fraction "
                 f"{self.high_band_fraction:.4f} against threshold {self.threshold:.4f} (score {self.score:.2f}; "
                 f"faces at 48 px: area 0.0141, antialiased 0.0111-0.0129, aliased 0.0196-0.0198), high/mid ratio "
                 f"{self.high_mid_ratio:.3f}, {self.share_above * 100:.0f} % of {self.images} images above")
@@ -134,6 +195,67 @@ def band_powers(image: np.ndarray) -> tuple[float, float]:
     return float(high / total), float(high / mid) if mid > 0 else 0.0
 
 
+def blockiness(image: np.ndarray) -> float:
+    """Mean absolute step across the 8x8 grid over the mean step inside the blocks (1: no grid).
+
+    Horizontal and vertical neighbours are averaged; 0.0 for an image under 16 pixels a side or
+    without any step.
+
+    Example:
+        >>> im = np.kron(np.arange(16).reshape(4, 4) * 10, np.ones((8, 8))).astype(np.uint8)
+        >>> blockiness(im) > 10                     # flat blocks: every step is on the grid
+        True
+    """
+    x = _gray(image).astype(np.float64)
+    if min(x.shape) < 2 * BLOCK:
+        return 0.0
+    on = off = 0.0
+    n_on = n_off = 0
+    for d in (np.abs(np.diff(x, axis=1)), np.abs(np.diff(x, axis=0)).T):
+        grid = (np.arange(d.shape[1]) % BLOCK) == BLOCK - 1
+        on, n_on = on + d[:, grid].sum(), n_on + d[:, grid].size
+        off, n_off = off + d[:, ~grid].sum(), n_off + d[:, ~grid].size
+    if off <= 0:
+        return 0.0 if on <= 0 else float("inf")
+    return float((on / n_on) / (off / n_off))
+
+
+def symmetry_offset(image: np.ndarray, *, search: float = 2.0, step: float = 0.005) -> float:
+    """Where the left-right mirror axis of ``image`` lies, in pixels right of the centre.
+
+    The mirrored image is shifted (by the Fourier shift theorem, sub-pixel) until it matches the
+    image best; the axis is half that shift. Meant for the mean of many face crops.
+
+    Example:
+        >>> x = np.zeros((8, 33)); x[:, 17] = 1.0; x[:, 15] = x[:, 19] = 0.5   # symmetric about column 17
+        >>> symmetry_offset(x)                                                 # centre is 16
+        1.0
+    """
+    m = np.asarray(image, np.float64)
+    m = m - m.mean()
+    cross = (np.fft.fft(m, axis=1) * np.conj(np.fft.fft(m[:, ::-1], axis=1))).sum(axis=0)
+    freqs = np.fft.fftfreq(m.shape[1])
+    shifts = np.arange(-2 * search, 2 * search + step / 2, step)
+    score = np.real(np.exp(2j * np.pi * shifts[:, None] * freqs[None, :]) @ cross)
+    return round(float(shifts[int(np.argmax(score))] / 2), 4) + 0.0
+
+
+def _axis_evidence(images: list[np.ndarray]) -> tuple[float | None, float | None, int]:
+    """The symmetry axis of the sample's mean image (most common size), its standard error, images used."""
+    from collections import Counter
+
+    if not images:
+        return None, None, 0
+    shape, count = Counter(im.shape[:2] for im in images).most_common(1)[0]
+    if count < AXIS_MIN_IMAGES or max(shape) > AXIS_MAX_SIDE:
+        return None, None, count
+    stack = np.stack([_gray(im).astype(np.float64) for im in images if im.shape[:2] == shape])
+    offset = symmetry_offset(stack.mean(axis=0))
+    parts = [symmetry_offset(stack[k::AXIS_SPLITS].mean(axis=0)) for k in range(AXIS_SPLITS)]
+    se = float(np.std(parts, ddof=1) / np.sqrt(AXIS_SPLITS))
+    return offset, round(se, 4), len(stack)
+
+
 def threshold_for(side: float) -> float:
     """The aliased threshold of ``high_band_fraction`` for images of this side (module docstring).
 
@@ -167,7 +289,7 @@ def estimate_degradation(images: Iterable[np.ndarray], *, threshold: float | Non
         >>> estimate_degradation(faces_48).regime       # doctest: +SKIP
         'smooth'
     """
-    fractions, ratios, limits, sides, skipped = [], [], [], [], 0
+    fractions, ratios, limits, sides, blocks, kept, skipped = [], [], [], [], [], [], 0
     for im in images:
         im = np.asarray(im)
         if im.ndim < 2 or min(im.shape[:2]) < MIN_SIDE:
@@ -179,6 +301,8 @@ def estimate_degradation(images: Iterable[np.ndarray], *, threshold: float | Non
             continue
         fractions.append(frac)
         ratios.append(ratio)
+        blocks.append(blockiness(im))
+        kept.append(im)
         side = float(np.sqrt(im.shape[0] * im.shape[1]))
         sides.append(side)
         limits.append(threshold if threshold is not None else threshold_for(side))
@@ -187,8 +311,22 @@ def estimate_degradation(images: Iterable[np.ndarray], *, threshold: float | Non
                          f"degradation from ({skipped} skipped)")
     f, lim = np.asarray(fractions), np.asarray(limits)
     score = float(np.median(f / lim))
+    block = float(np.median(blocks))
+    offset, se, axis_images = _axis_evidence(kept) if score > 1.0 and block <= BLOCKY_THRESHOLD else (None, None, 0)
+    if block > BLOCKY_THRESHOLD:
+        regime, why = "compressed", f"8x8 JPEG blocks: blockiness {block:.3f} > {BLOCKY_THRESHOLD}"
+    elif score <= 1.0:
+        regime, why = "smooth", f"aliasing score {score:.2f} <= 1"
+    elif offset is not None and se is not None and offset - NEAREST_MARGIN * se >= NEAREST_OFFSET:
+        regime, why = "nearest", (f"aliasing score {score:.2f} > 1 and the faces' symmetry axis {offset:+.3f} px "
+                                  f"(se {se:.3f}) is right of the centre by >= {NEAREST_OFFSET} px + {NEAREST_MARGIN:g} se: "
+                                  "OpenCV nearest")
+    else:
+        regime = "aliased"
+        why = f"aliasing score {score:.2f} > 1" + (
+            "" if offset is None else f"; symmetry axis {offset:+.3f} px (se {se:.3f}) not a nearest-neighbour shift")
     return DegradationEstimate(
-        regime="aliased" if score > 1.0 else "smooth",
+        regime=regime,
         high_band_fraction=round(float(np.median(f)), 5),
         high_mid_ratio=round(float(np.median(ratios)), 4),
         score=round(score, 4),
@@ -197,6 +335,11 @@ def estimate_degradation(images: Iterable[np.ndarray], *, threshold: float | Non
         skipped=skipped,
         quartiles=(round(float(np.percentile(f, 25)), 5), round(float(np.percentile(f, 75)), 5)),
         share_above=round(float(np.mean(f > lim)), 4),
+        blockiness=round(block, 4),
+        axis_offset=offset,
+        axis_se=se,
+        axis_images=axis_images,
+        why=why,
     )
 
 

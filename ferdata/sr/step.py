@@ -5,9 +5,11 @@ becomes the new pixels' id, ``parent_id`` holds the old one and ``root_id`` is k
 entry records the model, scale, backend, resize mode, and the input and output sizes.
 
 ``model: auto`` (the default) decodes a seeded sample of up to 500 input images, estimates how
-they were made (:func:`ferdata.sr.spectrum.estimate_degradation`: ``smooth`` or ``aliased``) and
-picks the packaged model for that regime; the estimate, the candidates and the choice are
-recorded under ``info.auto`` of the step's entry in ``ferdata.json``.
+they were made (:func:`ferdata.sr.spectrum.estimate_degradation`: ``smooth``, ``aliased``,
+``compressed`` (8x8 JPEG blocks) or ``nearest`` (OpenCV nearest-neighbour downscale)) and picks
+the packaged model for that regime (:func:`auto_candidates`); the estimate with its evidence, the
+rule that decided (``why``), the candidates and the choice are recorded under ``info.auto`` of
+the step's entry in ``ferdata.json``.
 
 Rows are processed in batches of 1,024 in one process (``--num-proc`` does not apply: TensorFlow
 and ``cv2.dnn`` already use every core, and worker processes forked after TensorFlow has run
@@ -41,6 +43,8 @@ DEFAULT_RESIZE = "post"
 AUTO = "auto"
 #: images decoded to estimate the regime for ``model: auto``
 AUTO_SAMPLE = 500
+#: regimes with their own packaged model (``espcn_x{s}_{regime}``), in fallback order
+SPECIALISED = ("aliased", "compressed", "nearest")
 
 
 @dataclass
@@ -82,8 +86,9 @@ def native_scale(side: int | None, size: int | None, regime: str | None = None) 
     """``scale: auto``: the factor of the packaged ``espcn_x{s}`` that reaches ``size`` from an
     input of ``side`` pixels with the least resampling -- the smallest packaged factor whose output
     is at least ``size`` (48 -> 96: 2; 48 -> 112 or 144: 3), else the largest packaged one (48 -> 224: 4);
-    4 when ``size`` or ``side`` is unknown. With ``regime="aliased"`` only factors that have a
-    packaged ``espcn_x{s}_aliased`` count (the smooth models lose to bicubic on aliased inputs).
+    4 when ``size`` or ``side`` is unknown. With ``regime="aliased"`` (``compressed``, ``nearest``)
+    only factors that have a packaged ``espcn_x{s}_aliased`` (``_compressed``, ``_nearest``) count,
+    when any has one (the smooth models lose to bicubic on those inputs).
 
     Example:
         >>> native_scale(48, 96), native_scale(48, 224)   # doctest: +SKIP
@@ -93,8 +98,8 @@ def native_scale(side: int | None, size: int | None, regime: str | None = None) 
     from ferdata.sr.upscaler import packaged_models
 
     models = packaged_models()
-    suffix = "_aliased" if regime == "aliased" else ""
-    have = [s for s in SCALES if f"espcn_x{s}{suffix}" in models]
+    suffix = f"_{regime}" if regime in SPECIALISED else ""
+    have = [s for s in SCALES if f"espcn_x{s}{suffix}" in models] or [s for s in SCALES if f"espcn_x{s}" in models]
     if not have or side is None or size is None:
         return 4
     reach = [s for s in have if s * side >= size]
@@ -102,8 +107,10 @@ def native_scale(side: int | None, size: int | None, regime: str | None = None) 
 
 
 def auto_candidates(scale: int) -> dict[str, str]:
-    """Regime -> packaged model name for ``model: auto`` at ``scale`` (the ``aliased`` entry only
-    when a specialised ``espcn_x{scale}_aliased`` is packaged).
+    """Regime -> packaged model name for ``model: auto`` at ``scale``: ``espcn_x{scale}`` for
+    ``smooth``; ``espcn_x{scale}_{regime}`` for ``aliased``, ``compressed`` and ``nearest`` where
+    packaged, else ``espcn_x{scale}`` (``nearest`` falls back to the aliased model: its input is
+    an aliased resize).
 
     Raises:
         UsageError: when no packaged model has this scale.
@@ -115,9 +122,10 @@ def auto_candidates(scale: int) -> dict[str, str]:
     if base not in models:
         raise UsageError(f"--model auto: no packaged x{scale} model (packaged: {', '.join(models) or '(none)'}); "
                          f"pass --scale 4 or --model PATH to a .pb / .keras")
-    out = {"smooth": base, "aliased": base}
-    if f"{base}_aliased" in models:
-        out["aliased"] = f"{base}_aliased"
+    out = {"smooth": base}
+    for regime in SPECIALISED:
+        fallback = out["aliased"] if regime == "nearest" else base
+        out[regime] = f"{base}_{regime}" if f"{base}_{regime}" in models else fallback
     return out
 
 

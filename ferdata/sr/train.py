@@ -9,7 +9,9 @@
 * ``metrics.json`` and ``model_card.md``: data, degradation, training settings, history and the
   held-out PSNR table against bicubic.
 
-Training: random aligned LR/HR patch pairs from the ``train`` hash split (horizontal flips), each
+Training: random aligned LR/HR patch pairs from the ``train`` hash split (horizontal flips, except
+for ``nearest`` / ``mix_nearest`` pairs: OpenCV nearest keeps the top-left pixel of each block, and a
+mirrored pair would teach the opposite shift), each
 LR made by one of the configured degradations (see :mod:`ferdata.sr.data`), MSE loss on [0, 1]
 pixels, Adam with a cosine learning-rate decay, a PSNR callback on the ``validation`` split and
 early stopping on it (best weights restored). The ``heldout`` split is only evaluated.
@@ -64,6 +66,10 @@ class EspcnTrainConfig:
     #: start from these weights (a packaged name such as espcn_x4, or a .pb / .keras path) instead
     #: of a random initialisation; the architecture must match
     init: str | None = None
+    #: fixed degradations whose mean validation PSNR drives early stopping and the restored best
+    #: epoch (``val_psnr``); empty = every row of the robustness table (before issue 27 always so).
+    #: A model made for some inputs should be selected on those (e.g. area_jpeg75,area_jpeg50)
+    validate_on: tuple[str, ...] = ()
     #: use at most this many training images (tests)
     limit: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -79,6 +85,10 @@ class EspcnTrainConfig:
         if bad or not self.degradations:
             raise UsageError(f"degradations must be among {', '.join(DEGRADATIONS)} (optionally NAME:WEIGHT with a "
                              f"positive weight), got {', '.join(bad) or '(none)'}")
+        self.validate_on = tuple(self.validate_on)
+        bad = [d for d in self.validate_on if d not in ROBUST_EVAL]
+        if bad:
+            raise UsageError(f"validate_on must be among {', '.join(ROBUST_EVAL)}, got {', '.join(bad)}")
         for name in ("patch", "batch_size", "steps_per_epoch", "epochs", "patience", "variants"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
@@ -123,6 +133,10 @@ def make_training_lr(hr: np.ndarray, scale: int, degradations: tuple[str, ...], 
     return np.stack(stacks), p / p.sum(), names
 
 
+#: degradations whose LR/HR pairs are not mirrored in training (not mirror-symmetric sampling)
+UNFLIPPABLE = ("nearest", "mix_nearest")
+
+
 class PatchSampler:
     """Random aligned (LR, HR) patch batches from in-memory image stacks (seeded, reproducible).
 
@@ -134,15 +148,18 @@ class PatchSampler:
         batch_size: patches per batch.
         seed: random seed.
         weights: draw probability of each LR stack (default: uniform).
+        flippable: per LR stack, whether a mirrored pair stays aligned (default: all); False for
+            OpenCV nearest, whose sampling is not mirror-symmetric (:data:`UNFLIPPABLE`).
     """
 
     def __init__(self, lr: np.ndarray, hr: np.ndarray, *, scale: int, patch: int, batch_size: int, seed: int,
-                 weights: np.ndarray | None = None) -> None:
+                 weights: np.ndarray | None = None, flippable: np.ndarray | None = None) -> None:
         if patch > min(lr.shape[-2:]):
             raise UsageError(f"patch {patch} is larger than the LR images {lr.shape[-2:]}")
         self.lr, self.hr, self.scale, self.patch, self.batch_size = lr, hr, scale, patch, batch_size
         self.rng = np.random.default_rng(seed)
         self.weights = None if weights is None else np.asarray(weights, np.float64) / np.sum(weights)
+        self.flippable = np.ones(len(lr), bool) if flippable is None else np.asarray(flippable, bool)
 
     def batch(self) -> tuple[np.ndarray, np.ndarray]:
         """One batch of float32 ``(B, p, p, 1)`` LR and ``(B, p*s, p*s, 1)`` HR patches in [0, 1]."""
@@ -152,6 +169,7 @@ class PatchSampler:
         di = rng.choice(d, size=b, p=self.weights) if self.weights is not None else rng.integers(0, d, b)
         ni = rng.integers(0, n, b)
         ys, xs, flips = rng.integers(0, h - p + 1, b), rng.integers(0, w - p + 1, b), rng.random(b) < 0.5
+        flips &= self.flippable[di]
         lr = np.empty((b, p, p), np.uint8)
         hr = np.empty((b, p * s, p * s), np.uint8)
         for k in range(b):
@@ -193,11 +211,13 @@ def _psnr_callback_class() -> type:
         Args:
             lr_sets: name -> uint8 ``(N, h, w)`` LR stack (e.g. one per degradation).
             hr: uint8 ``(N, H, W)`` HR stack shared by the LR sets.
+            monitor: the names whose mean PSNR is ``val_psnr`` (default: all of ``lr_sets``).
         """
 
-        def __init__(self, lr_sets: dict[str, np.ndarray], hr: np.ndarray) -> None:
+        def __init__(self, lr_sets: dict[str, np.ndarray], hr: np.ndarray, monitor: tuple[str, ...] = ()) -> None:
             super().__init__()
             self.lr_sets, self.hr = lr_sets, hr
+            self.monitor = tuple(monitor) or tuple(lr_sets)
             size = (hr.shape[2], hr.shape[1])
             self.baseline = {k: psnr(hr, resize_stack(v, size)) for k, v in lr_sets.items()}
 
@@ -205,7 +225,7 @@ def _psnr_callback_class() -> type:
             if logs is None:
                 return
             gains = {k: psnr(self.hr, predict_images(self.model, v)) - self.baseline[k] for k, v in self.lr_sets.items()}
-            logs["val_psnr"] = float(np.mean([self.baseline[k] + g for k, g in gains.items()]))
+            logs["val_psnr"] = float(np.mean([self.baseline[k] + gains[k] for k in self.monitor]))
             for k, g in gains.items():
                 logs[f"val_gain_{k}"] = float(g)
             logger.info("epoch %d: val_psnr %.3f dB, gains over bicubic %s", epoch + 1, logs["val_psnr"],
@@ -214,13 +234,13 @@ def _psnr_callback_class() -> type:
     return PSNRCallback
 
 
-def PSNRCallback(lr_sets: dict[str, np.ndarray], hr: np.ndarray) -> Any:  # noqa: N802 (a class factory)
+def PSNRCallback(lr_sets: dict[str, np.ndarray], hr: np.ndarray, monitor: tuple[str, ...] = ()) -> Any:  # noqa: N802
     """Build the PSNR callback (a ``keras.callbacks.Callback``; Keras is imported lazily).
 
     Example:
         >>> cb = PSNRCallback({"area": lr_area}, hr)   # doctest: +SKIP
     """
-    return _psnr_callback_class()(lr_sets, hr)
+    return _psnr_callback_class()(lr_sets, hr, monitor)
 
 
 def export_frozen_graph(model: keras.Model, path: str | Path) -> Path:
@@ -347,10 +367,12 @@ def train_espcn(hr_dir: str | Path, *, out: str | Path, config: EspcnTrainConfig
     names, hr_train = load_hr_folder(hr_dir, split="train", limit=config.limit)
     _, hr_val = load_hr_folder(hr_dir, split="validation", limit=None if config.limit is None else max(4, config.limit // 4))
     hr_train, hr_val = crop_to_multiple(hr_train, s), crop_to_multiple(hr_val, s)
-    lr_train, weights, _ = make_training_lr(hr_train, s, config.degradations, variants=config.variants, seed=config.seed)
+    lr_train, weights, stack_names = make_training_lr(hr_train, s, config.degradations, variants=config.variants,
+                                                      seed=config.seed)
     lr_val = {d: degrade_all(hr_val, s, d, seed=config.seed + 100) for d in ROBUST_EVAL}
     sampler = PatchSampler(lr_train, hr_train, scale=s, patch=min(config.patch, *lr_train.shape[-2:]),
-                           batch_size=config.batch_size, seed=config.seed, weights=weights)
+                           batch_size=config.batch_size, seed=config.seed, weights=weights,
+                           flippable=np.array([n not in UNFLIPPABLE for n in stack_names]))
 
     model = build_espcn(s, 1, config.filters, activation=config.activation, skip=config.skip)
     init_file = load_initial_weights(model, config.init) if config.init else None
@@ -358,7 +380,7 @@ def train_espcn(hr_dir: str | Path, *, out: str | Path, config: EspcnTrainConfig
     schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, total, alpha=config.min_lr_fraction)
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss="mse")
     callbacks = [
-        PSNRCallback(lr_val, hr_val),
+        PSNRCallback(lr_val, hr_val, config.validate_on),
         keras.callbacks.EarlyStopping(monitor="val_psnr", mode="max", patience=config.patience, restore_best_weights=True),
     ]
     start = time.perf_counter()
@@ -400,8 +422,10 @@ def model_card(metrics: dict[str, Any]) -> str:
         f"ferdata train-espcn {d['hr_dir']} --scale {s} --out MODEL_DIR --epochs {c['epochs']} "
         f"--steps-per-epoch {c['steps_per_epoch']} --patch {c['patch']} --batch-size {c['batch_size']} "
         f"--lr {c['learning_rate']} --filters {c['filters'][0]},{c['filters'][1]} --degradations {','.join(c['degradations'])}"
-        + (f" --init {c['init']}" if c.get("init") else ""))
+        + (f" --init {c['init']}" if c.get("init") else "")
+        + (f" --validate-on {','.join(c['validate_on'])}" if c.get("validate_on") else ""))
     skip = ", plus a linear 5x5 input-to-output skip convolution" if c["skip"] else ""
+    validated = ", ".join(c.get("validate_on") or ["every fixed degradation"])
     init = (f"\n- **Initial weights**: `{c['init']}` (fine-tuned from it; sha256 {metrics.get('init_sha256', '')[:16]}...)."
             if c.get("init") else "")
     return f"""# {metrics['model']}: ESPCN x{s} trained on faces (ferdata)
@@ -419,7 +443,7 @@ Gray / Y-channel super-resolution by sub-pixel convolution (Shi et al. 2016), 5-
 - **Training**: {c['patch']}x{c['patch']} LR patches, batch {c['batch_size']}, {c['steps_per_epoch']} steps x up to
   {c['epochs']} epochs ({metrics['epochs_run']} run, {metrics['train_seconds']:.0f} s), Adam lr {c['learning_rate']}
   cosine-decayed to x{c['min_lr_fraction']}, MSE on [0, 1],
-  early stopping on validation PSNR (patience {c['patience']}), seed {c['seed']}.
+  early stopping on validation PSNR (patience {c['patience']}; mean over {validated}), seed {c['seed']}.
 - **OpenCV**: `sr = cv2.dnn_superres.DnnSuperResImpl_create(); sr.readModel("espcn_x{s}.pb"); sr.setModel("espcn", {s})`.
 
 ## Held-out PSNR (dB, gray, 4-px border shaved)

@@ -21,7 +21,12 @@ exits with a message when it is absent. Every figure is printed with its baselin
 6. Robustness (``--robust [--scale 4] [--compare OLD.pb]``): held-out people, x4 (x3: 48->144, x2:
    72->144), LR made by every degradation
    of ``ferdata.sr.data.ROBUST_EVAL``; bicubic PSNR and each model's gain over it, and the model
-   ``--model auto`` picks for each LR set from its spectrum.
+   ``--model auto`` picks for each LR set from its spectrum, blockiness and symmetry axis, beside
+   what it picked before issue 27 (smooth / aliased only).
+7. Detectors (``--only detect``): the blockiness and the faces' symmetry axis behind the
+   ``compressed`` and ``nearest`` regimes on held-out faces per degradation (and JPEG 85-95),
+   on all of faces-hr-144 at 36 / 48 / 64 px with the spread over random 500-face samples, and on
+   real FER2013 (fer2013-dev, a tenth of fer2013-train).
 """
 
 from __future__ import annotations
@@ -219,9 +224,9 @@ def robust(compare: list[Path], scale: int = 4) -> dict[str, dict[str, float]]:
         models[path.name] = Upscaler.load(path, scale)
     candidates = auto_candidates(scale)
     print(f"\n## 6. Robustness: {len(hr)} held-out faces (people never trained on), x{scale} {144 // scale}->144, "
-          "PSNR dB, gain over bicubic\n")
-    print("| LR made by | bicubic | " + " | ".join(models) + " | auto picks | auto gain |")
-    print("|---|---|" + "---|" * len(models) + "---|---|")
+          f"PSNR dB, gain over bicubic ({os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f})\n")
+    print("| LR made by | bicubic | " + " | ".join(models) + " | auto before issue 27 | auto picks | auto gain |")
+    print("|---|---|" + "---|" * len(models) + "---|---|---|")
     table: dict[str, dict[str, float]] = {}
     for method in ROBUST_EVAL:
         lr = degrade_all(hr, scale, method, seed=1)
@@ -229,21 +234,78 @@ def robust(compare: list[Path], scale: int = 4) -> dict[str, dict[str, float]]:
         gains = {name: psnr(hr, up.upscale(lr)) - base for name, up in models.items()}
         est = estimate_degradation(lr)
         pick = candidates[est.regime]
-        table[method] = {"bicubic": base, **gains, "auto": gains[pick]}
+        old = f"espcn_x{scale}_aliased" if est.score > 1.0 and f"espcn_x{scale}_aliased" in gains else f"espcn_x{scale}"
+        table[method] = {"bicubic": base, **gains, "auto_old": gains[old], "auto": gains[pick]}
+        evidence = {"compressed": f"blockiness {est.blockiness:.3f}",
+                    "nearest": f"axis {est.axis_offset or 0:+.2f} px"}.get(est.regime, f"score {est.score:.2f}")
         print(f"| {method} | {base:.2f} | " + " | ".join(f"{g:+.2f}" for g in gains.values())
-              + f" | {pick} ({est.regime}, score {est.score:.2f}) | {gains[pick]:+.2f} |")
-    cols = [*models, "auto"]
+              + f" | {gains[old]:+.2f} | {pick} ({est.regime}, {evidence}) | {gains[pick]:+.2f} |")
+    cols = [*models, "auto_old", "auto"]
     means = {c: float(np.mean([row[c] for row in table.values()])) for c in cols}
     worst = {c: float(np.min([row[c] for row in table.values()])) for c in cols}
     issue_rows = ("area", "bicubic", "bilinear", "cv_cubic", "cv_linear", "blur1_area", "area_jpeg75")
-    summaries = {"mean gain": means, "worst gain": worst,
+    summaries = {"mean gain (issue 27: every row)": means, "worst gain (issue 27: every row)": worst,
                  "mean gain, the issue's 7 rows": {c: float(np.mean([table[r][c] for r in issue_rows])) for c in cols},
                  "worst gain, the issue's 7 rows": {c: float(np.min([table[r][c] for r in issue_rows])) for c in cols}}
     for label, values in summaries.items():
-        print(f"| **{label}** | | " + " | ".join(f"{values[c]:+.2f}" for c in models) + f" | | {values['auto']:+.2f} |")
+        print(f"| **{label}** | | " + " | ".join(f"{values[c]:+.2f}" for c in models)
+              + f" | {values['auto_old']:+.2f} | | {values['auto']:+.2f} |")
     if scale == 4:  # the x2 / x3 models were trained on the person split from the start
         leakage(hr, models)
     return table
+
+
+def detect(draws: int = 30) -> None:
+    """The evidence of the ``compressed`` and ``nearest`` regimes (ferdata.sr.spectrum) on real faces."""
+    import gzip
+
+    import cv2
+
+    from ferdata.sr.data import ROBUST_EVAL, _jpeg, _resize, degrade_all, load_hr_folder
+    from ferdata.sr.spectrum import _axis_evidence, estimate_degradation, symmetry_offset
+
+    _, held = load_hr_folder(DATA / "faces-hr-144", split="heldout")
+    _, every = load_hr_folder(DATA / "faces-hr-144")
+    print("\n## 7. Detectors: median blockiness, the mean face's symmetry axis (px right of the centre, "
+          "+- standard error), the regime `--model auto` reads\n")
+    print("| images | blockiness | axis | regime |")
+    print("|---|---|---|---|")
+
+    def row(name: str, lr: np.ndarray) -> None:
+        est = estimate_degradation(lr)
+        offset, se, n = _axis_evidence(list(lr))
+        axis = f"{offset:+.3f} +- {se:.3f} ({n})" if offset is not None and se is not None else "-"
+        print(f"| {name} | {est.blockiness:.3f} | {axis} | {est.regime} |")
+
+    for method in ROBUST_EVAL:
+        row(f"held-out ({len(held)}) -> 36 by {method}", degrade_all(held, 4, method, seed=1))
+    for q in (95, 90, 85):
+        row(f"held-out -> 36 by area, JPEG {q}", np.stack([_jpeg(_resize(im, (36, 36), "area"), q) for im in held]))
+    row("held-out -> 36 by cv_cubic, JPEG 75", np.stack([_jpeg(_resize(im, (36, 36), "cv_cubic"), 75) for im in held]))
+    fer = fer_faces(3436)
+    row("fer2013-dev (real 48x48)", fer)
+    row("fer2013-dev, JPEG 75", np.stack([_jpeg(im, 75) for im in fer]))
+    rows = []
+    csv = DATA / "fer2013-train.csv.gz"
+    if csv.is_file():
+        with gzip.open(csv, "rt") as f:
+            next(f)
+            rows = [np.array(line.split(",")[1].split(), np.uint8).reshape(48, 48) for k, line in enumerate(f) if k % 10 == 0]
+        row(f"fer2013-train, every 10th row ({len(rows)}, original pixels)", np.stack(rows))
+    rng = np.random.default_rng(0)
+    print(f"\nThe axis over {draws} random 500-face samples (what `--model auto` decodes), all {len(every)} faces-hr-144 "
+          "faces:\n")
+    print("| side | resize | axis, all | axis, 500-face samples: min .. max | samples read as nearest |")
+    print("|---|---|---|---|---|")
+    flags = {"area": cv2.INTER_AREA, "cv_cubic": cv2.INTER_CUBIC, "nearest": cv2.INTER_NEAREST}
+    for side in (36, 48, 64):
+        for how, flag in flags.items():
+            lr = np.stack([cv2.resize(im, (side, side), interpolation=flag) for im in every])
+            samples = [lr[rng.choice(len(lr), 500, replace=False)] for _ in range(draws)]
+            offsets = [_axis_evidence(list(x))[0] for x in samples]
+            nearest = sum(estimate_degradation(x).regime == "nearest" for x in samples)
+            print(f"| {side} | {how} | {symmetry_offset(lr.astype(np.float64).mean(axis=0)):+.3f} "
+                  f"| {min(offsets):+.3f} .. {max(offsets):+.3f} | {nearest} of {draws} |")
 
 
 def leakage(hr: np.ndarray, models: dict[str, object]) -> None:
@@ -264,7 +326,7 @@ def leakage(hr: np.ndarray, models: dict[str, object]) -> None:
     print("| model | LR | gain, never seen | gain, in old training files |")
     print("|---|---|---|---|")
     for name, up in models.items():
-        for method in ("area", "cv_cubic"):
+        for method in ("area", "cv_cubic", "area_jpeg50", "nearest"):
             lr = degrade_all(hr, 4, method, seed=1)
             out = up.upscale(lr)  # type: ignore[attr-defined]
             base = resize_stack(lr, (144, 144), "bicubic")
@@ -394,7 +456,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=10_000, help="images for the speed test (issue figure: 10000)")
     parser.add_argument("--full", type=int, default=35_887, help="rows for the end-to-end run (FER2013: 35887; 0 skips)")
     parser.add_argument("--only", default="spectral,quality,mode,speed,e2e,consistency",
-                        help="sections; 'step' = issue 17 item 4 (step vs API, whole step, whole build)")
+                        help="sections; 'step' = issue 17 item 4 (step vs API, whole step, whole build); "
+                             "'detect' = the compressed / nearest evidence (issue 27)")
     parser.add_argument("--build-copies", type=int, default=10,
                         help="with --only step: the whole build on fer2013-dev x this (0 skips)")
     parser.add_argument("--robust", action="store_true", help="only the robustness table (issue 17)")
@@ -412,6 +475,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if "spectral" in only:
         spectral()
+    if "detect" in only:
+        detect()
     if "quality" in only:
         quality(args.pb)
     if "mode" in only:
