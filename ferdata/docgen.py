@@ -156,8 +156,9 @@ def _recipes_section() -> list[str]:
                               for k, v in variables.items())
             lines += [f"Variables: {shown}.", ""]
         for i, entry in enumerate(raw.get("steps") or [], 1):
-            params = ", ".join(f"{k}: {_fmt(v)}" for k, v in entry.items() if k != "step")
-            lines.append(f"{i}. `{entry.get('step')}`" + (f" ({params})" if params else ""))
+            params = ", ".join(f"{k}: {_fmt(v)}" for k, v in entry.items() if k not in ("step", "when"))
+            when = f" - only when `{entry['when']}` is set" if entry.get("when") else ""
+            lines.append(f"{i}. `{entry.get('step')}`" + (f" ({params})" if params else "") + when)
         extras = [f"`{k}: {_fmt(raw[k])}`" for k in ("export", "report") if k in raw]
         if extras:
             lines += ["", "Also: " + ", ".join(extras) + "."]
