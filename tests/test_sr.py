@@ -369,6 +369,11 @@ def test_auto_choice_reads_compressed_and_nearest_inputs(kind: str) -> None:
     if kind == "nearest":
         assert estimate_degradation(lr[:40]).regime == "aliased"
         assert estimate_degradation(lr[:, :, ::-1]).regime == "aliased"  # mirrored: the axis moves left
+        # JPEG on top keeps the shift: still the nearest model (trained with JPEG in its chain), not the JPEG one
+        from ferdata.sr.data import _jpeg
+
+        jpeg = estimate_degradation(np.stack([_jpeg(im, 60) for im in lr]))
+        assert jpeg.regime == "nearest" and jpeg.blockiness > BLOCKY_THRESHOLD
 
 
 def test_blockiness_and_symmetry_offset() -> None:

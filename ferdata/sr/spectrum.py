@@ -39,9 +39,13 @@ Two more regimes (issue 27), each with its own packaged x4 model:
   7|8, 15|16, ...) over the same mean inside the blocks. Medians over 283 held-out faces at 36 px
   (``bench_sr.py --only detect``): 0.95-0.97 for every resize, blur and noise, 0.99 / 1.01 after
   JPEG 90 / 85, 1.05-1.08 after JPEG 75, 1.20 after JPEG 50; fer2013-dev 0.98.
-  A sample whose median is above :data:`BLOCKY_THRESHOLD` (1.03) is ``compressed``, before
-  anything else (JPEG also adds top-band energy). A grid that is not at the image origin (an image
-  cropped or resized after compression) is not seen.
+  A sample whose median is above :data:`BLOCKY_THRESHOLD` (1.03) and that is not aliased (nor
+  ``nearest``, below) is ``compressed``: JPEG after an aliased resize goes to the aliased or
+  nearest model, which were trained with JPEG in their chains (held out, OpenCV cubic + JPEG 75:
+  ``espcn_x4_aliased`` +0.47 dB, ``espcn_x4_compressed`` +0.08; nearest + JPEG 75: ``espcn_x4_nearest``
+  +5.79, ``espcn_x4_compressed`` -0.29). JPEG lowers the aliasing score (OpenCV cubic: 1.18, 1.16
+  after JPEG 75, 0.95 after JPEG 50), so heavily compressed aliased inputs read ``compressed``. A
+  grid that is not at the image origin (an image cropped or resized after compression) is not seen.
 * ``nearest``: OpenCV ``INTER_NEAREST`` keeps the top-left high-resolution pixel of each block
   instead of the block's centre, so the whole image moves right and down by ``(1 - 1/f) / 2`` of
   a low-resolution pixel for a factor f (0.375 at x4). Nothing in one image's pixels shows that
@@ -49,7 +53,7 @@ Two more regimes (issue 27), each with its own packaged x4 model:
   uses a prior on faces: a face is mirror-symmetric, and the mean of a sample of face crops has
   its left-right symmetry axis near the centre. :func:`symmetry_offset` measures where that axis
   is (sub-pixel, from the cross-spectrum of the mean image and its mirror) and eight
-  interleaved sub-samples give its standard error. An ``aliased`` sample is ``nearest`` when the
+  interleaved sub-samples give its standard error. An ``aliased`` or blocky sample is ``nearest`` when the
   axis is right of the centre by at least :data:`NEAREST_OFFSET` (0.25 px) plus three standard
   errors (:data:`NEAREST_MARGIN`), measured on at least :data:`AXIS_MIN_IMAGES` images of one size
   no larger than :data:`AXIS_MAX_SIDE`. Measured axes of real faces (``bench_sr.py --only
@@ -312,19 +316,23 @@ def estimate_degradation(images: Iterable[np.ndarray], *, threshold: float | Non
     f, lim = np.asarray(fractions), np.asarray(limits)
     score = float(np.median(f / lim))
     block = float(np.median(blocks))
-    offset, se, axis_images = _axis_evidence(kept) if score > 1.0 and block <= BLOCKY_THRESHOLD else (None, None, 0)
-    if block > BLOCKY_THRESHOLD:
-        regime, why = "compressed", f"8x8 JPEG blocks: blockiness {block:.3f} > {BLOCKY_THRESHOLD}"
-    elif score <= 1.0:
-        regime, why = "smooth", f"aliasing score {score:.2f} <= 1"
-    elif offset is not None and se is not None and offset - NEAREST_MARGIN * se >= NEAREST_OFFSET:
-        regime, why = "nearest", (f"aliasing score {score:.2f} > 1 and the faces' symmetry axis {offset:+.3f} px "
-                                  f"(se {se:.3f}) is right of the centre by >= {NEAREST_OFFSET} px + {NEAREST_MARGIN:g} se: "
+    blocky, aliased = block > BLOCKY_THRESHOLD, score > 1.0
+    offset, se, axis_images = _axis_evidence(kept) if aliased or blocky else (None, None, 0)
+    shifted = offset is not None and se is not None and offset - NEAREST_MARGIN * se >= NEAREST_OFFSET
+    blocks_text = f"8x8 JPEG blocks (blockiness {block:.3f} > {BLOCKY_THRESHOLD})"
+    axis_text = "" if offset is None else f"symmetry axis {offset:+.3f} px (se {se:.3f})"
+    if shifted:  # JPEG lowers the aliasing score (OpenCV nearest + JPEG 50: 0.94), not the shift
+        regime, why = "nearest", (f"{f'aliasing score {score:.2f} > 1' if aliased else blocks_text} and the faces' "
+                                  f"{axis_text} is right of the centre by >= {NEAREST_OFFSET} px + {NEAREST_MARGIN:g} se: "
                                   "OpenCV nearest")
-    else:
+    elif aliased:  # an aliased resize, JPEG or not: the aliased model was trained with JPEG in its chain
         regime = "aliased"
-        why = f"aliasing score {score:.2f} > 1" + (
-            "" if offset is None else f"; symmetry axis {offset:+.3f} px (se {se:.3f}) not a nearest-neighbour shift")
+        why = f"aliasing score {score:.2f} > 1" + (f", {blocks_text}" if blocky else "") + (
+            f"; {axis_text} not a nearest-neighbour shift" if axis_text else "")
+    elif blocky:
+        regime, why = "compressed", f"{blocks_text}, aliasing score {score:.2f} <= 1"
+    else:
+        regime, why = "smooth", f"aliasing score {score:.2f} <= 1, blockiness {block:.3f} <= {BLOCKY_THRESHOLD}"
     return DegradationEstimate(
         regime=regime,
         high_band_fraction=round(float(np.median(f)), 5),
