@@ -1071,10 +1071,11 @@ def upscale_cmd(inp: Path, out: Path, scale: str, size: int, model: str | None, 
               help="Scale of the model `upscale --model auto` would pick.")
 @click.option("--json", "as_json", is_flag=True, help="Print the estimate as JSON.")
 def sr_inspect_cmd(src: Path, sample: int, seed: int, scale: str, as_json: bool) -> None:
-    """Estimate how the low-resolution images of DIR were made (smooth or aliased downscale).
+    """Estimate how the low-resolution images of DIR were made (smooth, aliased, JPEG-compressed or OpenCV nearest).
 
-    DIR is a dataset directory or a folder of images. Prints the spectral estimate that
-    `ferdata upscale --espcn --model auto` uses and the model it would pick.
+    DIR is a dataset directory or a folder of images. Prints the estimate (spectrum, 8x8 blockiness,
+    the faces' symmetry axis) that `ferdata upscale --espcn --model auto` uses, the rule that
+    decided, and the model it would pick.
 
     Example:
 
