@@ -216,10 +216,13 @@ def robust(compare: list[Path], scale: int = 4) -> dict[str, dict[str, float]]:
     from ferdata.sr import Upscaler, packaged_models
     from ferdata.sr.data import ROBUST_EVAL, degrade_all, load_hr_folder, psnr, resize_stack
     from ferdata.sr.spectrum import estimate_degradation
-    from ferdata.sr.step import auto_candidates
+    from ferdata.sr.step import auto_candidates, native_scale
 
     _, hr = load_hr_folder(DATA / "faces-hr-144", split="heldout")
     models = {name: Upscaler.load(name, scale) for name in packaged_models() if name.startswith(f"espcn_x{scale}")}
+    if scale != 4:  # what --scale auto uses for compressed / nearest inputs: x4, then area down to 144
+        models.update({name: Upscaler.load(name, 4) for name in packaged_models()
+                       if name in ("espcn_x4_compressed", "espcn_x4_nearest")})
     for path in compare:
         models[path.name] = Upscaler.load(path, scale)
     candidates = auto_candidates(scale)
@@ -231,9 +234,9 @@ def robust(compare: list[Path], scale: int = 4) -> dict[str, dict[str, float]]:
     for method in ROBUST_EVAL:
         lr = degrade_all(hr, scale, method, seed=1)
         base = psnr(hr, resize_stack(lr, (144, 144), "bicubic"))
-        gains = {name: psnr(hr, up.upscale(lr)) - base for name, up in models.items()}
+        gains = {name: psnr(hr, up.upscale(lr, size=144, allow_downscale=True)) - base for name, up in models.items()}
         est = estimate_degradation(lr)
-        pick = candidates[est.regime]
+        pick = auto_candidates(native_scale(lr.shape[-1], 144, est.regime))[est.regime]  # as --scale auto --model auto
         old = f"espcn_x{scale}_aliased" if est.score > 1.0 and f"espcn_x{scale}_aliased" in gains else f"espcn_x{scale}"
         table[method] = {"bicubic": base, **gains, "auto_old": gains[old], "auto": gains[pick]}
         evidence = {"compressed": f"blockiness {est.blockiness:.3f}",
