@@ -474,6 +474,13 @@ def test_native_scale_picks_the_packaged_factor_that_reaches_the_size() -> None:
     assert {3, 4} <= have  # espcn_x2 ships only if it beats bicubic (docs/sr.md)
     assert [native_scale(48, n) for n in (96, 112, 144, 192, 224)] == [2 if 2 in have else 3, 3, 3, 4, 4]
     assert native_scale(48, None) == 4 and native_scale(None, 96) == 4 and native_scale(48, 96, "aliased") == 2
+    # issue 27: JPEG / nearest inputs have x4 models only: x4 then area down (measured better than x2 / x3, docs/sr.md)
+    from ferdata.sr.step import auto_candidates
+
+    assert native_scale(48, 96, "compressed") == native_scale(48, 144, "nearest") == 4
+    assert auto_candidates(2)["compressed"] == "espcn_x2" and auto_candidates(3)["nearest"] == "espcn_x3_aliased"
+    assert auto_candidates(4) == {"smooth": "espcn_x4", "aliased": "espcn_x4_aliased",
+                                  "compressed": "espcn_x4_compressed", "nearest": "espcn_x4_nearest"}
     for s in sorted(have - {4}):
         lr = np.stack([degrade(im, s, "area") for im in _face_like(2, seed=5, side=72)])
         up = Upscaler.load(f"espcn_x{s}", s)
