@@ -1467,7 +1467,7 @@ def apply_review_cmd(dataset: Path, review_csv: Path, out: Path, allow_missing: 
                    "shallow-cnn-std, shallow-cnn, refine-cnn, fer-cnn, efficientnet-b0, tiny-cnn.")
 @click.option("--rounds", type=int, default=None, help="Maximum number of trainings [default: relabel 5, flag/prune 1].")
 @click.option("--epochs", type=int, default=None,
-              help="Epochs per training, best val-acc epoch kept [default: relabel 40, flag/prune 20].")
+              help="Epochs per training, best val-acc epoch kept [default: relabel 40, flag/prune 10].")
 @click.option("--precision-target", type=float, default=0.90, show_default=True,
               help="Stop when every class's precision on the current set reaches this, in (0, 1].")
 @click.option("--offdiag-max", type=int, default=9, show_default=True,
@@ -1493,7 +1493,7 @@ def apply_review_cmd(dataset: Path, review_csv: Path, out: Path, allow_missing: 
 @click.option("--patience", type=int, default=10, show_default=True, help="Early-stopping patience in epochs (0: off).")
 @click.option("--schedule", type=click.Choice(["plateau", "cosine"]), default=None,
               help="Learning rate: plateau (halved when validation loss stalls, paper 000) or cosine (decays "
-                   "to 0 over the epochs) [default: plateau].")
+                   "to 0 over the epochs) [default: relabel plateau, flag/prune cosine].")
 @click.option("--augment", type=click.Choice(["none", "paper001", "paper002", "light"]), default=None,
               help="Augmentation preset while training [default: relabel none, flag/prune light].")
 @click.option("--tta/--no-tta", default=None,
@@ -1507,8 +1507,8 @@ def refine_cmd(dataset_dir: Path, out: Path, num_proc: int, seed: int, limit: in
                compare: bool | None, **options: Any) -> None:
     """Find label errors (flag / prune, out-of-sample) or relabel with paper 000's loop.
 
-    --mode flag (the default) or prune: one 5-fold out-of-sample pass of shallow-cnn-std (light
-    augmentation, mirrored test-time average), suspects where the prediction differs (--rule
+    --mode flag (the default) or prune: one 5-fold out-of-sample pass of shallow-cnn-std (10 epochs,
+    cosine schedule, light augmentation, mirrored test-time average), suspects where the prediction differs (--rule
     argmax|confident, or --top K by normalised margin). --mode relabel: paper 000's loop (train,
     keep the diagonal, repeat; relabel with the last model); it writes the model's mistakes into
     the labels (FER2013 vs FER+: 0.79 -> 0.44 correct), so use it only to reproduce the paper. A

@@ -513,7 +513,7 @@ def test_cosine_schedule_decays_the_rate_to_zero_over_all_steps() -> None:
     assert seen[0] == pytest.approx(0.01)
     assert seen[8] == pytest.approx(0.005, rel=1e-4)
     assert seen[-1] < 0.0002
-    assert all(a > b for a, b in zip(seen, seen[1:]))
+    assert all(a > b for a, b in zip(seen, seen[1:], strict=False))
     with pytest.raises(UsageError, match="unknown learning-rate schedule 'linear'; allowed: plateau, cosine"):
         fit_model(build_model("tiny-cnn", (16, 16, 1), 4), data, None, epochs=1, schedule="linear", progress=None)
     from ferdata.train.config import TrainConfig

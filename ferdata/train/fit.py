@@ -72,7 +72,8 @@ def _cosine_callback(lr: float, epochs: int) -> Any:
             self.total, self.t = max(1, self.per_epoch * int(epochs) or int(epochs)), 0
 
         def _set(self, t: int) -> None:
-            self.model.optimizer.learning_rate.assign(lr * 0.5 * (1 + math.cos(math.pi * min(t, self.total) / self.total)))
+            share = min(t, self.total) / self.total
+            self.model.optimizer.learning_rate.assign(lr * 0.5 * (1 + math.cos(math.pi * share)))
 
         def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             if not self.per_epoch:
@@ -124,8 +125,9 @@ def fit_model(
 
     Callbacks: the best-epoch keeper (restores at the end; with ``out_dir`` also a
     ``best.weights.h5`` checkpoint), the learning-rate schedule (``plateau``: ``ReduceLROnPlateau`` on
-    validation loss, factor 0.5, patience 3, floor 1e-5, paper 000; ``cosine``: see ``SCHEDULES``), ``EarlyStopping`` on validation accuracy after ``patience`` epochs, and
-    with ``out_dir`` a ``history.csv`` logger. Without ``val_ds`` the training accuracy is monitored.
+    validation loss, factor 0.5, patience 3, floor 1e-5, paper 000; ``cosine``: see ``SCHEDULES``),
+    ``EarlyStopping`` on validation accuracy after ``patience`` epochs, and with ``out_dir`` a
+    ``history.csv`` logger. Without ``val_ds`` the training accuracy is monitored.
 
     Args:
         model: an uncompiled (or compiled, it is recompiled) model, e.g. from ``build_model``.
