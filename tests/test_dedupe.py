@@ -905,3 +905,53 @@ def test_against_only_keeps_groups_and_duplicates(contaminated, tmp_path: Path) 
     # nothing to check against: the step changes nothing
     _, entry = apply_step("dedupe", {"within": False, "against": ""}, inputs=[tmp_path / "twice"], out=tmp_path / "n")
     assert entry["rejected"] == 0 and entry["kept"] == 7
+
+
+def test_wide_recrop_registered_at_an_extended_zoom() -> None:
+    """A 4-px-a-side re-crop (a 20 % zoom, beyond the ordinary 1.09) is registered at an extended zoom,
+    charged EXTENDED_ZOOM_PENALTY, and still called; the unrelated face is not."""
+    from PIL import Image
+
+    from ferdata.dedupe.verify import EXTENDED_ZOOM_PENALTY
+
+    a = _textured(_smooth(21), 5)
+    wide = np.asarray(Image.fromarray(a).crop((4, 4, 44, 44)).resize((48, 48), Image.BILINEAR))
+    other = _textured(_smooth(21), 6)
+    result = verify_pairs([verify_array(x) for x in (a, wide, other)], [0, 0], [1, 2])
+    assert result.zoom[0] > 1.09 + 1e-3  # registered beyond the ordinary zooms
+    assert np.isclose(result.score[0], result.xcorr[0] - result.residual[0] - EXTENDED_ZOOM_PENALTY)
+    dist = int(bin(int(image_hash(a), 16) ^ int(image_hash(wide), 16)).count("1"))
+    assert result.score[0] >= DedupeConfig().required_score(np.array([dist]))[0]
+    assert result.score[1] < DedupeConfig().min_score
+
+
+def test_labelled_train_pairs() -> None:
+    """On the labelled fer2013-train pairs (dataset scale) the defaults call no different-people pair and
+    find >= 0.90 of the same-photo pairs within the radius (issue 23; docs/dedupe.md)."""
+    import gzip
+
+    from tests.conftest import shared_data
+
+    path = shared_data("fer2013-train.csv.gz")
+    rows = list(csv.DictReader((Path(__file__).parent / "data" / "fer2013-train-pairs.csv").open()))
+    line = lambda origin: int(origin.rsplit("#L", 1)[1])  # noqa: E731
+    wanted = {line(r[k]) for r in rows for k in ("a", "b")}
+    pixels = {}
+    with gzip.open(path, "rt", newline="") as f:
+        for n, row in enumerate(csv.reader(f), start=1):
+            if n in wanted:
+                pixels[n] = np.array(row[1].split(), dtype=np.uint8).reshape(48, 48)
+    keys = sorted(pixels)
+    pos = {k: n for n, k in enumerate(keys)}
+    a = np.array([pos[line(r["a"])] for r in rows])
+    b = np.array([pos[line(r["b"])] for r in rows])
+    ph = np.array([int(image_hash(pixels[k]), 16) for k in keys], dtype=np.uint64)
+    dist = np.bitwise_count(ph[a] ^ ph[b])
+    score = verify_pairs([verify_array(pixels[k]) for k in keys], a, b).score
+    cfg = DedupeConfig()
+    called = (dist <= cfg.threshold) & (score >= cfg.required_score(dist))
+    label = np.array([r["label"] for r in rows])
+    strat = np.array([not r["sampled_from"].startswith("random") for r in rows])
+    within = strat & (label == "same_photo") & (dist <= cfg.threshold)
+    assert not (called & (label == "different_people")).any()
+    assert (called & within).sum() / within.sum() >= 0.90

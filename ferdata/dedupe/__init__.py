@@ -75,6 +75,7 @@ from ferdata.dedupe.search import (
 )
 from ferdata.dedupe.step import DedupeResult, dedupe_dataset, dedupe_step
 from ferdata.dedupe.verify import (
+    EXTENDED_ZOOM_PENALTY,
     VERIFIERS,
     VERIFY_MAX_SHIFT,
     VERIFY_SIGMA,
@@ -92,7 +93,8 @@ from ferdata.dedupe.verify import (
 
 __all__ = [
     "CONSTANT_COLUMN", "DEFAULT_KEEP", "DEFAULT_METHOD", "DEFAULT_MIN_SCORE", "DEFAULT_SIMILAR_SCORE",
-    "DEFAULT_THRESHOLD", "DEFAULT_VERIFY", "GROUP_COLUMN", "GROUP_SIZE_COLUMN", "HASH_BITS", "KEEP_POLICIES",
+    "DEFAULT_THRESHOLD", "DEFAULT_VERIFY", "EXTENDED_ZOOM_PENALTY", "GROUP_COLUMN", "GROUP_SIZE_COLUMN", "HASH_BITS",
+    "KEEP_POLICIES",
     "METHODS", "ON_CONFLICT", "REPORT_COLUMNS", "REPORT_FIELDS", "REPORT_NAME", "SIMILAR_COLUMN", "STEP",
     "VERIFIERS", "VERIFY_MAX_SHIFT", "VERIFY_SIGMA", "VERIFY_SIZE", "VERIFY_ZOOMS", "VERIFY_ZOOM_FLOOR",
     "DedupeConfig", "DedupeResult", "DetailSpectra", "VerifyResult", "as_hash_array", "brute_force_pairs",

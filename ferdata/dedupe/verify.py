@@ -1,12 +1,15 @@
 """The verifier: is a candidate pair of near-duplicate hashes the same photograph?
 
 :func:`verify_pairs` registers the *detail* of two images (image minus a Gaussian blur) by the
-peak of their cross-correlation, trying small zooms for re-crops (``xcorr``); at that registration
+peak of their cross-correlation, trying small zooms for re-crops (``xcorr``; a pair best registered
+at the largest of them is also tried at two larger, *extended* zooms, charged EXTENDED_ZOOM_PENALTY
+when they win); at that registration
 it then measures the photometric *residual* of the pixels (median absolute residual of a linear
 brightness/contrast fit, in units of the image's contrast, on the central 32 x 32 px). Two prints
 of one photograph leave almost nothing (~0.05-0.25: re-encoding, a caption or watermark moves few
 pixels); two photographs of one person or of look-alikes leave ~0.15-0.7. The verdict score the
-``dedupe`` step compares with its distance-dependent threshold is ``xcorr - residual``;
+``dedupe`` step compares with its distance-dependent threshold is ``xcorr - residual`` (less the
+penalty at an extended zoom);
 docs/dedupe.md has the labelled tables (fer2013-train at dataset scale, fer2013-dev).
 """
 
@@ -24,8 +27,17 @@ import numpy as np
 VERIFIERS = ("xcorr", "none")
 #: side of the gray square every image is compared at
 VERIFY_SIZE = 48
-#: zoom factors tried on either side (a 2-4 px re-crop of a 48 px face resized back is a 4-9 % zoom)
-VERIFY_ZOOMS = (1.0, 1.045, 1.09)
+#: zoom factors tried on either side (a 2-4 px re-crop of a 48 px face resized back is a 4-9 % zoom);
+#: the last two (6-7 px cropped off) are *extended* zooms, tried only for a pair whose best registration
+#: at the first three is the largest one (1.09 either way), and charged EXTENDED_ZOOM_PENALTY
+VERIFY_ZOOMS = (1.0, 1.045, 1.09, 1.135, 1.18)
+#: index in VERIFY_ZOOMS of the first extended zoom
+EXTENDED_FROM = 3
+#: subtracted from the verdict score of a pair registered at an extended zoom: more trials give a
+#: look-alike more chances to fit (on the labelled fer2013-train pairs, re-crops registered there
+#: score 0.60-0.83 and different people or other photos of one person 0.54-0.58 before the penalty:
+#: docs/dedupe.md)
+EXTENDED_ZOOM_PENALTY = 0.13
 #: largest shift (pixels at VERIFY_SIZE) the registration looks for
 VERIFY_MAX_SHIFT = 6
 #: sigma (pixels) of the Gaussian blur subtracted to keep only the detail (the "high-pass" image)
@@ -45,6 +57,9 @@ _VERIFY_BATCH = 256
 #: images per batch of the detail spectra (the same reason)
 _SPECTRA_BATCH = 128
 _COMBOS = ((0, 1), (0, 2), (1, 0), (2, 0))  # (zoom index of a, zoom index of b) after (0, 0)
+#: extended trials: (a's zoom index, b's) tried when the best of _COMBOS zooms a (b) by VERIFY_ZOOMS[2]
+_EXTENDED_A = tuple((z, 0) for z in range(EXTENDED_FROM, len(VERIFY_ZOOMS)))
+_EXTENDED_B = tuple((0, z) for z in range(EXTENDED_FROM, len(VERIFY_ZOOMS)))
 
 
 def verify_array(pixels: np.ndarray) -> np.ndarray:
@@ -258,7 +273,8 @@ def _correlation_bound(spectra: DetailSpectra, i: np.ndarray, j: np.ndarray) -> 
 class VerifyResult:
     """Scores of a batch of pairs (arrays aligned with the pairs)."""
 
-    #: the verdict score: ``xcorr - residual`` (-2..1)
+    #: the verdict score: ``xcorr - residual``, less EXTENDED_ZOOM_PENALTY for a pair registered at an
+    #: extended zoom (-2..1)
     score: np.ndarray
     #: normalised correlation of the registered details, -1..1
     xcorr: np.ndarray
@@ -389,13 +405,17 @@ def verify_pairs(images: Sequence[np.ndarray] | np.ndarray | DetailSpectra, i: n
       texture, edges), windowed and normalised; the peak of their cross-correlation within
       +-VERIFY_MAX_SHIFT px registers the shift, and its value is the score. When the unzoomed
       score is at least VERIFY_ZOOM_FLOOR, either side is also magnified by VERIFY_ZOOMS
-      (re-crops) and the best registration wins.
+      (re-crops) and the best registration wins. A pair whose best zoom is the largest of the
+      first three (1.09 either way) is also tried at the extended zooms (1.135, 1.18: 6-7 px
+      cropped off); their best registration replaces it when its score, less
+      EXTENDED_ZOOM_PENALTY, is higher.
     * ``residual``: at that registration, the median absolute difference of the central pixels
       after the best linear brightness/contrast fit, over b's contrast. Burst shots of one person
       share the layout and much of the detail, but not the pixels.
 
-    The verdict ``score`` is ``xcorr - residual``: prints of one photograph score ~0.45-1.0,
-    other photographs of one person ~0.2-0.6, different people below (docs/dedupe.md).
+    The verdict ``score`` is ``xcorr - residual`` (less the extended-zoom penalty): prints of one
+    photograph score ~0.45-1.0, other photographs of one person ~0.2-0.6, different people below
+    (docs/dedupe.md).
 
     Args:
         images: arrays from :func:`verify_array` (gray float32, VERIFY_SIZE square), or a
@@ -424,7 +444,7 @@ def verify_pairs(images: Sequence[np.ndarray] | np.ndarray | DetailSpectra, i: n
     m = len(i)
     xcorr, zoom = np.full(m, -1.0), np.ones(m)
     dy, dx = np.zeros(m, dtype=np.int64), np.zeros(m, dtype=np.int64)
-    residual = np.full(m, RESIDUAL_UNMEASURED)
+    residual, penalty = np.full(m, RESIDUAL_UNMEASURED), np.zeros(m)
     if not m:
         return VerifyResult(xcorr - residual, xcorr, residual, zoom, dy, dx)
     spectra = images if isinstance(images, DetailSpectra) else DetailSpectra(images)
@@ -452,8 +472,8 @@ def verify_pairs(images: Sequence[np.ndarray] | np.ndarray | DetailSpectra, i: n
         else:
             for sl in batches:
                 unzoomed(sl)
-        _register_zoomed(spectra, i, j, batches, xcorr, dy, dx, zoom, residual, accept_at=accept_at)
-    return VerifyResult(xcorr - residual, xcorr, residual, zoom, dy, dx)
+        _register_zoomed(spectra, i, j, batches, xcorr, dy, dx, zoom, residual, penalty, accept_at=accept_at)
+    return VerifyResult(xcorr - residual - penalty, xcorr, residual, zoom, dy, dx)
 
 
 def _one_blas_thread() -> contextlib.AbstractContextManager[Any]:
@@ -467,12 +487,12 @@ def _one_blas_thread() -> contextlib.AbstractContextManager[Any]:
 
 
 def _register_zoomed(spectra: DetailSpectra, i: np.ndarray, j: np.ndarray, batches: list[slice], xcorr: np.ndarray,
-                     dy: np.ndarray, dx: np.ndarray, zoom: np.ndarray, residual: np.ndarray, *,
+                     dy: np.ndarray, dx: np.ndarray, zoom: np.ndarray, residual: np.ndarray, penalty: np.ndarray, *,
                      accept_at: float | None) -> None:
     """The zoom trials and the residual of the pairs at or above the floor (arrays changed in place)."""
     za_of, zb_of = np.zeros(len(i), dtype=np.int64), np.zeros(len(i), dtype=np.int64)
     tried = (xcorr >= VERIFY_ZOOM_FLOOR) & (xcorr < (np.inf if accept_at is None else accept_at))
-    for z in range(1, len(VERIFY_ZOOMS)):  # the zoomed spectra of every row tried, in a few large batches
+    for z in range(1, EXTENDED_FROM):  # the zoomed spectra of every row tried, in a few large batches
         rows = np.unique(np.concatenate([i[tried], j[tried]]))
         for lo in range(0, len(rows), 4096):
             spectra.slots(z, rows[lo:lo + 4096])
@@ -496,6 +516,39 @@ def _register_zoomed(spectra: DetailSpectra, i: np.ndarray, j: np.ndarray, batch
         if len(measured):
             residual[measured] = _residual(spectra, i[measured], j[measured], za_of[measured], zb_of[measured],
                                            dy[measured], dx[measured])
+    measured = np.nonzero(xcorr >= VERIFY_ZOOM_FLOOR)[0]
+    for side, combos in ((za_of, _EXTENDED_A), (zb_of, _EXTENDED_B)):  # after every batch: a few large calls
+        rows = measured[side[measured] == EXTENDED_FROM - 1]
+        images = np.unique((i if combos is _EXTENDED_A else j)[rows])
+        for z in range(EXTENDED_FROM, len(VERIFY_ZOOMS)):
+            for lo in range(0, len(images), 4096):
+                spectra.slots(z, images[lo:lo + 4096])
+        for lo in range(0, len(rows), _VERIFY_BATCH):
+            _register_extended(spectra, i, j, rows[lo:lo + _VERIFY_BATCH], combos, xcorr, dy, dx, zoom, residual,
+                               penalty)
+
+
+def _register_extended(spectra: DetailSpectra, i: np.ndarray, j: np.ndarray, rows: np.ndarray,
+                       combos: tuple[tuple[int, int], ...], xcorr: np.ndarray, dy: np.ndarray, dx: np.ndarray,
+                       zoom: np.ndarray, residual: np.ndarray, penalty: np.ndarray) -> None:
+    """The extended zooms of ``rows`` (pairs best registered at the largest ordinary zoom): the best of
+    ``combos`` replaces the registration when its score, less EXTENDED_ZOOM_PENALTY, is higher."""
+    if not len(rows):
+        return
+    ia, ib = i[rows], j[rows]
+    best = np.full(len(rows), -np.inf)
+    by, bx = np.zeros(len(rows), np.int64), np.zeros(len(rows), np.int64)
+    bza, bzb = np.zeros(len(rows), np.int64), np.zeros(len(rows), np.int64)
+    for za, zb in combos:
+        s2, y2, x2 = _correlate(spectra.slots(za, ia), spectra.slots(zb, ib))
+        better = s2 > best
+        best[better], by[better], bx[better], bza[better], bzb[better] = s2[better], y2[better], x2[better], za, zb
+    res = _residual(spectra, ia, ib, bza, bzb, by, bx)
+    win = best - res - EXTENDED_ZOOM_PENALTY > xcorr[rows] - residual[rows] - penalty[rows]
+    sel = rows[win]
+    xcorr[sel], residual[sel], dy[sel], dx[sel] = best[win], res[win], by[win], bx[win]
+    zoom[sel] = np.array(VERIFY_ZOOMS)[bza[win]] / np.array(VERIFY_ZOOMS)[bzb[win]]
+    penalty[sel] = EXTENDED_ZOOM_PENALTY
 
 
 def _residual(spectra: DetailSpectra, i: np.ndarray, j: np.ndarray, za: np.ndarray, zb: np.ndarray,
