@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))   # this checkout's ferdata, as the build's subprocess (cwd=ROOT) uses
 DATA = ROOT.parent / "shared" / "data"
 
 
