@@ -179,6 +179,55 @@ class Supplemented:
     rejects: list[dict[str, Any]]
 
 
+def _first_of_pool(ids: Sequence[str], roots: Sequence[str | None]) -> np.ndarray:
+    """True for each row that repeats no earlier row of the pool (by ``id`` or ``root_id``)."""
+    first = np.zeros(len(ids), dtype=bool)
+    seen: set[str] = set()
+    for i, (rid, root) in enumerate(zip(ids, roots, strict=True)):
+        keys = {rid, root or rid}
+        first[i] = not keys & seen
+        seen |= keys
+    return first
+
+
+def _contamination_rejects(pool: datasets.Dataset, candidates: np.ndarray, details: Mapping[int, dict],
+                           other_names: Sequence[str]) -> list[dict]:
+    """Ledger rows (reason ``contamination``) of the candidates that show a photo of the base dataset."""
+    from ferdata.columns import PARENT_ID, ROOT_ID
+    from ferdata.dataset import _thumbnails, make_reject
+
+    matched = sorted(details)
+    rows = [int(candidates[k]) for k in matched]
+    if not rows:
+        return []
+    part = pool.select(rows)
+    ids, origins, labels = part["id"], part["origin"], part["label"]
+    roots = part[ROOT_ID] if ROOT_ID in part.column_names else [None] * len(rows)
+    rejects = []
+    for j, (k, thumb) in enumerate(zip(matched, _thumbnails(pool, rows), strict=True)):
+        r = make_reject(ids[j], origins[j], "balance", "contamination",
+                        {"supplement_split": "train", "class": other_names[labels[j]], **details[k]}, thumbnail=thumb)
+        r[ROOT_ID], r[PARENT_ID] = roots[j] or ids[j], ""
+        rejects.append(r)
+    return rejects
+
+
+def _append(ds: datasets.Dataset, extra: datasets.Dataset, names: Sequence[str],
+            other_names: Sequence[str]) -> datasets.Dataset:
+    """``ds`` followed by the rows of ``extra`` (another dataset): labels mapped by class name, columns
+    ``ds`` lacks dropped, columns ``extra`` lacks empty."""
+    import datasets
+
+    extra = extra.remove_columns([c for c in extra.column_names if c not in ds.column_names])
+    extra = extra.map(lambda labels: {"label": [names.index(other_names[x]) for x in labels]},
+                      input_columns=["label"], batched=True,
+                      features=datasets.Features({**extra.features, "label": ds.features["label"]}))
+    for column in ds.column_names:
+        if column not in extra.column_names:
+            extra = extra.add_column(column, [None] * len(extra), feature=ds.features[column])
+    return datasets.concatenate_datasets([ds, extra.select_columns(ds.column_names).cast(ds.features)])
+
+
 def supplement(dd: datasets.DatasetDict, src: str, *, classes: Sequence[str] | None, splits: Sequence[str],
                per_class: int | Mapping[str, int | None] | None, rng: np.random.Generator,
                num_proc: int = 1) -> Supplemented:
@@ -206,8 +255,8 @@ def supplement(dd: datasets.DatasetDict, src: str, *, classes: Sequence[str] | N
     """
     import datasets
 
-    from ferdata.columns import CORE_COLUMNS, LINEAGE_COLUMNS, PARENT_ID, ROOT_ID
-    from ferdata.dataset import _thumbnails, class_counts, label_names, make_reject, open_dataset
+    from ferdata.columns import CORE_COLUMNS, LINEAGE_COLUMNS, ROOT_ID
+    from ferdata.dataset import class_counts, label_names, open_dataset
     from ferdata.dedupe.against import same_photo_matches
 
     other = open_dataset(src)
@@ -230,12 +279,7 @@ def supplement(dd: datasets.DatasetDict, src: str, *, classes: Sequence[str] | N
     pool_roots = pool[ROOT_ID] if ROOT_ID in pool.column_names else [None] * len(pool)
     pool_labels = np.asarray(pool["label"])
     in_classes = np.isin(pool_labels, [other_names.index(name) for name in wanted if name in other_names])
-    first = np.zeros(len(pool), dtype=bool)  # not a repeat of an earlier row of the pool
-    seen: set[str] = set()
-    for i, (rid, root) in enumerate(zip(pool_ids, pool_roots, strict=True)):
-        keys = {rid, root or rid}
-        first[i] = not keys & seen
-        seen |= keys
+    first = _first_of_pool(pool_ids, pool_roots)
     # same id or root, or a re-encoded, shifted or retouched copy: the dedupe --against check
     candidates = np.flatnonzero(first & in_classes)
     found = same_photo_matches(pool.select(candidates.tolist()), dd, name="the dataset being balanced",
@@ -245,17 +289,7 @@ def supplement(dd: datasets.DatasetDict, src: str, *, classes: Sequence[str] | N
     by_match = {k: int(found.info[0].get(k, 0)) for k in ("same_pixels", "same_root", "near")}
     left_out = {"already_present": by_match["same_pixels"] + by_match["same_root"], "same_photo": by_match["near"],
                 "same_photo_by_match": by_match, "repeated": int((in_classes & ~first).sum())}
-    matched = sorted(found.details)
-    origins = pool["origin"] if matched else []
-    thumbs = _thumbnails(pool, [int(candidates[k]) for k in matched])
-    rejects = []
-    for k, thumb in zip(matched, thumbs, strict=True):
-        i = int(candidates[k])
-        r = make_reject(pool_ids[i], origins[i], "balance", "contamination",
-                        {"supplement_split": "train", "class": other_names[pool_labels[i]], **found.details[k]},
-                        thumbnail=thumb)
-        r[ROOT_ID], r[PARENT_ID] = pool_roots[i] or pool_ids[i], ""
-        rejects.append(r)
+    rejects = _contamination_rejects(pool, candidates, found.details, other_names)
     queues = {name: list(rng.permutation(np.flatnonzero(fresh & (pool_labels == other_names.index(name)))))
               for name in wanted if name in other_names}
     added: dict[str, int] = {}
@@ -272,15 +306,7 @@ def supplement(dd: datasets.DatasetDict, src: str, *, classes: Sequence[str] | N
             added[name] = added.get(name, 0) + len(chosen)
         if not picks:
             continue
-        extra = pool.select(sorted(picks))
-        extra = extra.remove_columns([c for c in extra.column_names if c not in ds.column_names])
-        extra = extra.map(lambda labels: {"label": [names.index(other_names[x]) for x in labels]},
-                          input_columns=["label"], batched=True,
-                          features=datasets.Features({**extra.features, "label": ds.features["label"]}))
-        for column in ds.column_names:
-            if column not in extra.column_names:
-                extra = extra.add_column(column, [None] * len(extra), feature=ds.features[column])
-        result[split] = datasets.concatenate_datasets([ds, extra.select_columns(ds.column_names).cast(ds.features)])
+        result[split] = _append(ds, pool.select(sorted(picks)), names, other_names)
     return Supplemented(datasets.DatasetDict(result), added, left_out, rejects)
 
 
