@@ -426,7 +426,8 @@ def balance_cmd(src: Path, out: Path, strategy: str, per_class: str | None, spli
 
         ferdata balance btfer-raw --out btfer --strategy target --per-class 300 --seed 0
 
-        ferdata balance fer2013 --out fer2013-plus --strategy keep --per-class median --supplement raf-db --supplement-classes disgust
+        ferdata balance fer2013 --out fer2013-plus --strategy keep --per-class median \
+            --supplement raf-db --supplement-classes disgust
     """
     run_step_command("balance", {"strategy": strategy, "per_class": per_class, "splits": splits,
                                  "supplement": str(supplement) if supplement else None,
@@ -1149,6 +1150,8 @@ def _image_size(value: str | None) -> int | tuple[int, int] | None:
 @click.option("--channels", type=click.Choice(["1", "3"]), default=None, help="Input channels (default: the model's).")
 @click.option("--patience", type=click.IntRange(min=0), default=10, show_default=True,
               help="Early-stopping patience in epochs (0: off).")
+@click.option("--schedule", type=click.Choice(["plateau", "cosine"]), default="plateau", show_default=True,
+              help="Learning rate: plateau (halved when validation loss stalls) or cosine (decays to 0 over the epochs).")
 @click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
               show_default=True, help="Held-out share of train when the dataset has no validation split.")
 @click.option("--weights", default="imagenet", show_default=True,
@@ -1158,9 +1161,9 @@ def _image_size(value: str | None) -> int | tuple[int, int] | None:
               help="Train on the vote distribution of this column (ferplus_votes: FER+'s cross-entropy mode).")
 @common_options
 def train_cmd(src: Path, out: Path, model_name: str, epochs: int, batch_size: int, lr: float, class_weights: str,
-              augment: str, image_size: str | None, channels: str | None, patience: int, val_fraction: float,
-              weights: str, allow_download: bool, soft_labels: str | None, num_proc: int, seed: int, limit: int | None,
-              overwrite: bool) -> None:
+              augment: str, image_size: str | None, channels: str | None, patience: int, schedule: str,
+              val_fraction: float, weights: str, allow_download: bool, soft_labels: str | None, num_proc: int, seed: int,
+              limit: int | None, overwrite: bool) -> None:
     """Train a model on a dataset directory; write a run directory.
 
     RUN gets model.keras (best validation-accuracy epoch), history.csv, accuracy.png and loss.png,
@@ -1179,7 +1182,7 @@ def train_cmd(src: Path, out: Path, model_name: str, epochs: int, batch_size: in
     prepare_output(out, overwrite=overwrite, inputs=[src])
     config = TrainConfig(model=model_name, epochs=epochs, batch_size=batch_size, lr=lr, class_weights=class_weights,
                          augment=augment, image_size=_image_size(image_size), channels=int(channels) if channels else None,
-                         patience=patience, val_fraction=val_fraction,
+                         patience=patience, schedule=schedule, val_fraction=val_fraction,
                          weights=None if weights.lower() == "none" else weights, allow_download=allow_download,
                          seed=seed, limit=limit, soft_labels=soft_labels)
     notes: list[str] = []

@@ -283,6 +283,7 @@ def test_train_learns_and_writes_every_output(trained_run: tuple[Path, int, str,
     config = json.loads((run / "run.json").read_text())
     assert config["validation_split"] == "created" and config["input_shape"] == [32, 32, 1]
     assert config["class_weights"] == "simple" and config["train_examples"] == 160
+    assert config["schedule"] == "plateau"   # ferdata train's default (refine's flag/prune use cosine)
     with (run / "history.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == config["epochs_run"] and {"accuracy", "val_accuracy", "val_loss"} <= set(rows[0])

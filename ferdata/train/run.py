@@ -293,7 +293,7 @@ def train_run(
             "format": "ferdata-run/1", "model": cfg.model, "input_shape": list(shape),
             "dataset": str(Path(dataset_dir).resolve()), "label_names": names, "epochs": cfg.epochs,
             "epochs_run": len(history.history.get("loss", [])), "best_epoch": history.best_epoch,
-            "batch_size": cfg.batch_size, "lr": cfg.lr, "class_weights": cfg.class_weights,
+            "batch_size": cfg.batch_size, "lr": cfg.lr, "schedule": cfg.schedule, "class_weights": cfg.class_weights,
             "class_weight_values": cw, "augment": cfg.augment, "soft_labels": cfg.soft_labels, "seed": cfg.seed,
             "train_examples": len(train), "validation_examples": len(validation),
             "validation_split": "created" if split_note else "validation", "train_class_counts": counts,
