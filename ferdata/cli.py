@@ -1470,7 +1470,8 @@ def apply_review_cmd(dataset: Path, review_csv: Path, out: Path, allow_missing: 
                    "shallow-cnn-std, shallow-cnn, refine-cnn, fer-cnn, efficientnet-b0, tiny-cnn.")
 @click.option("--rounds", type=int, default=None, help="Maximum number of trainings [default: relabel 5, flag/prune 1].")
 @click.option("--epochs", type=int, default=None,
-              help="Epochs per training, best val-acc epoch kept [default: relabel 40, flag/prune 10].")
+              help="Epochs per training, best val-acc epoch kept [default: relabel 40, flag/prune 10, sized "
+                   "for a whole FER2013; on a few thousand rows use 20 or more].")
 @click.option("--precision-target", type=float, default=0.90, show_default=True,
               help="Stop when every class's precision on the current set reaches this, in (0, 1].")
 @click.option("--offdiag-max", type=int, default=9, show_default=True,

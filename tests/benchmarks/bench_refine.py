@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))   # this checkout's ferdata, not an installed copy
 DATA = ROOT.parent / "shared" / "data"
 CSV, VOTES = DATA / "fer2013-dev.csv", DATA / "fer2013-dev-ferplus.csv"
 

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))   # this checkout's ferdata, not an installed copy
 DATA = ROOT.parent / "shared" / "data" / "fer2013-dev.csv"
 
 
