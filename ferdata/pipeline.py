@@ -208,10 +208,7 @@ def load_recipe(name_or_path: str | Path, variables: dict[str, Any] | None = Non
             raise RecipeError(f"{path}: step {i} uses undeclared variables {undeclared}")
         step = get_step(str(item["step"]))
         if "when" in item and not _is_set(path, i, item["when"], values):
-            unknown = sorted(set(params) - set(step.param_names()))  # a skipped step's parameters are checked too
-            if unknown:
-                raise RecipeError(f"step {step.name!r} has no parameter {', '.join(map(repr, unknown))}; "
-                                  f"valid parameters: {', '.join(step.param_names()) or '(none)'}")
+            step.check_param_names(params)  # a skipped step's parameters are checked too
             continue
         steps.append((step, step.make_config(_substitute(params, values))))
     if not steps or not steps[0][0].source:

@@ -26,7 +26,7 @@ import importlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -132,6 +132,16 @@ class Step:
         """Names of the step's parameters."""
         return [f.name for f in dataclasses.fields(self.config_cls)]
 
+    def check_param_names(self, names: Iterable[str]) -> None:
+        """Raise ``RecipeError`` for a name that is not one of the step's parameters (listing the valid ones)."""
+        valid = self.param_names()
+        unknown = sorted(set(names) - set(valid))
+        if unknown:
+            raise RecipeError(
+                f"step {self.name!r} has no parameter {', '.join(map(repr, unknown))}; "
+                f"valid parameters: {', '.join(valid) or '(none)'}"
+            )
+
     def make_config(self, params: dict[str, Any] | None = None) -> Any:
         """Build the step's config from ``params``; ``None`` values keep the defaults.
 
@@ -140,13 +150,7 @@ class Step:
             UsageError: for a bad value (from the config's own checks).
         """
         params = {k: v for k, v in (params or {}).items() if v is not None}
-        valid = self.param_names()
-        unknown = sorted(set(params) - set(valid))
-        if unknown:
-            raise RecipeError(
-                f"step {self.name!r} has no parameter {', '.join(map(repr, unknown))}; "
-                f"valid parameters: {', '.join(valid) or '(none)'}"
-            )
+        self.check_param_names(params)
         try:
             return self.config_cls(**params)
         except TypeError as e:

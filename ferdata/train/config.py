@@ -66,7 +66,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         from ferdata.train.data import AUGMENT_PRESETS
-        from ferdata.train.fit import SCHEDULES
+        from ferdata.train.fit import check_schedule
         from ferdata.train.models import MODEL_NAMES
         from ferdata.train.weights import CLASS_WEIGHT_METHODS
 
@@ -75,8 +75,7 @@ class TrainConfig:
         if self.class_weights not in CLASS_WEIGHT_METHODS:
             raise UsageError(f"unknown class-weight method {self.class_weights!r}; "
                              f"allowed: {', '.join(CLASS_WEIGHT_METHODS)}")
-        if self.schedule not in SCHEDULES:
-            raise UsageError(f"unknown learning-rate schedule {self.schedule!r}; allowed: {', '.join(SCHEDULES)}")
+        check_schedule(self.schedule)
         if self.augment not in AUGMENT_PRESETS:
             raise UsageError(f"unknown augmentation {self.augment!r}; allowed: {', '.join(AUGMENT_PRESETS)}")
         if self.batch_size < 1 or self.epochs < 1:

@@ -26,6 +26,12 @@ LR_FACTOR, LR_PATIENCE, MIN_LR = 0.5, 3, 1e-5
 SCHEDULES = ("plateau", "cosine")
 
 
+def check_schedule(schedule: str) -> None:
+    """Raise ``UsageError`` unless ``schedule`` is one of :data:`SCHEDULES`."""
+    if schedule not in SCHEDULES:
+        raise UsageError(f"unknown learning-rate schedule {schedule!r}; allowed: {', '.join(SCHEDULES)}")
+
+
 def _best_weights_callback() -> Any:
     import keras
 
@@ -158,8 +164,7 @@ def fit_model(
         raise UsageError(f"epochs must be at least 1, got {epochs}")
     if int(patience) < 0:
         raise UsageError(f"patience must be 0 or more, got {patience}")
-    if schedule not in SCHEDULES:
-        raise UsageError(f"unknown learning-rate schedule {schedule!r}; allowed: {', '.join(SCHEDULES)}")
+    check_schedule(schedule)
     keras.utils.set_random_seed(int(seed))
     compile_model(model, lr=lr)
     prefix = "val_" if val_ds is not None else ""
