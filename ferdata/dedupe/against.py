@@ -264,30 +264,13 @@ def _near_matches(result: Contamination, dd: datasets.DatasetDict, rows: _Rows, 
         entry["near"] += 1
 
 
-def same_photo_rows(candidates: datasets.Dataset, base: datasets.DatasetDict, config: DedupeConfig | None = None, *,
-                    name: str = "base", num_proc: int = 1, step: str = STEP) -> tuple[np.ndarray, dict[str, Any]]:
+def same_photo_matches(candidates: datasets.Dataset, base: datasets.DatasetDict, config: DedupeConfig | None = None,
+                       *, name: str = "base", num_proc: int = 1, step: str = STEP) -> Contamination:
     """Which rows of ``candidates`` show a photograph of ``base`` (the check of ``balance --supplement``).
 
     The same check as ``dedupe --against`` (:func:`find_contamination`, the dedupe defaults unless
     ``config`` is given), for rows that are not in a dataset yet: a supplement pool against the
     dataset it would be added to. Rows whose image cannot be decoded are not matched.
-    :func:`same_photo_matches` also gives the ledger details of each match.
-
-    Returns:
-        A boolean mask over the rows of ``candidates``, and the check's counts.
-
-    Example:
-        >>> mask, info = same_photo_rows(other["train"], dd)  # doctest: +SKIP
-        >>> int(mask.sum()), info["near"]  # doctest: +SKIP
-        (4, 3)
-    """
-    found = same_photo_matches(candidates, base, config, name=name, num_proc=num_proc, step=step)
-    return found.matched, found.info[0]
-
-
-def same_photo_matches(candidates: datasets.Dataset, base: datasets.DatasetDict, config: DedupeConfig | None = None,
-                       *, name: str = "base", num_proc: int = 1, step: str = STEP) -> Contamination:
-    """:func:`same_photo_rows` with the ledger details of each match, by row of ``candidates``.
 
     Returns:
         A :class:`Contamination` over the rows of ``candidates`` (``details`` keyed by their row
