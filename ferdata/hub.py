@@ -260,9 +260,11 @@ def _card_data(dd: Any, *, license: str, pretty: str, total: int, facts: dict[st
 
 def _origin_lines(dd: Any, upstream: dict[str, Any]) -> list[str]:
     """Where the rows came from: images per source, and the Hub dataset they were imported from."""
+    from ferdata.dataset import column_values
+
     sources: Counter[str] = Counter()
     for ds in dd.values():
-        sources.update(ds["source"])
+        sources.update(column_values(ds, "source"))
     lines = [f"- `{s}`: {n} images" for s, n in sorted(sources.items())]
     if upstream.get("repo_id"):
         lines.append(f"- imported from the Hub dataset `{upstream['repo_id']}` at revision "

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ferdata.dataset import make_reject
+from ferdata.dataset import column_values, make_reject
 from ferdata.errors import UsageError
 from ferdata.rows import map_images
 from ferdata.steps import StepContext, StepOutput, register_step
@@ -254,7 +254,7 @@ def score_row(pixels: np.ndarray, row: dict[str, Any], *, config: QualityConfig)
 
 
 def _counts(dd: datasets.DatasetDict) -> dict[str, int]:
-    return {c: int(sum(sum(ds[f"is_{c}"]) for ds in dd.values() if len(ds))) for c in CHECKS}
+    return {c: int(sum(sum(column_values(ds, f"is_{c}")) for ds in dd.values() if len(ds))) for c in CHECKS}
 
 
 @register_step("quality", QualityConfig)

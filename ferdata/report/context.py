@@ -15,12 +15,10 @@ logger = logging.getLogger(__name__)
 
 
 def column(ds: datasets.Dataset, name: str) -> list[Any]:
-    """A column as Python values, read from Arrow (images never decoded)."""
-    if name not in ds.column_names:
-        return [None] * len(ds)
-    if ds._indices is None:
-        return ds.data.column(name).to_pylist()
-    return ds.select_columns([name]).with_format("arrow")[:][name].to_pylist()
+    """A column as Python values, read from Arrow (images never decoded); Nones when it is absent."""
+    from ferdata.dataset import column_values
+
+    return column_values(ds, name) if name in ds.column_names else [None] * len(ds)
 
 
 def short(rid: Any) -> str:
