@@ -319,7 +319,7 @@ class _SurvivorFirst:
             images = _verify_images(dd, splits, at[np.unique(np.concatenate([li, lj]))])
             # indexed by candidate turn; each row's detail spectra are computed once (zoomed ones on first use)
             self.spectra = DetailSpectra([images.get(int(r)) for r in at])
-            self.spectra.prepare(np.unique(np.concatenate([li, lj])))  # every unzoomed spectrum, in large batches
+            self.spectra.prepare(np.unique(np.concatenate([li, lj])), workers=workers)  # every unzoomed spectrum, now
         # a threshold below what a pair under the zoom floor can score needs the exact correlation of every pair
         self.exact = min(config.min_score, config.similar_score) < VERIFY_ZOOM_FLOOR - RESIDUAL_UNMEASURED
         self.workers = workers

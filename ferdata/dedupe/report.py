@@ -36,6 +36,7 @@ from ferdata.columns import (
     SURVIVOR_SPLIT,
     SURVIVOR_THUMBNAIL,
 )
+from ferdata.dedupe.hashing import _column
 
 if TYPE_CHECKING:
     import datasets
@@ -136,7 +137,7 @@ def add_survivor_evidence(rejects: Sequence[dict[str, Any]], data: datasets.Data
             break
         if ID not in ds.column_names:
             continue
-        for i, x in enumerate(ds.select_columns([ID])[ID]):
+        for i, x in enumerate(_column(ds, ID).to_pylist()):
             if x in wanted and x not in found:
                 found[x] = (split, i)
     evidence: dict[str, tuple[str, str | None, bytes | None]] = {}

@@ -56,6 +56,8 @@ RESIDUAL_UNMEASURED = 1.0
 _VERIFY_BATCH = 256
 #: images per batch of the detail spectra (the same reason)
 _SPECTRA_BATCH = 128
+#: images per batch of :meth:`DetailSpectra.prepare` (one thread's share at a time)
+_PREPARE_BATCH = 2048
 _COMBOS = ((0, 1), (0, 2), (1, 0), (2, 0))  # (zoom index of a, zoom index of b) after (0, 0)
 #: extended trials: (a's zoom index, b's) tried when the best of _COMBOS zooms a (b) by VERIFY_ZOOMS[2]
 _EXTENDED_A = tuple((z, 0) for z in range(EXTENDED_FROM, len(VERIFY_ZOOMS)))
@@ -321,19 +323,49 @@ class DetailSpectra:
     def __len__(self) -> int:
         return len(self.images)
 
-    def prepare(self, rows: np.ndarray | None = None, *, batch: int = 4096) -> None:
-        """Compute the unzoomed spectra of ``rows`` (default: every image) now, in large batches.
+    def prepare(self, rows: np.ndarray | None = None, *, z: int = 0, workers: int = 1) -> None:
+        """Compute the spectra at zoom index ``z`` of ``rows`` (default: every image) now, in large
+        batches on ``workers`` threads, each writing its own part of the stores, grown beforehand.
 
         Afterwards scoring pairs among these rows only reads the stores (several threads may).
         """
         rows = np.arange(len(self)) if rows is None else np.unique(np.asarray(rows, dtype=np.int64))
-        rows = rows[self._slot[0][rows] < 0]
-        if len(rows) and self._used[0] + len(rows) > len(self._data[0]):
-            size = self._used[0] + len(rows)
-            self._data[0] = _grown(self._data[0], size, self._used[0])
-            self._band, self._rest = _grown(self._band, size, self._used[0]), _grown(self._rest, size, self._used[0])
-        for lo in range(0, len(rows), batch):
-            self.slots(0, rows[lo:lo + batch])
+        missing = rows[self._slot[z][rows] < 0]
+        if not len(missing):
+            return
+        used = self._used[z]
+        self._reserve(z, used + len(missing))
+        positions = np.arange(used, used + len(missing))
+
+        def fill(part: slice) -> None:
+            self._compute(z, missing[part], positions[part])
+
+        _in_threads(fill, [slice(lo, lo + _PREPARE_BATCH) for lo in range(0, len(missing), _PREPARE_BATCH)], workers)
+        self._slot[z][missing] = positions
+        self._used[z] = used + len(missing)
+
+    def _reserve(self, z: int, size: int) -> None:
+        """Grow the stores of zoom index ``z`` to hold at least ``size`` images (doubling)."""
+        if size <= len(self._data[z]):
+            return
+        size = max(2 * len(self._data[z]), size, 256)
+        used = self._used[z]
+        self._data[z] = _grown(self._data[z], size, used)
+        if z:
+            self._zoomed[z] = _grown(self._zoomed[z], size, used)
+        else:
+            self._band, self._rest = _grown(self._band, size, used), _grown(self._rest, size, used)
+
+    def _compute(self, z: int, rows: np.ndarray, positions: np.ndarray) -> None:
+        """The spectra (and bound parts, or zoomed images) of ``rows`` at zoom index ``z``, into ``positions``."""
+        stack = self.images[rows]
+        if VERIFY_ZOOMS[z] != 1.0:
+            stack = np.stack([_zoom(x, VERIFY_ZOOMS[z]) for x in stack])
+            self._zoomed[z][positions] = stack
+        spectra = _detail_spectra(stack)
+        self._data[z][positions] = spectra
+        if z == 0:
+            self._band[positions], self._rest[positions] = _bound_parts(spectra)
 
     def ready(self, rows: np.ndarray) -> bool:
         """True when the unzoomed spectra of ``rows`` are computed (reading them changes nothing)."""
@@ -352,24 +384,9 @@ class DetailSpectra:
             return self._data[z], positions
         missing = np.unique(rows[positions < 0])
         if len(missing):
-            stack = self.images[missing]
-            if VERIFY_ZOOMS[z] != 1.0:
-                stack = np.stack([_zoom(x, VERIFY_ZOOMS[z]) for x in stack])
-            spectra = _detail_spectra(stack)
             used = self._used[z]
-            if used + len(missing) > len(self._data[z]):
-                size = max(2 * len(self._data[z]), used + len(missing), 256)
-                self._data[z] = _grown(self._data[z], size, used)
-                if z:
-                    self._zoomed[z] = _grown(self._zoomed[z], size, used)
-                if z == 0:
-                    self._band = _grown(self._band, size, used)
-                    self._rest = _grown(self._rest, size, used)
-            self._data[z][used:used + len(missing)] = spectra
-            if z:
-                self._zoomed[z][used:used + len(missing)] = stack
-            if z == 0:
-                self._band[used:used + len(missing)], self._rest[used:used + len(missing)] = _bound_parts(spectra)
+            self._reserve(z, used + len(missing))
+            self._compute(z, missing, np.arange(used, used + len(missing)))
             slot[missing] = np.arange(used, used + len(missing))
             self._used[z] = used + len(missing)
         return self._data[z], slot[rows]
@@ -464,7 +481,7 @@ def verify_pairs(images: Sequence[np.ndarray] | np.ndarray | DetailSpectra, i: n
 
     with _one_blas_thread():
         if workers > 1 and len(batches) > 1:
-            spectra.prepare(np.concatenate([i, j]))  # then the threads only read (numpy and BLAS release the GIL)
+            spectra.prepare(np.concatenate([i, j]), workers=workers)  # then the threads only read the spectra
         _in_threads(unzoomed, batches, workers)
         _register_zoomed(spectra, i, j, xcorr, dy, dx, zoom, residual, penalty, accept_at=accept_at, workers=workers)
     return VerifyResult(xcorr - residual - penalty, xcorr, residual, zoom, dy, dx)
@@ -511,7 +528,7 @@ def _register_zoomed(spectra: DetailSpectra, i: np.ndarray, j: np.ndarray, xcorr
     """
     za_of, zb_of = np.zeros(len(i), dtype=np.int64), np.zeros(len(i), dtype=np.int64)
     tried = np.nonzero((xcorr >= VERIFY_ZOOM_FLOOR) & (xcorr < (np.inf if accept_at is None else accept_at)))[0]
-    _prepare_zooms(spectra, np.concatenate([i[tried], j[tried]]), range(1, EXTENDED_FROM))
+    _prepare_zooms(spectra, np.concatenate([i[tried], j[tried]]), range(1, EXTENDED_FROM), workers)
 
     def trials(rows: np.ndarray) -> None:
         for za, zb in _COMBOS:
@@ -530,17 +547,16 @@ def _register_zoomed(spectra: DetailSpectra, i: np.ndarray, j: np.ndarray, xcorr
     _in_threads(measure, _chunks(measured), workers)
     for side, combos in ((za_of, _EXTENDED_A), (zb_of, _EXTENDED_B)):
         rows = measured[side[measured] == EXTENDED_FROM - 1]
-        _prepare_zooms(spectra, (i if combos is _EXTENDED_A else j)[rows], range(EXTENDED_FROM, len(VERIFY_ZOOMS)))
+        _prepare_zooms(spectra, (i if combos is _EXTENDED_A else j)[rows], range(EXTENDED_FROM, len(VERIFY_ZOOMS)),
+                       workers)
         _in_threads(lambda part, c=combos: _register_extended(spectra, i, j, part, c, xcorr, dy, dx, zoom, residual,
                                                                penalty), _chunks(rows), workers)
 
 
-def _prepare_zooms(spectra: DetailSpectra, images: np.ndarray, zooms: Iterable[int]) -> None:
-    """Compute the spectra of ``images`` at the zoom indices ``zooms`` now, in a few large batches."""
-    images = np.unique(images)
+def _prepare_zooms(spectra: DetailSpectra, images: np.ndarray, zooms: Iterable[int], workers: int) -> None:
+    """Compute the spectra of ``images`` at the zoom indices ``zooms`` now (see :meth:`DetailSpectra.prepare`)."""
     for z in zooms:
-        for part in _chunks(images, 4096):
-            spectra.slots(z, part)
+        spectra.prepare(images, z=z, workers=workers)
 
 
 def _register_extended(spectra: DetailSpectra, i: np.ndarray, j: np.ndarray, rows: np.ndarray,
