@@ -313,3 +313,35 @@ def test_parallel_import_equals_one_process(tmp_path: Path, monkeypatch: pytest.
         assert a[split].select_columns([c for c in a[split].column_names if c != "image"]).to_list() == \
             b[split].select_columns([c for c in b[split].column_names if c != "image"]).to_list()
     assert read_rejects(tmp_path / "one") == read_rejects(tmp_path / "three")
+
+
+def test_parallel_import_skips_quoted_and_blank_lines_alike(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker skips the rows before its part unparsed only where a line is a whole row: quoted cells
+    (one holding a line break), blank lines and malformed rows before a part give the same rows,
+    origins (line numbers) and ledger as one process."""
+    from ferdata.sources import fer2013 as module
+    from ferdata.steps import StepContext, apply_step
+
+    rng = np.random.default_rng(3)
+    lines = ["emotion,pixels,Usage"]
+    for i in range(24):
+        pixels = " ".join(map(str, rng.integers(0, 256, 2304)))
+        lines.append(f'{i % 7},"{pixels}",Training' if i in (9, 17) else f"{i % 7},{pixels},PublicTest")
+        if i == 3:
+            lines += ["", " , ,", "9,1 2 3,Training"]
+        if i == 6:
+            lines.append(f'3,{pixels},"Train\ning"')  # a quoted cell over two lines: one row, unknown usage
+    fer = tmp_path / "fer2013.csv"
+    fer.write_text("\n".join(lines) + "\n")
+    apply_step("import_fer2013", {"csv": str(fer)}, out=tmp_path / "one")
+    monkeypatch.setattr(module, "MIN_ROWS_PER_WORKER", 1)
+    apply_step("import_fer2013", {"csv": str(fer)}, out=tmp_path / "four", ctx=StepContext(num_proc=4))
+    a, b = open_dataset(tmp_path / "one"), open_dataset(tmp_path / "four")
+    assert list(a) == list(b) and sum(len(ds) for ds in a.values()) == 24
+    for split in a:
+        assert a[split].select_columns([c for c in a[split].column_names if c != "image"]).to_list() == \
+            b[split].select_columns([c for c in b[split].column_names if c != "image"]).to_list()
+    ledger = read_rejects(tmp_path / "one")
+    assert ledger == read_rejects(tmp_path / "four")
+    assert {r["origin"].split("#")[1]: r["reason"] for r in ledger} == {
+        "L6": "empty_line", "L7": "empty_line", "L8": "unknown_code", "L13": "unknown_usage"}  # a row's last line

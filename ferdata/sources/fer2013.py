@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import itertools
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
@@ -409,14 +410,35 @@ class _RowParser:
         return {**pixels_row(pixels, label, origin=origin, source=SOURCE, split=split), **extra}
 
 
+def _skip_plain_lines(f: Any, rows: int) -> tuple[list[str], int, int]:
+    """Skip up to ``rows`` rows of a CSV text stream without parsing them.
+
+    A line without a double quote is one whole row (only a quoted cell can hold a line break), so
+    it is skipped unparsed; the first line with a quote stops the skip and is handed back to be
+    parsed. Returns that line (or none), the rows skipped and how many of them were not blank.
+    """
+    skipped = data = 0
+    while skipped < rows:
+        line = next(f, "")
+        if not line:
+            break
+        if '"' in line:
+            return [line], skipped, data
+        skipped += 1
+        data += 1 if line.replace(",", "").strip() else 0  # a blank row: only commas and spaces
+    return [], skipped, data
+
+
 def generate_rows(path: str, image_size: int, limit: int | None, ferplus: str = "", label_source: str = "fer2013",
                   ferplus_mode: str = "majority", ranges: list[tuple[int, int | None]] | None = None,
                   ) -> Iterator[dict[str, Any]]:
     """Yield one row (good or reject) per data line of the CSV (with FER+ columns when ``ferplus``).
 
     ``ranges`` (half-open ``[start, stop)`` indices of the CSV's rows after the header, ``stop``
-    None for the end) restricts the rows yielded: a worker process of a parallel import reads the
-    whole file but parses only its own contiguous part, so the parts concatenate in file order.
+    None for the end) restricts the rows yielded: a worker process of a parallel import parses
+    only its own contiguous part (the rows before it are skipped unparsed where they are plain
+    lines, see :func:`_skip_plain_lines`, and it stops after its part), so the parts concatenate
+    in file order.
     """
     maps = LabelMaps.load()
     names = list(maps.canonical)
@@ -429,19 +451,26 @@ def generate_rows(path: str, image_size: int, limit: int | None, ferplus: str = 
     columns = _columns(path)
     i_usage = columns[2]
     parser = _RowParser(image_size, columns, codes, bool(ferplus), use_ferplus_label, ferplus_mode, label_names)
+    stops = [b for _, b in ranges or []]
+    stop = None if ranges is None or None in stops else max(b for b in stops if b is not None)
     with _open(path) as f:
-        reader = csv.reader(f)
-        next(reader, None)
+        header = csv.reader(f)
+        next(header, None)
+        pending, skipped, data_rows = _skip_plain_lines(f, min(a for a, _ in ranges)) if ranges else ([], 0, 0)
+        lines_before = header.line_num + skipped
+        data_row = data_rows - 1  # index of the last data row read: FER+ votes align with the data rows
+        reader = csv.reader(itertools.chain(pending, f))
         made = 0
-        data_row = -1
-        for index, row in enumerate(reader):
+        for index, row in enumerate(reader, start=skipped):
+            if stop is not None and index >= stop:
+                break
             if ranges is not None and not any(a <= index and (b is None or index < b) for a, b in ranges):
                 data_row += 0 if _blank(row) else 1  # FER+ votes align with the data rows before this part too
                 continue
             if limit is not None and made >= limit:
                 break
             made += 1
-            origin = f"{name}#L{reader.line_num}"
+            origin = f"{name}#L{lines_before + reader.line_num}"
             usage = row[i_usage].strip() if i_usage is not None and len(row) > i_usage else "Training"
             split = SPLIT_NAMES.get(usage.lower(), "train")
             extra: dict[str, Any] = {}
@@ -465,17 +494,18 @@ def _count_rows(path: str) -> int:
     return max(0, count - 1)
 
 
-def _workers(path: str, ctx: StepContext) -> int:
-    """Processes for the import: ``--num-proc``, fewer on a small file, 1 for a ``--limit`` trial."""
+def _workers(path: str, ctx: StepContext, rows: int | None = None) -> int:
+    """Processes for the import: ``--num-proc``, fewer on a small file, 1 for a ``--limit`` trial
+    (``rows``: the file's :func:`_count_rows`, when already counted)."""
     if ctx.num_proc <= 1 or ctx.limit is not None:
         return 1
-    return max(1, min(ctx.num_proc, _count_rows(path) // MIN_ROWS_PER_WORKER))
+    rows = _count_rows(path) if rows is None else rows
+    return max(1, min(ctx.num_proc, rows // MIN_ROWS_PER_WORKER))
 
 
-def _row_ranges(path: str, workers: int) -> list[tuple[int, int | None]]:
-    """``workers`` contiguous row ranges covering the file (the last one open-ended: nothing is lost
-    even when the line count differs from the CSV's row count)."""
-    rows = _count_rows(path)
+def _row_ranges(rows: int, workers: int) -> list[tuple[int, int | None]]:
+    """``workers`` contiguous ranges covering the ``rows`` rows counted (the last one open-ended:
+    nothing is lost even when the line count differs from the CSV's row count)."""
     bounds: list[int | None] = [rows * k // workers for k in range(workers)] + [None]
     return [(int(bounds[k] or 0), bounds[k + 1]) for k in range(workers)]
 
@@ -504,9 +534,10 @@ def import_fer2013(data: None, config: Fer2013Config, ctx: StepContext) -> StepO
                           "label_fer2013": datasets.ClassLabel(names=list(maps.canonical))}
         info.update(ferplus=str(fp), label_source=config.label_source, ferplus_mode=config.ferplus_mode,
                     ferplus_votes_order=list(FERPLUS_VOTES))
-    workers = _workers(str(path), ctx)
+    rows = _count_rows(str(path)) if ctx.num_proc > 1 and ctx.limit is None else 0  # one pass over the file
+    workers = _workers(str(path), ctx, rows)
     if workers > 1:
-        gen_kwargs["ranges"] = _row_ranges(str(path), workers)
+        gen_kwargs["ranges"] = _row_ranges(rows, workers)
     dd, rejects = rows_to_dataset(generate_rows, gen_kwargs, names, cache_dir=ctx.scratch(), step="import_fer2013",
                                   extra_features=extra_features, num_proc=workers)
     if ctx.limit is not None:  # a trial: the data lines not read are counted (recorded as limited_out)
