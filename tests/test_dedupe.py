@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from ferdata.dataset import open_dataset, read_manifest, read_rejects
+from ferdata.dedupe.hashing import _phash_many
 from ferdata.dedupe import (
     DedupeConfig,
     brute_force_pairs,
@@ -602,9 +603,24 @@ def test_phash_equals_imagehash() -> None:
     images = [_textured(_smooth(800 + k), k) for k in range(20)]
     images += [rng.integers(0, 256, (64, 80, 3), dtype=np.uint8), rng.integers(0, 256, (31, 47), dtype=np.uint8),
                np.zeros((48, 48), np.uint8), np.full((48, 48), 200, np.uint8), (rng.random((48, 48)) > 0.5) * 255]
-    for x in images:
-        x = np.asarray(x, dtype=np.uint8)
-        assert image_hash(x, "phash") == str(imagehash.phash(Image.fromarray(x)))
+    images = [np.asarray(x, dtype=np.uint8) for x in images]
+    expected = [str(imagehash.phash(Image.fromarray(x))) for x in images]
+    assert [image_hash(x, "phash") for x in images] == expected
+    # the step's stacked path (one pair of Pillow calls per image size, the DCT as matrix products)
+    assert _phash_many(images + images[::-1]) == expected + expected[::-1]
+
+
+def test_hash_dataset_fast_path_equals_the_row_path(planted_dir: Path) -> None:
+    """The phash columns added from the PNG bytes equal the per-row map's (hash, is_constant, phash_of)."""
+    from ferdata.dedupe.hashing import _phash_columns, hash_row
+
+    dd = open_dataset(planted_dir)
+    fast = _phash_columns(dd, num_proc=2)
+    for split in dd:
+        rows = [hash_row(np.asarray(r["image"]), r, method="phash") for r in dd[split]]
+        assert fast[split]["phash"] == [r["phash"] for r in rows]
+        assert fast[split]["is_constant"] == [r["is_constant"] for r in rows]
+        assert fast[split]["phash_of"] == [r["phash_of"] for r in rows] == dd[split]["id"]
 
 
 def test_gray_png_fast_decode_matches_pillow() -> None:
