@@ -174,7 +174,7 @@ def _thumbnails(ds: datasets.Dataset, rows: Sequence[int]) -> list[bytes | None]
 
     if "image" not in ds.column_names or not isinstance(ds.features["image"], datasets.Image) or not len(rows):
         return [None] * len(rows)
-    values = ds.select_columns(["image"]).select(list(rows)).cast_column("image", datasets.Image(decode=False))["image"]
+    values = column_values(ds.select_columns(["image"]).select(list(rows)), "image")  # {"bytes", "path"}: undecoded
     return [ledger_thumbnail(v) if v else None for v in values]
 
 
