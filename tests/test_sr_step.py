@@ -72,3 +72,20 @@ def test_step_output_is_the_api_output(size: int | None) -> None:
     stacked = upscale_batch(same, model="espcn_x4", scale=4, backend="tf", size=size, resize="post",
                             allow_downscale=False, batch_size=2)
     assert stacked["id"] == res["id"][:3]
+
+
+def test_parts_give_the_one_call_output(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stack runs through the network in parts (encoded while the next part runs): the images,
+    bytes and ids of one Upscaler.upscale call over the whole stack, in order, for a last part
+    that is not whole."""
+    import ferdata.sr.step as module
+
+    rng = np.random.default_rng(5)
+    faces = rng.integers(0, 256, (21, 48, 48), dtype=np.uint8)
+    batch = {"image": [{"bytes": encode_png(f), "path": None} for f in faces], "id": [f"r{k}" for k in range(21)]}
+    monkeypatch.setattr(module, "PIPELINE_IMAGES", 7)  # parts of 6 rows (whole network batches of 3) + 3
+    res = upscale_batch(batch, model="espcn_x4", scale=4, backend="tf", size=100, resize="post",
+                        allow_downscale=False, batch_size=3)
+    want = get_upscaler("espcn_x4", 4, "tf").upscale(faces, size=100, batch_size=3)
+    assert [r["bytes"] for r in res["image"]] == [encode_png(w) for w in want]
+    assert res["id"] == [pixel_id(w) for w in want]
