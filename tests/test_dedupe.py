@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from ferdata.dataset import open_dataset, read_manifest, read_rejects
-from ferdata.dedupe.hashing import _phash_many
 from ferdata.dedupe import (
     DedupeConfig,
     brute_force_pairs,
@@ -21,6 +20,7 @@ from ferdata.dedupe import (
     verify_array,
     verify_pairs,
 )
+from ferdata.dedupe.hashing import _phash_many
 from ferdata.errors import UsageError
 
 # ------------------------------------------------------------------ the index

@@ -53,8 +53,12 @@ from ferdata.dedupe.config import (
     DedupeConfig,
     check_method,
 )
-from ferdata.dedupe.hashing import _gray_png  # noqa: F401  (private names the tests and benchmarks import)
-from ferdata.dedupe.hashing import hash_dataset, image_hash, is_constant
+from ferdata.dedupe.hashing import (
+    _gray_png,  # noqa: F401  (private names the tests and benchmarks import)
+    hash_dataset,
+    image_hash,
+    is_constant,
+)
 from ferdata.dedupe.report import (
     REPORT_FIELDS,
     REPORT_NAME,

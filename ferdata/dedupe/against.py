@@ -240,9 +240,7 @@ def _near_matches(result: Contamination, dd: datasets.DatasetDict, rows: _Rows, 
     else:
         ui, li = np.unique(i, return_inverse=True)
         uj, lj = np.unique(j, return_inverse=True)
-        ours = _verify_images(dd, rows.splits, mine[ui])
-        other = _verify_images(o.data, o.splits, theirs[uj])
-        images = [ours[int(r)] for r in mine[ui]] + [other[int(k)] for k in theirs[uj]]
+        images = np.concatenate([_verify_images(dd, rows.splits, mine[ui]), _verify_images(o.data, o.splits, theirs[uj])])
         res = verify_pairs(DetailSpectra(images), li, lj + len(ui), accept_at=_ACCEPT_XCORR)
         score = res.score
         ok = score >= config.required_score(d)

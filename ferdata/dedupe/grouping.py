@@ -40,7 +40,7 @@ from ferdata.dedupe.verify import (
     VERIFY_SIZE,
     VERIFY_ZOOM_FLOOR,
     DetailSpectra,
-    verify_array,
+    verify_array_u8,
     verify_pairs,
 )
 
@@ -163,27 +163,27 @@ class _Grouping:
     info: dict[str, Any]
 
 
-def _verify_images(dd: datasets.DatasetDict, splits: list[str], rows: np.ndarray) -> dict[int, np.ndarray]:
-    """Verifier arrays (:func:`verify_array`) of the given global rows."""
+def _verify_images(dd: datasets.DatasetDict, splits: list[str], rows: np.ndarray) -> np.ndarray:
+    """Verifier images (:func:`verify_array_u8`) of the given global rows, one uint8 stack in their order."""
     import datasets
 
     from ferdata.images import ImageRejected, to_array
 
+    rows = np.asarray(rows, dtype=np.int64)
+    out = np.zeros((len(rows), VERIFY_SIZE, VERIFY_SIZE), dtype=np.uint8)
     offsets = np.concatenate([[0], np.cumsum([len(dd[s]) for s in splits])])
-    out: dict[int, np.ndarray] = {}
     for k, split in enumerate(splits):
-        lo, hi = offsets[k], offsets[k + 1]
-        local = rows[(rows >= lo) & (rows < hi)] - lo
-        if not len(local):
+        at = np.nonzero((rows >= offsets[k]) & (rows < offsets[k + 1]))[0]
+        if not len(at):
             continue
+        local = rows[at] - offsets[k]
         raw = dd[split].cast_column(IMAGE, datasets.Image(decode=False)).select(local.tolist())
-        for r, value in zip(local.tolist(), _column(raw, IMAGE).to_pylist(), strict=True):
+        for n, value in zip(at.tolist(), _column(raw, IMAGE).to_pylist(), strict=True):
             try:
                 gray = _gray_png(value)
-                out[int(r + lo)] = verify_array(to_array(value) if gray is None else gray)
+                out[n] = verify_array_u8(to_array(value) if gray is None else gray)
             except ImageRejected:  # only with reused hashes of a row whose image went bad: never confirmed
-                logger.warning("dedupe: row %d has no decodable image; it is not verified as a duplicate", r + lo)
-                out[int(r + lo)] = np.zeros((VERIFY_SIZE, VERIFY_SIZE), dtype=np.float32)
+                logger.warning("dedupe: row %d has no decodable image; it is not verified as a duplicate", rows[n])
     return out
 
 
@@ -316,10 +316,12 @@ class _SurvivorFirst:
         self.spectra = DetailSpectra([])
         if self.verify and len(li):
             at = cand if image_rows is None else image_rows  # the rows of dd the candidates' images are in
-            images = _verify_images(dd, splits, at[np.unique(np.concatenate([li, lj]))])
+            paired = np.unique(np.concatenate([li, lj]))
+            images = np.zeros((m, VERIFY_SIZE, VERIFY_SIZE), dtype=np.uint8)
+            images[paired] = _verify_images(dd, splits, at[paired])
             # indexed by candidate turn; each row's detail spectra are computed once (zoomed ones on first use)
-            self.spectra = DetailSpectra([images.get(int(r)) for r in at])
-            self.spectra.prepare(np.unique(np.concatenate([li, lj])), workers=workers)  # every unzoomed spectrum, now
+            self.spectra = DetailSpectra(images)
+            self.spectra.prepare(paired, workers=workers)  # every unzoomed spectrum, now
         # a threshold below what a pair under the zoom floor can score needs the exact correlation of every pair
         self.exact = min(config.min_score, config.similar_score) < VERIFY_ZOOM_FLOOR - RESIDUAL_UNMEASURED
         self.workers = workers

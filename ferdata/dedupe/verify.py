@@ -70,6 +70,11 @@ def verify_array(pixels: np.ndarray) -> np.ndarray:
     Args:
         pixels: uint8 gray ``(H, W)``, RGB ``(H, W, 3)`` or RGBA array of any size.
     """
+    return verify_array_u8(pixels).astype(np.float32)
+
+
+def verify_array_u8(pixels: np.ndarray) -> np.ndarray:
+    """:func:`verify_array`'s pixels as uint8 (the same values: a quarter of the memory)."""
     import cv2
 
     arr = np.asarray(pixels)
@@ -78,7 +83,7 @@ def verify_array(pixels: np.ndarray) -> np.ndarray:
     arr = np.ascontiguousarray(arr, dtype=np.uint8)
     if arr.shape != (VERIFY_SIZE, VERIFY_SIZE):
         arr = cv2.resize(arr, (VERIFY_SIZE, VERIFY_SIZE), interpolation=cv2.INTER_AREA)
-    return arr.astype(np.float32)
+    return arr
 
 
 def _zoom(img: np.ndarray, z: float) -> np.ndarray:
@@ -300,14 +305,20 @@ class DetailSpectra:
     (:func:`_correlation_bound`: the low band of the unzoomed spectrum and the magnitudes of the
     rest, ~7 kB per image).
 
+    Memory: the stores are allocated for every image at first use, but only the pages written are
+    held (the rows computed so far, not a doubling capacity); a uint8 stack of images is kept as
+    uint8 (a quarter of float32).
+
     Args:
-        images: arrays from :func:`verify_array` (gray float32, VERIFY_SIZE square).
+        images: arrays from :func:`verify_array` (gray float32, VERIFY_SIZE square), or one uint8
+            stack of :func:`verify_array_u8` arrays.
     """
 
     def __init__(self, images: Sequence[np.ndarray | None] | np.ndarray) -> None:
-        # one float32 stack (a missing image is zeros: never confirmed as a duplicate)
+        # one stack (a missing image is zeros: never confirmed as a duplicate)
         blank = np.zeros((VERIFY_SIZE, VERIFY_SIZE), dtype=np.float32)
-        self.images = (np.asarray(images, dtype=np.float32) if isinstance(images, np.ndarray) else
+        self.images = (images if isinstance(images, np.ndarray) and images.dtype == np.uint8 else
+                       np.asarray(images, dtype=np.float32) if isinstance(images, np.ndarray) else
                        np.stack([blank if x is None else x for x in images]).astype(np.float32, copy=False)
                        if len(images) else np.empty((0, VERIFY_SIZE, VERIFY_SIZE), np.float32))
         n = len(images)
@@ -334,7 +345,7 @@ class DetailSpectra:
         if not len(missing):
             return
         used = self._used[z]
-        self._reserve(z, used + len(missing))
+        self._reserve(z)
         positions = np.arange(used, used + len(missing))
 
         def fill(part: slice) -> None:
@@ -344,21 +355,21 @@ class DetailSpectra:
         self._slot[z][missing] = positions
         self._used[z] = used + len(missing)
 
-    def _reserve(self, z: int, size: int) -> None:
-        """Grow the stores of zoom index ``z`` to hold at least ``size`` images (doubling)."""
-        if size <= len(self._data[z]):
+    def _reserve(self, z: int) -> None:
+        """Allocate the stores of zoom index ``z`` for every image, once (pages are held only once written)."""
+        n = len(self)
+        if len(self._data[z]) == n:
             return
-        size = max(2 * len(self._data[z]), size, 256)
         used = self._used[z]
-        self._data[z] = _grown(self._data[z], size, used)
+        self._data[z] = _grown(self._data[z], n, used)
         if z:
-            self._zoomed[z] = _grown(self._zoomed[z], size, used)
+            self._zoomed[z] = _grown(self._zoomed[z], n, used)
         else:
-            self._band, self._rest = _grown(self._band, size, used), _grown(self._rest, size, used)
+            self._band, self._rest = _grown(self._band, n, used), _grown(self._rest, n, used)
 
     def _compute(self, z: int, rows: np.ndarray, positions: np.ndarray) -> None:
         """The spectra (and bound parts, or zoomed images) of ``rows`` at zoom index ``z``, into ``positions``."""
-        stack = self.images[rows]
+        stack = self.images[rows].astype(np.float32, copy=False)
         if VERIFY_ZOOMS[z] != 1.0:
             stack = np.stack([_zoom(x, VERIFY_ZOOMS[z]) for x in stack])
             self._zoomed[z][positions] = stack
@@ -371,10 +382,6 @@ class DetailSpectra:
         """True when the unzoomed spectra of ``rows`` are computed (reading them changes nothing)."""
         return bool((self._slot[0][rows] >= 0).all())
 
-    def image(self, k: int) -> np.ndarray:
-        """Image ``k`` (zeros for a row without one: never confirmed as a duplicate)."""
-        return self.images[k]
-
     def slots(self, z: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(store, positions)``: the spectra at zoom index ``z`` of ``rows`` are ``store[positions]``."""
         rows = np.asarray(rows, dtype=np.int64)
@@ -385,19 +392,19 @@ class DetailSpectra:
         missing = np.unique(rows[positions < 0])
         if len(missing):
             used = self._used[z]
-            self._reserve(z, used + len(missing))
+            self._reserve(z)
             self._compute(z, missing, np.arange(used, used + len(missing)))
             slot[missing] = np.arange(used, used + len(missing))
             self._used[z] = used + len(missing)
         return self._data[z], slot[rows]
 
     def pixels(self, z: int, rows: np.ndarray) -> np.ndarray:
-        """The images of ``rows`` at zoom index ``z`` (as their spectra are computed from; each zoomed once)."""
+        """The images of ``rows`` at zoom index ``z`` (float32, as their spectra are computed from; each zoomed once)."""
         rows = np.asarray(rows, dtype=np.int64)
         if not z:
-            return self.images[rows]
+            return self.images[rows].astype(np.float32, copy=False)
         _, positions = self.slots(z, rows)
-        return self._zoomed[z][positions]  # read after slots(): it may have grown the store
+        return self._zoomed[z][positions]  # read after slots(): it may have allocated the store
 
     def bound_parts(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(band, rest, positions)`` of the unzoomed spectra of ``rows`` (see :func:`_correlation_bound`)."""
