@@ -345,3 +345,33 @@ def test_parallel_import_skips_quoted_and_blank_lines_alike(tmp_path: Path, monk
     assert ledger == read_rejects(tmp_path / "four")
     assert {r["origin"].split("#")[1]: r["reason"] for r in ledger} == {
         "L6": "empty_line", "L7": "empty_line", "L8": "unknown_code", "L13": "unknown_usage"}  # a row's last line
+
+
+def test_row_estimate_and_a_wrong_one_lose_no_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parallel parts come from an estimate of the rows (uncompressed size over the first lines'
+    length, a gzip file's size read from its trailer); any estimate, far too low or too high, gives
+    the rows, origins and ledger of one process."""
+    import gzip
+
+    from ferdata.sources import fer2013 as module
+    from ferdata.steps import StepContext, apply_step
+
+    fer = write_fer_csv(tmp_path / "f.csv", 10, extra_lines=("", "9,1 2 3,Training"))
+    packed = tmp_path / "f.csv.gz"
+    packed.write_bytes(gzip.compress(fer.read_bytes()))
+    rows = module._count_rows(str(fer))
+    for path in (fer, packed):
+        assert module._uncompressed_size(str(path)) == fer.stat().st_size
+        assert abs(module._estimate_rows(str(path), head_bytes=20_000) - rows) <= 0.1 * rows
+        assert module._estimate_rows(str(path)) == rows  # small enough to be counted
+    apply_step("import_fer2013", {"csv": str(packed)}, out=tmp_path / "one")
+    monkeypatch.setattr(module, "MIN_ROWS_PER_WORKER", 1)
+    for k, wrong in enumerate((3, 5 * rows)):
+        monkeypatch.setattr(module, "_estimate_rows", lambda path, wrong=wrong: wrong)
+        apply_step("import_fer2013", {"csv": str(packed)}, out=tmp_path / f"p{k}", ctx=StepContext(num_proc=3))
+        a, b = open_dataset(tmp_path / "one"), open_dataset(tmp_path / f"p{k}")
+        assert list(a) == list(b)
+        for split in a:
+            assert a[split].select_columns([c for c in a[split].column_names if c != "image"]).to_list() == \
+                b[split].select_columns([c for c in b[split].column_names if c != "image"]).to_list()
+        assert read_rejects(tmp_path / "one") == read_rejects(tmp_path / f"p{k}")
