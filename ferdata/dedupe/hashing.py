@@ -87,9 +87,10 @@ def _phash_many(images: list[np.ndarray]) -> list[str]:
     Pillow's Lanczos resize is separable and each pass treats every row (column) on its own, so
     the stack is resized by two one-pass Pillow calls on one tall image: the rows of all images
     (width 48 -> 32), then, transposed, their columns (height 48 -> 32): the same coefficients,
-    sums and rounding as one ``resize`` per image. The 8 x 8 lowest DCT frequencies are two matrix products on the whole stack.
-    A row whose low frequencies come within 1e-6 of their median (where a different rounding
-    could flip a bit) is hashed again by :func:`_phash` alone; other layouts (RGB) go one by one.
+    sums and rounding as one ``resize`` per image. The 8 x 8 lowest DCT frequencies are two matrix
+    products on the whole stack. A row whose low frequencies come within 1e-6 of their median
+    (where a different rounding could flip a bit) is hashed again by :func:`_phash` alone; other
+    layouts (RGB) go one by one.
     """
     from PIL import Image
 
@@ -239,7 +240,7 @@ def _phash_columns(dd: datasets.DatasetDict, *, num_proc: int = 1) -> datasets.D
                 except ImageRejected:
                     return None
             arrays.append(arr)
-        return _phash_many(arrays) if arrays else [], [is_constant(a) for a in arrays]
+        return _phash_many(arrays), [is_constant(a) for a in arrays]
 
     out = {}
     hash_of = hash_of_column("phash")

@@ -336,7 +336,7 @@ class DetailSpectra:
 
     def prepare(self, rows: np.ndarray | None = None, *, z: int = 0, workers: int = 1) -> None:
         """Compute the spectra at zoom index ``z`` of ``rows`` (default: every image) now, in large
-        batches on ``workers`` threads, each writing its own part of the stores, grown beforehand.
+        batches on ``workers`` threads, each writing its own part of the stores (allocated beforehand).
 
         Afterwards scoring pairs among these rows only reads the stores (several threads may).
         """
