@@ -155,8 +155,8 @@ def ledger_thumbnail(image: Any, size: int = LEDGER_THUMB_SIDE) -> bytes | None:
 def column_values(ds: datasets.Dataset, name: str) -> list[Any]:
     """The values of a (non-image) column as a Python list, read from Arrow in one pass.
 
-    ``ds[name]`` is a lazy ``datasets.Column`` since datasets 4: iterating it formats row by row
-    (about 10 us a row), which made counting labels or ids cost seconds on a FER2013-sized split.
+    ``ds[name]`` is a lazy ``datasets.Column`` in datasets 5: iterating it formats row by row
+    (10-50 us a row), which made counting labels or ids cost seconds on a FER2013-sized split.
 
     Example:
         >>> import datasets
