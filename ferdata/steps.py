@@ -214,11 +214,13 @@ def class_totals(data: datasets.DatasetDict) -> dict[str, int]:
     """Rows per class name over all splits (empty when there is no ClassLabel ``label``)."""
     import datasets
 
+    from ferdata.dataset import column_values
+
     totals: Counter[str] = Counter()
     for ds in data.values():
         feature = ds.features.get("label")
         if isinstance(feature, datasets.ClassLabel) and len(ds):
-            totals.update(feature.names[i] for i in ds["label"] if i >= 0)
+            totals.update(feature.names[i] for i in column_values(ds, "label") if i >= 0)
     return dict(sorted(totals.items()))
 
 

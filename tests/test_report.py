@@ -9,6 +9,7 @@ import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import write_fer_csv
@@ -695,3 +696,22 @@ def test_browser_duplicates_are_true_after_crop_and_split(btfer_dir: Path, chrom
     assert (tmp_path / "duplicates.png").stat().st_size > 5_000 and errors == []
     assert "1 members" not in section.inner_text()
     page.close()
+
+
+def test_sr_pairs_read_the_source_csv_compressed_or_plain(tmp_path: Path) -> None:
+    """The super-resolution section finds its 48 px inputs in a .csv.gz as in the plain CSV (same line numbers)."""
+    import gzip
+
+    from ferdata.report.collect import _fer_csv_pixels
+
+    rng = np.random.default_rng(3)
+    faces = [rng.integers(0, 256, (48, 48), dtype=np.uint8) for _ in range(3)]
+    text = "emotion,pixels,Usage\n" + "".join(f"3,{' '.join(map(str, f.ravel()))},Training\n" for f in faces)
+    plain = tmp_path / "fer.csv"
+    plain.write_text(text)
+    packed = tmp_path / "fer.csv.gz"
+    packed.write_bytes(gzip.compress(text.encode()))
+    for path in (plain, packed):
+        got = _fer_csv_pixels(path, {2, 4})
+        assert sorted(got) == [2, 4]
+        assert np.array_equal(np.asarray(got[2]), faces[0]) and np.array_equal(np.asarray(got[4]), faces[2])

@@ -352,8 +352,10 @@ def _fer_csv_pixels(csv_path: Path, lines: set[int]) -> dict[int, Any]:
     """Pixels of the given 1-based line numbers of a fer2013.csv (for SR pairs of an imported CSV)."""
     from PIL import Image
 
+    from ferdata.sources.fer2013 import open_csv
+
     out: dict[int, Any] = {}
-    with csv_path.open(newline="", encoding="utf-8") as f:
+    with open_csv(str(csv_path)) as f:
         reader = csv.reader(f)
         for row in reader:
             if reader.line_num in lines and len(row) >= 2:

@@ -107,7 +107,7 @@ def rows_to_dataset(
     """
     import datasets
 
-    from ferdata.dataset import partition_rejects
+    from ferdata.dataset import column_values, partition_rejects
 
     features = row_features(label_names)
     features.update(extra_features or {})
@@ -120,7 +120,7 @@ def rows_to_dataset(
         # fresh scratch cache per run: never reuse rows from an earlier import of a changed file
         fingerprint=os.urandom(8).hex(),
     )
-    splits_present = sorted(set(ds[SPLIT_COLUMN]), key=_split_order)
+    splits_present = sorted(set(column_values(ds, SPLIT_COLUMN)), key=_split_order)
     parts = {}
     for split in splits_present:
         part = ds.filter(lambda s, name=split: [v == name for v in s], input_columns=[SPLIT_COLUMN], batched=True,

@@ -231,7 +231,8 @@ def _open_binary(path: str) -> Any:
     return open(path, "rb")
 
 
-def _open(path: str) -> Any:
+def open_csv(path: str) -> Any:
+    """A FER2013-style CSV as text, whatever its packing (plain, ``.csv.gz``, ``.zip`` of one CSV)."""
     import io
 
     return io.TextIOWrapper(_open_binary(path), newline="", encoding="utf-8-sig", errors="replace")
@@ -248,7 +249,7 @@ def _columns(path: str) -> tuple[int, int, int | None, int]:
         UsageError: for a binary file, a header that does not name emotion and pixels, or no data rows.
     """
     _check_text(path, "expected a FER2013 CSV: emotion,pixels,Usage")
-    with _open(path) as f:
+    with open_csv(path) as f:
         reader = csv.reader(f)
         header = [h.strip().lower() for h in next(reader, [])]
         if "emotion" not in header or "pixels" not in header:
@@ -290,7 +291,7 @@ def read_ferplus(path: str) -> list[tuple[str, list[int] | None]]:
     """
     _check_text(path, "expected FER+'s fer2013new.csv")
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-    with _open(path) as f:
+    with open_csv(path) as f:
         reader = csv.reader(f)
         header = [h.strip().lower() for h in next(reader, [])]
         wanted = ["usage", *[n.lower() for n in FERPLUS_VOTES]]
@@ -312,7 +313,7 @@ def read_ferplus(path: str) -> list[tuple[str, list[int] | None]]:
 def _usages(path: str, i_usage: int | None) -> list[str]:
     """The Usage of every non-blank data row of the FER2013 CSV (one streaming pass)."""
     out = []
-    with _open(path) as f:
+    with open_csv(path) as f:
         reader = csv.reader(f)
         next(reader, None)
         for row in reader:
@@ -454,7 +455,7 @@ def generate_rows(path: str, image_size: int, limit: int | None, ferplus: str = 
     parser = _RowParser(image_size, columns, codes, bool(ferplus), use_ferplus_label, ferplus_mode, label_names)
     stops = [b for _, b in ranges or []]
     stop = None if ranges is None or None in stops else max(b for b in stops if b is not None)
-    with _open(path) as f:
+    with open_csv(path) as f:
         header = csv.reader(f)
         next(header, None)
         pending, skipped, data_rows = _skip_plain_lines(f, min(a for a, _ in ranges)) if ranges else ([], 0, 0)
@@ -572,7 +573,7 @@ def import_fer2013(data: None, config: Fer2013Config, ctx: StepContext) -> StepO
     dd, rejects = rows_to_dataset(generate_rows, gen_kwargs, names, cache_dir=ctx.scratch(), step="import_fer2013",
                                   extra_features=extra_features, num_proc=workers)
     if ctx.limit is not None:  # a trial: the data lines not read are counted (recorded as limited_out)
-        with _open(str(path)) as f:
+        with open_csv(str(path)) as f:
             info["limited_out"] = max(0, sum(1 for _ in csv.reader(f)) - 1 - ctx.limit)
     if config.classes != 7 or len(names) != 7:
         dd, more = apply_grouping(dd, config.classes, step="import_fer2013")
@@ -617,7 +618,7 @@ def ferplus_folder_rows(root: str, ferplus_mode: str, limit: int | None) -> Iter
         if not label_file.is_file():
             continue
         _check_text(str(label_file), "expected FER+'s label.csv: image name, face box, 10 vote counts")
-        with _open(str(label_file)) as f:
+        with open_csv(str(label_file)) as f:
             for line_no, row in enumerate(csv.reader(f), start=1):
                 if limit is not None and made >= limit:
                     return
