@@ -1035,8 +1035,9 @@ def progress_off() -> bool:
 @click.option("--model", default="auto", show_default=True,
               help="auto: pick the packaged model from the inputs' spectrum (see sr-inspect); or a packaged name "
                    "(espcn_x4) or a path to a .pb / .keras.")
-@click.option("--backend", type=click.Choice(["tf", "opencv"]), default="tf", show_default=True,
-              help="tf: batched; opencv: cv2.dnn_superres per image.")
+@click.option("--backend", type=click.Choice(["auto", "tf", "opencv"]), default="auto", show_default=True,
+              help="opencv: cv2.dnn_superres per image (.pb only); tf: TensorFlow, batched; auto: opencv for a .pb "
+                   "(as fast here, no TensorFlow import), tf for a .keras.")
 @click.option("--resize", type=click.Choice(["post", "pre"]), default=None,
               help="post: network then resample to --size; pre: resample to size/scale first [default: post].")
 @click.option("--allow-downscale", is_flag=True, help="Allow a --size smaller than the input images.")

@@ -58,7 +58,8 @@ class UpscaleConfig:
     #: "auto" (pick a packaged model from the inputs' spectrum, see ferdata.sr.spectrum), a packaged
     #: model name, or a path to a .pb / .keras (None = packaged espcn_x{scale})
     model: str | None = AUTO
-    backend: str = "tf"
+    #: auto (opencv for a .pb, tf for a .keras), tf or opencv: see Upscaler.load
+    backend: str = "auto"
     #: post: network then resample to size; pre: resample to size/scale then network
     resize: str = DEFAULT_RESIZE
     allow_downscale: bool = False
@@ -296,7 +297,7 @@ def upscale_step(data: Any, config: UpscaleConfig, ctx: StepContext) -> StepOutp
             out_size = f"{h}x{w}"
             break
     info = {"model": up.name, "model_file": str(up.path), "scale": scale, "scale_requested": config.scale,
-            "backend": config.backend, "resize": config.resize, "input_sizes_first_row": dict(in_sizes), "output_size": out_size}
+            "backend": up.backend, "backend_requested": config.backend, "resize": config.resize, "input_sizes_first_row": dict(in_sizes), "output_size": out_size}
     if auto is not None:
         info["auto"] = auto
     return StepOutput(kept, rejects, info=info)

@@ -34,7 +34,7 @@ from ferdata.errors import UsageError
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("tf", "opencv")
+BACKENDS = ("auto", "tf", "opencv")
 RESIZE_MODES = ("post", "pre")
 _ALGORITHMS = ("espcn", "fsrcnn", "lapsrn", "edsr")
 
@@ -132,7 +132,7 @@ class Upscaler:
         self._runner = runner
 
     @classmethod
-    def load(cls, name_or_path: str | Path | None = None, scale: int = 4, *, backend: str = "tf",
+    def load(cls, name_or_path: str | Path | None = None, scale: int = 4, *, backend: str = "auto",
              algorithm: str | None = None) -> Upscaler:
         """Load a packaged model by name or a model file, and check its scale.
 
@@ -140,7 +140,10 @@ class Upscaler:
             name_or_path: ``None`` (the packaged model for ``scale``), a packaged name such as
                 ``espcn_x4``, or a path to a ``.pb`` (OpenCV format) or ``.keras`` file.
             scale: the upscale factor the model must have (2, 3 or 4).
-            backend: ``tf`` (batched) or ``opencv`` (``cv2.dnn_superres``, per image; ``.pb`` only).
+            backend: ``opencv`` (``cv2.dnn_superres``, per image; ``.pb`` only), ``tf`` (TensorFlow,
+                batched) or ``auto`` (default): ``opencv`` for a ``.pb``, ``tf`` for a ``.keras``. Both
+                run the same weights (outputs within one gray level); OpenCV 4.14 runs the packaged
+                ESPCN as fast or faster here and needs no TensorFlow import (~5 s, ~0.7 GB): docs/sr.md.
             algorithm: OpenCV algorithm name for ``setModel`` (default: guessed from the file
                 name, ``espcn`` otherwise).
 
@@ -154,6 +157,8 @@ class Upscaler:
         if backend not in BACKENDS:
             raise UsageError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         name, path = resolve_model(name_or_path, scale)
+        if backend == "auto":
+            backend = "opencv" if path.suffix.lower() == ".pb" else "tf"
         if backend == "opencv":
             if path.suffix.lower() != ".pb":
                 raise UsageError(f"backend opencv needs a .pb model, got {path.name}")
