@@ -297,7 +297,8 @@ def upscale_step(data: Any, config: UpscaleConfig, ctx: StepContext) -> StepOutp
             out_size = f"{h}x{w}"
             break
     info = {"model": up.name, "model_file": str(up.path), "scale": scale, "scale_requested": config.scale,
-            "backend": up.backend, "backend_requested": config.backend, "resize": config.resize, "input_sizes_first_row": dict(in_sizes), "output_size": out_size}
+            "backend": up.backend, "backend_requested": config.backend, "resize": config.resize,
+            "input_sizes_first_row": dict(in_sizes), "output_size": out_size}
     if auto is not None:
         info["auto"] = auto
     return StepOutput(kept, rejects, info=info)
