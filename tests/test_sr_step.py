@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ferdata.images import decode_image, decode_plain_png, encode_png, pixel_id
 from ferdata.columns import IMAGE_REASONS  # one vocabulary: sr's own "undecodable" is gone (issue 22)
+from ferdata.images import decode_image, decode_plain_png, encode_png, pixel_id
 from ferdata.sr.step import get_upscaler, upscale_batch
 
 
