@@ -51,14 +51,15 @@ def test_decode_plain_png_equals_decode_image_or_declines() -> None:
     assert decode_plain_png(_png(np.zeros((16, 16), np.uint16))) is None  # 16-bit: decode_image scales it
 
 
-@pytest.mark.parametrize("size", [100, None])
-def test_step_output_is_the_api_output(size: int | None) -> None:
-    """upscale_batch's decoded images and ids == Upscaler.upscale on decode_image's pixels, image by image."""
+@pytest.mark.parametrize(("size", "backend"), [(100, "tf"), (None, "tf"), (100, "opencv"), (None, "opencv")])
+def test_step_output_is_the_api_output(size: int | None, backend: str) -> None:
+    """upscale_batch's decoded images and ids == Upscaler.upscale on decode_image's pixels, image by image
+    (with OpenCV, the step runs the images on threads, each with its own copy of the network)."""
     raw, pixels = _inputs()
     batch = {"image": [{"bytes": b, "path": None} for b in raw], "id": [f"r{k}" for k in range(len(raw))]}
-    res = upscale_batch(batch, model="espcn_x4", scale=4, backend="tf", size=size, resize="post",
+    res = upscale_batch(batch, model="espcn_x4", scale=4, backend=backend, size=size, resize="post",
                         allow_downscale=False, batch_size=2)
-    up = get_upscaler("espcn_x4", 4, "tf")
+    up = get_upscaler("espcn_x4", 4, backend)
     for k, want_in in enumerate(pixels):
         if want_in is None:
             assert res["image"][k] is None and res["_reject_reason"][k] in IMAGE_REASONS and res["id"][k] == f"r{k}"
@@ -69,7 +70,7 @@ def test_step_output_is_the_api_output(size: int | None) -> None:
         assert res["id"][k] == pixel_id(want) and res["parent_id"][k] == f"r{k}" and res["_reject_reason"][k] == ""
     # a batch of one shape takes the stacked path: the same pixels as image by image
     same = {"image": batch["image"][:3], "id": batch["id"][:3]}
-    stacked = upscale_batch(same, model="espcn_x4", scale=4, backend="tf", size=size, resize="post",
+    stacked = upscale_batch(same, model="espcn_x4", scale=4, backend=backend, size=size, resize="post",
                             allow_downscale=False, batch_size=2)
     assert stacked["id"] == res["id"][:3]
 
@@ -89,3 +90,24 @@ def test_parts_give_the_one_call_output(monkeypatch: pytest.MonkeyPatch) -> None
     want = get_upscaler("espcn_x4", 4, "tf").upscale(faces, size=100, batch_size=3)
     assert [r["bytes"] for r in res["image"]] == [encode_png(w) for w in want]
     assert res["id"] == [pixel_id(w) for w in want]
+
+
+def test_opencv_threads_give_the_one_thread_output(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With OpenCV the parts run on threads with their own network copies: the bytes and ids of one
+    Upscaler.upscale call over the whole stack, in order (parts of 7, a last part not whole)."""
+    import cv2
+
+    import ferdata.sr.step as module
+
+    rng = np.random.default_rng(6)
+    faces = rng.integers(0, 256, (23, 48, 48), dtype=np.uint8)
+    batch = {"image": [{"bytes": encode_png(f), "path": None} for f in faces], "id": [f"r{k}" for k in range(23)]}
+    monkeypatch.setattr(module, "PIPELINE_IMAGES", 7)
+    threads = cv2.getNumThreads()
+    res = upscale_batch(batch, model="espcn_x4", scale=4, backend="opencv", size=100, resize="post",
+                        allow_downscale=False, batch_size=32)
+    assert cv2.getNumThreads() == threads  # OpenCV's own threads are given back
+    want = get_upscaler("espcn_x4", 4, "opencv").upscale(faces, size=100)
+    assert [r["bytes"] for r in res["image"]] == [encode_png(w) for w in want]
+    assert res["id"] == [pixel_id(w) for w in want]
+

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import re
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -81,6 +82,7 @@ class UpscaleConfig:
 
 
 _upscalers: dict[tuple[Any, ...], Upscaler] = {}
+_upscalers_copies: dict[tuple[Any, ...], list[Upscaler]] = {}
 
 
 def native_scale(side: int | None, size: int | None, regime: str | None = None) -> int:
@@ -174,7 +176,7 @@ def _encode_all(outs: Any) -> list[tuple[bytes, str]]:
 
 def _upscale_encoded(up: Upscaler, inputs: Any, *, size: int | None, resize: str, allow_downscale: bool,
                      batch_size: int) -> list[tuple[bytes, str]]:
-    """The upscaled images' PNG bytes and ids, in input order.
+    """The upscaled images' PNG bytes and ids, in input order (:func:`_per_image_threads` for OpenCV).
 
     A stack goes through the network in parts of whole network batches (so every network batch holds
     the same images as in one call, and gives the same pixels); each part's outputs are PNG-encoded
@@ -182,6 +184,8 @@ def _upscale_encoded(up: Upscaler, inputs: Any, *, size: int | None, resize: str
     keeps about 1.5 of 2 cores busy): 3-4 % less time than encoding after the whole batch, on 3,000
     FER2013 faces, idle or shared cores. Mixed sizes go in one call.
     """
+    if up.backend == "opencv":
+        return _per_image_threads(up, inputs, size=size, resize=resize, allow_downscale=allow_downscale)
     part = max(1, PIPELINE_IMAGES // batch_size) * batch_size
     parts = [inputs[i:i + part] for i in range(0, len(inputs), part)] if isinstance(inputs, np.ndarray) else [inputs]
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
@@ -190,6 +194,49 @@ def _upscale_encoded(up: Upscaler, inputs: Any, *, size: int | None, resize: str
             outs = up.upscale(chunk, size=size, resize=resize, allow_downscale=allow_downscale, batch_size=batch_size)
             futures += [pool.submit(_encode_all, outs[k:k + batch_size]) for k in range(0, len(outs), batch_size)]
         return [item for f in futures for item in f.result()]
+
+
+def _per_image_threads(up: Upscaler, inputs: Any, *, size: int | None, resize: str,
+                       allow_downscale: bool) -> list[tuple[bytes, str]]:
+    """The OpenCV backend's share of :func:`_upscale_encoded`: every thread runs network, resample and
+    PNG encode on its own parts of PIPELINE_IMAGES images, with its own copy of the network and OpenCV
+    on one thread (the network runs one image at a time either way, so the pixels are the same).
+
+    On 4,000 fer2013-train faces, 2 cores: 871 images/s for network + resample + encode this way,
+    against 364 in one thread with OpenCV's own two (the network alone: 991).
+    """
+    import cv2
+
+    threads = cv2.getNumThreads()  # OpenCV's own share of the cores (1 in a Ray actor)
+    workers = max(1, threads)
+    copies = _copies(up, workers)
+    free: queue.SimpleQueue[Upscaler] = queue.SimpleQueue()
+    for c in copies:
+        free.put(c)
+
+    def run(part: Any) -> list[tuple[bytes, str]]:
+        mine = free.get()
+        try:
+            return _encode_all(mine.upscale(part, size=size, resize=resize, allow_downscale=allow_downscale))
+        finally:
+            free.put(mine)
+
+    parts = [inputs[i:i + PIPELINE_IMAGES] for i in range(0, len(inputs), PIPELINE_IMAGES)]
+    cv2.setNumThreads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return [item for result in pool.map(run, parts) for item in result]
+    finally:
+        cv2.setNumThreads(threads)
+
+
+def _copies(up: Upscaler, n: int) -> list[Upscaler]:
+    """``n`` instances of ``up``'s model (``up`` first), kept for the process like :func:`get_upscaler`'s."""
+    key = ("copies", str(up.path), up.scale, up.backend, up.algorithm)
+    have = _upscalers_copies.setdefault(key, [up])
+    while len(have) < n:
+        have.append(up.copy())
+    return have[:n]
 
 
 def upscale_batch(batch: dict[str, list[Any]], *, model: str | None, scale: int, backend: str, size: int | None,

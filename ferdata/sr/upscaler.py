@@ -127,9 +127,17 @@ class Upscaler:
         (2, 224, 224)
     """
 
-    def __init__(self, *, name: str, path: Path, scale: int, backend: str, runner: Any) -> None:
+    def __init__(self, *, name: str, path: Path, scale: int, backend: str, runner: Any,
+                 algorithm: str | None = None) -> None:
         self.name, self.path, self.scale, self.backend = name, path, scale, backend
+        self.algorithm = algorithm
         self._runner = runner
+
+    def copy(self) -> Upscaler:
+        """Another instance of the same model (its own OpenCV network: one per thread)."""
+        up = Upscaler.load(self.path, self.scale, backend=self.backend, algorithm=self.algorithm)
+        up.name = self.name
+        return up
 
     @classmethod
     def load(cls, name_or_path: str | Path | None = None, scale: int = 4, *, backend: str = "auto",
@@ -167,7 +175,7 @@ class Upscaler:
             runner = _keras_runner(path, name)
         else:
             runner = _tf_graph_runner(path, name)
-        up = cls(name=name, path=path, scale=scale, backend=backend, runner=runner)
+        up = cls(name=name, path=path, scale=scale, backend=backend, runner=runner, algorithm=algorithm)
         up._check_scale()
         return up
 
