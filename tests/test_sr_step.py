@@ -111,3 +111,23 @@ def test_opencv_threads_give_the_one_thread_output(monkeypatch: pytest.MonkeyPat
     assert [r["bytes"] for r in res["image"]] == [encode_png(w) for w in want]
     assert res["id"] == [pixel_id(w) for w in want]
 
+
+
+def test_opencv_api_threads_give_the_one_thread_pixels() -> None:
+    """Upscaler.upscale with OpenCV splits the images over threads (one network copy each) when
+    OpenCV may use several: the pixels of the same call with OpenCV on one thread (no split)."""
+    import cv2
+
+    faces = np.random.default_rng(7).integers(0, 256, (150, 48, 48), dtype=np.uint8)
+    up = get_upscaler("espcn_x4", 4, "opencv")
+    threads = cv2.getNumThreads()
+    if threads < 2:
+        pytest.skip("OpenCV has one thread here: nothing is split")
+    split = up.upscale(faces, size=100)
+    assert cv2.getNumThreads() == threads
+    cv2.setNumThreads(1)
+    try:
+        alone = up.upscale(faces, size=100)
+    finally:
+        cv2.setNumThreads(threads)
+    assert np.array_equal(split, alone)

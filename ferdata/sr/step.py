@@ -82,7 +82,6 @@ class UpscaleConfig:
 
 
 _upscalers: dict[tuple[Any, ...], Upscaler] = {}
-_upscalers_copies: dict[tuple[Any, ...], list[Upscaler]] = {}
 
 
 def native_scale(side: int | None, size: int | None, regime: str | None = None) -> int:
@@ -209,7 +208,7 @@ def _per_image_threads(up: Upscaler, inputs: Any, *, size: int | None, resize: s
 
     threads = cv2.getNumThreads()  # OpenCV's own share of the cores (1 in a Ray actor)
     workers = max(1, threads)
-    copies = _copies(up, workers)
+    copies = up.copies(workers)
     free: queue.SimpleQueue[Upscaler] = queue.SimpleQueue()
     for c in copies:
         free.put(c)
@@ -228,15 +227,6 @@ def _per_image_threads(up: Upscaler, inputs: Any, *, size: int | None, resize: s
             return [item for result in pool.map(run, parts) for item in result]
     finally:
         cv2.setNumThreads(threads)
-
-
-def _copies(up: Upscaler, n: int) -> list[Upscaler]:
-    """``n`` instances of ``up``'s model (``up`` first), kept for the process like :func:`get_upscaler`'s."""
-    key = ("copies", str(up.path), up.scale, up.backend, up.algorithm)
-    have = _upscalers_copies.setdefault(key, [up])
-    while len(have) < n:
-        have.append(up.copy())
-    return have[:n]
 
 
 def upscale_batch(batch: dict[str, list[Any]], *, model: str | None, scale: int, backend: str, size: int | None,
