@@ -40,6 +40,7 @@ from ferdata.dedupe.verify import (
     VERIFY_SIZE,
     VERIFY_ZOOM_FLOOR,
     DetailSpectra,
+    _in_threads,
     verify_array_u8,
     verify_pairs,
 )
@@ -58,6 +59,8 @@ _GREEDY_BLOCK = 512
 _ACCEPT_XCORR = 0.85
 # rows above which a brute-force candidate search gets a warning (quadratic: minutes and more)
 _LARGE_ROWS = 200_000
+#: images per decoding task of :func:`_verify_images`
+_DECODE_CHUNK = 2048
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,8 +166,9 @@ class _Grouping:
     info: dict[str, Any]
 
 
-def _verify_images(dd: datasets.DatasetDict, splits: list[str], rows: np.ndarray) -> np.ndarray:
-    """Verifier images (:func:`verify_array_u8`) of the given global rows, one uint8 stack in their order."""
+def _verify_images(dd: datasets.DatasetDict, splits: list[str], rows: np.ndarray, *, workers: int = 1) -> np.ndarray:
+    """Verifier images (:func:`verify_array_u8`) of the given global rows, one uint8 stack in their order
+    (decoded on ``workers`` threads: OpenCV's decoder releases the GIL)."""
     import datasets
 
     from ferdata.images import ImageRejected, to_array
@@ -178,12 +182,17 @@ def _verify_images(dd: datasets.DatasetDict, splits: list[str], rows: np.ndarray
             continue
         local = rows[at] - offsets[k]
         raw = dd[split].cast_column(IMAGE, datasets.Image(decode=False)).select(local.tolist())
-        for n, value in zip(at.tolist(), _column(raw, IMAGE).to_pylist(), strict=True):
-            try:
-                gray = _gray_png(value)
-                out[n] = verify_array_u8(to_array(value) if gray is None else gray)
-            except ImageRejected:  # only with reused hashes of a row whose image went bad: never confirmed
-                logger.warning("dedupe: row %d has no decodable image; it is not verified as a duplicate", rows[n])
+        values = _column(raw, IMAGE).to_pylist()
+
+        def decode(part: slice, at: np.ndarray = at, values: list[Any] = values) -> None:
+            for n, value in zip(at[part].tolist(), values[part], strict=True):
+                try:
+                    gray = _gray_png(value)
+                    out[n] = verify_array_u8(to_array(value) if gray is None else gray)
+                except ImageRejected:  # only with reused hashes of a row whose image went bad: never confirmed
+                    logger.warning("dedupe: row %d has no decodable image; it is not verified as a duplicate", rows[n])
+
+        _in_threads(decode, [slice(lo, lo + _DECODE_CHUNK) for lo in range(0, len(at), _DECODE_CHUNK)], workers)
     return out
 
 
@@ -318,7 +327,7 @@ class _SurvivorFirst:
             at = cand if image_rows is None else image_rows  # the rows of dd the candidates' images are in
             paired = np.unique(np.concatenate([li, lj]))
             images = np.zeros((m, VERIFY_SIZE, VERIFY_SIZE), dtype=np.uint8)
-            images[paired] = _verify_images(dd, splits, at[paired])
+            images[paired] = _verify_images(dd, splits, at[paired], workers=workers)
             # indexed by candidate turn; each row's detail spectra are computed once (zoomed ones on first use)
             self.spectra = DetailSpectra(images)
             self.spectra.prepare(paired, workers=workers)  # every unzoomed spectrum, now
