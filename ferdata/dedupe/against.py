@@ -29,8 +29,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ferdata.columns import ID, IS_CONSTANT, ORIGIN, ROOT_ID
+from ferdata.dataset import column_values
 from ferdata.dedupe.config import STEP, DedupeConfig
-from ferdata.dedupe.hashing import _column, hash_dataset
+from ferdata.dedupe.hashing import hash_dataset
 from ferdata.dedupe.search import as_hash_array, find_cross_pairs
 from ferdata.errors import UsageError
 
@@ -105,7 +106,7 @@ def _optional_column(dd: datasets.DatasetDict, splits: Sequence[str], name: str)
     out: list[Any] = []
     for s in splits:
         ds = dd[s]
-        out.extend(_column(ds, name).to_pylist() if name in ds.column_names else [None] * len(ds))
+        out.extend(column_values(ds, name) if name in ds.column_names else [None] * len(ds))
     return out
 
 
@@ -295,7 +296,7 @@ def same_photo_matches(candidates: datasets.Dataset, base: datasets.DatasetDict,
         pool, _, _ = hash_dataset(pool, method=config.method, num_proc=num_proc, step=step)
     rows = gather_rows(pool, config.method)
     found = find_contamination(pool, rows, config, others=[(name, base)], num_proc=num_proc, step=step)
-    at = np.asarray(_column(pool["candidates"], position).to_pylist(), dtype=np.int64)
+    at = np.asarray(column_values(pool["candidates"], position), dtype=np.int64)
     result.matched[at[found.matched]] = True
     result.details = {int(at[r]): d for r, d in found.details.items()}
     result.info = found.info

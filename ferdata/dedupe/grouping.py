@@ -32,8 +32,9 @@ from ferdata.columns import (
     ORIGIN,
     SIMILAR_GROUP,
 )
+from ferdata.dataset import column_values
 from ferdata.dedupe.config import CONTAMINATION
-from ferdata.dedupe.hashing import _column, _gray_png
+from ferdata.dedupe.hashing import _gray_png
 from ferdata.dedupe.search import _plan, as_hash_array, find_duplicate_arrays, popcount
 from ferdata.dedupe.verify import (
     RESIDUAL_UNMEASURED,
@@ -105,7 +106,7 @@ def gather_rows(dd: datasets.DatasetDict, method: str) -> _Rows:
     n = sum(sizes)
 
     def gather(name: str) -> list[Any]:
-        return [x for s in splits for x in _column(dd[s], name).to_pylist()]
+        return [x for s in splits for x in column_values(dd[s], name)]
 
     ids = np.array(gather(ID), dtype=object)
     return _Rows(splits=splits, names=label_names(dd) if len(dd) else [], sizes=sizes,
@@ -133,12 +134,10 @@ def _image_pixels(ds: datasets.Dataset) -> np.ndarray:
     """Width x height of every image (header only)."""
     import io
 
-    import datasets
     from PIL import Image
 
-    raw = ds.cast_column(IMAGE, datasets.Image(decode=False))
     sizes = []
-    for value in _column(raw, IMAGE).to_pylist():
+    for value in column_values(ds, IMAGE):  # {bytes, path}: undecoded
         data = value.get("bytes") or Path(value["path"]).read_bytes()
         with Image.open(io.BytesIO(data)) as img:
             sizes.append(img.size[0] * img.size[1])
@@ -169,7 +168,6 @@ class _Grouping:
 def _verify_images(dd: datasets.DatasetDict, splits: list[str], rows: np.ndarray, *, workers: int = 1) -> np.ndarray:
     """Verifier images (:func:`verify_array_u8`) of the given global rows, one uint8 stack in their order
     (decoded on ``workers`` threads: OpenCV's decoder releases the GIL)."""
-    import datasets
 
     from ferdata.images import ImageRejected, to_array
 
@@ -181,8 +179,7 @@ def _verify_images(dd: datasets.DatasetDict, splits: list[str], rows: np.ndarray
         if not len(at):
             continue
         local = rows[at] - offsets[k]
-        raw = dd[split].cast_column(IMAGE, datasets.Image(decode=False)).select(local.tolist())
-        values = _column(raw, IMAGE).to_pylist()
+        values = column_values(dd[split].select(local.tolist()), IMAGE)  # {bytes, path}: undecoded
 
         def decode(part: slice, at: np.ndarray = at, values: list[Any] = values) -> None:
             for n, value in zip(at[part].tolist(), values[part], strict=True):

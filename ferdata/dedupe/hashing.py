@@ -228,6 +228,7 @@ def _phash_columns(dd: datasets.DatasetDict, *, num_proc: int = 1) -> datasets.D
 
     import datasets
 
+    from ferdata.dataset import column_values
     from ferdata.images import ImageRejected, to_array
 
     def chunk(values: list[Any]) -> tuple[list[str], list[bool]] | None:
@@ -246,12 +247,12 @@ def _phash_columns(dd: datasets.DatasetDict, *, num_proc: int = 1) -> datasets.D
     hash_of = hash_of_column("phash")
     with ThreadPoolExecutor(max(1, num_proc)) as pool:
         for split, ds in dd.items():
-            values = _column(ds.cast_column(IMAGE, datasets.Image(decode=False)), IMAGE).to_pylist()
+            values = column_values(ds, IMAGE)  # {bytes, path}: undecoded
             parts = list(pool.map(chunk, [values[lo:lo + _HASH_CHUNK] for lo in range(0, len(values), _HASH_CHUNK)]))
             if any(part is None for part in parts):
                 return None
             ds = ds.remove_columns([c for c in ("phash", IS_CONSTANT, hash_of) if c in ds.column_names])
             ds = ds.add_column("phash", [h for part in parts for h in part[0]])
             ds = ds.add_column(IS_CONSTANT, [c for part in parts for c in part[1]])
-            out[split] = ds.add_column(hash_of, _column(ds, ID).to_pylist())
+            out[split] = ds.add_column(hash_of, column_values(ds, ID))
     return datasets.DatasetDict(out)

@@ -36,7 +36,7 @@ from ferdata.columns import (
     SURVIVOR_SPLIT,
     SURVIVOR_THUMBNAIL,
 )
-from ferdata.dedupe.hashing import _column
+from ferdata.dataset import column_values
 
 if TYPE_CHECKING:
     import datasets
@@ -137,7 +137,7 @@ def add_survivor_evidence(rejects: Sequence[dict[str, Any]], data: datasets.Data
             break
         if ID not in ds.column_names:
             continue
-        for i, x in enumerate(_column(ds, ID).to_pylist()):
+        for i, x in enumerate(column_values(ds, ID)):
             if x in wanted and x not in found:
                 found[x] = (split, i)
     evidence: dict[str, tuple[str, str | None, bytes | None]] = {}
