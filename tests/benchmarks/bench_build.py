@@ -1,7 +1,7 @@
 """Whole-build benchmark (issue 27): ``ferdata build fer2013-improved`` step by step, each beside its own limit.
 
-Run: ``python tests/benchmarks/bench_build.py [--csv PATH] [--num-proc 2] [--memory]`` (default CSV:
-../shared/data/fer2013-train.csv.gz, 26,223 FER2013 Training rows; exits with a message when absent).
+Run: ``python tests/benchmarks/bench_build.py [--csv PATH] [--num-proc 2] [--memory [--copies K] [--only-copies]]``
+(default CSV: ../shared/data/fer2013-train.csv.gz, 26,223 FER2013 Training rows; exits with a message when absent).
 
 The build runs in a subprocess (its peak memory is that process's maximum RSS); every limit is
 measured in this process on the same rows, in the same run, so a loaded machine slows both sides:
@@ -14,6 +14,26 @@ measured in this process on the same rows, in the same run, so a loaded machine 
 
 The headline is the whole build against the network's own time (the irreducible part): the
 issue's target is 1.4x.
+
+``--memory`` (issue 27 item 2: peak memory at 3k, 30k and 300k rows) runs whole builds instead, each
+in its own subprocess, and prints for each the CSV, the rows its import step kept, the build's wall
+seconds and its peak RSS: ../shared/data/fer2013-dev.csv (3,436 rows), ``--csv`` (26,223 rows), and
+``--csv`` K times (``--copies K``, default 12: 314,676 rows). That last CSV is written first into a
+temporary directory under /tmp (its time and size are printed): a gzip CSV in ``--csv``'s format
+(same header and columns) holding every row K times, each copy other pixels that are not a near
+duplicate of the others (the rows' other columns unchanged): the original, its horizontal mirror,
+then the eight other ``DISTINCT`` transforms of bench_dedupe.py (rotations, flips, transposes,
+inverted; its ninth, "flip", is the mirror), then the inverted mirror and more inverted versions
+(:data:`COPY_KINDS`, 16 in all, so K = 12 ends with the inverted 180-degree rotation; copies beyond
+the 16th repeat them, the same pixels again). It is written by 2 worker
+processes over chunks of rows, streaming (314,676 rows, 1.0 GB: 124 s on 2 shared cores, where
+this process's reading of the source and gzip level 1 are the slower half).
+Then the growth of the peak per row is printed between the 3k and 26k builds and between the
+26k and 300k builds (both measured: the 300k figure is a run, not an extrapolation). The 300k
+build writes about 10 GB of 224 px PNGs, into a temporary directory under /tmp deleted afterwards.
+``--only-copies`` runs the 300k build alone:
+
+    python tests/benchmarks/bench_build.py --memory --only-copies
 """
 
 from __future__ import annotations
@@ -27,14 +47,30 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+import warnings
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from itertools import islice
+from math import isqrt
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))   # this checkout's ferdata, as the build's subprocess (cwd=ROOT) uses
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 DATA = ROOT.parent / "shared" / "data"
+
+from bench_dedupe import DISTINCT, transform  # noqa: E402
+
+#: The copies of ``--copies`` in turn: the original, its horizontal mirror (DISTINCT's "flip"), the
+#: rest of DISTINCT, then inverted versions of the other eight (255 - pixels): for a face that is
+#: not itself symmetric, 16 different images, none a near duplicate of another (rotations, mirrors
+#: and negatives move the phash far). Copies beyond the 16th cycle: the same pixels again.
+COPY_KINDS = ("original", "flip", *(d for d in DISTINCT if d != "flip"),
+              *(f"invert_{d}" for d in ("flip", "rot180", "rot270", "flipud", "transpose", "transverse")))
+_NUMBERS = np.array([str(v) for v in range(256)], dtype=object)
+_RNG = np.random.default_rng(0)  # transform's signature; the DISTINCT transforms draw nothing from it
 
 
 def _run_build(csv_path: Path, out: Path, num_proc: int) -> tuple[dict, float, float]:
@@ -50,19 +86,100 @@ def _run_build(csv_path: Path, out: Path, num_proc: int) -> tuple[dict, float, f
     return json.loads((out / "ferdata.json").read_text()), wall, usage.ru_maxrss / 1024 / 1024  # KB -> GB
 
 
-def memory(csvs: list[Path], num_proc: int) -> None:
-    """Peak RSS of whole builds at each size (issue 27 item 2), and the growth per row between them."""
-    rows = []
-    for csv_path in csvs:
-        with tempfile.TemporaryDirectory(prefix="bench-build-") as tmp:
-            manifest, wall, peak = _run_build(csv_path, Path(tmp) / "b", num_proc)
-        rows.append((manifest["steps"][0]["kept"], wall, peak))
-        print(f"| {csv_path.name} | {rows[-1][0]:,} | {wall:.1f} | {peak:.2f} |", flush=True)
-    (n0, _, p0), (n1, _, p1) = rows[0], rows[-1]
-    slope = (p1 - p0) / max(1, n1 - n0) * 1e6  # KB per row
-    print(f"\ngrowth {slope:.0f} KB per row between {n0:,} and {n1:,} rows; a straight line reaches "
-          f"{p0 + (300_000 - n0) * slope / 1e6:.1f} GB at 300,000 rows (an extrapolation, not a run: at the "
-          f"dedupe radius of 18 bits 300k rows give ~3e8 candidate pairs, docs/performance.md)")
+def _cell(text: str) -> str:
+    """One CSV cell as the csv module writes it (QUOTE_MINIMAL), without its per-row cost."""
+    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\r\n') else text
+
+
+def _copy_pixels(arr: np.ndarray, kind: str) -> np.ndarray:
+    """One of :data:`COPY_KINDS` of a square gray image."""
+    if kind == "original":
+        return arr
+    if kind in DISTINCT:
+        return transform(arr, kind, _RNG)
+    return 255 - _copy_pixels(arr, kind.removeprefix("invert_"))
+
+
+def _copy_chunk(rows: list[list[str]], i_pixels: int, kind: str) -> bytes:
+    """The CSV lines of one copy of ``rows``: the pixels cell replaced by the ``kind`` copy's, the other
+    cells as they were. A row whose pixels are not a square of 0..255 numbers keeps its cell, so
+    it is rejected by the import as the original would be."""
+    lines = []
+    for row in rows:
+        cells = [_cell(c) for c in row]
+        if kind != "original" and len(row) > i_pixels:
+            try:
+                with warnings.catch_warnings():  # a non-numeric cell: numpy 1 stops early (and warns), numpy 2 raises
+                    warnings.simplefilter("ignore")
+                    values = np.fromstring(row[i_pixels], dtype=np.int64, sep=" ")
+            except ValueError:
+                values = np.empty(0, dtype=np.int64)
+            side = isqrt(values.size)
+            if values.size and side * side == values.size and values.min() >= 0 and values.max() <= 255:
+                arr = _copy_pixels(values.astype(np.uint8).reshape(side, side), kind)
+                cells[i_pixels] = " ".join(_NUMBERS[arr.ravel()])
+        lines.append(",".join(cells))
+    return ("\n".join(lines) + "\n").encode()
+
+
+def write_copies(src: Path, dest: Path, copies: int, *, workers: int = 2, chunk_rows: int = 2000) -> int:
+    """Write ``dest`` (gzip CSV): the header of ``src`` (a FER2013 CSV, plain or .gz), then all its rows
+    ``copies`` times, copy k being :data:`COPY_KINDS` [k % 16] of every row (see the module doc).
+
+    Streaming: ``src`` is read once per copy with the csv module, in chunks of ``chunk_rows`` that
+    ``workers`` processes turn into CSV lines, written in order with a few chunks in flight. The
+    gzip is one member at level 1 (level 6 would make this process the bottleneck). Returns the
+    data rows written.
+    """
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    opener = gzip.open if src.suffix == ".gz" else open
+    written = 0
+    pending: deque[Future[bytes]] = deque()
+    with gzip.open(dest, "wb", compresslevel=1) as out, ProcessPoolExecutor(workers) as pool:
+        for k in range(copies):
+            with opener(src, "rt", newline="", encoding="utf-8-sig") as f:
+                reader = csv.reader(f)
+                header = next(reader)
+                if k == 0:
+                    out.write((",".join(_cell(c) for c in header) + "\n").encode())
+                kind = COPY_KINDS[k % len(COPY_KINDS)]
+                while chunk := list(islice(reader, chunk_rows)):
+                    written += len(chunk)
+                    pending.append(pool.submit(_copy_chunk, chunk, header.index("pixels"), kind))
+                    if len(pending) > 2 * workers:
+                        out.write(pending.popleft().result())
+        while pending:
+            out.write(pending.popleft().result())
+    return written
+
+
+def memory(csvs: list[Path], num_proc: int, copies: int, only_copies: bool = False) -> None:
+    """Peak RSS of whole builds at each size (issue 27 item 2), and the growth per row between them.
+
+    ``csvs``: the 3k and 26k CSVs (left out with ``only_copies``); the last one is also written
+    ``copies`` times (:func:`write_copies`) for the 300k build.
+    """
+    with tempfile.TemporaryDirectory(prefix="bench-build-copies-", dir="/tmp") as tmp:
+        big = Path(tmp) / f"{csvs[-1].name.split('.')[0]}-x{copies}.csv.gz"
+        start = time.perf_counter()
+        n = write_copies(csvs[-1], big, copies)
+        print(f"wrote {big.name}: {n:,} rows ({copies} copies of {csvs[-1].name}), {big.stat().st_size / 1e9:.2f} GB "
+              f"gzip, in {time.perf_counter() - start:.1f} s\n", flush=True)
+        print("| CSV | rows | build s | peak RSS GB |\n|---|---:|---:|---:|", flush=True)
+        rows = []
+        for csv_path in ([] if only_copies else csvs) + [big]:
+            with tempfile.TemporaryDirectory(prefix="bench-build-", dir="/tmp") as out:
+                manifest, wall, peak = _run_build(csv_path, Path(out) / "b", num_proc)
+            rows.append((manifest["steps"][0]["kept"], wall, peak))
+            print(f"| {csv_path.name} | {rows[-1][0]:,} | {wall:.1f} | {peak:.2f} |", flush=True)
+    if len(rows) < 2:
+        print(f"\nthe {rows[0][0]:,}-row build is a run (peak {rows[0][2]:.2f} GB); without --only-copies the "
+              "3k and 26k builds are run too and the growth per row printed")
+        return
+    slopes = [(a[0], b[0], (b[2] - a[2]) / max(1, b[0] - a[0]) * 1e6)  # KB per row
+              for a, b in zip(rows, rows[1:], strict=False)]
+    print("\ngrowth of the peak per row (all three builds are runs, the 300k one included: nothing extrapolated): "
+          + "; ".join(f"{s:.1f} KB per row from {a:,} to {b:,} rows" for a, b, s in slopes))
 
 
 def _parse_chunk(lines: list[str]) -> list[tuple[bytes, str]]:
@@ -133,13 +250,20 @@ def main() -> None:
     parser.add_argument("--csv", type=Path, default=DATA / "fer2013-train.csv.gz")
     parser.add_argument("--num-proc", type=int, default=2)
     parser.add_argument("--memory", action="store_true",
-                        help="only the peak RSS of builds of fer2013-dev.csv and --csv, and the growth per row")
+                        help="only the peak RSS of builds of fer2013-dev.csv, --csv and --csv x --copies, "
+                             "and the growth per row")
+    parser.add_argument("--copies", type=int, default=12,
+                        help="with --memory: copies of --csv in the largest build (default 12: 314,676 rows)")
+    parser.add_argument("--only-copies", action="store_true",
+                        help="--memory with the largest build alone (the --copies CSV)")
     args = parser.parse_args()
-    if args.memory:
-        print("| CSV | rows | build s | peak RSS GB |\n|---|---:|---:|---:|")
-        return memory([DATA / "fer2013-dev.csv", args.csv], args.num_proc)
-    if not args.csv.exists():
-        sys.exit(f"{args.csv} not found: this benchmark needs ../shared/data (see its README)")
+    for path in [args.csv] + ([DATA / "fer2013-dev.csv"] if args.memory and not args.only_copies else []):
+        if not path.exists():
+            sys.exit(f"{path} not found: this benchmark needs ../shared/data (see its README)")
+    if args.memory or args.only_copies:
+        if args.copies < 1:
+            sys.exit("--copies must be at least 1")
+        return memory([DATA / "fer2013-dev.csv", args.csv], args.num_proc, args.copies, args.only_copies)
     with tempfile.TemporaryDirectory(prefix="bench-build-") as tmp:
         out = Path(tmp) / "b"
         manifest, wall, peak = _run_build(args.csv, out, args.num_proc)
