@@ -540,6 +540,46 @@ def test_greedy_blocks_decide_like_one_by_one(monkeypatch: pytest.MonkeyPatch) -
     assert any(outcomes[0]) and outcomes[0] == outcomes[1] == outcomes[2]
 
 
+@pytest.mark.parametrize("radius", [4, 14])
+def test_forward_pairs_in_ranges_equal_the_search(radius: int) -> None:
+    """Pairs taken a range of first rows at a time (searched per range at a brute-force radius, sliced
+    otherwise) are the search's pairs, counted in full; ``wanted`` keeps only pairs of two wanted rows."""
+    from ferdata.dedupe.search import ForwardPairs
+
+    h = _random_hashes(3000, seed=radius, planted=600, flips=max(1, radius // 2))
+    expected = brute_force_pairs(h, radius)
+    wanted = np.random.default_rng(1).random(len(h)) < 0.7
+    for mask in (None, wanted):
+        pairs = ForwardPairs(h, radius)
+        assert pairs.streamed == (radius == 14)
+        cuts = [0, 1, 517, 518, 2000, len(h)]
+        got = [pairs.take(lo, hi, mask) for lo, hi in zip(cuts, cuts[1:], strict=False)]
+        i, j, d = (np.concatenate(x) for x in zip(*got, strict=True))
+        keep = np.ones(len(expected[0]), bool) if mask is None else mask[expected[0]] & mask[expected[1]]
+        for a, b in zip((i, j, d), expected, strict=True):
+            np.testing.assert_array_equal(a, b[keep])
+        assert pairs.counted == len(expected[0]) > 100
+
+
+def test_released_verifier_cache_decides_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Releasing the verifier's cached images and spectra after every block (a memory budget of 0)
+    and small blocks give the same survivors, scores and similar groups as one block with all cached."""
+    import ferdata.dedupe.grouping as grouping
+
+    rng = np.random.default_rng(4)
+    faces = [_textured(_smooth(300 + k // 3), k) for k in range(24)]  # triples sharing a layout, other detail
+    rows = [(f, 0) for f in faces] + [(np.roll(f, (1, -2), axis=(0, 1)), 0) for f in faces[::2]]
+    rows += [(_near(f, int(rng.integers(1000))), 1) for f in faces[1::4]]
+    outcomes = []
+    for block, cache in ((512, 1 << 40), (2, 0)):  # blocks of 2 split the triples: rows needed again
+        monkeypatch.setattr(grouping, "_GREEDY_BLOCK", block)
+        monkeypatch.setattr(grouping, "_SPECTRA_CACHE", cache)
+        data = dedupe_dataset(_memory_dd({"train": rows}), DedupeConfig(report_only=True)).data["train"]
+        outcomes.append({c: data[c] for c in ("duplicate_of", "similar_group")})
+    assert sum(map(bool, outcomes[0]["duplicate_of"])) >= 12
+    assert outcomes[0] == outcomes[1]
+
+
 def test_verifier_fast_paths_keep_the_scores() -> None:
     """Cached spectra, the windowed inverse DFT and accept_at give the plain verifier's verdicts."""
     import scipy.fft

@@ -1,7 +1,7 @@
 """Grouping rows into duplicate groups: survivor-first, verified, without chaining.
 
 :func:`_group_rows` decides the survivor of every row (:class:`_SurvivorFirst` runs its greedy
-over the candidate pairs of :func:`~ferdata.dedupe.search.find_duplicate_arrays`, confirmed by
+over the candidate pairs of :class:`~ferdata.dedupe.search.ForwardPairs`, confirmed by
 the verifier); :class:`DuplicateGroups` derives from it the group values, the label-conflict
 policy, split leakage, similar groups and the ledger rows of the ``dedupe`` step
 (:mod:`ferdata.dedupe.step`).
@@ -35,7 +35,7 @@ from ferdata.columns import (
 from ferdata.dataset import column_values
 from ferdata.dedupe.config import CONTAMINATION
 from ferdata.dedupe.hashing import _gray_png
-from ferdata.dedupe.search import _plan, as_hash_array, find_duplicate_arrays, popcount
+from ferdata.dedupe.search import ForwardPairs, _plan, as_hash_array, popcount
 from ferdata.dedupe.verify import (
     RESIDUAL_UNMEASURED,
     VERIFY_SIZE,
@@ -60,6 +60,9 @@ _GREEDY_BLOCK = 512
 _ACCEPT_XCORR = 0.85
 # rows above which a brute-force candidate search gets a warning (quadratic: minutes and more)
 _LARGE_ROWS = 200_000
+#: bytes of cached verifier images, spectra and zoomed images (:class:`DetailSpectra`) above which they are
+#: released after a block: every row's bound parts (~7 kB) stay, so memory grows by that per row, not ~50 kB
+_SPECTRA_CACHE = 1 << 30
 #: images per decoding task of :func:`_verify_images`
 _DECODE_CHUNK = 2048
 
@@ -241,7 +244,7 @@ def _group_rows(dd: datasets.DatasetDict, splits: list[str], config: DedupeConfi
     greedy = _SurvivorFirst(dd, splits, cand, _candidate_pairs(hashes[cand], config.threshold), config,
                             image_rows=None if rows is None else rows[cand], workers=workers)
     greedy.run()
-    info.update(candidate_pairs=len(greedy.li), verified_pairs=greedy.verified, rejected_by_verifier=greedy.rejected)
+    info.update(candidate_pairs=greedy.pairs.counted, verified_pairs=greedy.verified, rejected_by_verifier=greedy.rejected)
     score[cand] = greedy.score
     survivor[cand] = cand[greedy.owner]
     survivor = survivor[survivor]  # copies follow their representative
@@ -265,51 +268,42 @@ def _with_excluded(n: int, keep: np.ndarray, part: _Grouping | None, id_keys: np
     return _Grouping(survivor, score, is_copy, similar, id_inv, info)
 
 
-def _candidate_pairs(hashes: np.ndarray, threshold: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pairs ``(li, lj)`` of the candidates (indices into ``hashes``) within ``threshold``, and their distances."""
+def _candidate_pairs(hashes: np.ndarray, threshold: int) -> ForwardPairs:
+    """The pairs of the candidates (indices into ``hashes``) within ``threshold``, a range of rows at a time."""
     m = len(hashes)
     if m > _LARGE_ROWS and _plan(m, threshold).brute:
         logger.warning("dedupe: %d rows at radius %d: the exact candidate search is quadratic here (the "
                        "multi-index does not pay off at this radius; ~%.0f min for a million rows, and the "
                        "candidates to verify grow with the square of the rows); for datasets this large pass "
                        "--threshold 8 or less (docs/dedupe.md)", m, threshold, 28 * (m / 1e6) ** 2)
-    if m < 2:
-        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64)
-    li, lj, d = find_duplicate_arrays(hashes, threshold)
-    return li, lj, np.asarray(d, dtype=np.int64)
+    return ForwardPairs(hashes, threshold)
 
 
 class _SurvivorFirst:
     """The greedy of :func:`_group_rows` over the candidate rows, one turn each, in keep order.
 
     A candidate (turn ``u``) is free while ``owner[u] < 0``. When its turn comes, a free
-    candidate becomes a survivor (``owner[u] = u``) and claims its free neighbours in the
-    candidate-pair graph that the verifier confirms (:meth:`claim`). The graph is held as CSR
-    (:meth:`neighbours`); each pair is scored once, in batches (:meth:`score_edges`).
+    candidate becomes a survivor (``owner[u] = u``) and claims its free later neighbours in the
+    candidate-pair graph that the verifier confirms (:meth:`claim`). Free turns are decided a
+    block at a time (:meth:`decide_block`); a block's pairs are searched when it comes
+    (:class:`~ferdata.dedupe.search.ForwardPairs`: only pairs of two free rows, each scored once),
+    so memory holds one block's pairs, and only the images of rows in a pair are decoded, when
+    first needed.
 
     Args:
         dd, splits: the dataset and its split order (the verifier's images are read from it).
         cand: the row of each candidate, in turn order.
-        pairs: ``(li, lj, d)``: the candidate pairs (turns) within the radius and their distances.
+        pairs: the candidate pairs (turns) within the radius (:func:`_candidate_pairs`).
         config: its ``verify``, ``min_score``, ``score_rise`` and ``similar_score`` are used.
         image_rows: the row of ``dd`` holding each candidate's image, when ``cand`` numbers a subset.
         workers: threads for the verifier's bulk work (:func:`~ferdata.dedupe.verify.verify_pairs`).
     """
 
-    def __init__(self, dd: datasets.DatasetDict, splits: list[str], cand: np.ndarray,
-                 pairs: tuple[np.ndarray, np.ndarray, np.ndarray], config: DedupeConfig, *,
-                 image_rows: np.ndarray | None = None, workers: int = 1) -> None:
-        li, lj, dist = pairs
+    def __init__(self, dd: datasets.DatasetDict, splits: list[str], cand: np.ndarray, pairs: ForwardPairs,
+                 config: DedupeConfig, *, image_rows: np.ndarray | None = None, workers: int = 1) -> None:
         m = len(cand)
-        self.cand, self.li, self.lj, self.config = cand, li, lj, config
-        src, dst = np.concatenate([li, lj]), np.concatenate([lj, li])
-        eid = np.concatenate([np.arange(len(li)), np.arange(len(li))])
-        by_src = np.argsort(src, kind="stable")
-        self.dst, self.eid = dst[by_src], eid[by_src]
-        self.indptr = np.searchsorted(src[by_src], np.arange(m + 1))
-        #: verifier score of each pair (NaN until scored), and the score it needs (rises with the distance)
-        self.escore = np.full(len(li), np.nan)
-        self.required = config.required_score(dist)
+        self.dd, self.splits, self.cand, self.pairs, self.config = dd, splits, cand, pairs, config
+        self.image_rows = cand if image_rows is None else image_rows  # the rows of dd the candidates' images are in
         #: verifier score of each candidate against its survivor (NaN: survivor, or no verifier)
         self.score = np.full(m, np.nan)
         #: survivor (turn) of each candidate; -1 while it is free
@@ -319,43 +313,28 @@ class _SurvivorFirst:
         self.verified = 0
         self.rejected = 0
         self.verify = config.verify != "none"
-        self.spectra = DetailSpectra([])
-        if self.verify and len(li):
-            at = cand if image_rows is None else image_rows  # the rows of dd the candidates' images are in
-            paired = np.unique(np.concatenate([li, lj]))
-            images = np.zeros((m, VERIFY_SIZE, VERIFY_SIZE), dtype=np.uint8)
-            images[paired] = _verify_images(dd, splits, at[paired], workers=workers)
-            # indexed by candidate turn; each row's detail spectra are computed once (zoomed ones on first use)
-            self.spectra = DetailSpectra(images)
-            self.spectra.prepare(paired, workers=workers)  # every unzoomed spectrum, now
+        # indexed by candidate turn, images decoded when first paired; spectra cached up to _SPECTRA_CACHE
+        self.spectra = DetailSpectra(m, load=lambda turns: _verify_images(dd, splits, self.image_rows[turns],
+                                                                          workers=workers))
         # a threshold below what a pair under the zoom floor can score needs the exact correlation of every pair
         self.exact = min(config.min_score, config.similar_score) < VERIFY_ZOOM_FLOOR - RESIDUAL_UNMEASURED
         self.workers = workers
 
-    def neighbours(self, u: int) -> tuple[np.ndarray, np.ndarray]:
-        """The candidates paired with turn ``u``, and the pair (edge) of each."""
-        sl = slice(self.indptr[u], self.indptr[u + 1])
-        return self.dst[sl], self.eid[sl]
-
-    def score_edges(self, edges: np.ndarray) -> None:
-        """Verify the candidate pairs ``edges`` not scored yet, in one batch."""
-        edges = np.unique(edges)
-        edges = edges[np.isnan(self.escore[edges])]
-        if not self.verify or not len(edges):
-            return
+    def score_edges(self, li: np.ndarray, lj: np.ndarray) -> np.ndarray:
+        """Verifier scores of the pairs ``(li, lj)`` (turns), in one batch (NaN without a verifier)."""
+        if not self.verify or not len(li):
+            return np.full(len(li), np.nan)
         # a pair whose unzoomed detail correlation is already this high skips the zoom trials
-        result = verify_pairs(self.spectra, self.li[edges], self.lj[edges], accept_at=_ACCEPT_XCORR, exact=self.exact,
-                              workers=self.workers)
-        self.escore[edges] = result.score
-        self.verified += len(edges)
+        result = verify_pairs(self.spectra, li, lj, accept_at=_ACCEPT_XCORR, exact=self.exact, workers=self.workers)
+        self.verified += len(li)
+        return result.score
 
-    def claim(self, u: int, nb: np.ndarray, e: np.ndarray) -> None:
-        """Survivor ``u`` takes its free candidates ``nb`` (edges ``e``) that the verifier confirms."""
+    def claim(self, u: int, nb: np.ndarray, sc: np.ndarray, required: np.ndarray) -> None:
+        """Survivor ``u`` takes its free candidates ``nb`` (scores ``sc``, needing ``required``) that the verifier confirms."""
         free = self.owner[nb] < 0
-        nb, e = nb[free], e[free]
+        nb, sc, required = nb[free], sc[free], required[free]
         if self.verify:
-            sc = self.escore[e]
-            ok = sc >= self.required[e]
+            ok = sc >= required
             self.rejected += int((~ok).sum())
             self.links.extend((u, int(v)) for v in nb[~ok & (sc >= self.config.similar_score)])
             self.score[nb[ok]] = sc[ok]
@@ -369,38 +348,53 @@ class _SurvivorFirst:
         turn = 0
         in_block = np.zeros(m, dtype=bool)
         while turn < m:
+            start = turn
             block: list[int] = []
             while turn < m and len(block) < _GREEDY_BLOCK:
                 if self.owner[turn] < 0:
                     block.append(turn)
                 turn += 1
+            # the pairs of the block's rows with later free rows (earlier rows are all decided)
+            li, lj, d = self.pairs.take(start, turn, self.owner < 0)
             in_block[block] = True
-            self.decide_block(block, in_block)
+            self.decide_block(block, in_block, li, lj, self.config.required_score(d))
             in_block[block] = False
+            if self.spectra.cached_bytes() > _SPECTRA_CACHE:
+                self.spectra.forget()
 
-    def decide_block(self, block: list[int], in_block: np.ndarray) -> None:
+    def decide_block(self, block: list[int], in_block: np.ndarray, li: np.ndarray, lj: np.ndarray,
+                     required: np.ndarray) -> None:
         """Decide a block of free turns (marked in ``in_block``) exactly as one turn at a time would.
 
-        A block row can only be taken by an earlier block row, so the pairs inside the block are
-        scored first, the block's survivors found, and only then their pairs to later rows scored.
+        ``(li, lj)``: the pairs of the block's turns with later free turns, sorted, and the score
+        each needs. A block row can only be taken by an earlier block row, so the pairs inside the
+        block are scored first, the block's survivors found, and only then their pairs to later rows
+        scored.
         """
-        inside = [e[in_block[nb]] for nb, e in map(self.neighbours, block)]
-        self.score_edges(np.concatenate(inside) if inside else np.empty(0, np.int64))
+        lo, hi = np.searchsorted(li, block), np.searchsorted(li, np.add(block, 1))
+        edges = {u: slice(a, b) for u, a, b in zip(block, lo.tolist(), hi.tolist(), strict=True)}
+        escore = np.full(len(li), np.nan)
+        inside = np.nonzero(in_block[lj])[0]
+        escore[inside] = self.score_edges(li[inside], lj[inside])
         survivors: list[int] = []
         for u in block:
             if self.owner[u] >= 0:
                 continue
             self.owner[u] = u
             survivors.append(u)
-            nb, e = self.neighbours(u)
-            here = in_block[nb]
-            self.claim(u, nb[here], e[here])
-        outside = [e[~in_block[nb] & (self.owner[nb] < 0)] for nb, e in map(self.neighbours, survivors)]
-        self.score_edges(np.concatenate(outside) if outside else np.empty(0, np.int64))
+            e = edges[u]
+            here = in_block[lj[e]]
+            self.claim(u, lj[e][here], escore[e][here], required[e][here])
+        if not survivors:
+            return
+        is_survivor = np.zeros(len(in_block), dtype=bool)
+        is_survivor[survivors] = True
+        outside = np.nonzero(is_survivor[li] & ~in_block[lj] & (self.owner[lj] < 0))[0]
+        escore[outside] = self.score_edges(li[outside], lj[outside])
         for u in survivors:
-            nb, e = self.neighbours(u)
-            later = ~in_block[nb]
-            self.claim(u, nb[later], e[later])
+            e = edges[u]
+            later = ~in_block[lj[e]]
+            self.claim(u, lj[e][later], escore[e][later], required[e][later])
 
     def similar(self, n: int, survivor: np.ndarray) -> np.ndarray:
         """Similar-group anchor (a row) of each of the ``n`` rows, from the links and the final ``survivor``.

@@ -267,35 +267,98 @@ def brute_force_pairs(hashes: np.ndarray | Sequence[int] | Sequence[str], thresh
         ``(i, j, distance)`` arrays sorted by ``(i, j)``, ``i < j``.
     """
     h = as_hash_array(hashes)
-    r = check_threshold(threshold)
-    n = len(h)
-    chunk = chunk or max(1, (1 << 22) // max(n, 1))  # ~4M distances (36 MB of buffers) at a time
-    out_i, out_j, out_d = [], [], []
-    xor = np.empty(chunk * n, dtype=np.uint64)
-    dist = np.empty(chunk * n, dtype=np.uint8)
-    near = np.empty(chunk * n, dtype=bool)
-    for lo in range(0, n - 1, chunk):
-        hi = min(n - 1, lo + chunk)
-        # rows lo..hi-1 against the rows after lo (the pairs below the diagonal are dropped below)
-        width = n - lo - 1
-        shape = (hi - lo, width)
-        x = xor[:shape[0] * width].reshape(shape)
-        d = dist[:shape[0] * width].reshape(shape)
-        ok = near[:shape[0] * width].reshape(shape)
-        np.bitwise_xor(h[lo:hi, None], h[None, lo + 1:], out=x)
-        np.bitwise_count(x, out=d)
-        np.less_equal(d, r, out=ok)
-        ii, jj = np.nonzero(ok)
-        keep = jj >= ii  # column c is row lo + 1 + c: j > i
-        ii, jj = ii[keep], jj[keep]
-        out_d.append(d[ii, jj])
-        out_i.append(ii + lo)
-        out_j.append(jj + lo + 1)
-    if not out_i:
-        return _no_pairs()
-    # row-major nonzero over chunks in row order: already sorted by (i, j)
-    return (np.concatenate(out_i).astype(np.int64), np.concatenate(out_j).astype(np.int64),
-            np.concatenate(out_d).astype(np.uint8))
+    i, j, d, _ = _BruteRows(h, check_threshold(threshold), chunk=chunk).pairs(0, len(h))
+    return i, j, d
+
+
+class _BruteRows:
+    """The chunked brute force over a range of rows at a time: the pairs ``(i, j)``, ``j > i``, of
+    rows ``i`` in the range (buffers of ~4M distances, 36 MB, allocated once and reused)."""
+
+    def __init__(self, h: np.ndarray, r: int, *, chunk: int | None = None) -> None:
+        n = len(h)
+        self.h, self.r = h, r
+        self.chunk = chunk or max(1, (1 << 22) // max(n, 1))
+        self.xor = np.empty(self.chunk * n, dtype=np.uint64)
+        self.dist = np.empty(self.chunk * n, dtype=np.uint8)
+        self.near = np.empty(self.chunk * n, dtype=bool)
+
+    def pairs(self, lo: int, hi: int, wanted: np.ndarray | None = None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """``(i, j, distance, count)``: the pairs within the radius with ``lo <= i < hi``, sorted by
+        ``(i, j)`` (only those with ``wanted[i]`` and ``wanted[j]`` when given), and how many pairs
+        there are in the range in all."""
+        h, n = self.h, len(self.h)
+        out_i, out_j, out_d = [], [], []
+        count = 0
+        for a in range(lo, min(hi, n - 1), self.chunk):
+            b = min(hi, n - 1, a + self.chunk)
+            # rows a..b-1 against the rows after a (the pairs below the diagonal are dropped below)
+            width = n - a - 1
+            shape = (b - a, width)
+            x = self.xor[:shape[0] * width].reshape(shape)
+            d = self.dist[:shape[0] * width].reshape(shape)
+            ok = self.near[:shape[0] * width].reshape(shape)
+            np.bitwise_xor(h[a:b, None], h[None, a + 1:], out=x)
+            np.bitwise_count(x, out=d)
+            np.less_equal(d, self.r, out=ok)
+            ii, jj = np.nonzero(ok)
+            keep = jj >= ii  # column c is row a + 1 + c: j > i
+            count += int(keep.sum())
+            if wanted is not None:
+                keep &= wanted[ii + a] & wanted[jj + a + 1]
+            ii, jj = ii[keep], jj[keep]
+            out_d.append(d[ii, jj])
+            out_i.append(ii + a)
+            out_j.append(jj + a + 1)
+        if not out_i:
+            return (*_no_pairs(), 0)
+        # row-major nonzero over chunks in row order: already sorted by (i, j)
+        return (np.concatenate(out_i).astype(np.int64), np.concatenate(out_j).astype(np.int64),
+                np.concatenate(out_d).astype(np.uint8), count)
+
+
+class ForwardPairs:
+    """The pairs of ``hashes`` within ``threshold``, served a range of first rows at a time.
+
+    Where :func:`find_duplicate_arrays` would brute-force the rows themselves (few identical
+    hashes and a radius where the multi-index does not pay off: 12 and more), each range is
+    searched when asked for, so memory holds one range's pairs, never all of them (hundreds of
+    millions at radius 18 and 300k rows); otherwise the pairs are searched once and sliced.
+    Either way :meth:`take` returns the same pairs.
+
+    Args:
+        hashes: see :func:`as_hash_array`.
+        threshold: the largest Hamming distance (0..64).
+    """
+
+    def __init__(self, hashes: np.ndarray | Sequence[int] | Sequence[str], threshold: int) -> None:
+        self.h = as_hash_array(hashes)
+        self.r = check_threshold(threshold)
+        n = len(self.h)
+        n_unique = len(np.unique(self.h))
+        self.streamed = self.r > 0 and n_unique > 0.9 * n and _plan(n_unique, self.r).brute
+        #: pairs within the threshold with a first row in the ranges taken so far (every pair when searched once)
+        self.counted = 0
+        if self.streamed:
+            self._brute = _BruteRows(self.h, self.r)
+        else:
+            self.i, self.j, self.d = find_duplicate_arrays(self.h, self.r)
+            self.counted = len(self.i)
+
+    def take(self, lo: int, hi: int, wanted: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(i, j, distance)``: the pairs with ``lo <= i < hi``, ``i < j``, sorted by ``(i, j)``; with
+        ``wanted`` (bool per row) only those with ``wanted[i]`` and ``wanted[j]``."""
+        if self.streamed:
+            i, j, d, count = self._brute.pairs(lo, hi, wanted)
+            self.counted += count
+            return i, j, d
+        a, b = np.searchsorted(self.i, [lo, hi])
+        i, j, d = self.i[a:b], self.j[a:b], self.d[a:b]
+        if wanted is not None:
+            keep = wanted[i] & wanted[j]
+            i, j, d = i[keep], j[keep], d[keep]
+        return i, j, d
 
 
 def _unique_pairs(u: np.ndarray, r: int, algorithm: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

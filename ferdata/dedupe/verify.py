@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -262,9 +262,8 @@ def _correlation_bound(spectra: DetailSpectra, i: np.ndarray, j: np.ndarray) -> 
     :data:`VERIFY_ZOOM_FLOOR` cannot reach it (about 95 % of the candidate pairs on fer2013-train),
     for a third of the work and memory traffic of the exact correlation.
     """
-    spectra.slots(0, np.concatenate([i, j]))  # computed first: the stores may grow (reallocate) once
     _, _, pa = spectra.bound_parts(i)
-    band, rest, pb = spectra.bound_parts(j)
+    band, rest, pb = spectra.bound_parts(j)  # the stores as allocated by either call
     ey, exr, exi = _band_dft()
     prod = np.take(band, pa, axis=0)
     other = np.take(band, pb, axis=0)
@@ -296,120 +295,153 @@ class VerifyResult:
 
 
 class DetailSpectra:
-    """Verifier images with their detail spectra, each computed once per image and zoom.
+    """Verifier images with their detail spectra, each computed once per image and zoom while cached.
 
     :func:`verify_pairs` accepts this in place of a list of images: a caller that scores many
     batches of pairs over the same rows (the dedupe step) pays the blur, window and FFT of an
-    image once, not once per pair or batch. Spectra are computed lazily, in batches, and kept
-    (complex64, ~9.6 kB per image and zoom), with the two parts of the correlation bound
+    image once, not once per pair or batch. Spectra are computed lazily, in batches (complex64,
+    ~9.6 kB per image and zoom), with the two parts of the correlation bound
     (:func:`_correlation_bound`: the low band of the unzoomed spectrum and the magnitudes of the
     rest, ~7 kB per image).
 
-    Memory: the stores are allocated for every image at first use, but only the pages written are
-    held (the rows computed so far, not a doubling capacity); a uint8 stack of images is kept as
-    uint8 (a quarter of float32).
+    Memory: the bound parts are kept for every image they were computed for; the spectra, the
+    zoomed images and (with ``load``) the images themselves are a cache that :meth:`forget`
+    releases (a caller bounds it with :meth:`cached_bytes`). Stores are allocated for every image
+    at first use, but only the pages written are held; a uint8 stack of images stays uint8.
 
     Args:
         images: arrays from :func:`verify_array` (gray float32, VERIFY_SIZE square), or one uint8
-            stack of :func:`verify_array_u8` arrays.
+            stack of :func:`verify_array_u8` arrays; with ``load``, the number of images.
+        load: ``load(rows)`` returns the uint8 images of ``rows`` (:func:`verify_array_u8`); they
+            are then read when first needed (:meth:`load_images`), and again after :meth:`forget`.
     """
 
-    def __init__(self, images: Sequence[np.ndarray | None] | np.ndarray) -> None:
+    def __init__(self, images: Sequence[np.ndarray | None] | np.ndarray | int,
+                 load: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+        self._load = load
+        if isinstance(images, int):
+            images = np.zeros((images, VERIFY_SIZE, VERIFY_SIZE), dtype=np.uint8)
         # one stack (a missing image is zeros: never confirmed as a duplicate)
         blank = np.zeros((VERIFY_SIZE, VERIFY_SIZE), dtype=np.float32)
         self.images = (images if isinstance(images, np.ndarray) and images.dtype == np.uint8 else
                        np.asarray(images, dtype=np.float32) if isinstance(images, np.ndarray) else
                        np.stack([blank if x is None else x for x in images]).astype(np.float32, copy=False)
                        if len(images) else np.empty((0, VERIFY_SIZE, VERIFY_SIZE), np.float32))
-        n = len(images)
+        n = len(self.images)
+        #: images read so far (every one without ``load``)
+        self.loaded = np.full(n, load is None)
+        #: bound parts computed so far (by row)
+        self._bounded = np.zeros(n, dtype=bool)
+        self._band = np.empty((0, *_band_shape()), np.complex64)
+        self._rest = np.empty((0, _rest_size()), np.float32)
+        self.forget(images=False)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def forget(self, *, images: bool = True) -> None:
+        """Release the cached spectra and zoomed images (and, with ``load``, the images): they are
+        computed (read) again when next needed. The bound parts stay."""
+        n = len(self)
         self._slot = [np.full(n, -1, dtype=np.int64) for _ in VERIFY_ZOOMS]
         self._data: list[np.ndarray] = [np.empty((0, VERIFY_SIZE, VERIFY_SIZE // 2 + 1), np.complex64)
                                         for _ in VERIFY_ZOOMS]
         self._used = [0] * len(VERIFY_ZOOMS)
         #: the zoomed images (zoom index >= 1) their spectra were computed from, for the residual
         self._zoomed: list[np.ndarray] = [np.empty((0, VERIFY_SIZE, VERIFY_SIZE), np.float32) for _ in VERIFY_ZOOMS]
-        self._band = np.empty((0, *_band_shape()), np.complex64)
-        self._rest = np.empty((0, _rest_size()), np.float32)
+        if images and self._load is not None:
+            self.images = np.zeros_like(self.images)
+            self.loaded[:] = False
 
-    def __len__(self) -> int:
-        return len(self.images)
+    def cached_bytes(self) -> int:
+        """Bytes held by what :meth:`forget` releases."""
+        spectrum, image = VERIFY_SIZE * (VERIFY_SIZE // 2 + 1) * 8, VERIFY_SIZE * VERIFY_SIZE
+        held = sum(self._used) * spectrum + sum(self._used[1:]) * image * 4
+        return held + (int(self.loaded.sum()) * image * self.images.itemsize if self._load is not None else 0)
 
-    def prepare(self, rows: np.ndarray | None = None, *, z: int = 0, workers: int = 1) -> None:
+    def load_images(self, rows: np.ndarray) -> None:
+        """Read the images of ``rows`` not read yet (with ``load``; call before scoring pairs of them)."""
+        rows = np.unique(np.asarray(rows, dtype=np.int64))
+        new = rows[~self.loaded[rows]]
+        if len(new):
+            self.images[new] = self._load(new)
+            self.loaded[new] = True
+
+    def prepare(self, rows: np.ndarray | None = None, *, z: int = 0, workers: int = 1, bound: bool = False) -> None:
         """Compute the spectra at zoom index ``z`` of ``rows`` (default: every image) now, in large
         batches on ``workers`` threads, each writing its own part of the stores (allocated beforehand).
+        With ``bound``, only the bound parts (of the rows without them; ``z`` must be 0).
 
         Afterwards scoring pairs among these rows only reads the stores (several threads may).
         """
         rows = np.arange(len(self)) if rows is None else np.unique(np.asarray(rows, dtype=np.int64))
-        missing = rows[self._slot[z][rows] < 0]
+        missing = rows[~self._bounded[rows]] if bound else rows[self._slot[z][rows] < 0]
         if not len(missing):
             return
-        used = self._used[z]
-        self._reserve(z)
-        positions = np.arange(used, used + len(missing))
+        self.load_images(missing)
+        positions = None if bound else self._claim(z, missing)
+        if not z and len(self._band) != len(self):
+            self._band = np.empty((len(self), *_band_shape()), np.complex64)
+            self._rest = np.empty((len(self), _rest_size()), np.float32)
 
         def fill(part: slice) -> None:
-            self._compute(z, missing[part], positions[part])
+            self._compute(z, missing[part], None if positions is None else positions[part])
 
         _in_threads(fill, [slice(lo, lo + _PREPARE_BATCH) for lo in range(0, len(missing), _PREPARE_BATCH)], workers)
-        self._slot[z][missing] = positions
-        self._used[z] = used + len(missing)
+        if positions is not None:
+            self._slot[z][missing] = positions
+        self._bounded[missing] |= z == 0
 
-    def _reserve(self, z: int) -> None:
-        """Allocate the stores of zoom index ``z`` for every image, once (pages are held only once written)."""
+    def _claim(self, z: int, rows: np.ndarray) -> np.ndarray:
+        """Positions in the stores of zoom index ``z`` for ``rows`` (computed next), the stores allocated
+        for every image once (pages are held only once written)."""
         n = len(self)
-        if len(self._data[z]) == n:
-            return
-        used = self._used[z]
-        self._data[z] = _grown(self._data[z], n, used)
-        if z:
-            self._zoomed[z] = _grown(self._zoomed[z], n, used)
-        else:
-            self._band, self._rest = _grown(self._band, n, used), _grown(self._rest, n, used)
+        if len(self._data[z]) != n:
+            used = self._used[z]
+            self._data[z] = _grown(self._data[z], n, used)
+            if z:
+                self._zoomed[z] = _grown(self._zoomed[z], n, used)
+        positions = np.arange(self._used[z], self._used[z] + len(rows))
+        self._used[z] += len(rows)
+        return positions
 
-    def _compute(self, z: int, rows: np.ndarray, positions: np.ndarray) -> None:
-        """The spectra (and bound parts, or zoomed images) of ``rows`` at zoom index ``z``, into ``positions``."""
+    def _compute(self, z: int, rows: np.ndarray, positions: np.ndarray | None) -> None:
+        """The spectra (and bound parts, or zoomed images) of ``rows`` at zoom index ``z``, into ``positions``
+        (``None``: only the bound parts, the spectra not kept)."""
         stack = self.images[rows].astype(np.float32, copy=False)
         if VERIFY_ZOOMS[z] != 1.0:
             stack = np.stack([_zoom(x, VERIFY_ZOOMS[z]) for x in stack])
             self._zoomed[z][positions] = stack
         spectra = _detail_spectra(stack)
-        self._data[z][positions] = spectra
+        if positions is not None:
+            self._data[z][positions] = spectra
         if z == 0:
-            self._band[positions], self._rest[positions] = _bound_parts(spectra)
-
-    def ready(self, rows: np.ndarray) -> bool:
-        """True when the unzoomed spectra of ``rows`` are computed (reading them changes nothing)."""
-        return bool((self._slot[0][rows] >= 0).all())
+            self._band[rows], self._rest[rows] = _bound_parts(spectra)
 
     def slots(self, z: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(store, positions)``: the spectra at zoom index ``z`` of ``rows`` are ``store[positions]``."""
         rows = np.asarray(rows, dtype=np.int64)
         slot = self._slot[z]
         positions = slot[rows]
-        if positions.min(initial=0) >= 0:  # all computed: the common case once prepared
-            return self._data[z], positions
-        missing = np.unique(rows[positions < 0])
-        if len(missing):
-            used = self._used[z]
-            self._reserve(z)
-            self._compute(z, missing, np.arange(used, used + len(missing)))
-            slot[missing] = np.arange(used, used + len(missing))
-            self._used[z] = used + len(missing)
+        if positions.min(initial=0) < 0:  # computed here (one thread), unless prepared: the common case
+            self.prepare(rows[positions < 0], z=z)
         return self._data[z], slot[rows]
 
     def pixels(self, z: int, rows: np.ndarray) -> np.ndarray:
         """The images of ``rows`` at zoom index ``z`` (float32, as their spectra are computed from; each zoomed once)."""
         rows = np.asarray(rows, dtype=np.int64)
         if not z:
+            self.load_images(rows)  # read with their spectra already, unless forgotten since
             return self.images[rows].astype(np.float32, copy=False)
         _, positions = self.slots(z, rows)
         return self._zoomed[z][positions]  # read after slots(): it may have allocated the store
 
     def bound_parts(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(band, rest, positions)`` of the unzoomed spectra of ``rows`` (see :func:`_correlation_bound`)."""
-        _, positions = self.slots(0, rows)
-        return self._band, self._rest, positions
+        """``(band, rest, rows)``: the bound parts of the unzoomed spectra of ``rows`` (see :func:`_correlation_bound`)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if not self._bounded[rows].all():
+            self.prepare(rows, bound=True)
+        return self._band, self._rest, rows
 
 
 def _grown(data: np.ndarray, size: int, used: int) -> np.ndarray:
@@ -474,22 +506,25 @@ def verify_pairs(images: Sequence[np.ndarray] | np.ndarray | DetailSpectra, i: n
     spectra = images if isinstance(images, DetailSpectra) else DetailSpectra(images)
     batches = [slice(lo, min(m, lo + _VERIFY_BATCH)) for lo in range(0, m, _VERIFY_BATCH)]
 
-    def unzoomed(sl: slice) -> None:  # the unzoomed registration of a batch (only reads the spectra)
-        ia, ib = i[sl], j[sl]
-        s = xcorr[sl]
-        todo = np.arange(len(ia))
-        if not exact:  # pairs that provably stay below the floor keep their bound
-            bound = _correlation_bound(spectra, ia, ib)
-            todo = np.nonzero(bound >= VERIFY_ZOOM_FLOOR)[0]
-            s[:] = np.minimum(bound, np.nextafter(VERIFY_ZOOM_FLOOR, -1.0))
-        if len(todo):
-            s[todo], y, x = _correlate(spectra.slots(0, ia[todo]), spectra.slots(0, ib[todo]))
-            dy[todo + sl.start], dx[todo + sl.start] = y, x
+    todo = np.full(m, exact)
+
+    def bounded(sl: slice) -> None:  # pairs that provably stay below the floor keep their bound
+        bound = _correlation_bound(spectra, i[sl], j[sl])
+        todo[sl] = bound >= VERIFY_ZOOM_FLOOR
+        xcorr[sl] = np.minimum(bound, np.nextafter(VERIFY_ZOOM_FLOOR, -1.0))
+
+    def unzoomed(rows: np.ndarray) -> None:  # the unzoomed registration (only reads the spectra)
+        xcorr[rows], dy[rows], dx[rows] = _correlate(spectra.slots(0, i[rows]), spectra.slots(0, j[rows]))
 
     with _one_blas_thread():
-        if workers > 1 and len(batches) > 1:
-            spectra.prepare(np.concatenate([i, j]), workers=workers)  # then the threads only read the spectra
-        _in_threads(unzoomed, batches, workers)
+        if not exact:
+            if workers > 1 and len(batches) > 1:  # then the threads only read the stores
+                spectra.prepare(np.concatenate([i, j]), bound=True, workers=workers)
+            _in_threads(bounded, batches, workers)
+        rows = np.nonzero(todo)[0]
+        if workers > 1 and len(rows) > _VERIFY_BATCH:
+            spectra.prepare(np.concatenate([i[rows], j[rows]]), workers=workers)
+        _in_threads(unzoomed, _chunks(rows), workers)
         _register_zoomed(spectra, i, j, xcorr, dy, dx, zoom, residual, penalty, accept_at=accept_at, workers=workers)
     return VerifyResult(xcorr - residual - penalty, xcorr, residual, zoom, dy, dx)
 
