@@ -573,7 +573,8 @@ def test_released_verifier_cache_decides_the_same(monkeypatch: pytest.MonkeyPatc
     outcomes = []
     for block, cache in ((512, 1 << 40), (2, 0)):  # blocks of 2 split the triples: rows needed again
         monkeypatch.setattr(grouping, "_GREEDY_BLOCK", block)
-        monkeypatch.setattr(grouping, "_SPECTRA_CACHE", cache)
+        monkeypatch.setattr(grouping, "_VERIFIER_MEMORY", cache)
+        monkeypatch.setattr(grouping, "_MIN_CACHE", cache)
         data = dedupe_dataset(_memory_dd({"train": rows}), DedupeConfig(report_only=True)).data["train"]
         outcomes.append({c: data[c] for c in ("duplicate_of", "similar_group")})
     assert sum(map(bool, outcomes[0]["duplicate_of"])) >= 12

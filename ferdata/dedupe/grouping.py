@@ -60,9 +60,13 @@ _GREEDY_BLOCK = 512
 _ACCEPT_XCORR = 0.85
 # rows above which a brute-force candidate search gets a warning (quadratic: minutes and more)
 _LARGE_ROWS = 200_000
-#: bytes of cached verifier images, spectra and zoomed images (:class:`DetailSpectra`) above which they are
-#: released after a block: every row's bound parts (~7 kB) stay, so memory grows by that per row, not ~50 kB
-_SPECTRA_CACHE = 1 << 30
+#: memory the verifier holds at most, beyond one block's work: every paired row's bound parts (3.5 kB,
+#: kept) and a cache of images, spectra and zoomed images (~50 kB a row), released after a block when it
+#: exceeds the rest of this (and _MIN_CACHE): fer2013-train's 25k rows stay cached (the step as fast as with
+#: no limit), 300k rows recompute some spectra instead of holding ~15 GB (docs/performance.md)
+_VERIFIER_MEMORY = 3 << 29
+#: the cache is allowed at least this much (a smaller one recomputes most spectra in every block)
+_MIN_CACHE = 1 << 28
 #: images per decoding task of :func:`_verify_images`
 _DECODE_CHUNK = 2048
 
@@ -182,10 +186,10 @@ def _verify_images(dd: datasets.DatasetDict, splits: list[str], rows: np.ndarray
         if not len(at):
             continue
         local = rows[at] - offsets[k]
-        values = column_values(dd[split].select(local.tolist()), IMAGE)  # {bytes, path}: undecoded
 
-        def decode(part: slice, at: np.ndarray = at, values: list[Any] = values) -> None:
-            for n, value in zip(at[part].tolist(), values[part], strict=True):
+        def decode(part: slice, at: np.ndarray = at, local: np.ndarray = local, ds: datasets.Dataset = dd[split]) -> None:
+            values = column_values(ds.select(local[part].tolist()), IMAGE)  # {bytes, path}: undecoded, a part at a time
+            for n, value in zip(at[part].tolist(), values, strict=True):
                 try:
                     gray = _gray_png(value)
                     out[n] = verify_array_u8(to_array(value) if gray is None else gray)
@@ -273,9 +277,9 @@ def _candidate_pairs(hashes: np.ndarray, threshold: int) -> ForwardPairs:
     m = len(hashes)
     if m > _LARGE_ROWS and _plan(m, threshold).brute:
         logger.warning("dedupe: %d rows at radius %d: the exact candidate search is quadratic here (the "
-                       "multi-index does not pay off at this radius; ~%.0f min for a million rows, and the "
-                       "candidates to verify grow with the square of the rows); for datasets this large pass "
-                       "--threshold 8 or less (docs/dedupe.md)", m, threshold, 28 * (m / 1e6) ** 2)
+                       "multi-index does not pay off at this radius: ~%.0f CPU-min of search for these rows, 28 for a "
+                       "million, and the candidates to verify grow with the square of the rows); for datasets this "
+                       "large pass --threshold 8 or less (docs/dedupe.md)", m, threshold, 28 * (m / 1e6) ** 2)
     return ForwardPairs(hashes, threshold)
 
 
@@ -302,7 +306,7 @@ class _SurvivorFirst:
     def __init__(self, dd: datasets.DatasetDict, splits: list[str], cand: np.ndarray, pairs: ForwardPairs,
                  config: DedupeConfig, *, image_rows: np.ndarray | None = None, workers: int = 1) -> None:
         m = len(cand)
-        self.dd, self.splits, self.cand, self.pairs, self.config = dd, splits, cand, pairs, config
+        self.cand, self.pairs, self.config = cand, pairs, config
         self.image_rows = cand if image_rows is None else image_rows  # the rows of dd the candidates' images are in
         #: verifier score of each candidate against its survivor (NaN: survivor, or no verifier)
         self.score = np.full(m, np.nan)
@@ -313,7 +317,7 @@ class _SurvivorFirst:
         self.verified = 0
         self.rejected = 0
         self.verify = config.verify != "none"
-        # indexed by candidate turn, images decoded when first paired; spectra cached up to _SPECTRA_CACHE
+        # indexed by candidate turn, images decoded when first paired; the cache bounded by _VERIFIER_MEMORY
         self.spectra = DetailSpectra(m, load=lambda turns: _verify_images(dd, splits, self.image_rows[turns],
                                                                           workers=workers))
         # a threshold below what a pair under the zoom floor can score needs the exact correlation of every pair
@@ -359,7 +363,7 @@ class _SurvivorFirst:
             in_block[block] = True
             self.decide_block(block, in_block, li, lj, self.config.required_score(d))
             in_block[block] = False
-            if self.spectra.cached_bytes() > _SPECTRA_CACHE:
+            if self.spectra.cached_bytes() > max(_MIN_CACHE, _VERIFIER_MEMORY - self.spectra.bound_bytes()):
                 self.spectra.forget()
 
     def decide_block(self, block: list[int], in_block: np.ndarray, li: np.ndarray, lj: np.ndarray,

@@ -228,11 +228,12 @@ def _phash_columns(dd: datasets.DatasetDict, *, num_proc: int = 1) -> datasets.D
 
     import datasets
 
-    from ferdata.dataset import column_values
+    from ferdata.dataset import column_slice, column_values
     from ferdata.images import ImageRejected, to_array
 
-    def chunk(values: list[Any]) -> tuple[list[str], list[bool]] | None:
+    def chunk(ds: datasets.Dataset, lo: int) -> tuple[list[str], list[bool]] | None:
         arrays = []
+        values = column_slice(ds, IMAGE, lo, lo + _HASH_CHUNK)  # {bytes, path}: undecoded, one chunk at a time
         for value in values:
             arr = _gray_png(value)
             if arr is None:
@@ -247,8 +248,7 @@ def _phash_columns(dd: datasets.DatasetDict, *, num_proc: int = 1) -> datasets.D
     hash_of = hash_of_column("phash")
     with ThreadPoolExecutor(max(1, num_proc)) as pool:
         for split, ds in dd.items():
-            values = column_values(ds, IMAGE)  # {bytes, path}: undecoded
-            parts = list(pool.map(chunk, [values[lo:lo + _HASH_CHUNK] for lo in range(0, len(values), _HASH_CHUNK)]))
+            parts = list(pool.map(functools.partial(chunk, ds), range(0, len(ds), _HASH_CHUNK)))
             if any(part is None for part in parts):
                 return None
             ds = ds.remove_columns([c for c in ("phash", IS_CONSTANT, hash_of) if c in ds.column_names])

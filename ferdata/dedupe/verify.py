@@ -196,8 +196,10 @@ def _correlate(fa: np.ndarray | tuple[np.ndarray, np.ndarray],
 #: half-width (frequency index) of the low band the bound correlates exactly: |ky| <= BOUND_BAND,
 #: 0 <= kx <= BOUND_BAND (a third of the spectrum's coefficients, ~45-75 % of the detail energy)
 BOUND_BAND = 16
-#: added to the bound: float32 rounding of the band correlation and the magnitude sum (< 1e-4)
-_BOUND_SLACK = 1e-3
+#: added to the bound: the bound parts are stored in float16 (relative error <= 2**-11 a part, so
+#: <= 1.4e-3 on the band's correlation and 1e-3 on the rest's sum, both over at most the unit energy)
+#: and summed in float32 (< 1e-4)
+_BOUND_SLACK = 4e-3
 
 
 def _band_rows() -> np.ndarray:
@@ -240,16 +242,17 @@ def _band_dft() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _bound_parts(spectra: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The band of each spectrum (complex64) and the weighted magnitudes of the rest (float32).
+    """The band of each spectrum and the weighted magnitudes of the rest, as stored: float16 (the
+    band's real and imaginary parts side by side), 3.5 kB an image.
 
     The rest is stored as ``sqrt(w) |F| / size``, so that the sum over the rest of a pair's
     products bounds the rest's part of the correlation at any shift (``|Re z| <= |z|``).
     """
     rows, cols = _band_rows(), np.arange(BOUND_BAND + 1)
-    band = np.ascontiguousarray(spectra[:, rows][:, :, cols])
+    band = np.ascontiguousarray(spectra[:, rows][:, :, cols]).view(np.float32).astype(np.float16)
     scale = (np.sqrt(_column_weights()) / VERIFY_SIZE).astype(np.float32)
     rest = (np.abs(spectra) * scale)[:, _rest_mask()]
-    return band, np.ascontiguousarray(rest, dtype=np.float32)
+    return band, rest.astype(np.float16)
 
 
 def _correlation_bound(spectra: DetailSpectra, i: np.ndarray, j: np.ndarray) -> np.ndarray:
@@ -265,13 +268,13 @@ def _correlation_bound(spectra: DetailSpectra, i: np.ndarray, j: np.ndarray) -> 
     _, _, pa = spectra.bound_parts(i)
     band, rest, pb = spectra.bound_parts(j)  # the stores as allocated by either call
     ey, exr, exi = _band_dft()
-    prod = np.take(band, pa, axis=0)
-    other = np.take(band, pb, axis=0)
+    prod = np.take(band, pa, axis=0).astype(np.float32).view(np.complex64)
+    other = np.take(band, pb, axis=0).astype(np.float32).view(np.complex64)
     np.conjugate(other, out=other)
     np.multiply(prod, other, out=prod)
     q = ey @ prod
     window = (q.real @ exr - q.imag @ exi).reshape(len(q), -1).max(axis=1)
-    tail = np.einsum("ij,ij->i", np.take(rest, pa, axis=0), np.take(rest, pb, axis=0))
+    tail = np.einsum("ij,ij->i", np.take(rest, pa, axis=0).astype(np.float32), np.take(rest, pb, axis=0).astype(np.float32))
     return window.astype(np.float64) + tail + _BOUND_SLACK
 
 
@@ -302,7 +305,7 @@ class DetailSpectra:
     image once, not once per pair or batch. Spectra are computed lazily, in batches (complex64,
     ~9.6 kB per image and zoom), with the two parts of the correlation bound
     (:func:`_correlation_bound`: the low band of the unzoomed spectrum and the magnitudes of the
-    rest, ~7 kB per image).
+    rest, 3.5 kB per image in float16).
 
     Memory: the bound parts are kept for every image they were computed for; the spectra, the
     zoomed images and (with ``load``) the images themselves are a cache that :meth:`forget`
@@ -332,8 +335,8 @@ class DetailSpectra:
         self.loaded = np.full(n, load is None)
         #: bound parts computed so far (by row)
         self._bounded = np.zeros(n, dtype=bool)
-        self._band = np.empty((0, *_band_shape()), np.complex64)
-        self._rest = np.empty((0, _rest_size()), np.float32)
+        self._band = np.empty((0, _band_shape()[0], 2 * _band_shape()[1]), np.float16)
+        self._rest = np.empty((0, _rest_size()), np.float16)
         self.forget(images=False)
 
     def __len__(self) -> int:
@@ -359,6 +362,10 @@ class DetailSpectra:
         held = sum(self._used) * spectrum + sum(self._used[1:]) * image * 4
         return held + (int(self.loaded.sum()) * image * self.images.itemsize if self._load is not None else 0)
 
+    def bound_bytes(self) -> int:
+        """Bytes held by the bound parts (kept by :meth:`forget`)."""
+        return int(self._bounded.sum()) * (self._band[:1].nbytes + self._rest[:1].nbytes if len(self._band) else 0)
+
     def load_images(self, rows: np.ndarray) -> None:
         """Read the images of ``rows`` not read yet (with ``load``; call before scoring pairs of them)."""
         rows = np.unique(np.asarray(rows, dtype=np.int64))
@@ -381,8 +388,8 @@ class DetailSpectra:
         self.load_images(missing)
         positions = None if bound else self._claim(z, missing)
         if not z and len(self._band) != len(self):
-            self._band = np.empty((len(self), *_band_shape()), np.complex64)
-            self._rest = np.empty((len(self), _rest_size()), np.float32)
+            self._band = np.empty((len(self), _band_shape()[0], 2 * _band_shape()[1]), np.float16)
+            self._rest = np.empty((len(self), _rest_size()), np.float16)
 
         def fill(part: slice) -> None:
             self._compute(z, missing[part], None if positions is None else positions[part])
