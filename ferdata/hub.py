@@ -32,6 +32,7 @@ import re
 import string
 import tempfile
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -329,13 +330,41 @@ def export_hub(path: str | Path, out: str | Path, *, overwrite: bool = False, li
         (tmp / DATA_DIR).mkdir()
         for split, ds in dd.items():
             shards = max(1, math.ceil(ds.data.nbytes / max_shard_bytes))
-            for i in range(shards):
-                part = ds.shard(shards, i, contiguous=True)
+            for i, part in enumerate(_shards(ds, shards)):
                 part.to_parquet(str(tmp / DATA_DIR / f"{split}-{i:05d}-of-{shards:05d}.parquet"))
         card = dataset_card(path, license=license, pretty_name=pretty_name, repo_id=repo_id, name=name,
                             load_path=load_path, full_paths=full_paths)
         (tmp / CARD_FILE).write_text(card, encoding="utf-8")
     return out
+
+
+def _shards(ds: Any, shards: int) -> Iterator[Any]:
+    """``ds.shard(shards, i, contiguous=True)`` for each ``i``, each read into memory with plain file reads
+    when ``ds`` is its Arrow files as they are (a memory-mapped read leaves every page of the split
+    resident: an RSS the size of the split, ~9 GB of 224 px faces at 300k rows); else the shards themselves."""
+    import datasets
+    import pyarrow as pa
+    from datasets.table import ConcatenationTable, MemoryMappedTable
+
+    blocks = ds.data.blocks if isinstance(ds.data, ConcatenationTable) else [[ds.data]]
+    if ds._indices is not None or any(len(row) != 1 or not isinstance(row[0], MemoryMappedTable) or row[0].replays
+                                      for row in blocks):
+        yield from (ds.shard(shards, i, contiguous=True) for i in range(shards))
+        return
+    batches = (batch for row in blocks for batch in pa.ipc.open_stream(pa.OSFile(row[0].path)))
+    pending: list[Any] = []
+    div, mod = divmod(len(ds), shards)
+    for i in range(shards):
+        need, parts = div + (i < mod), []
+        while need:
+            batch = pending.pop() if pending else next(batches)
+            if len(batch) > need:
+                pending.append(batch.slice(need))
+                batch = batch.slice(0, need)
+            parts.append(batch)
+            need -= len(batch)
+        table = datasets.table.InMemoryTable(pa.Table.from_batches(parts, schema=ds.data.schema))
+        yield datasets.Dataset(table, info=ds.info.copy(), split=ds.split)
 
 
 def export_imagefolder(path: str | Path, out: str | Path, *, overwrite: bool = False) -> Path:

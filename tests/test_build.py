@@ -133,6 +133,25 @@ def test_export_round_trip_and_imagefolder(fer_dir: Path, tmp_path: Path, run_cl
     assert len(list((tmp_path / "folders" / "train" / "happy").glob("*.png"))) == 4
 
 
+def test_export_shards_read_from_files_equal_the_dataset_shards(fer_dir: Path, tmp_path: Path) -> None:
+    """Parquet shards written from the Arrow files read in order (not memory-mapped) are byte for byte
+    those of ``Dataset.shard(...).to_parquet``; a dataset with an indices mapping takes its own shards."""
+    import filecmp
+
+    from ferdata.hub import _shards, export_hub
+
+    ds = open_dataset(fer_dir)["train"]
+    export_hub(fer_dir, tmp_path / "hub", max_shard_bytes=ds.data.nbytes // 4)
+    files = sorted((tmp_path / "hub" / "data").glob("train-*.parquet"))
+    assert len(files) == 5
+    for i, path in enumerate(files):
+        ds.shard(len(files), i, contiguous=True).to_parquet(str(tmp_path / "ref.parquet"))
+        assert filecmp.cmp(path, tmp_path / "ref.parquet", shallow=False)
+    picked = ds.select([5, 1, 3, 2])
+    assert [part["id"] for part in _shards(picked, 3)] == [[picked["id"][0], picked["id"][1]], [picked["id"][2]],
+                                                            [picked["id"][3]]]
+
+
 def test_push_through_the_real_client_never_leaks_token(hub, fer_dir: Path, tmp_path: Path, run_cli) -> None:
     """Through huggingface_hub's own HfApi over HTTP, against the loopback Hub (tests/test_hub.py)."""
     from huggingface_hub import HfApi
