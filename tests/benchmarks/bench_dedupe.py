@@ -437,7 +437,8 @@ def train() -> None:
     tests/data/fer2013-train-pairs.csv: pairs of fer2013-train.csv.gz (26,223 rows) labelled by eye
     (same_photo / same_person / different_people): 335 candidate pairs within phash 22 sampled by
     distance and xcorr band (the band around the old threshold over-sampled), then 200 random
-    near_duplicate removals of ``ferdata dedupe`` at the defaults. Columns: the old verifier
+    near_duplicate removals of ``ferdata dedupe`` at the defaults, and 200 more (a second sample, drawn
+    from the removals at today's defaults less the first sample's). Columns: the old verifier
     (xcorr >= 0.65, radius 18), the residual-checked score at a fixed threshold, and the defaults
     (threshold rising with the distance).
     """
@@ -486,10 +487,12 @@ def train() -> None:
         band = strat & (dist >= lo) & (dist <= hi)
         cells = [f"{int((band & called & (label == k)).sum())}/{int((band & (label == k)).sum())}" for k in counts]
         print(f"  {lo:2}-{hi:2}: " + "  ".join(f"{k} {v}" for k, v in zip(counts, cells, strict=True)))
-    rem = removal
-    print(f"random near_duplicate removals at the defaults judged by eye: same_photo {int((rem & same).sum())} / "
-          f"{int(rem.sum())} = precision {(rem & same).sum() / max(1, rem.sum()):.3f} "
-          f"(not: {dict((k, int((rem & (label == k)).sum())) for k in ('same_person', 'different_people'))})")
+    sample = np.array([r["sampled_from"] for r in rows])
+    for name in [*dict.fromkeys(sample[removal]), "both samples"]:
+        rem = removal & ((sample == name) | (name == "both samples"))
+        print(f"{name} judged by eye: same_photo {int((rem & same).sum())} / {int(rem.sum())} = precision "
+              f"{(rem & same).sum() / max(1, rem.sum()):.3f} "
+              f"(not: {dict((k, int((rem & (label == k)).sum())) for k in ('same_person', 'different_people'))})")
 RADII = (4, 6, 8, 10, 12, 14, 16, 18, 20)
 SCORES = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6)
 
