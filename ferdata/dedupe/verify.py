@@ -274,7 +274,8 @@ def _correlation_bound(spectra: DetailSpectra, i: np.ndarray, j: np.ndarray) -> 
     np.multiply(prod, other, out=prod)
     q = ey @ prod
     window = (q.real @ exr - q.imag @ exi).reshape(len(q), -1).max(axis=1)
-    tail = np.einsum("ij,ij->i", np.take(rest, pa, axis=0).astype(np.float32), np.take(rest, pb, axis=0).astype(np.float32))
+    ra, rb = (np.take(rest, p, axis=0).astype(np.float32) for p in (pa, pb))
+    tail = np.einsum("ij,ij->i", ra, rb)
     return window.astype(np.float64) + tail + _BOUND_SLACK
 
 
