@@ -321,8 +321,8 @@ class _BruteRows:
 class ForwardPairs:
     """The pairs of ``hashes`` within ``threshold``, served a range of first rows at a time.
 
-    Where :func:`find_duplicate_arrays` would brute-force the rows themselves (few identical
-    hashes and a radius where the multi-index does not pay off: 12 and more), each range is
+    Where :func:`find_duplicate_arrays` would brute-force the rows themselves (:func:`_search_rows`:
+    few identical hashes and a radius where the multi-index does not pay off, 12 and more), each range is
     searched when asked for, so memory holds one range's pairs, never all of them (hundreds of
     millions at radius 18 and 300k rows); otherwise the pairs are searched once and sliced.
     Either way :meth:`take` returns the same pairs.
@@ -335,9 +335,7 @@ class ForwardPairs:
     def __init__(self, hashes: np.ndarray | Sequence[int] | Sequence[str], threshold: int) -> None:
         self.h = as_hash_array(hashes)
         self.r = check_threshold(threshold)
-        n = len(self.h)
-        n_unique = len(np.unique(self.h))
-        self.streamed = self.r > 0 and n_unique > 0.9 * n and _plan(n_unique, self.r).brute
+        self.streamed = _search_rows(len(self.h), len(np.unique(self.h)), self.r)
         #: pairs within the threshold with a first row in the ranges taken so far (every pair when searched once)
         self.counted = 0
         if self.streamed:
@@ -359,6 +357,12 @@ class ForwardPairs:
             keep = wanted[i] & wanted[j]
             i, j, d = i[keep], j[keep], d[keep]
         return i, j, d
+
+
+def _search_rows(n: int, n_unique: int, r: int) -> bool:
+    """True when the search brute-forces the rows themselves: few identical hashes (``n_unique`` of
+    ``n`` above 90 %) and a radius where the multi-index does not pay off."""
+    return r > 0 and n_unique > 0.9 * n and _plan(n_unique, r).brute
 
 
 def _unique_pairs(u: np.ndarray, r: int, algorithm: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -412,9 +416,8 @@ def find_duplicate_arrays(hashes: np.ndarray | Sequence[int] | Sequence[str], th
     r = check_threshold(threshold)
     h = as_hash_array(hashes)
     uniq, inverse, counts = np.unique(h, return_inverse=True, return_counts=True)
-    if algorithm != "index" and r > 0 and len(uniq) > 0.9 * len(h) and _plan(len(uniq), r).brute:
-        # few identical hashes and a brute-force radius: search the rows themselves, already in (i, j) order
-        return brute_force_pairs(h, r)
+    if algorithm != "index" and _search_rows(len(h), len(uniq), r):
+        return brute_force_pairs(h, r)  # already in (i, j) order
     return _item_pairs(len(h), inverse, counts, _unique_pairs(uniq, r, algorithm))
 
 
