@@ -176,6 +176,88 @@ def column_slice(ds: datasets.Dataset, name: str, start: int, stop: int) -> list
     return column_values(ds.select(range(start, min(stop, len(ds)))), name)
 
 
+def arrow_files(ds: datasets.Dataset) -> list[str] | None:
+    """The Arrow files ``ds`` is, in row order, when it reads every row of each as it is (no indices
+    mapping, no slice, cast or column change replayed on load: only the schema metadata ``datasets``
+    sets itself); else None."""
+    from datasets.table import ConcatenationTable, MemoryMappedTable
+
+    if ds._indices is not None:
+        return None
+    blocks = ds.data.blocks if isinstance(ds.data, ConcatenationTable) else [[ds.data]]
+    if any(len(row) != 1 or not isinstance(row[0], MemoryMappedTable)
+           or any(op != "replace_schema_metadata" for op, *_ in row[0].replays) for row in blocks):
+        return None
+    return [row[0].path for row in blocks]
+
+
+def contiguous_parts(ds: datasets.Dataset, parts: int) -> Iterator[list[Any]]:
+    """The record batches of ``ds.shard(parts, i, contiguous=True)`` for each ``i``, read from the
+    Arrow files with plain reads, one batch at a time (:func:`arrow_files` must not be None).
+
+    A memory-mapped read leaves every page it touched resident: a commit or an export that reads the
+    whole split through the map holds an RSS the size of the split (~9 GB of 224 px faces at 300k rows).
+    """
+    import pyarrow as pa
+
+    files = arrow_files(ds)
+    if files is None:
+        raise ValueError("contiguous_parts needs a dataset that is its Arrow files as they are")
+
+    def batches() -> Iterator[Any]:
+        for path in files:
+            with pa.OSFile(path) as f:
+                yield from pa.ipc.open_stream(f)
+
+    stream, pending = batches(), []
+    div, mod = divmod(len(ds), parts)
+    for i in range(parts):
+        need, part = div + (i < mod), []
+        while need:
+            batch = pending.pop() if pending else next(stream)
+            if len(batch) > need:
+                pending.append(batch.slice(need))
+                batch = batch.slice(0, need)
+            part.append(batch)
+            need -= len(batch)
+        yield part
+
+
+def _save_split(ds: datasets.Dataset, out: Path, num_shards: int | None) -> None:
+    """``ds.save_to_disk(out, num_shards=...)``, reading ``ds`` with plain reads when it is its Arrow
+    files (:func:`contiguous_parts`): the same shards, written by the same ``ArrowWriter``, the same
+    ``state.json`` and ``dataset_info.json``, and an RSS of one record batch, not of the split."""
+    import pyarrow as pa
+    from datasets import config
+    from datasets.arrow_writer import ArrowWriter
+    from datasets.utils.py_utils import asdict, convert_file_size_to_int
+
+    if arrow_files(ds) is None or not len(ds):
+        ds.save_to_disk(str(out), num_shards=num_shards)
+        return
+    shards = num_shards or int(ds._estimate_nbytes() / convert_file_size_to_int(config.MAX_SHARD_SIZE)) + 1
+    shards = min(shards, len(ds))
+    out.mkdir(parents=True, exist_ok=True)
+    names = [f"data-{i:05d}-of-{shards:05d}.arrow" for i in range(shards)]
+    for name, part in zip(names, contiguous_parts(ds, shards), strict=True):
+        writer = ArrowWriter(features=ds.features, path=str(out / name), embed_local_files=True)
+        try:
+            for batch in part:
+                writer.write_table(pa.Table.from_batches([batch], schema=ds.data.schema))
+            writer.finalize()
+        finally:
+            writer.close()
+    state = {key: ds.__dict__[key] for key in
+             ("_fingerprint", "_format_columns", "_format_kwargs", "_format_type", "_output_all_columns")}
+    state["_split"] = str(ds.split) if ds.split is not None else None
+    state["_data_files"] = [{"filename": name} for name in names]
+    with (out / config.DATASET_STATE_JSON_FILENAME).open("w", encoding="utf-8") as f:
+        json.dump(state, f, indent=2, sort_keys=True)
+    info = asdict(ds.info)
+    with (out / config.DATASET_INFO_FILENAME).open("w", encoding="utf-8") as f:
+        json.dump({key: info[key] for key in sorted(info)}, f, indent=2)
+
+
 def _thumbnails(ds: datasets.Dataset, rows: Sequence[int]) -> list[bytes | None]:
     """Ledger thumbnails of rows of ``ds`` (read undecoded from Arrow; None without an image column)."""
     import datasets
@@ -596,8 +678,10 @@ def save_dataset(
         raise TypeError(f"save_dataset expects a DatasetDict, got {type(dd).__name__}")
     with atomic_dir(out) as tmp:
         # an empty split gets one (empty) shard: datasets otherwise writes none and cannot load the split
-        empty = {k: 1 for k, ds in dd.items() if len(ds) == 0}
-        dd.save_to_disk(str(tmp), num_shards=empty or None)
+        with (tmp / "dataset_dict.json").open("w", encoding="utf-8") as f:
+            json.dump({"splits": list(dd)}, f)
+        for split, ds in dd.items():
+            _save_split(ds, tmp / split, 1 if len(ds) == 0 else None)
         for name, src in (files or {}).items():
             target = tmp / name
             if not target.resolve().is_relative_to(tmp.resolve()):

@@ -340,31 +340,20 @@ def export_hub(path: str | Path, out: str | Path, *, overwrite: bool = False, li
 
 def _shards(ds: Any, shards: int) -> Iterator[Any]:
     """``ds.shard(shards, i, contiguous=True)`` for each ``i``, each read into memory with plain file reads
-    when ``ds`` is its Arrow files as they are (a memory-mapped read leaves every page of the split
-    resident: an RSS the size of the split, ~9 GB of 224 px faces at 300k rows); else the shards themselves."""
+    when ``ds`` is its Arrow files (:func:`ferdata.dataset.contiguous_parts`); else the shards themselves."""
     import datasets
     import pyarrow as pa
-    from datasets.table import ConcatenationTable, MemoryMappedTable
 
-    blocks = ds.data.blocks if isinstance(ds.data, ConcatenationTable) else [[ds.data]]
-    if ds._indices is not None or any(len(row) != 1 or not isinstance(row[0], MemoryMappedTable) or row[0].replays
-                                      for row in blocks):
+    from ferdata.dataset import arrow_files, contiguous_parts
+
+    if arrow_files(ds) is None:
         yield from (ds.shard(shards, i, contiguous=True) for i in range(shards))
         return
-    batches = (batch for row in blocks for batch in pa.ipc.open_stream(pa.OSFile(row[0].path)))
-    pending: list[Any] = []
-    div, mod = divmod(len(ds), shards)
-    for i in range(shards):
-        need, parts = div + (i < mod), []
-        while need:
-            batch = pending.pop() if pending else next(batches)
-            if len(batch) > need:
-                pending.append(batch.slice(need))
-                batch = batch.slice(0, need)
-            parts.append(batch)
-            need -= len(batch)
-        table = datasets.table.InMemoryTable(pa.Table.from_batches(parts, schema=ds.data.schema))
-        yield datasets.Dataset(table, info=ds.info.copy(), split=ds.split)
+    for i, part in enumerate(contiguous_parts(ds, shards)):
+        table = datasets.table.InMemoryTable(pa.Table.from_batches(part, schema=ds.data.schema))
+        # a fingerprint given: without one, datasets hashes the whole table (+2 GB for a 500 MB shard)
+        yield datasets.Dataset(table, info=ds.info.copy(), split=ds.split,
+                               fingerprint=f"{ds._fingerprint}-shard-{i}-of-{shards}")
 
 
 def export_imagefolder(path: str | Path, out: str | Path, *, overwrite: bool = False) -> Path:

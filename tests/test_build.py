@@ -138,9 +138,11 @@ def test_export_shards_read_from_files_equal_the_dataset_shards(fer_dir: Path, t
     those of ``Dataset.shard(...).to_parquet``; a dataset with an indices mapping takes its own shards."""
     import filecmp
 
+    from ferdata.dataset import arrow_files
     from ferdata.hub import _shards, export_hub
 
     ds = open_dataset(fer_dir)["train"]
+    assert arrow_files(ds) == [str(fer_dir / "train" / "data-00000-of-00001.arrow")]  # the plain reads are used
     export_hub(fer_dir, tmp_path / "hub", max_shard_bytes=ds.data.nbytes // 4)
     files = sorted((tmp_path / "hub" / "data").glob("train-*.parquet"))
     assert len(files) == 5
@@ -150,6 +152,39 @@ def test_export_shards_read_from_files_equal_the_dataset_shards(fer_dir: Path, t
     picked = ds.select([5, 1, 3, 2])
     assert [part["id"] for part in _shards(picked, 3)] == [[picked["id"][0], picked["id"][1]], [picked["id"][2]],
                                                             [picked["id"][3]]]
+
+
+def test_save_reads_arrow_files_with_plain_reads_and_writes_what_save_to_disk_writes(
+        fer_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    """A dataset that is its Arrow files is saved without ``save_to_disk`` (whose memory-mapped read keeps
+    the split resident): the same shard files with the same rows, the same state.json and dataset_info.json;
+    a selected dataset (an indices mapping) is saved by ``save_to_disk`` itself."""
+    import datasets
+    import pyarrow as pa
+
+    from ferdata.dataset import arrow_files, new_manifest, save_dataset
+
+    dd = open_dataset(fer_dir)
+    monkeypatch.setattr(datasets.config, "MAX_SHARD_SIZE", dd["train"].data.nbytes // 3)  # several shards
+    dd.save_to_disk(str(tmp_path / "ref"))
+    with monkeypatch.context() as m:
+        m.setattr(datasets.Dataset, "save_to_disk", None)  # must not be called
+        save_dataset(dd, tmp_path / "mine", manifest=new_manifest())
+    for split in dd:
+        ref, mine = tmp_path / "ref" / split, tmp_path / "mine" / split
+        assert sorted(p.name for p in mine.iterdir()) == sorted(p.name for p in ref.iterdir())
+        for name in ("state.json", "dataset_info.json"):
+            assert json.loads((mine / name).read_text()) == json.loads((ref / name).read_text())
+        for file in ref.glob("*.arrow"):
+            assert pa.ipc.open_stream(pa.OSFile(str(mine / file.name))).read_all().equals(
+                pa.ipc.open_stream(pa.OSFile(str(file))).read_all(), check_metadata=True)
+    assert len(list((tmp_path / "mine" / "train").glob("*.arrow"))) >= 2
+    back = open_dataset(tmp_path / "mine")
+    assert arrow_files(back["train"]) is not None and back["train"]["id"] == dd["train"]["id"]
+    picked = datasets.DatasetDict({"train": dd["train"].select([3, 0, 1])})
+    assert arrow_files(picked["train"]) is None
+    save_dataset(picked, tmp_path / "picked", manifest=new_manifest())
+    assert open_dataset(tmp_path / "picked")["train"]["id"] == picked["train"]["id"]
 
 
 def test_push_through_the_real_client_never_leaks_token(hub, fer_dir: Path, tmp_path: Path, run_cli) -> None:
