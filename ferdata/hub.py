@@ -340,17 +340,17 @@ def export_hub(path: str | Path, out: str | Path, *, overwrite: bool = False, li
 
 def _shards(ds: Any, shards: int) -> Iterator[Any]:
     """``ds.shard(shards, i, contiguous=True)`` for each ``i``, each read into memory with plain file reads
-    when ``ds`` is its Arrow files (:func:`ferdata.dataset.contiguous_parts`); else the shards themselves."""
+    when it can be (:func:`ferdata.dataset.contiguous_parts`); else the shards themselves."""
     import datasets
     import pyarrow as pa
 
-    from ferdata.dataset import arrow_files, contiguous_parts
+    from ferdata.dataset import contiguous_parts, plain_readable
 
-    if arrow_files(ds) is None:
+    if not plain_readable(ds):
         yield from (ds.shard(shards, i, contiguous=True) for i in range(shards))
         return
     for i, part in enumerate(contiguous_parts(ds, shards)):
-        table = datasets.table.InMemoryTable(pa.Table.from_batches(part, schema=ds.data.schema))
+        table = datasets.table.InMemoryTable(pa.concat_tables(part))
         # a fingerprint given: without one, datasets hashes the whole table (+2 GB for a 500 MB shard)
         yield datasets.Dataset(table, info=ds.info.copy(), split=ds.split,
                                fingerprint=f"{ds._fingerprint}-shard-{i}-of-{shards}")

@@ -138,11 +138,11 @@ def test_export_shards_read_from_files_equal_the_dataset_shards(fer_dir: Path, t
     those of ``Dataset.shard(...).to_parquet``; a dataset with an indices mapping takes its own shards."""
     import filecmp
 
-    from ferdata.dataset import arrow_files
+    from ferdata.dataset import plain_readable
     from ferdata.hub import _shards, export_hub
 
     ds = open_dataset(fer_dir)["train"]
-    assert arrow_files(ds) == [str(fer_dir / "train" / "data-00000-of-00001.arrow")]  # the plain reads are used
+    assert plain_readable(ds)  # a dataset as loaded takes the plain reads
     export_hub(fer_dir, tmp_path / "hub", max_shard_bytes=ds.data.nbytes // 4)
     files = sorted((tmp_path / "hub" / "data").glob("train-*.parquet"))
     assert len(files) == 5
@@ -156,33 +156,41 @@ def test_export_shards_read_from_files_equal_the_dataset_shards(fer_dir: Path, t
 
 def test_save_reads_arrow_files_with_plain_reads_and_writes_what_save_to_disk_writes(
         fer_dir: Path, tmp_path: Path, monkeypatch) -> None:
-    """A dataset that is its Arrow files is saved without ``save_to_disk`` (whose memory-mapped read keeps
-    the split resident): the same shard files with the same rows, the same state.json and dataset_info.json;
-    a selected dataset (an indices mapping) is saved by ``save_to_disk`` itself."""
+    """A dataset read from Arrow files is saved without ``save_to_disk`` (whose memory-mapped read keeps
+    the split resident): the same shard files with the same rows, the same state.json and dataset_info.json.
+    That holds for a dataset as loaded and for a step's output (columns dropped and cast, a column added
+    in memory beside the file's); a selected dataset (an indices mapping) is saved by ``save_to_disk``."""
     import datasets
     import pyarrow as pa
 
-    from ferdata.dataset import arrow_files, new_manifest, save_dataset
+    from ferdata.dataset import new_manifest, plain_readable, save_dataset
 
-    dd = open_dataset(fer_dir)
-    monkeypatch.setattr(datasets.config, "MAX_SHARD_SIZE", dd["train"].data.nbytes // 3)  # several shards
-    dd.save_to_disk(str(tmp_path / "ref"))
-    with monkeypatch.context() as m:
-        m.setattr(datasets.Dataset, "save_to_disk", None)  # must not be called
-        save_dataset(dd, tmp_path / "mine", manifest=new_manifest())
-    for split in dd:
-        ref, mine = tmp_path / "ref" / split, tmp_path / "mine" / split
-        assert sorted(p.name for p in mine.iterdir()) == sorted(p.name for p in ref.iterdir())
-        for name in ("state.json", "dataset_info.json"):
-            assert json.loads((mine / name).read_text()) == json.loads((ref / name).read_text())
-        for file in ref.glob("*.arrow"):
-            assert pa.ipc.open_stream(pa.OSFile(str(mine / file.name))).read_all().equals(
-                pa.ipc.open_stream(pa.OSFile(str(file))).read_all(), check_metadata=True)
-    assert len(list((tmp_path / "mine" / "train").glob("*.arrow"))) >= 2
-    back = open_dataset(tmp_path / "mine")
-    assert arrow_files(back["train"]) is not None and back["train"]["id"] == dd["train"]["id"]
-    picked = datasets.DatasetDict({"train": dd["train"].select([3, 0, 1])})
-    assert arrow_files(picked["train"]) is None
+    loaded = open_dataset(fer_dir)
+    train = loaded["train"]
+    stepped = train.cast_column("image", datasets.Image(decode=False))
+    stepped = stepped.add_column("score", [float(i) for i in range(len(train))]).remove_columns(["source"])
+    file_block, memory_block = stepped.data.blocks[0]  # the file's block replays a cast and a drop
+    assert [op for op, *_ in file_block.replays if op != "replace_schema_metadata"] == ["cast", "drop"]
+    monkeypatch.setattr(datasets.config, "MAX_SHARD_SIZE", train.data.nbytes // 3)  # several shards
+    for name, dd in {"loaded": loaded, "stepped": datasets.DatasetDict({"train": stepped})}.items():
+        assert all(plain_readable(ds) for ds in dd.values())
+        dd.save_to_disk(str(tmp_path / f"ref-{name}"))
+        with monkeypatch.context() as m:
+            m.setattr(datasets.Dataset, "save_to_disk", None)  # must not be called
+            save_dataset(dd, tmp_path / name, manifest=new_manifest())
+        for split in dd:
+            ref, mine = tmp_path / f"ref-{name}" / split, tmp_path / name / split
+            assert sorted(p.name for p in mine.iterdir()) == sorted(p.name for p in ref.iterdir())
+            assert len(list(mine.glob("*.arrow"))) >= (2 if split == "train" else 1)
+            for file in ("state.json", "dataset_info.json"):
+                assert json.loads((mine / file).read_text()) == json.loads((ref / file).read_text())
+            for file in ref.glob("*.arrow"):
+                assert pa.ipc.open_stream(pa.OSFile(str(mine / file.name))).read_all().equals(
+                    pa.ipc.open_stream(pa.OSFile(str(file))).read_all(), check_metadata=True)
+        back = open_dataset(tmp_path / name)
+        assert plain_readable(back["train"]) and back["train"].to_dict() == dd["train"].to_dict()
+    picked = datasets.DatasetDict({"train": train.select([3, 0, 1])})
+    assert not plain_readable(picked["train"])
     save_dataset(picked, tmp_path / "picked", manifest=new_manifest())
     assert open_dataset(tmp_path / "picked")["train"]["id"] == picked["train"]["id"]
 
