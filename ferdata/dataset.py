@@ -183,12 +183,16 @@ _COLUMN_REPLAYS = {"replace_schema_metadata", "cast", "drop", "select", "rename_
 
 
 def plain_readable(ds: datasets.Dataset) -> bool:
-    """Whether :func:`contiguous_parts` can read ``ds``: no indices mapping, and every block either in
-    memory or a whole Arrow file with only column operations to replay (no slice, filter or added column)."""
+    """Whether :func:`contiguous_parts` can read ``ds``: every block either in memory or a whole Arrow
+    file with only column operations to replay (no slice, filter or added column), and no indices
+    mapping or one in file order that keeps at least half the rows (a filter's, a sorted selection's)."""
+    import numpy as np
     from datasets.table import ConcatenationTable, InMemoryTable, MemoryMappedTable
 
     if ds._indices is not None:
-        return False
+        order = ds._indices.column(0).to_numpy()
+        if 2 * len(order) < len(ds.data) or np.any(np.diff(order.astype(np.int64)) < 0):
+            return False
     blocks = ds.data.blocks if isinstance(ds.data, ConcatenationTable) else [[ds.data]]
     return all(isinstance(b, InMemoryTable) or (isinstance(b, MemoryMappedTable)
                                                  and all(op in _COLUMN_REPLAYS for op, *_ in b.replays))
@@ -228,22 +232,38 @@ class _Rows:
 
 
 def _pieces(ds: datasets.Dataset) -> Iterator[Any]:
-    """``ds.data`` as consecutive ``pa.Table`` pieces, each block read with :func:`_block_pieces`
-    (blocks side by side, as in a ``ConcatenationTable``, are joined piece by piece)."""
+    """``ds``'s rows as consecutive ``pa.Table`` pieces: each block read with :func:`_block_pieces`
+    (blocks side by side, as in a ``ConcatenationTable``, joined piece by piece), then the rows of its
+    indices mapping (in file order) taken from each piece."""
+    import numpy as np
     import pyarrow as pa
     from datasets.table import ConcatenationTable
 
-    blocks = ds.data.blocks if isinstance(ds.data, ConcatenationTable) else [[ds.data]]
-    for first, *others in blocks:
-        rows = [_Rows(_block_pieces(b)) for b in others]
-        for piece in _block_pieces(first):
-            if not len(piece):
-                continue
-            for other in rows:
-                side = pa.concat_tables(other.take(len(piece)))
-                for name, column in zip(side.column_names, side.columns, strict=True):
-                    piece = piece.append_column(name, column)
-            yield piece
+    def table_pieces() -> Iterator[Any]:
+        blocks = ds.data.blocks if isinstance(ds.data, ConcatenationTable) else [[ds.data]]
+        for first, *others in blocks:
+            rows = [_Rows(_block_pieces(b)) for b in others]
+            for piece in _block_pieces(first):
+                if not len(piece):
+                    continue
+                for other in rows:
+                    side = pa.concat_tables(other.take(len(piece)))
+                    for name, column in zip(side.column_names, side.columns, strict=True):
+                        piece = piece.append_column(name, column)
+                yield piece
+
+    if ds._indices is None:
+        yield from table_pieces()
+        return
+    order = ds._indices.column(0).to_numpy().astype(np.int64)
+    start = taken = 0
+    for piece in table_pieces():
+        if taken == len(order):
+            return
+        stop = taken + int(np.searchsorted(order[taken:], start + len(piece)))
+        if stop > taken:
+            yield piece.take(pa.array(order[taken:stop] - start))
+        start, taken = start + len(piece), stop
 
 
 def contiguous_parts(ds: datasets.Dataset, parts: int) -> Iterator[list[Any]]:
@@ -254,7 +274,7 @@ def contiguous_parts(ds: datasets.Dataset, parts: int) -> Iterator[list[Any]]:
     whole split through the map holds an RSS the size of the split (~9 GB of 224 px faces at 300k rows).
     """
     if not plain_readable(ds):
-        raise ValueError("contiguous_parts needs a dataset without indices whose files need only column replays")
+        raise ValueError("contiguous_parts needs a dataset plain_readable accepts")
     rows = _Rows(_pieces(ds))
     div, mod = divmod(len(ds), parts)
     for i in range(parts):

@@ -158,8 +158,9 @@ def test_save_reads_arrow_files_with_plain_reads_and_writes_what_save_to_disk_wr
         fer_dir: Path, tmp_path: Path, monkeypatch) -> None:
     """A dataset read from Arrow files is saved without ``save_to_disk`` (whose memory-mapped read keeps
     the split resident): the same shard files with the same rows, the same state.json and dataset_info.json.
-    That holds for a dataset as loaded and for a step's output (columns dropped and cast, a column added
-    in memory beside the file's); a selected dataset (an indices mapping) is saved by ``save_to_disk``."""
+    That holds for a dataset as loaded, for a step's output (columns dropped and cast, a column added
+    in memory beside the file's) and for a filter's (an indices mapping in file order); a selection out of
+    order, or of few rows, is saved by ``save_to_disk``."""
     import datasets
     import pyarrow as pa
 
@@ -172,7 +173,11 @@ def test_save_reads_arrow_files_with_plain_reads_and_writes_what_save_to_disk_wr
     file_block, memory_block = stepped.data.blocks[0]  # the file's block replays a cast and a drop
     assert [op for op, *_ in file_block.replays if op != "replace_schema_metadata"] == ["cast", "drop"]
     monkeypatch.setattr(datasets.config, "MAX_SHARD_SIZE", train.data.nbytes // 3)  # several shards
-    for name, dd in {"loaded": loaded, "stepped": datasets.DatasetDict({"train": stepped})}.items():
+    kept = [i for i in range(len(train)) if i % 5]  # a filter's indices mapping: rows in file order
+    filtered = stepped.select(kept)
+    cases = {"loaded": loaded, "stepped": datasets.DatasetDict({"train": stepped}),
+             "filtered": datasets.DatasetDict({"train": filtered})}
+    for name, dd in cases.items():
         assert all(plain_readable(ds) for ds in dd.values())
         dd.save_to_disk(str(tmp_path / f"ref-{name}"))
         with monkeypatch.context() as m:
@@ -189,10 +194,11 @@ def test_save_reads_arrow_files_with_plain_reads_and_writes_what_save_to_disk_wr
                     pa.ipc.open_stream(pa.OSFile(str(file))).read_all(), check_metadata=True)
         back = open_dataset(tmp_path / name)
         assert plain_readable(back["train"]) and back["train"].to_dict() == dd["train"].to_dict()
-    picked = datasets.DatasetDict({"train": train.select([3, 0, 1])})
-    assert not plain_readable(picked["train"])
-    save_dataset(picked, tmp_path / "picked", manifest=new_manifest())
-    assert open_dataset(tmp_path / "picked")["train"]["id"] == picked["train"]["id"]
+    for rows in ([3, 0, 1], [0, 1, 2]):  # out of file order; in order but few of the rows
+        picked = datasets.DatasetDict({"train": train.select(rows)})
+        assert not plain_readable(picked["train"])
+        save_dataset(picked, tmp_path / "picked", manifest=new_manifest(), overwrite=True)
+        assert open_dataset(tmp_path / "picked")["train"]["id"] == picked["train"]["id"]
 
 
 def test_push_through_the_real_client_never_leaks_token(hub, fer_dir: Path, tmp_path: Path, run_cli) -> None:
