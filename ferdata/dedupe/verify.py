@@ -196,10 +196,11 @@ def _correlate(fa: np.ndarray | tuple[np.ndarray, np.ndarray],
 #: half-width (frequency index) of the low band the bound correlates exactly: |ky| <= BOUND_BAND,
 #: 0 <= kx <= BOUND_BAND (a third of the spectrum's coefficients, ~45-75 % of the detail energy)
 BOUND_BAND = 16
-#: added to the bound: the bound parts are stored in float16 (relative error <= 2**-11 a part, so
-#: <= 1.4e-3 on the band's correlation and 1e-3 on the rest's sum, both over at most the unit energy)
-#: and summed in float32 (< 1e-4)
-_BOUND_SLACK = 4e-3
+#: added to the bound: the band is stored as float32's top 16 bits rounded to nearest (a relative
+#: error <= 2**-8 a component, so <= 2 * 2**-8 + 2**-16 < 7.9e-3 on the band's correlation, which is
+#: over at most the unit energy), plus float32 summation (< 1e-4); the rest is rounded up, so its sum
+#: stays an upper bound without slack
+_BOUND_SLACK = 8e-3
 
 
 def _band_rows() -> np.ndarray:
@@ -242,17 +243,25 @@ def _band_dft() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _bound_parts(spectra: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The band of each spectrum and the weighted magnitudes of the rest, as stored: float16 (the
-    band's real and imaginary parts side by side), 3.5 kB an image.
+    """The band of each spectrum and the weighted magnitudes of the rest, as stored: float32's top 16
+    bits (uint16; the band's real and imaginary parts side by side, rounded to nearest; the rest's
+    magnitudes rounded up), 3.5 kB an image. :func:`_take_float32` reads them back.
 
     The rest is stored as ``sqrt(w) |F| / size``, so that the sum over the rest of a pair's
     products bounds the rest's part of the correlation at any shift (``|Re z| <= |z|``).
     """
     rows, cols = _band_rows(), np.arange(BOUND_BAND + 1)
-    band = np.ascontiguousarray(spectra[:, rows][:, :, cols]).view(np.float32).astype(np.float16)
+    band = np.ascontiguousarray(spectra[:, rows][:, :, cols]).view(np.uint32)
+    band = ((band + 0x7FFF + ((band >> 16) & 1)) >> 16).astype(np.uint16)  # to nearest, ties to even
     scale = (np.sqrt(_column_weights()) / VERIFY_SIZE).astype(np.float32)
-    rest = (np.abs(spectra) * scale)[:, _rest_mask()]
-    return band, rest.astype(np.float16)
+    rest = np.ascontiguousarray((np.abs(spectra) * scale)[:, _rest_mask()], dtype=np.float32).view(np.uint32)
+    return band, ((rest.astype(np.uint64) + 0xFFFF) >> 16).astype(np.uint16)  # up: magnitudes are >= 0
+
+
+def _take_float32(store: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """``store[positions]`` as float32 (the stored top 16 bits, the low 16 zero): two integer passes,
+    several times faster than a float16 store's conversion, which cost more than the bound itself."""
+    return (np.take(store, positions, axis=0).astype(np.uint32) << 16).view(np.float32)
 
 
 def _correlation_bound(spectra: DetailSpectra, i: np.ndarray, j: np.ndarray) -> np.ndarray:
@@ -268,14 +277,13 @@ def _correlation_bound(spectra: DetailSpectra, i: np.ndarray, j: np.ndarray) -> 
     _, _, pa = spectra.bound_parts(i)
     band, rest, pb = spectra.bound_parts(j)  # the stores as allocated by either call
     ey, exr, exi = _band_dft()
-    prod = np.take(band, pa, axis=0).astype(np.float32).view(np.complex64)
-    other = np.take(band, pb, axis=0).astype(np.float32).view(np.complex64)
+    prod = _take_float32(band, pa).view(np.complex64)
+    other = _take_float32(band, pb).view(np.complex64)
     np.conjugate(other, out=other)
     np.multiply(prod, other, out=prod)
     q = ey @ prod
     window = (q.real @ exr - q.imag @ exi).reshape(len(q), -1).max(axis=1)
-    ra, rb = (np.take(rest, p, axis=0).astype(np.float32) for p in (pa, pb))
-    tail = np.einsum("ij,ij->i", ra, rb)
+    tail = np.einsum("ij,ij->i", _take_float32(rest, pa), _take_float32(rest, pb))
     return window.astype(np.float64) + tail + _BOUND_SLACK
 
 
@@ -306,7 +314,7 @@ class DetailSpectra:
     image once, not once per pair or batch. Spectra are computed lazily, in batches (complex64,
     ~9.6 kB per image and zoom), with the two parts of the correlation bound
     (:func:`_correlation_bound`: the low band of the unzoomed spectrum and the magnitudes of the
-    rest, 3.5 kB per image in float16).
+    rest, 3.5 kB per image in 16 bits).
 
     Memory: the bound parts are kept for every image they were computed for; the spectra, the
     zoomed images and (with ``load``) the images themselves are a cache that :meth:`forget`
@@ -336,8 +344,8 @@ class DetailSpectra:
         self.loaded = np.full(n, load is None)
         #: bound parts computed so far (by row)
         self._bounded = np.zeros(n, dtype=bool)
-        self._band = np.empty((0, _band_shape()[0], 2 * _band_shape()[1]), np.float16)
-        self._rest = np.empty((0, _rest_size()), np.float16)
+        self._band = np.empty((0, _band_shape()[0], 2 * _band_shape()[1]), np.uint16)
+        self._rest = np.empty((0, _rest_size()), np.uint16)
         self.forget(images=False)
 
     def __len__(self) -> int:
@@ -389,8 +397,8 @@ class DetailSpectra:
         self.load_images(missing)
         positions = None if bound else self._claim(z, missing)
         if not z and len(self._band) != len(self):
-            self._band = np.empty((len(self), _band_shape()[0], 2 * _band_shape()[1]), np.float16)
-            self._rest = np.empty((len(self), _rest_size()), np.float16)
+            self._band = np.empty((len(self), _band_shape()[0], 2 * _band_shape()[1]), np.uint16)
+            self._rest = np.empty((len(self), _rest_size()), np.uint16)
 
         def fill(part: slice) -> None:
             self._compute(z, missing[part], None if positions is None else positions[part])
