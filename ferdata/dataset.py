@@ -182,21 +182,28 @@ _COLUMN_REPLAYS = {"replace_schema_metadata", "cast", "drop", "select", "rename_
                    "combine_chunks"}
 
 
+def _blocks(ds: datasets.Dataset) -> list[list[Any]]:
+    """``ds.data``'s table blocks: rows of blocks side by side (one row of one block when it is not a
+    ``ConcatenationTable``)."""
+    from datasets.table import ConcatenationTable
+
+    return ds.data.blocks if isinstance(ds.data, ConcatenationTable) else [[ds.data]]
+
+
 def plain_readable(ds: datasets.Dataset) -> bool:
     """Whether :func:`contiguous_parts` can read ``ds``: every block either in memory or a whole Arrow
     file with only column operations to replay (no slice, filter or added column), and no indices
     mapping or one in file order that keeps at least half the rows (a filter's, a sorted selection's)."""
     import numpy as np
-    from datasets.table import ConcatenationTable, InMemoryTable, MemoryMappedTable
+    from datasets.table import InMemoryTable, MemoryMappedTable
 
     if ds._indices is not None:
         order = ds._indices.column(0).to_numpy()
         if 2 * len(order) < len(ds.data) or np.any(np.diff(order.astype(np.int64)) < 0):
             return False
-    blocks = ds.data.blocks if isinstance(ds.data, ConcatenationTable) else [[ds.data]]
     return all(isinstance(b, InMemoryTable) or (isinstance(b, MemoryMappedTable)
                                                  and all(op in _COLUMN_REPLAYS for op, *_ in b.replays))
-               for row in blocks for b in row)
+               for row in _blocks(ds) for b in row)
 
 
 def _block_pieces(block: Any) -> Iterator[Any]:
@@ -237,11 +244,9 @@ def _pieces(ds: datasets.Dataset) -> Iterator[Any]:
     indices mapping (in file order) taken from each piece."""
     import numpy as np
     import pyarrow as pa
-    from datasets.table import ConcatenationTable
 
     def table_pieces() -> Iterator[Any]:
-        blocks = ds.data.blocks if isinstance(ds.data, ConcatenationTable) else [[ds.data]]
-        for first, *others in blocks:
+        for first, *others in _blocks(ds):
             rows = [_Rows(_block_pieces(b)) for b in others]
             for piece in _block_pieces(first):
                 if not len(piece):
@@ -717,9 +722,10 @@ def save_dataset(
         manifest: ``ferdata.json`` content (label names and split counts are filled in here).
         rejects: the full rejects ledger to write (input ledger plus new rows).
         overwrite: replace an existing ``out``.
-        num_proc: accepted for the callers' sake; the data is written in this process. ``save_to_disk``
-            only copies Arrow data (0.1-0.8 s for 26k rows at 48 or 224 px), while its worker pool
-            (``spawn``: a fresh interpreter per worker) took 2-3 s to start on every commit.
+        num_proc: accepted for the callers' sake; the data is written in this process (from plain reads
+            where it can be, :func:`_save_split`): writing only copies Arrow data (0.1-0.8 s for 26k rows
+            at 48 or 224 px), while ``save_to_disk``'s worker pool (``spawn``: a fresh interpreter per
+            worker) took 2-3 s to start on every commit.
         files: extra files to copy into the directory before it is renamed into place
             (``{name inside out: source path}``), so they appear with it or not at all.
 
@@ -727,6 +733,7 @@ def save_dataset(
         The output path.
     """
     import datasets
+    from datasets import config
 
     out = Path(out)
     if out.exists() and not overwrite:
@@ -735,7 +742,7 @@ def save_dataset(
         raise TypeError(f"save_dataset expects a DatasetDict, got {type(dd).__name__}")
     with atomic_dir(out) as tmp:
         # an empty split gets one (empty) shard: datasets otherwise writes none and cannot load the split
-        with (tmp / "dataset_dict.json").open("w", encoding="utf-8") as f:
+        with (tmp / config.DATASETDICT_JSON_FILENAME).open("w", encoding="utf-8") as f:  # as DatasetDict's
             json.dump({"splits": list(dd)}, f)
         for split, ds in dd.items():
             _save_split(ds, tmp / split, 1 if len(ds) == 0 else None)

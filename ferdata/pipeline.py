@@ -381,8 +381,9 @@ def build(recipe: Recipe, out: str | Path, *, ctx: StepContext | None = None, ov
         name = _checkpoint_name(i, step)
         # overwrite: a run killed after this save but before the state update redoes the step
         commit(result.data, state_dir / name, chain, num_proc=ctx.num_proc, overwrite=True, files=result.files)
-        # the step's own output goes now, not when the next step's replaces it: its memory-mapped Arrow pages,
-        # all read by the commit, would otherwise stay resident through the next step (1.3 GB at 300k rows)
+        # the step's own output goes now, not when the next step's replaces it: its in-memory columns and any
+        # memory-mapped pages it read would otherwise stay resident through the next step (1.3 GB at 300k rows
+        # when checkpoints were written through the memory map)
         del result
         gc.collect()
         done.append(name)
