@@ -624,6 +624,10 @@ def test_correlation_bound_prunes_only_pairs_below_the_floor() -> None:
     bound = _correlation_bound(dedupe.DetailSpectra(images), i, j)
     unzoomed = verify_pairs(images, i, j, exact=True, accept_at=-1.0).xcorr  # no zoom trials
     assert (bound >= unzoomed).all()
+    order = np.argsort(i, kind="stable")  # runs of one i (the greedy's order) take the other path: the same bound
+    runs = np.empty_like(bound)
+    runs[order] = _correlation_bound(dedupe.DetailSpectra(images), i[order], j[order])
+    assert np.allclose(runs, bound, rtol=0, atol=1e-5)
     pruned = bound < VERIFY_ZOOM_FLOOR
     assert pruned.sum() > len(i) // 2  # the bound does prune
     kept = ~pruned
