@@ -62,7 +62,7 @@ class RefineConfig:
     model: str = "auto"
     #: maximum number of trainings (the paper needed 5); None: 5 for relabel, 1 for flag/prune
     rounds: int | None = None
-    #: epochs per training (the paper: 40 to 100); None: 40 for relabel, 20 for flag/prune
+    #: epochs per training (the paper: 40 to 100); None: 40 for relabel, 10 for flag/prune
     epochs: int | None = None
     #: stop when every class's precision on the current set reaches this
     precision_target: float = 0.90
