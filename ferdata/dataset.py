@@ -286,6 +286,25 @@ def contiguous_parts(ds: datasets.Dataset, parts: int) -> Iterator[list[Any]]:
         yield rows.take(div + (i < mod))
 
 
+def _has_files(piece: Any, features: datasets.Features) -> bool:
+    """Whether writing ``piece`` must embed local files (``save_to_disk`` does): a top-level image or
+    audio column with a path, or a nested feature that could hold one. Without, embedding leaves
+    the rows as they are; skipping it saves ``datasets`` re-reading the features from the schema
+    of every record batch (~1 s of a fer2013-train build's checkpoints)."""
+    from datasets.features.features import require_storage_embed
+
+    for name, feature in features.items():
+        if not require_storage_embed(feature):
+            continue
+        column = piece.column(name)
+        if not hasattr(feature, "embed_storage") or column.type.num_fields != 2:
+            return True  # nested, or not the {bytes, path} storage: let datasets decide
+        for chunk in column.chunks:
+            if chunk.field("path").null_count != len(chunk) or chunk.field("bytes").null_count != chunk.null_count:
+                return True
+    return False
+
+
 def _save_split(ds: datasets.Dataset, out: Path, num_shards: int | None) -> None:
     """``ds.save_to_disk(out, num_shards=...)``, reading ``ds`` with plain reads when it can
     (:func:`contiguous_parts`): the same shards, written by the same ``ArrowWriter``, the same
@@ -305,6 +324,7 @@ def _save_split(ds: datasets.Dataset, out: Path, num_shards: int | None) -> None
         writer = ArrowWriter(features=ds.features, path=str(out / name), embed_local_files=True)
         try:
             for piece in part:
+                writer.embed_local_files = _has_files(piece, ds.features)
                 writer.write_table(piece)
             writer.finalize()
         finally:

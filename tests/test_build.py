@@ -9,7 +9,7 @@ import pytest
 
 from ferdata import steps
 from ferdata.balance import all_class_weights
-from ferdata.dataset import class_counts, open_dataset, read_manifest, read_rejects
+from ferdata.dataset import class_counts, column_values, open_dataset, read_manifest, read_rejects
 from ferdata.errors import RecipeError
 from ferdata.pipeline import load_recipe
 from ferdata.split import assign
@@ -175,8 +175,13 @@ def test_save_reads_arrow_files_with_plain_reads_and_writes_what_save_to_disk_wr
     monkeypatch.setattr(datasets.config, "MAX_SHARD_SIZE", train.data.nbytes // 3)  # several shards
     kept = [i for i in range(len(train)) if i % 5]  # a filter's indices mapping: rows in file order
     filtered = stepped.select(kept)
+    png = tmp_path / "face.png"  # an image given by path is embedded, as save_to_disk embeds it
+    png.write_bytes(column_values(train.cast_column("image", datasets.Image(decode=False)).select([0]), "image")[0]["bytes"])
+    by_path = datasets.Dataset.from_dict({"image": [{"bytes": None, "path": str(png)}, None], "label": [1, 2]},
+                                         features=datasets.Features({"image": datasets.Image(decode=False),
+                                                                     "label": datasets.Value("int64")}))
     cases = {"loaded": loaded, "stepped": datasets.DatasetDict({"train": stepped}),
-             "filtered": datasets.DatasetDict({"train": filtered})}
+             "filtered": datasets.DatasetDict({"train": filtered}), "by_path": datasets.DatasetDict({"files": by_path})}
     for name, dd in cases.items():
         assert all(plain_readable(ds) for ds in dd.values())
         dd.save_to_disk(str(tmp_path / f"ref-{name}"))
@@ -193,6 +198,9 @@ def test_save_reads_arrow_files_with_plain_reads_and_writes_what_save_to_disk_wr
                 assert pa.ipc.open_stream(pa.OSFile(str(mine / file.name))).read_all().equals(
                     pa.ipc.open_stream(pa.OSFile(str(file))).read_all(), check_metadata=True)
         back = open_dataset(tmp_path / name)
+        if name == "by_path":
+            assert back["files"]["image"][0]["bytes"] == png.read_bytes() and back["files"]["image"][1] is None
+            continue
         assert plain_readable(back["train"]) and back["train"].to_dict() == dd["train"].to_dict()
     for rows in ([3, 0, 1], [0, 1, 2]):  # out of file order; in order but few of the rows
         picked = datasets.DatasetDict({"train": train.select(rows)})
