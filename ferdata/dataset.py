@@ -226,16 +226,18 @@ class _Rows:
     def __init__(self, pieces: Iterator[Any]) -> None:
         self.pieces, self.pending = pieces, None
 
-    def take(self, n: int) -> list[Any]:
-        out = []
+    def stream(self, n: int) -> Iterator[Any]:
+        """The next ``n`` rows as pieces, read as they are asked for."""
         while n:
             piece = self.pending if self.pending is not None else next(self.pieces)
             self.pending = None
             if len(piece) > n:
                 piece, self.pending = piece.slice(0, n), piece.slice(n)
-            out.append(piece)
             n -= len(piece)
-        return out
+            yield piece
+
+    def take(self, n: int) -> list[Any]:
+        return list(self.stream(n))
 
 
 def _pieces(ds: datasets.Dataset) -> Iterator[Any]:
@@ -271,9 +273,10 @@ def _pieces(ds: datasets.Dataset) -> Iterator[Any]:
         start, taken = start + len(piece), stop
 
 
-def contiguous_parts(ds: datasets.Dataset, parts: int) -> Iterator[list[Any]]:
+def contiguous_parts(ds: datasets.Dataset, parts: int) -> Iterator[Iterator[Any]]:
     """The rows of ``ds.shard(parts, i, contiguous=True)`` for each ``i``, as ``pa.Table`` pieces read
-    with plain file reads, a record batch at a time (:func:`plain_readable` must hold).
+    with plain file reads, a record batch at a time as they are asked for (:func:`plain_readable` must
+    hold; read each part's pieces before asking for the next part).
 
     A memory-mapped read leaves every page it touched resident: a commit or an export that reads the
     whole split through the map holds an RSS the size of the split (~9 GB of 224 px faces at 300k rows).
@@ -283,7 +286,7 @@ def contiguous_parts(ds: datasets.Dataset, parts: int) -> Iterator[list[Any]]:
     rows = _Rows(_pieces(ds))
     div, mod = divmod(len(ds), parts)
     for i in range(parts):
-        yield rows.take(div + (i < mod))
+        yield rows.stream(div + (i < mod))
 
 
 def _has_files(piece: Any, features: datasets.Features) -> bool:

@@ -350,7 +350,7 @@ def _shards(ds: Any, shards: int) -> Iterator[Any]:
         yield from (ds.shard(shards, i, contiguous=True) for i in range(shards))
         return
     for i, part in enumerate(contiguous_parts(ds, shards)):
-        table = datasets.table.InMemoryTable(pa.concat_tables(part))
+        table = datasets.table.InMemoryTable(pa.concat_tables(list(part)))
         # a fingerprint given: without one, datasets hashes the whole table (+2 GB for a 500 MB shard)
         yield datasets.Dataset(table, info=ds.info.copy(), split=ds.split,
                                fingerprint=f"{ds._fingerprint}-shard-{i}-of-{shards}")
