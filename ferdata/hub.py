@@ -32,7 +32,6 @@ import re
 import string
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -369,13 +368,12 @@ def _write_parquet_shards(ds: Any, shards: int, paths: list[Path]) -> None:
         shard = ds.shard(shards, i, contiguous=True)  # its size estimate sets the row groups, as in to_parquet
         batch = (get_writer_batch_size_from_features(ds.features)
                  or get_writer_batch_size_from_data_size(len(shard), shard._estimate_nbytes()))
-        writer = pq.ParquetWriter(str(path), schema=schema, use_content_defined_chunking=cdc, write_page_index=True,
-                                  **get_parquet_column_options(ds.features, schema))
         rows = _Rows(part)
-        for start in range(0, len(shard), batch):
-            writer.write_table(pa.concat_tables(rows.take(min(batch, len(shard) - start))))
-        writer.add_key_value_metadata({"content_defined_chunking": json.dumps(cdc)})
-        writer.close()
+        with pq.ParquetWriter(str(path), schema=schema, use_content_defined_chunking=cdc, write_page_index=True,
+                              **get_parquet_column_options(ds.features, schema)) as writer:
+            for start in range(0, len(shard), batch):
+                writer.write_table(pa.concat_tables(rows.take(min(batch, len(shard) - start))))
+            writer.add_key_value_metadata({"content_defined_chunking": json.dumps(cdc)})
 
 
 def export_imagefolder(path: str | Path, out: str | Path, *, overwrite: bool = False) -> Path:
