@@ -136,7 +136,7 @@ def test_export_round_trip_and_imagefolder(fer_dir: Path, tmp_path: Path, run_cl
 def test_export_shards_read_from_files_equal_the_dataset_shards(fer_dir: Path, tmp_path: Path, monkeypatch) -> None:
     """Parquet shards written from the Arrow files read in order (not memory-mapped), a record batch at a
     time, are byte for byte those of ``Dataset.shard(...).to_parquet``; so are those of a dataset without
-    an image column (gathered per shard) and of one with an indices mapping (its own shards)."""
+    an image column (streamed the same way) and of one with an indices mapping (written from its own shards)."""
     import filecmp
 
     import datasets
