@@ -639,6 +639,30 @@ def test_correlation_bound_prunes_only_pairs_below_the_floor() -> None:
     assert np.array_equal(two.score, fast.score)
 
 
+def test_verifier_turns_huge_page_advice_off_and_restores_it(monkeypatch) -> None:
+    """The verifier runs with numpy's huge-page advice off (costly faults on this kind of VM), puts the
+    setting back afterwards, and leaves it alone when NUMPY_MADVISE_HUGEPAGE is set by the user."""
+    from numpy._core.multiarray import _set_madvise_hugepage
+
+    from ferdata.dedupe import verify
+
+    seen = []
+    real = verify._correlation_bound
+    monkeypatch.setattr(verify, "_correlation_bound", lambda *a: (seen.append(_set_madvise_hugepage(False)),
+                                                                   _set_madvise_hugepage(seen[-1]), real(*a))[-1])
+    images = [verify_array(_textured(_smooth(900 + k), k)) for k in range(4)]
+    before = _set_madvise_hugepage(True)
+    try:
+        monkeypatch.delenv("NUMPY_MADVISE_HUGEPAGE", raising=False)
+        verify_pairs(images, [0, 1], [2, 3])
+        assert seen == [False] and _set_madvise_hugepage(True) is True
+        monkeypatch.setenv("NUMPY_MADVISE_HUGEPAGE", "1")
+        verify_pairs(images, [0, 1], [2, 3])
+        assert seen == [False, True]
+    finally:
+        _set_madvise_hugepage(before)
+
+
 def test_phash_equals_imagehash() -> None:
     """The dedupe step's phash is imagehash's, bit for bit (gray, RGB, any size, constant images)."""
     import imagehash

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable, Iterable, Sequence
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -555,7 +556,7 @@ def verify_pairs(images: Sequence[np.ndarray] | np.ndarray | DetailSpectra, i: n
     def unzoomed(rows: np.ndarray) -> None:  # the unzoomed registration (only reads the spectra)
         xcorr[rows], dy[rows], dx[rows] = _correlate(spectra.slots(0, i[rows]), spectra.slots(0, j[rows]))
 
-    with _one_blas_thread():
+    with _one_blas_thread(), _small_pages():
         if not exact:
             if len(batches) > 1:  # in large batches; then the threads only read the stores
                 spectra.prepare(np.concatenate([i, j]), bound=True, workers=workers)
@@ -596,6 +597,30 @@ def _one_blas_thread() -> contextlib.AbstractContextManager[Any]:
     except ImportError:  # an optional speed-up (threadpoolctl comes with scikit-learn)
         return contextlib.nullcontext()
     return threadpool_limits(limits=1, user_api="blas")
+
+
+@contextlib.contextmanager
+def _small_pages() -> Iterator[None]:
+    """numpy's transparent-huge-page advice off while the verifier runs (restored afterwards).
+
+    The verifier's stores and batch temporaries are fresh memory: numpy advises huge pages for every
+    array of 4 MB or more, and on a virtual machine whose kernel compacts memory to fault them in (a
+    ``defrag=madvise`` setting, free pages reported back to the host) that costs more than it saves.
+    On fer2013-train the dedupe step spent 12-14 s in the kernel with the advice and 4-5 s without
+    (docs/dedupe.md). ``NUMPY_MADVISE_HUGEPAGE`` set in the environment is left to decide.
+    """
+    try:
+        from numpy._core.multiarray import _set_madvise_hugepage
+    except ImportError:  # another numpy layout: leave the setting alone
+        _set_madvise_hugepage = None
+    if _set_madvise_hugepage is None or "NUMPY_MADVISE_HUGEPAGE" in os.environ:
+        yield
+        return
+    before = _set_madvise_hugepage(False)
+    try:
+        yield
+    finally:
+        _set_madvise_hugepage(before)
 
 
 def _register_zoomed(spectra: DetailSpectra, i: np.ndarray, j: np.ndarray, xcorr: np.ndarray, dy: np.ndarray,
