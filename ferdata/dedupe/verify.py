@@ -292,20 +292,19 @@ def _correlation_bound(spectra: DetailSpectra, i: np.ndarray, j: np.ndarray) -> 
     x = _take_float32(band, pb).view(np.complex64)  # (pairs, band rows, band columns): B, then conj(A) * B
     tail_b = _take_float32(rest, pb)
     starts = np.flatnonzero(np.diff(pa)) + 1
-    if len(starts) < n // 8:
-        lo, hi = np.r_[0, starts], np.r_[starts, n]
-        heads = _take_float32(band, pa[lo]).view(np.complex64)
-        np.conjugate(heads, out=heads)
-        tail_a = _take_float32(rest, pa[lo])
+    runs = len(starts) < n // 8
+    lo = np.r_[0, starts] if runs else np.arange(n)  # the pairs whose i parts are read
+    heads = _take_float32(band, pa[lo]).view(np.complex64)
+    np.conjugate(heads, out=heads)
+    tail_a = _take_float32(rest, pa[lo])
+    if runs:
         tail = np.empty(n, np.float32)
-        for k, (a, b) in enumerate(zip(lo.tolist(), hi.tolist(), strict=True)):
+        for k, (a, b) in enumerate(zip(lo.tolist(), np.r_[starts, n].tolist(), strict=True)):
             np.multiply(x[a:b], heads[k], out=x[a:b])
             np.matmul(tail_b[a:b], tail_a[k], out=tail[a:b])
     else:
-        heads = _take_float32(band, pa).view(np.complex64)
-        np.conjugate(heads, out=heads)
         np.multiply(x, heads, out=x)
-        tail = np.einsum("ij,ij->i", _take_float32(rest, pa), tail_b)
+        tail = np.einsum("ij,ij->i", tail_a, tail_b)
     q = eyc @ x  # (pairs, shifts, band columns)
     window = (q.view(np.float32).reshape(-1, len(m)) @ m).reshape(n, -1).max(axis=1)
     return window.astype(np.float64) + tail + _BOUND_SLACK
