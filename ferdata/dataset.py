@@ -220,8 +220,9 @@ def _block_pieces(block: Any) -> Iterator[Any]:
             yield MemoryMappedTable._apply_replays(pa.Table.from_batches([batch]), block.replays)
 
 
-class _Rows:
-    """Rows taken in order from a stream of tables."""
+class RowStream:
+    """Rows taken in order from a stream of ``pa.Table`` pieces, re-cut to the sizes asked for (the
+    pieces of :func:`contiguous_parts`, taken as the row groups of a parquet shard)."""
 
     def __init__(self, pieces: Iterator[Any]) -> None:
         self.pieces, self.pending = pieces, None
@@ -237,6 +238,7 @@ class _Rows:
             yield piece
 
     def take(self, n: int) -> list[Any]:
+        """The next ``n`` rows as a list of pieces."""
         return list(self.stream(n))
 
 
@@ -249,7 +251,7 @@ def _pieces(ds: datasets.Dataset) -> Iterator[Any]:
 
     def table_pieces() -> Iterator[Any]:
         for first, *others in _blocks(ds):
-            rows = [_Rows(_block_pieces(b)) for b in others]
+            rows = [RowStream(_block_pieces(b)) for b in others]
             for piece in _block_pieces(first):
                 if not len(piece):
                     continue
@@ -283,7 +285,7 @@ def contiguous_parts(ds: datasets.Dataset, parts: int) -> Iterator[Iterator[Any]
     """
     if not plain_readable(ds):
         raise ValueError("contiguous_parts needs a dataset plain_readable accepts")
-    rows = _Rows(_pieces(ds))
+    rows = RowStream(_pieces(ds))
     div, mod = divmod(len(ds), parts)
     for i in range(parts):
         yield rows.stream(div + (i < mod))

@@ -357,7 +357,7 @@ def _write_parquet_shards(ds: Any, shards: int, paths: list[Path]) -> None:
         get_writer_batch_size_from_features,
     )
 
-    from ferdata.dataset import _Rows, contiguous_parts, plain_readable
+    from ferdata.dataset import RowStream, contiguous_parts, plain_readable
 
     if not plain_readable(ds):
         for i, path in enumerate(paths):
@@ -368,7 +368,7 @@ def _write_parquet_shards(ds: Any, shards: int, paths: list[Path]) -> None:
         shard = ds.shard(shards, i, contiguous=True)  # its size estimate sets the row groups, as in to_parquet
         batch = (get_writer_batch_size_from_features(ds.features)
                  or get_writer_batch_size_from_data_size(len(shard), shard._estimate_nbytes()))
-        rows = _Rows(part)
+        rows = RowStream(part)
         with pq.ParquetWriter(str(path), schema=schema, use_content_defined_chunking=cdc, write_page_index=True,
                               **get_parquet_column_options(ds.features, schema)) as writer:
             for start in range(0, len(shard), batch):
