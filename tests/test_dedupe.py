@@ -639,6 +639,24 @@ def test_correlation_bound_prunes_only_pairs_below_the_floor() -> None:
     assert np.array_equal(two.score, fast.score)
 
 
+def test_bound_parts_computed_once_a_row(monkeypatch) -> None:
+    """The spectra of a row are computed again after ``forget``, its bound parts never: the same parts."""
+    from ferdata.dedupe import verify
+
+    images = [verify_array(_textured(_smooth(950 + k), k)) for k in range(6)]
+    counted = []
+    real = verify._bound_parts
+    monkeypatch.setattr(verify, "_bound_parts", lambda spectra: (counted.append(len(spectra)), real(spectra))[1])
+    spectra = verify.DetailSpectra(images)
+    spectra.prepare(np.arange(4), bound=True)
+    band = spectra._band[:4].copy()
+    spectra.prepare(np.arange(6))  # z 0: rows 4 and 5 get their parts, 0-3 keep theirs
+    spectra.forget()
+    spectra.prepare(np.arange(6))
+    assert counted == [4, 2] and np.array_equal(spectra._band[:4], band)
+    assert verify_pairs(spectra, [0, 1, 2], [3, 4, 5]).score.tolist() == verify_pairs(images, [0, 1, 2], [3, 4, 5]).score.tolist()
+
+
 def test_verifier_turns_huge_page_advice_off_and_restores_it(monkeypatch) -> None:
     """The verifier runs with numpy's huge-page advice off (costly faults on this kind of VM), puts the
     setting back afterwards, and leaves it alone when NUMPY_MADVISE_HUGEPAGE is set by the user."""

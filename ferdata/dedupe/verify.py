@@ -369,6 +369,10 @@ class DetailSpectra:
         self._bounded = np.zeros(n, dtype=bool)
         self._band = np.empty((0, _band_shape()[0], 2 * _band_shape()[1]), np.uint16)
         self._rest = np.empty((0, _rest_size()), np.uint16)
+        self._data: list[np.ndarray] = [np.empty((0, VERIFY_SIZE, VERIFY_SIZE // 2 + 1), np.complex64)
+                                        for _ in VERIFY_ZOOMS]
+        #: the zoomed images (zoom index >= 1) their spectra were computed from, for the residual
+        self._zoomed: list[np.ndarray] = [np.empty((0, VERIFY_SIZE, VERIFY_SIZE), np.float32) for _ in VERIFY_ZOOMS]
         self.forget(images=False)
 
     def __len__(self) -> int:
@@ -376,17 +380,16 @@ class DetailSpectra:
 
     def forget(self, *, images: bool = True) -> None:
         """Release the cached spectra and zoomed images (and, with ``load``, the images): they are
-        computed (read) again when next needed. The bound parts stay."""
+        computed (read) again when next needed. The bound parts stay.
+
+        The stores themselves are kept and written again from their start: memory the process has
+        already faulted in costs nothing to rewrite, while fresh memory is faulted in page by page
+        (on 300k rows the cache is released hundreds of times)."""
         n = len(self)
         self._slot = [np.full(n, -1, dtype=np.int64) for _ in VERIFY_ZOOMS]
-        self._data: list[np.ndarray] = [np.empty((0, VERIFY_SIZE, VERIFY_SIZE // 2 + 1), np.complex64)
-                                        for _ in VERIFY_ZOOMS]
         self._used = [0] * len(VERIFY_ZOOMS)
-        #: the zoomed images (zoom index >= 1) their spectra were computed from, for the residual
-        self._zoomed: list[np.ndarray] = [np.empty((0, VERIFY_SIZE, VERIFY_SIZE), np.float32) for _ in VERIFY_ZOOMS]
         if images and self._load is not None:
-            self.images = np.zeros_like(self.images)
-            self.loaded[:] = False
+            self.loaded[:] = False  # their rows are read again (overwritten) before any use
 
     def cached_bytes(self) -> int:
         """Bytes held by what :meth:`forget` releases."""
@@ -445,8 +448,8 @@ class DetailSpectra:
         return positions
 
     def _compute(self, z: int, rows: np.ndarray, positions: np.ndarray | None) -> None:
-        """The spectra (and bound parts, or zoomed images) of ``rows`` at zoom index ``z``, into ``positions``
-        (``None``: only the bound parts, the spectra not kept)."""
+        """The spectra (and the bound parts of rows without them, or zoomed images) of ``rows`` at zoom index
+        ``z``, into ``positions`` (``None``: only the bound parts, the spectra not kept)."""
         stack = self.images[rows].astype(np.float32, copy=False)
         if VERIFY_ZOOMS[z] != 1.0:
             stack = np.stack([_zoom(x, VERIFY_ZOOMS[z]) for x in stack])
@@ -454,8 +457,10 @@ class DetailSpectra:
         spectra = _detail_spectra(stack)
         if positions is not None:
             self._data[z][positions] = spectra
-        if z == 0:
-            self._band[rows], self._rest[rows] = _bound_parts(spectra)
+        if z == 0:  # bound parts are kept for good: computed once a row, not again with its spectra
+            new = ~self._bounded[rows]
+            if new.any():
+                self._band[rows[new]], self._rest[rows[new]] = _bound_parts(spectra[new])
 
     def slots(self, z: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(store, positions)``: the spectra at zoom index ``z`` of ``rows`` are ``store[positions]``."""
