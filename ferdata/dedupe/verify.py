@@ -382,14 +382,18 @@ class DetailSpectra:
         """Release the cached spectra and zoomed images (and, with ``load``, the images): they are
         computed (read) again when next needed. The bound parts stay.
 
-        The stores themselves are kept and written again from their start: memory the process has
-        already faulted in costs nothing to rewrite, while fresh memory is faulted in page by page
-        (on 300k rows the cache is released hundreds of times)."""
+        The spectra and zoomed-image stores are kept and written again from their start (memory the
+        process has already faulted in costs nothing to rewrite, while fresh memory is faulted in page
+        by page; on 300k rows the cache is released hundreds of times). The images, stored by row,
+        get a fresh array of untouched zero pages (``np.zeros``, not ``zeros_like``, which writes every
+        page): only the rows read again are held.
+        """
         n = len(self)
         self._slot = [np.full(n, -1, dtype=np.int64) for _ in VERIFY_ZOOMS]
         self._used = [0] * len(VERIFY_ZOOMS)
         if images and self._load is not None:
-            self.loaded[:] = False  # their rows are read again (overwritten) before any use
+            self.images = np.zeros(self.images.shape, self.images.dtype)
+            self.loaded[:] = False
 
     def cached_bytes(self) -> int:
         """Bytes held by what :meth:`forget` releases."""
