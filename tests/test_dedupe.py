@@ -640,7 +640,8 @@ def test_correlation_bound_prunes_only_pairs_below_the_floor() -> None:
 
 
 def test_bound_parts_computed_once_a_row(monkeypatch) -> None:
-    """The spectra of a row are computed again after ``forget``, its bound parts never: the same parts."""
+    """The spectra of a row are computed again after ``forget`` (into the same store), its bound parts
+    never: the same parts, the same scores."""
     from ferdata.dedupe import verify
 
     images = [verify_array(_textured(_smooth(950 + k), k)) for k in range(6)]
@@ -651,9 +652,11 @@ def test_bound_parts_computed_once_a_row(monkeypatch) -> None:
     spectra.prepare(np.arange(4), bound=True)
     band = spectra._band[:4].copy()
     spectra.prepare(np.arange(6))  # z 0: rows 4 and 5 get their parts, 0-3 keep theirs
+    store = spectra._data[0]
     spectra.forget()
     spectra.prepare(np.arange(6))
     assert counted == [4, 2] and np.array_equal(spectra._band[:4], band)
+    assert spectra._data[0] is store  # a release keeps the store (rewritten, not faulted in again)
     assert verify_pairs(spectra, [0, 1, 2], [3, 4, 5]).score.tolist() == verify_pairs(images, [0, 1, 2], [3, 4, 5]).score.tolist()
 
 
