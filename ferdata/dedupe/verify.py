@@ -293,13 +293,13 @@ def _correlation_bound(spectra: DetailSpectra, i: np.ndarray, j: np.ndarray) -> 
     tail_b = _take_float32(rest, pb)
     starts = np.flatnonzero(np.diff(pa)) + 1
     runs = len(starts) < n // 8
-    lo = np.r_[0, starts] if runs else np.arange(n)  # the pairs whose i parts are read
-    heads = _take_float32(band, pa[lo]).view(np.complex64)
+    at = pa[np.r_[0, starts]] if runs else pa  # i's rows whose parts are read: once a run, or every pair's
+    heads = _take_float32(band, at).view(np.complex64)
     np.conjugate(heads, out=heads)
-    tail_a = _take_float32(rest, pa[lo])
+    tail_a = _take_float32(rest, at)
     if runs:
         tail = np.empty(n, np.float32)
-        for k, (a, b) in enumerate(zip(lo.tolist(), np.r_[starts, n].tolist(), strict=True)):
+        for k, (a, b) in enumerate(zip(np.r_[0, starts].tolist(), np.r_[starts, n].tolist(), strict=True)):
             np.multiply(x[a:b], heads[k], out=x[a:b])
             np.matmul(tail_b[a:b], tail_a[k], out=tail[a:b])
     else:
