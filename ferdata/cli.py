@@ -1483,8 +1483,10 @@ def apply_review_cmd(dataset: Path, review_csv: Path, out: Path, allow_missing: 
                    "use it to reproduce the paper only).")
 @click.option("--cv", type=int, default=None,
               help="K: out-of-sample K-fold predictions each round; 1: in-sample [default: relabel 1, flag/prune 5].")
-@click.option("--rule", type=click.Choice(["argmax", "confident"]), default=None,
-              help="Suspect rule: argmax (predicted != given) or confident (confident learning's per-class "
+@click.option("--rule", type=click.Choice(["argmax", "posterior", "confident"]), default=None,
+              help="Suspect rule: argmax (predicted != given), posterior (the probability that the label is "
+                   "wrong, from the model and confident learning's estimate of which classes get confused, cut "
+                   "where the expected F1 is highest) or confident (confident learning's per-class "
                    "thresholds) [default: argmax].")
 @click.option("--top", type=click.IntRange(min=1), default=None,
               help="Flag exactly the K rows ranked most suspect (lowest normalised margin) instead of the rule.")
@@ -1514,7 +1516,7 @@ def refine_cmd(dataset_dir: Path, out: Path, num_proc: int, seed: int, limit: in
 
     --mode flag (the default) or prune: one 5-fold out-of-sample pass of shallow-cnn-std (10 epochs,
     cosine schedule, light augmentation, mirrored test-time average), suspects where the prediction differs (--rule
-    argmax|confident, or --top K by normalised margin). --mode relabel: paper 000's loop (train,
+    argmax|posterior|confident, or --top K by normalised margin). --mode relabel: paper 000's loop (train,
     keep the diagonal, repeat; relabel with the last model); it writes the model's mistakes into
     the labels (FER2013 vs FER+: 0.79 -> 0.44 correct), so use it only to reproduce the paper. A
     guard refuses to change anything when the model cannot judge the labels (accuracy under 2x

@@ -457,6 +457,24 @@ def test_confident_learning_rule_by_hand() -> None:
     assert find_suspects(labels, probs, top=2).sum() == 2 and find_suspects(labels, probs, top=2)[5]
 
 
+def test_posterior_rule_by_hand() -> None:
+    """The calibrated confident joint, the error posterior and the expected-F1 cut, computed by hand."""
+    from ferdata.refine import error_posterior, expected_f1_cut, find_suspects, noise_joint
+
+    labels = np.array([0, 0, 1, 1])
+    probs = np.array([[0.9, 0.1], [0.1, 0.9], [0.1, 0.9], [0.3, 0.7]])
+    # thresholds t0 = 0.5, t1 = 0.8: row 1 counts as (given 0, true 1), row 3 reaches neither
+    joint = noise_joint(labels, probs)
+    assert joint.ravel().tolist() == pytest.approx([0.25, 0.25, 0.0, 0.5])
+    # P(given 0 | true 0) = 1, P(given 0 | true 1) = 1/3: row 1 is wrong with 0.9/3 / (0.1 + 0.9/3) = 0.75
+    q = error_posterior(labels, probs)
+    assert q.tolist() == pytest.approx([(0.1 / 3) / (0.9 + 0.1 / 3), 0.75, 0.0, 0.0])
+    assert find_suspects(labels, probs, rule="posterior").tolist() == [False, True, False, False]
+    # expected F1 of the top k, 2 * sum(top k) / (k + sum): 2 * 0.9 / 2.7, 2 * 1.6 / 3.7 (best), 2 * 1.7 / 4.7
+    assert expected_f1_cut(np.array([0.1, 0.9, 0.7, 0.0])).tolist() == [False, True, True, False]
+    assert not expected_f1_cut(np.zeros(3)).any()
+
+
 def test_guard_check_by_hand() -> None:
     from ferdata.refine import guard_check
 

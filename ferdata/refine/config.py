@@ -26,7 +26,8 @@ DEFAULT_MODE = "flag"
 MODE_DEFAULTS: dict[str, tuple[str, int, int, int | None, str, str, bool, str]] = {
     "relabel": ("fer-cnn", 5, 40, 1, "argmax", "none", False, "plateau"),  # paper 000 (in-sample predictions)
     # argmax, not confident: on fer2013-dev vs FER+ argmax had the higher F1 (real noise 0.565 vs 0.549,
-    # synthetic flips 0.523 vs 0.469; docs/refine.md)
+    # synthetic flips 0.523 vs 0.469; docs/refine.md). Not posterior: ahead on fer2013-train's
+    # probabilities, but it misses flips when the model fits the noisy labels closely (*The posterior rule*).
     # shallow-cnn (three 3x3 convolutions), not refine-cnn: on synthetic flips of fer2013-dev it reached
     # out-of-sample accuracy 0.444 vs 0.364 on the same 3 folds x 12 epochs, in 124 s vs 432 s; then
     # per-image standardisation (shallow-cnn-std), light augmentation and the mirrored test-time average
@@ -46,8 +47,8 @@ class RefineConfig:
     ``model``, ``rounds``, ``epochs``, ``cv``, ``rule``, ``augment``, ``tta`` and ``schedule`` left at None (``"auto"`` for the
     model) take the mode's defaults (:data:`MODE_DEFAULTS`): paper 000 for ``relabel``; for
     ``flag`` and ``prune`` one out-of-sample 5-fold pass of ``shallow-cnn-std`` (10 epochs, cosine
-    schedule, light augmentation, mirrored test-time average) and the argmax rule (``confident`` is the alternative;
-    docs/refine.md has the table that chose).
+    schedule, light augmentation, mirrored test-time average) and the argmax rule (``posterior`` and ``confident``
+    are the alternatives; docs/refine.md has the tables that chose).
 
     Example:
         >>> RefineConfig(model="tiny-cnn", rounds=3, epochs=5).mode
@@ -72,7 +73,8 @@ class RefineConfig:
     mode: str = DEFAULT_MODE
     #: K for out-of-sample K-fold predictions each round; 1 = in-sample (the paper); None: 5 for flag/prune
     cv: int | None = None
-    #: suspect rule: argmax (predicted != given) | confident (confident learning); None: the mode's
+    #: suspect rule: argmax (predicted != given) | posterior (error posterior, best expected F1) |
+    #: confident (confident learning); None: the mode's
     rule: str | None = None
     #: flag exactly the K rows ranked most suspect (lowest normalised margin) instead of the rule
     top: int | None = None

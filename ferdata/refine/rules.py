@@ -2,8 +2,9 @@
 
 Nothing here trains, reads or writes: folds and carves of row positions, the confusion matrix and
 per-class precision, the loop's stop rule, the suspect rules (``argmax``: paper 000;
-``confident``: confident learning; ``top=K`` by normalised margin) and the guard that decides
-whether a model has learnt enough to judge labels.
+``posterior``: the probability that the given label is wrong under confident learning's noise
+estimate, cut where the expected F1 is highest; ``confident``: confident learning; ``top=K`` by
+normalised margin) and the guard that decides whether a model has learnt enough to judge labels.
 
 Example:
     >>> import numpy as np
@@ -29,8 +30,9 @@ from ferdata.columns import (
 from ferdata.errors import UsageError
 from ferdata.split import stratified_split
 
-#: How a row becomes a suspect: predicted != given (paper 000) or the confident-learning rule.
-RULES = ("argmax", "confident")
+#: How a row becomes a suspect: predicted != given (paper 000), the error posterior cut at the best
+#: expected F1, or the confident-learning rule.
+RULES = ("argmax", "posterior", "confident")
 #: The guard: out-of-sample accuracy must reach this multiple of chance (1 / classes) to judge labels.
 MIN_ACCURACY_OVER_CHANCE = 2.0
 
@@ -187,10 +189,85 @@ def confident_thresholds(labels: Sequence[int] | np.ndarray, probs: np.ndarray) 
     return out
 
 
+def noise_joint(labels: Sequence[int] | np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Estimated joint of (given label, true label), confident learning's calibrated confident joint.
+
+    A row labelled i counts towards (i, j) when class j is the most probable of the classes that
+    reach their threshold (:func:`confident_thresholds`); rows reaching none are not counted. Each
+    given label's row is then scaled to that label's share of the rows (Northcutt et al. 2021,
+    "calibration"), so the matrix sums to 1; ``1 - trace`` is the estimated noise rate. A given
+    label with no counted row keeps its share on the diagonal.
+
+    Example:
+        >>> noise_joint([0, 0, 1, 1], np.array([[.9, .1], [.1, .9], [.1, .9], [.3, .7]])).round(2).tolist()
+        [[0.25, 0.25], [0.0, 0.5]]
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    k = probs.shape[1]
+    counts = np.zeros((k, k))
+    above = probs >= confident_thresholds(labels, probs)[None, :]
+    hit = above.any(axis=1)
+    confident_class = np.where(above, probs, -1.0).argmax(axis=1)
+    np.add.at(counts, (labels[hit], confident_class[hit]), 1.0)
+    share = np.bincount(labels, minlength=k)[:k] / max(1, len(labels))
+    rows = counts.sum(axis=1)
+    joint = np.where(rows[:, None] > 0, counts / np.maximum(rows, 1)[:, None], np.eye(k)) * share[:, None]
+    return joint
+
+
+def error_posterior(labels: Sequence[int] | np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Probability that each row's given label is wrong: the model's class probabilities weighted by
+    how often each true class is given this label (:func:`noise_joint`, normalised per true class).
+
+    ``P(true = y | x, given = i) ~ p(y | x) * P(given = i | true = y)``; the result is 1 minus it at
+    ``y = i``. Where annotators rarely confuse two classes, the model must disagree strongly before a
+    row is doubted; where they often do, a weaker disagreement suffices.
+
+    Example:
+        >>> error_posterior([0, 0, 1, 1], np.array([[.9, .1], [.1, .9], [.1, .9], [.3, .7]])).round(2).tolist()
+        [0.04, 0.75, 0.0, 0.0]
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    if not len(labels):
+        return np.zeros(0)
+    joint = noise_joint(labels, probs)
+    true_total = joint.sum(axis=0)
+    given_if_true = np.where(true_total > 0, joint / np.where(true_total > 0, true_total, 1.0), np.eye(len(joint)))
+    weighted = probs * given_if_true[labels, :]
+    total = weighted.sum(axis=1)
+    rows = np.arange(len(labels))
+    return np.where(total > 0, 1.0 - weighted[rows, labels] / np.where(total > 0, total, 1.0), 0.0)
+
+
+def expected_f1_cut(scores: np.ndarray) -> np.ndarray:
+    """Flag the rows with the highest error probabilities, as many as maximise the expected F1.
+
+    Taking the probabilities as calibrated, flagging the top k expects ``sum(top k)`` hits among
+    ``sum(all)`` errors, so F1 ~ 2 * sum(top k) / (k + sum(all)); nothing is flagged when no row
+    is likely wrong.
+
+    Example:
+        >>> expected_f1_cut(np.array([0.9, 0.1, 0.8, 0.05])).tolist()
+        [True, False, True, False]
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    out = np.zeros(len(scores), dtype=bool)
+    if not len(scores) or scores.sum() <= 0:
+        return out
+    order = np.argsort(-scores, kind="stable")
+    f1 = 2.0 * np.cumsum(scores[order]) / (np.arange(1, len(scores) + 1) + scores.sum())
+    out[order[:int(f1.argmax()) + 1]] = True
+    return out
+
+
 def find_suspects(labels: Sequence[int] | np.ndarray, probs: np.ndarray, *, rule: str = "confident",
                   top: int | None = None) -> np.ndarray:
     """Which rows look mislabelled, from (ideally out-of-sample) class probabilities.
 
+    * ``posterior``: the probability that the label is wrong (:func:`error_posterior`),
+      cut where the expected F1 is highest (:func:`expected_f1_cut`);
     * ``argmax``: the predicted class differs from the given one (paper 000);
     * ``confident``: confident learning's off-diagonal of the confident joint (Northcutt et al.
       2021): a row labelled i is suspect when some other class j reaches its threshold
@@ -208,6 +285,8 @@ def find_suspects(labels: Sequence[int] | np.ndarray, probs: np.ndarray, *, rule
         out = np.zeros(len(labels), dtype=bool)
         out[np.argsort(margin, kind="stable")[:top]] = True
         return out
+    if rule == "posterior":
+        return expected_f1_cut(error_posterior(labels, probs))
     if rule == "argmax":
         return probs.argmax(axis=1) != labels
     if rule != "confident":

@@ -150,6 +150,7 @@ def rule_rows(labels: np.ndarray, probs: np.ndarray, errors: np.ndarray, scored:
     rows = []
     confident = find_suspects(labels, probs, rule="confident")
     candidates = [("argmax (predicted != given)", find_suspects(labels, probs, rule="argmax")),
+                  ("posterior (error posterior, best expected F1)", find_suspects(labels, probs, rule="posterior")),
                   ("confident (confident learning)", confident),
                   (f"top {int(confident.sum())} by normalised margin",
                    find_suspects(labels, probs, top=max(1, int(confident.sum()))))]
