@@ -189,6 +189,12 @@ def confident_thresholds(labels: Sequence[int] | np.ndarray, probs: np.ndarray) 
     return out
 
 
+def _confident_classes(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(reaches some threshold, the most probable class among those reaching theirs) of every row."""
+    above = probs >= confident_thresholds(labels, probs)[None, :]
+    return above.any(axis=1), np.where(above, probs, -1.0).argmax(axis=1)
+
+
 def noise_joint(labels: Sequence[int] | np.ndarray, probs: np.ndarray) -> np.ndarray:
     """Estimated joint of (given label, true label), confident learning's calibrated confident joint.
 
@@ -206,9 +212,7 @@ def noise_joint(labels: Sequence[int] | np.ndarray, probs: np.ndarray) -> np.nda
     probs = np.asarray(probs, dtype=np.float64)
     k = probs.shape[1]
     counts = np.zeros((k, k))
-    above = probs >= confident_thresholds(labels, probs)[None, :]
-    hit = above.any(axis=1)
-    confident_class = np.where(above, probs, -1.0).argmax(axis=1)
+    hit, confident_class = _confident_classes(labels, probs)
     np.add.at(counts, (labels[hit], confident_class[hit]), 1.0)
     share = np.bincount(labels, minlength=k)[:k] / max(1, len(labels))
     rows = counts.sum(axis=1)
@@ -266,9 +270,9 @@ def find_suspects(labels: Sequence[int] | np.ndarray, probs: np.ndarray, *, rule
                   top: int | None = None) -> np.ndarray:
     """Which rows look mislabelled, from (ideally out-of-sample) class probabilities.
 
+    * ``argmax``: the predicted class differs from the given one (paper 000);
     * ``posterior``: the probability that the label is wrong (:func:`error_posterior`),
       cut where the expected F1 is highest (:func:`expected_f1_cut`);
-    * ``argmax``: the predicted class differs from the given one (paper 000);
     * ``confident``: confident learning's off-diagonal of the confident joint (Northcutt et al.
       2021): a row labelled i is suspect when some other class j reaches its threshold
       (:func:`confident_thresholds`) and the most probable of the classes that reach theirs is j;
@@ -291,9 +295,8 @@ def find_suspects(labels: Sequence[int] | np.ndarray, probs: np.ndarray, *, rule
         return probs.argmax(axis=1) != labels
     if rule != "confident":
         raise UsageError(f"unknown rule {rule!r}; valid rules: {', '.join(RULES)}")
-    above = probs >= confident_thresholds(labels, probs)[None, :]
-    confident_class = np.where(above, probs, -1.0).argmax(axis=1)
-    return above.any(axis=1) & (confident_class != labels)
+    hit, confident_class = _confident_classes(labels, probs)
+    return hit & (confident_class != labels)
 
 
 def guard_check(labels: Sequence[int] | np.ndarray, probs: np.ndarray, suspects: np.ndarray, *, classes: int,
