@@ -467,12 +467,37 @@ def test_posterior_rule_by_hand() -> None:
     joint = noise_joint(labels, probs)
     assert joint.ravel().tolist() == pytest.approx([0.25, 0.25, 0.0, 0.5])
     # P(given 0 | true 0) = 1, P(given 0 | true 1) = 1/3: row 1 is wrong with 0.9/3 / (0.1 + 0.9/3) = 0.75
-    q = error_posterior(labels, probs)
+    q = error_posterior(labels, probs, temperature=1)
     assert q.tolist() == pytest.approx([(0.1 / 3) / (0.9 + 0.1 / 3), 0.75, 0.0, 0.0])
     assert find_suspects(labels, probs, rule="posterior").tolist() == [False, True, False, False]
     # expected F1 of the top k, 2 * sum(top k) / (k + sum): 2 * 0.9 / 2.7, 2 * 1.6 / 3.7 (best), 2 * 1.7 / 4.7
     assert expected_f1_cut(np.array([0.1, 0.9, 0.7, 0.0])).tolist() == [False, True, True, False]
     assert not expected_f1_cut(np.zeros(3)).any()
+
+
+def test_posterior_calibrates_the_model_through_the_noise_channel() -> None:
+    """A model right about every class but timid (0.4 for the right class of 4) doubts nothing at
+    face value; through the channel its temperature is fitted below 1 and every flipped row is
+    flagged, no clean one. The fitted temperature is the grid's most likely one."""
+    from ferdata.refine import channel_temperature, error_posterior, find_suspects
+    from ferdata.refine.rules import TEMPERATURES, _given_if_true, _tempered, noise_joint
+
+    rng = np.random.default_rng(0)
+    true = np.repeat(np.arange(4), 50)
+    flipped = rng.random(200) < 0.2
+    labels = np.where(flipped, (true + rng.integers(1, 4, 200)) % 4, true)
+    probs = np.full((200, 4), 0.6 / 3)
+    probs[np.arange(200), true] = 0.4 + rng.uniform(-0.02, 0.02, 200)
+    probs /= probs.sum(axis=1, keepdims=True)
+    at_face_value = error_posterior(labels, probs, temperature=1)
+    assert at_face_value[flipped].min() < 0.35                      # timid: many flips look unlikely errors
+    t = channel_temperature(labels, probs)
+    assert t < 0.5
+    channel = _given_if_true(noise_joint(labels, probs))
+    ll = [np.log((_tempered(probs, x) * channel[labels, :]).sum(axis=1)).sum() for x in TEMPERATURES]
+    assert t == TEMPERATURES[int(np.argmax(ll))]
+    assert (find_suspects(labels, probs, rule="posterior") == flipped).all()
+    assert error_posterior(labels, probs)[flipped].min() > 0.9 > 0.1 > error_posterior(labels, probs)[~flipped].max()
 
 
 def test_guard_check_by_hand() -> None:
@@ -565,8 +590,8 @@ def test_guard_refuses_to_flag_unlearnable_labels(tmp_path: Path, run_cli, caplo
     code, out, err = _cli_with_log(run_cli, caplog, "refine", tmp_path / "random", "--out", tmp_path / "run",
                                    "--cv", "2", *FAST, "--compare", "-q")
     assert code == 0, err
-    assert err.count("refine guard") == 1 and "would have been flagged by the argmax rule; none was, because" in err
-    assert "flagged: 0 of 160 rows (argmax rule; the guard refused" in out
+    assert err.count("refine guard") == 1 and "would have been flagged by the posterior rule; none was, because" in err
+    assert "flagged: 0 of 160 rows (posterior rule; the guard refused" in out
     flagged = datasets.load_from_disk(str(tmp_path / "run" / "dataset"))["train"]["suspect_label"]
     assert not any(flagged)
     summary = (tmp_path / "run" / "summary.md").read_text()
@@ -603,6 +628,22 @@ def _crafted_probs(n: int = 700, *, classes: int = 7, accuracy: float = 0.8, see
     probs = np.full((n, classes), 0.3 / (classes - 1))
     probs[np.arange(n), predicted] = 0.7
     return labels, probs
+
+
+def test_default_epochs_follow_the_rows_each_model_trains_on(noisy, tmp_path: Path) -> None:
+    """flag/prune's epochs: a training budget (10 on a whole FER2013, more on fewer rows, 10-40), set by
+    the run from the rows each fold model trains on; an explicit --epochs wins."""
+    from ferdata.refine import _Run, auto_epochs
+
+    assert [auto_epochs(n) for n in (15_104, 6_375, 3_750, 1_979, 1, 300_000)] == [10, 24, 40, 40, 40, 10]
+    config = RefineConfig(model="tiny-cnn", cv=2)
+    assert config.epochs is None
+    run = _Run(noisy[0], tmp_path / "run", config, overwrite=False)
+    rows = len(run.work) * (1 - 1 / 2) * (1 - config.val_fraction)   # 2 folds, then the 20 % validation carve
+    assert len(run.work) == 200 and config.epochs == auto_epochs(int(rows)) == 40   # held out: the test split
+    assert run.trainer.train.epochs == 40 and run.state["identity"]["config"]["epochs"] == 40   # resumes the same
+    explicit = RefineConfig(model="tiny-cnn", cv=2, epochs=3)
+    assert _Run(noisy[0], tmp_path / "run2", explicit, overwrite=False).trainer.train.epochs == 3
 
 
 def test_the_default_rule_flags_a_flipped_row_and_not_a_clean_one() -> None:
@@ -692,7 +733,7 @@ def test_flag_defaults_and_the_mirrored_average(noisy) -> None:
     flag, relabel = RefineConfig(), RefineConfig(mode="relabel")
     assert flag.mode == "flag" and (flag.model, flag.augment, flag.tta, flag.cv) == ("shallow-cnn-std", "light", True, 5)
     assert (relabel.model, relabel.augment, relabel.tta) == ("fer-cnn", "none", False)
-    assert (flag.epochs, flag.schedule, relabel.epochs, relabel.schedule) == (10, "cosine", 40, "plateau")
+    assert (flag.epochs, flag.schedule, relabel.epochs, relabel.schedule) == (None, "cosine", 40, "plateau")
     assert flag.train_config(image_size=48, channels=1).schedule == "cosine"
     assert RefineConfig(mode="flag", augment="none", tta=False).tta is False
     rng = np.random.default_rng(1)

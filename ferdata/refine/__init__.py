@@ -41,7 +41,7 @@ Example:
 
 from __future__ import annotations
 
-from ferdata.refine.config import MODE_DEFAULTS, MODES, RefineConfig, RefineResult
+from ferdata.refine.config import MODE_DEFAULTS, MODES, RefineConfig, RefineResult, auto_epochs
 from ferdata.refine.loop import STATE_FILE, STATE_FORMAT, refine
 
 # private names the tests and benchmarks import from ferdata.refine
@@ -53,6 +53,7 @@ from ferdata.refine.rules import (
     MIN_ACCURACY_OVER_CHANCE,
     RULES,
     carve,
+    channel_temperature,
     class_precision,
     confident_thresholds,
     confusion,
@@ -72,6 +73,7 @@ from ferdata.refine.rules import (
 from ferdata.split import stratified_split  # re-exported: it was importable from ferdata.refine
 
 __all__ = [
+    "auto_epochs",
     "MIN_ACCURACY_OVER_CHANCE",
     "MODES",
     "MODE_DEFAULTS",
@@ -86,6 +88,7 @@ __all__ = [
     "confident_thresholds",
     "confusion",
     "distribution_rows",
+    "channel_temperature",
     "error_posterior",
     "expected_f1_cut",
     "find_suspects",

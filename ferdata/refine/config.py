@@ -2,7 +2,7 @@
 
 Example:
     >>> RefineConfig().mode, RefineConfig(mode="prune").rule
-    ('flag', 'argmax')
+    ('flag', 'posterior')
 """
 
 from __future__ import annotations
@@ -25,19 +25,36 @@ DEFAULT_MODE = "flag"
 #: learning-rate schedule).
 MODE_DEFAULTS: dict[str, tuple[str, int, int, int | None, str, str, bool, str]] = {
     "relabel": ("fer-cnn", 5, 40, 1, "argmax", "none", False, "plateau"),  # paper 000 (in-sample predictions)
-    # argmax, not confident: on fer2013-dev vs FER+ argmax had the higher F1 (real noise 0.565 vs 0.549,
-    # synthetic flips 0.523 vs 0.469; docs/refine.md). Not posterior: ahead on fer2013-train's
-    # probabilities, but it misses flips when the model fits the noisy labels closely (*The posterior rule*).
+    # posterior (the model calibrated through the estimated noise channel): the highest F1 on
+    # fer2013-train's real noise and its synthetic flips, ahead of argmax and cleanlab on the same
+    # probabilities (docs/refine.md, *The posterior rule*).
     # shallow-cnn (three 3x3 convolutions), not refine-cnn: on synthetic flips of fer2013-dev it reached
     # out-of-sample accuracy 0.444 vs 0.364 on the same 3 folds x 12 epochs, in 124 s vs 432 s; then
     # per-image standardisation (shallow-cnn-std), light augmentation and the mirrored test-time average
     # raised it to 0.549 on 3 folds x 20 epochs (0.474 without standardisation; docs/refine.md).
-    # 10 epochs with the cosine schedule, not 20 at a constant rate: all of fer2013-train (26k rows) in
-    # one sitting on 2 cores (issue 24: <= 30 min) at a small cost in F1 (docs/refine.md, *At the size
-    # users run*); --epochs 20 --schedule plateau is the slower, better detector.
-    "prune": ("shallow-cnn-std", 1, 10, 5, "argmax", "light", True, "cosine"),
-    "flag": ("shallow-cnn-std", 1, 10, 5, "argmax", "light", True, "cosine"),
+    # Epochs None: a fixed training budget (auto_epochs), with the cosine schedule: 10 epochs on all of
+    # fer2013-train (26k rows, one sitting on 2 cores: issue 24's <= 30 min), more on fewer rows, where
+    # more training is what the detector needs (docs/refine.md, *At the size users run*).
+    "prune": ("shallow-cnn-std", 1, None, 5, "posterior", "light", True, "cosine"),
+    "flag": ("shallow-cnn-std", 1, None, 5, "posterior", "light", True, "cosine"),
 }
+#: flag/prune's default training length: about this many training images per model (10 epochs of the
+#: 15,104 rows each fold model of fer2013-train trains on: the 28-minute pass on 2 cores)...
+TRAIN_IMAGES = 150_000
+#: ... in this many epochs at least and at most (fewer rows: more epochs; more rows: the run grows)
+EPOCH_RANGE = (10, 40)
+
+
+def auto_epochs(train_rows: int) -> int:
+    """flag/prune's default epochs for models that train on ``train_rows`` rows (:data:`TRAIN_IMAGES`
+    images, within :data:`EPOCH_RANGE`).
+
+    Example:
+        >>> auto_epochs(15_104), auto_epochs(6_375), auto_epochs(1_979), auto_epochs(300_000)
+        (10, 24, 40, 10)
+    """
+    low, high = EPOCH_RANGE
+    return int(min(high, max(low, round(TRAIN_IMAGES / max(1, int(train_rows))))))
 
 
 @dataclass
@@ -46,9 +63,10 @@ class RefineConfig:
 
     ``model``, ``rounds``, ``epochs``, ``cv``, ``rule``, ``augment``, ``tta`` and ``schedule`` left at None (``"auto"`` for the
     model) take the mode's defaults (:data:`MODE_DEFAULTS`): paper 000 for ``relabel``; for
-    ``flag`` and ``prune`` one out-of-sample 5-fold pass of ``shallow-cnn-std`` (10 epochs, cosine
-    schedule, light augmentation, mirrored test-time average) and the argmax rule (``posterior`` and ``confident``
-    are the alternatives; docs/refine.md has the tables that chose).
+    ``flag`` and ``prune`` one out-of-sample 5-fold pass of ``shallow-cnn-std`` (epochs from the rows:
+    :func:`auto_epochs`; cosine schedule, light augmentation, mirrored test-time average) and the
+    posterior rule (``argmax`` and ``confident`` are the alternatives; docs/refine.md has the tables
+    that chose).
 
     Example:
         >>> RefineConfig(model="tiny-cnn", rounds=3, epochs=5).mode
@@ -63,7 +81,8 @@ class RefineConfig:
     model: str = "auto"
     #: maximum number of trainings (the paper needed 5); None: 5 for relabel, 1 for flag/prune
     rounds: int | None = None
-    #: epochs per training (the paper: 40 to 100); None: 40 for relabel, 10 for flag/prune
+    #: epochs per training (the paper: 40 to 100); None: 40 for relabel, for flag/prune set by the run
+    #: from the rows each model trains on (:func:`auto_epochs`: 10 on a whole FER2013, up to 40)
     epochs: int | None = None
     #: stop when every class's precision on the current set reaches this
     precision_target: float = 0.90
@@ -145,7 +164,7 @@ class RefineConfig:
             raise UsageError(f"max_flag_rate must be in (0, 1], got {self.max_flag_rate!r}")
         if not isinstance(self.rounds, int) or self.rounds < 1:
             raise UsageError(f"rounds must be a whole number >= 1, got {self.rounds!r}")
-        if not isinstance(self.epochs, int) or self.epochs < 1:
+        if self.epochs is not None and (not isinstance(self.epochs, int) or self.epochs < 1):
             raise UsageError(f"epochs must be a whole number >= 1, got {self.epochs!r}")
         if not 0 < float(self.precision_target) <= 1:
             raise UsageError(f"precision_target must be in (0, 1], got {self.precision_target!r}")

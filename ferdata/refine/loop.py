@@ -29,7 +29,7 @@ import numpy as np
 
 from ferdata.dataset import EVAL_SPLITS
 from ferdata.errors import OutputExists, UsageError
-from ferdata.refine.config import RefineConfig, RefineResult
+from ferdata.refine.config import RefineConfig, RefineResult, auto_epochs
 from ferdata.refine.outputs import (
     _save_model,
     _write_confusion,
@@ -265,6 +265,9 @@ class _Run:
             rest, carved = carve(self.labels, c.heldout_fraction, seed=c.seed + 7919, groups=self.groups)
             self.heldout = self.pool.select(carved)
             self.work = rest
+        if c.epochs is None:   # flag/prune's training budget: epochs from the rows each model trains on
+            k = int(c.cv or 1)
+            c.epochs = auto_epochs(int(len(self.work) * (1 - 1 / k if k > 1 else 1) * (1 - c.val_fraction)))
         from ferdata.train.data import image_shape
 
         height, width, self.channels = image_shape(self.pool)

@@ -220,26 +220,74 @@ def noise_joint(labels: Sequence[int] | np.ndarray, probs: np.ndarray) -> np.nda
     return joint
 
 
-def error_posterior(labels: Sequence[int] | np.ndarray, probs: np.ndarray) -> np.ndarray:
+#: Temperatures tried by :func:`channel_temperature` (log-spaced; below 1 sharpens, above 1 softens).
+TEMPERATURES = np.exp(np.linspace(np.log(0.01), np.log(10.0), 121))
+
+
+def _given_if_true(joint: np.ndarray) -> np.ndarray:
+    """``P(given = i | true = y)`` as ``[i, y]`` from a joint (a true class no row reaches: identity)."""
+    true_total = joint.sum(axis=0)
+    return np.where(true_total > 0, joint / np.where(true_total > 0, true_total, 1.0), np.eye(len(joint)))
+
+
+def _tempered(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """``softmax(log p / T)``, row by row."""
+    z = np.log(np.clip(probs, 1e-12, 1.0)) / float(temperature)
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def channel_temperature(labels: Sequence[int] | np.ndarray, probs: np.ndarray,
+                        given_if_true: np.ndarray | None = None) -> float:
+    """The temperature that makes the model's probabilities, sent through the estimated noise channel,
+    most likely to produce the labels at hand: ``max_T sum log sum_y p_T(y | x) P(given | true = y)``
+    over :data:`TEMPERATURES`.
+
+    A model's class probabilities are judged against the *true* class, but only noisy labels are
+    there to calibrate them on; through the channel (:func:`noise_joint`) the two meet. A model
+    right about the classes but timid (``p`` ~ 0.4 for the right class) is sharpened (T < 1), an
+    over-confident one softened.
+
+    Example:
+        >>> channel_temperature([0, 0, 1, 1], np.array([[.6, .4], [.6, .4], [.4, .6], [.4, .6]])) < 0.1
+        True
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    if not len(labels):
+        return 1.0
+    channel = _given_if_true(noise_joint(labels, probs)) if given_if_true is None else given_if_true
+    weights = channel[labels, :]
+    likelihood = [np.log(np.clip((_tempered(probs, t) * weights).sum(axis=1), 1e-300, None)).sum()
+                  for t in TEMPERATURES]
+    return float(TEMPERATURES[int(np.argmax(likelihood))])
+
+
+def error_posterior(labels: Sequence[int] | np.ndarray, probs: np.ndarray, *,
+                    temperature: float | None = None) -> np.ndarray:
     """Probability that each row's given label is wrong: the model's class probabilities weighted by
     how often each true class is given this label (:func:`noise_joint`, normalised per true class).
 
-    ``P(true = y | x, given = i) ~ p(y | x) * P(given = i | true = y)``; the result is 1 minus it at
+    ``P(true = y | x, given = i) ~ p_T(y | x) * P(given = i | true = y)``; the result is 1 minus it at
     ``y = i``. Where annotators rarely confuse two classes, the model must disagree strongly before a
-    row is doubted; where they often do, a weaker disagreement suffices.
+    row is doubted; where they often do, a weaker disagreement suffices. ``p_T``: the probabilities
+    at ``temperature``, by default the one fitted through the channel (:func:`channel_temperature`);
+    ``temperature=1`` takes them as they are.
 
     Example:
-        >>> error_posterior([0, 0, 1, 1], np.array([[.9, .1], [.1, .9], [.1, .9], [.3, .7]])).round(2).tolist()
+        >>> error_posterior([0, 0, 1, 1], np.array([[.9, .1], [.1, .9], [.1, .9], [.3, .7]]),
+        ...                 temperature=1).round(2).tolist()
         [0.04, 0.75, 0.0, 0.0]
     """
     labels = np.asarray(labels, dtype=np.int64)
     probs = np.asarray(probs, dtype=np.float64)
     if not len(labels):
         return np.zeros(0)
-    joint = noise_joint(labels, probs)
-    true_total = joint.sum(axis=0)
-    given_if_true = np.where(true_total > 0, joint / np.where(true_total > 0, true_total, 1.0), np.eye(len(joint)))
-    weighted = probs * given_if_true[labels, :]
+    given_if_true = _given_if_true(noise_joint(labels, probs))
+    if temperature is None:
+        temperature = channel_temperature(labels, probs, given_if_true)
+    weighted = _tempered(probs, temperature) * given_if_true[labels, :]
     total = weighted.sum(axis=1)
     rows = np.arange(len(labels))
     return np.where(total > 0, 1.0 - weighted[rows, labels] / np.where(total > 0, total, 1.0), 0.0)
@@ -271,8 +319,9 @@ def find_suspects(labels: Sequence[int] | np.ndarray, probs: np.ndarray, *, rule
     """Which rows look mislabelled, from (ideally out-of-sample) class probabilities.
 
     * ``argmax``: the predicted class differs from the given one (paper 000);
-    * ``posterior``: the probability that the label is wrong (:func:`error_posterior`),
-      cut where the expected F1 is highest (:func:`expected_f1_cut`);
+    * ``posterior``: the probability that the label is wrong (:func:`error_posterior`, the model
+      calibrated through the noise channel), cut where the expected F1 is highest
+      (:func:`expected_f1_cut`);
     * ``confident``: confident learning's off-diagonal of the confident joint (Northcutt et al.
       2021): a row labelled i is suspect when some other class j reaches its threshold
       (:func:`confident_thresholds`) and the most probable of the classes that reach theirs is j;

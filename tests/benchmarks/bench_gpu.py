@@ -299,7 +299,8 @@ def score(data: Path, probs_dir: Path) -> None:
         else:
             labels, errors, scored = d["syn_labels"], d["syn_flips"], None
         acc = float(np.mean(probs.argmax(1) == labels))
-        print(f"\n{key} ({meta.get('model')}), {e.lstrip('e')} epochs: {meta.get('wall_s')} s on {', '.join(info.get('devices', ['?']))} "
+        devices = ", ".join(info.get("devices", ["?"]))
+        print(f"\n{key} ({meta.get('model')}), {e.lstrip('e')} epochs: {meta.get('wall_s')} s on {devices} "
               f"({meta.get('trained_images_per_s')} images/s trained), out-of-sample accuracy on the given labels {acc:.3f}"
               + (f", on FER+ {np.mean(probs.argmax(1)[scored] == truth[scored]):.3f}" if name == "real" else ""))
         rows = rule_rows(labels, probs, errors, scored, "") + cleanlab_row(labels, probs, errors, scored)

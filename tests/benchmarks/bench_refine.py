@@ -145,12 +145,15 @@ def probs_for(src: Path, run: Path, ds, labels: np.ndarray, args: argparse.Names
 
 def rule_rows(labels: np.ndarray, probs: np.ndarray, errors: np.ndarray, scored: np.ndarray | None,
               prefix: str) -> list[tuple[str, tuple[float, float, float, int]]]:
-    from ferdata.refine import find_suspects
+    from ferdata.refine import channel_temperature, error_posterior, expected_f1_cut, find_suspects
 
     rows = []
     confident = find_suspects(labels, probs, rule="confident")
     candidates = [("argmax (predicted != given)", find_suspects(labels, probs, rule="argmax")),
-                  ("posterior (error posterior, best expected F1)", find_suspects(labels, probs, rule="posterior")),
+                  (f"posterior (the default: calibrated through the channel, T = {channel_temperature(labels, probs):.2f})",
+                   find_suspects(labels, probs, rule="posterior")),
+                  ("posterior at face value (T = 1, session 36)",
+                   expected_f1_cut(error_posterior(labels, probs, temperature=1))),
                   ("confident (confident learning)", confident),
                   (f"top {int(confident.sum())} by normalised margin",
                    find_suspects(labels, probs, top=max(1, int(confident.sum()))))]
