@@ -1485,8 +1485,8 @@ def apply_review_cmd(dataset: Path, review_csv: Path, out: Path, allow_missing: 
               help="K: out-of-sample K-fold predictions each round; 1: in-sample [default: relabel 1, flag/prune 5].")
 @click.option("--rule", type=click.Choice(["argmax", "posterior", "confident"]), default=None,
               help="Suspect rule: argmax (predicted != given), posterior (the probability that the label is "
-                   "wrong, from the model and confident learning's estimate of which classes get confused, cut "
-                   "where the expected F1 is highest) or confident (confident learning's per-class "
+                   "wrong, from the model calibrated through confident learning's estimate of which classes "
+                   "get confused, cut where the expected F1 is highest) or confident (confident learning's per-class "
                    "thresholds) [default: relabel argmax, flag/prune posterior].")
 @click.option("--top", type=click.IntRange(min=1), default=None,
               help="Flag exactly the K rows ranked most suspect (lowest normalised margin) instead of the rule.")

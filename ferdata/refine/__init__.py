@@ -73,7 +73,6 @@ from ferdata.refine.rules import (
 from ferdata.split import stratified_split  # re-exported: it was importable from ferdata.refine
 
 __all__ = [
-    "auto_epochs",
     "MIN_ACCURACY_OVER_CHANCE",
     "MODES",
     "MODE_DEFAULTS",
@@ -83,12 +82,13 @@ __all__ = [
     "STEP_NAME",
     "RefineConfig",
     "RefineResult",
+    "auto_epochs",
     "carve",
+    "channel_temperature",
     "class_precision",
     "confident_thresholds",
     "confusion",
     "distribution_rows",
-    "channel_temperature",
     "error_posterior",
     "expected_f1_cut",
     "find_suspects",

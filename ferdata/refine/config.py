@@ -21,13 +21,13 @@ MODES = ("flag", "prune", "relabel")
 #: The default mode: annotate suspects, change nothing (relabel is paper 000's loop, kept by name: on
 #: fer2013-dev against FER+ it took label accuracy from 0.79 to 0.44; docs/refine.md).
 DEFAULT_MODE = "flag"
-#: Defaults that depend on the mode: (model, rounds, epochs, out-of-sample folds, rule, augment, tta,
-#: learning-rate schedule).
-MODE_DEFAULTS: dict[str, tuple[str, int, int, int | None, str, str, bool, str]] = {
+#: Defaults that depend on the mode: (model, rounds, epochs (None: :func:`auto_epochs`), out-of-sample
+#: folds, rule, augment, tta, learning-rate schedule).
+MODE_DEFAULTS: dict[str, tuple[str, int, int | None, int | None, str, str, bool, str]] = {
     "relabel": ("fer-cnn", 5, 40, 1, "argmax", "none", False, "plateau"),  # paper 000 (in-sample predictions)
     # posterior (the model calibrated through the estimated noise channel): the highest F1 on
     # fer2013-train's real noise and its synthetic flips, ahead of argmax and cleanlab on the same
-    # probabilities (docs/refine.md, *The posterior rule*).
+    # probabilities (docs/refine.md, *The defaults* under *At the size users run*).
     # shallow-cnn (three 3x3 convolutions), not refine-cnn: on synthetic flips of fer2013-dev it reached
     # out-of-sample accuracy 0.444 vs 0.364 on the same 3 folds x 12 epochs, in 124 s vs 432 s; then
     # per-image standardisation (shallow-cnn-std), light augmentation and the mirrored test-time average

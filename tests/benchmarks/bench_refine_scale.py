@@ -206,8 +206,9 @@ def score_synthetic(run: Path, flips: np.ndarray) -> None:
     print_table("Synthetic 20 % flips of the rows where FER2013 and FER+ agree, same out-of-sample probabilities", rows)
 
 
-def effect(run: Path, *, model: str, epochs: int, seed: int = 0) -> None:
-    """Item 5: what each kind of label does to a model scored on FER+ labels of the untouched rows."""
+def effect(run: Path, *, model: str, epochs: int, seed: int = 0, only: str = "") -> None:
+    """Item 5: what each kind of label does to a model scored on FER+ labels of the untouched rows
+    (``only``: the variants whose name starts with one of these comma-separated numerals, e.g. ``ii,v``)."""
     import datasets
     from bench_refine import ferplus_truth
 
@@ -240,6 +241,8 @@ def effect(run: Path, *, model: str, epochs: int, seed: int = 0) -> None:
           "held-out rows with a FER+ majority\n| training labels | rows | held-out accuracy (FER+) | "
           "held-out accuracy (FER2013) | seconds |\n|---|---|---|---|---|", flush=True)
     for name, (rows, y, soft) in variants.items():
+        if only and not any(name.startswith(f"({v})") for v in only.split(",")):
+            continue
         start = time.perf_counter()
         data = _with_labels(ds.select(rows.tolist()), y[rows])
         config = TrainConfig(model=model, epochs=epochs, augment="light", schedule="cosine", patience=0, seed=seed,
@@ -297,14 +300,16 @@ def main() -> None:
     parser.add_argument("--effect", action="store_true", help="item 5's table on the finished run WORK/run")
     parser.add_argument("--effect-model", default="shallow-cnn-std")
     parser.add_argument("--effect-epochs", type=int, default=10)
+    parser.add_argument("--effect-only", default="", help="only these variants of --effect, e.g. ii,v")
+    parser.add_argument("--run", default="run", help="the run directory under WORK (default: run)")
     parser.add_argument("extra", nargs="*", help="after --: options for ferdata refine")
     args = parser.parse_args()
     if not CSV.exists() or not VOTES.exists():
         print(f"skipped: {CSV} or {VOTES} is absent (see ../shared/data/README.md)")
         return
-    src, run = args.work / "train", args.work / ("run-synthetic" if args.synthetic else "run")
+    src, run = args.work / "train", args.work / ("run-synthetic" if args.synthetic else args.run)
     if args.effect:
-        effect(run, model=args.effect_model, epochs=args.effect_epochs)
+        effect(run, model=args.effect_model, epochs=args.effect_epochs, only=args.effect_only)
         return
     if not args.score:
         if not src.exists():
