@@ -640,7 +640,8 @@ def test_default_epochs_follow_the_rows_each_model_trains_on(noisy, tmp_path: Pa
     assert config.epochs is None
     run = _Run(noisy[0], tmp_path / "run", config, overwrite=False)
     rows = len(run.work) * (1 - 1 / 2) * (1 - config.val_fraction)   # 2 folds, then the 20 % validation carve
-    assert len(run.work) == 200 and config.epochs == auto_epochs(int(rows)) == 40   # held out: the test split
+    assert len(run.work) == 200 and run.config.epochs == auto_epochs(int(rows)) == 40   # held out: the test split
+    assert config.epochs is None   # the caller's config is not changed: reused on other data, it resolves again
     assert run.trainer.train.epochs == 40 and run.state["identity"]["config"]["epochs"] == 40   # resumes the same
     explicit = RefineConfig(model="tiny-cnn", cv=2, epochs=3)
     assert _Run(noisy[0], tmp_path / "run2", explicit, overwrite=False).trainer.train.epochs == 3

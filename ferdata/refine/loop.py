@@ -218,7 +218,8 @@ class _Run:
     def __init__(self, source: Path, run_dir: Path, config: RefineConfig, *, overwrite: bool) -> None:
         from ferdata.dataset import label_names, open_dataset
 
-        self.source, self.run_dir, self.config = source, run_dir, config
+        # a copy: the run resolves its own epochs from its rows, and the caller's config stays reusable
+        self.source, self.run_dir, self.config = source, run_dir, dataclasses.replace(config)
         self.dd = open_dataset(source)
         self.names = label_names(self.dd)
         self.num_classes = len(self.names)

@@ -4,7 +4,8 @@ Nothing here trains, reads or writes: folds and carves of row positions, the con
 per-class precision, the loop's stop rule, the suspect rules (``argmax``: paper 000;
 ``posterior``: the probability that the given label is wrong under confident learning's noise
 estimate, the model calibrated through it, cut where the expected F1 is highest; ``confident``:
-confident learning; ``top=K`` by normalised margin) and the guard that decides whether a model has learnt enough to judge labels.
+confident learning; ``top=K`` by normalised margin) and the guard that decides whether a model has
+learnt enough to judge labels.
 
 Example:
     >>> import numpy as np
